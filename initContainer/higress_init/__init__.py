@@ -1,0 +1,2 @@
+"""Higress standalone initializer."""
+__version__ = "0.1.0"

@@ -1,0 +1,269 @@
+"""Every certificate and key the initializer manages, declared as data, and the one code path
+that decides (keep, create, re-issue, refuse) and issues any of them.
+
+Issue order is table order: an issuer always comes before what it issues.
+"""
+from __future__ import annotations
+
+from concurrent.futures import Future, ProcessPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Callable
+
+from cryptography import x509
+
+from . import pki
+from .settings import Settings
+
+
+class StateError(Exception):
+    """Existing state the initializer refuses to change silently (exit code 3)."""
+
+
+def _apiserver_sans(s: Settings):
+    fixed = ("apiserver", "apiserver.svc", f"apiserver.{s.namespace}", f"apiserver.{s.namespace}.svc",
+             "localhost", "127.0.0.1")
+    names = tuple(dict.fromkeys(fixed + s.apiserver_sans))
+    ips = tuple(n for n in names if n[0].isdigit() or ":" in n)
+    return tuple(n for n in names if n not in ips), ips, ()
+
+
+def _gateway_sans(s: Settings):
+    return (), (), (s.gateway_spiffe_id,)
+
+
+@dataclass(frozen=True)
+class CertSpec:
+    name: str
+    phase: str
+    cert_file: str
+    key_file: str
+    issuer: str | None              # None: a self-signed root
+    common_name: str | None
+    organizations: tuple[str, ...] = ()
+    ca: bool = False
+    path_length: int | None = None
+    server_auth: bool = False
+    client_auth: bool = False
+    sans: Callable[[Settings], tuple] | None = None   # -> (dns names, ip addresses, uris)
+    validity: str = "cert_validity"                   # Settings attribute
+    key_algorithm: str = "leaf_key_algorithm"         # Settings attribute
+    chain: bool = False                               # cert_file holds the cert, then its issuer
+
+    def request(self, s: Settings) -> pki.CertificateRequest:
+        dns, ips, uris = self.sans(s) if self.sans else ((), (), ())
+        return pki.CertificateRequest(
+            common_name=self.common_name, organizations=self.organizations, is_ca=self.ca,
+            path_length=self.path_length, server_auth=self.server_auth, client_auth=self.client_auth,
+            dns_names=dns, ip_addresses=ips, uris=uris, validity=getattr(s, self.validity))
+
+
+# Files under pki/ are the initializer's own: no component mounts that directory.
+CERTIFICATES: tuple[CertSpec, ...] = (
+    CertSpec("apiserver-ca", "apiserver-pki", "api/ca.crt", "pki/apiserver-ca.key", None,
+             "higress-apiserver-ca", ca=True, validity="ca_validity", key_algorithm="ca_key_algorithm"),
+    CertSpec("apiserver", "apiserver-pki", "api/server.crt", "api/server.key", "apiserver-ca",
+             "apiserver", server_auth=True, sans=_apiserver_sans),
+    CertSpec("apiserver-admin", "apiserver-pki", "pki/admin.crt", "pki/admin.key", "apiserver-ca",
+             "higress-admin", organizations=("system:masters",), client_auth=True),
+    CertSpec("pilot-root-ca", "pilot-pki", "pilot/cacerts/root-cert.pem", "pki/pilot-root-ca.key", None,
+             "Higress Root CA", organizations=("Higress",), ca=True, validity="ca_validity",
+             key_algorithm="ca_key_algorithm"),
+    CertSpec("pilot-ca", "pilot-pki", "pilot/cacerts/ca-cert.pem", "pilot/cacerts/ca-key.pem", "pilot-root-ca",
+             "Higress Intermediate CA", organizations=("Higress",), ca=True, path_length=0,
+             validity="intermediate_validity", key_algorithm="ca_key_algorithm"),
+    CertSpec("gateway", "pilot-pki", "gateway/certs/cert-chain.pem", "gateway/certs/key.pem", "pilot-ca",
+             None, server_auth=True, client_auth=True, sans=_gateway_sans, chain=True),
+)
+SPECS = {spec.name: spec for spec in CERTIFICATES}
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A file made of other certificates, re-rendered whenever they change."""
+    file: str
+    phase: str
+    certs: tuple[str, ...]
+
+
+BUNDLES: tuple[Bundle, ...] = (
+    Bundle("pilot/cacerts/cert-chain.pem", "pilot-pki", ("pilot-ca", "pilot-root-ca")),
+    Bundle("gateway/certs/root-cert.pem", "pilot-pki", ("pilot-root-ca",)),
+)
+
+
+@dataclass
+class Decision:
+    spec: CertSpec
+    action: str                  # keep | create | reissue | external
+    reason: str = ""
+    cert: x509.Certificate | None = None
+    key: object | None = None
+
+
+def _read(writer, rel):
+    data = writer.read(rel)
+    return data if data else None
+
+
+def _load(spec: CertSpec, writer):
+    """(cert, key, problem) as found on disk; problem names what is unusable."""
+    cert_pem, key_pem = _read(writer, spec.cert_file), _read(writer, spec.key_file)
+    cert = key = None
+    problem = ""
+    if cert_pem:
+        try:
+            cert = pki.load_certs(cert_pem)[0]
+        except ValueError:
+            problem = f"{spec.cert_file} is not a PEM certificate"
+    if key_pem:
+        try:
+            key = pki.load_key(key_pem)
+        except (ValueError, TypeError):
+            problem = problem or f"{spec.key_file} is not an unencrypted PEM private key"
+    return cert, key, problem, bool(cert_pem), bool(key_pem)
+
+
+def decide(settings: Settings, writer, now: datetime, rotate: set[str] = frozenset()) -> dict[str, Decision]:
+    """Decide, for every certificate in the table, what this run does with it."""
+    decisions: dict[str, Decision] = {}
+    for spec in CERTIFICATES:
+        cert, key, problem, has_cert, has_key = _load(spec, writer)
+        issuer = decisions.get(spec.issuer) if spec.issuer else None
+        if spec.ca:
+            decisions[spec.name] = _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issuer)
+        else:
+            decisions[spec.name] = _decide_leaf(spec, settings, now, cert, key, problem, issuer,
+                                                forced=spec.name in rotate)
+    return decisions
+
+
+def _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issuer) -> Decision:
+    if not has_cert and not has_key:
+        if issuer is not None and issuer.action == "external":
+            raise StateError(f"{spec.cert_file} is missing and its issuer {issuer.spec.cert_file} has no key "
+                             f"here ({issuer.spec.key_file}) to issue it: supply both files of this CA")
+        return Decision(spec, "create", "missing")
+    if problem:
+        raise StateError(f"{problem}: a CA is never replaced silently; restore the file, or move both "
+                         f"{spec.cert_file} and {spec.key_file} away to create a new CA")
+    if has_key and not has_cert:
+        raise StateError(f"{spec.key_file} exists without its certificate {spec.cert_file}: restore "
+                         f"{spec.cert_file}, or move {spec.key_file} away to create a new CA")
+    if not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
+        raise StateError(f"{spec.cert_file} is not a CA certificate (basicConstraints CA:false)")
+    if key is not None and not pki.key_matches(cert, key):
+        raise StateError(f"{spec.key_file} does not match {spec.cert_file}: restore the matching pair")
+    if pki.expires(cert) <= now:
+        raise StateError(f"{spec.cert_file} expired on {pki.expires(cert):%Y-%m-%d}: "
+                         f"replace it with 'higress-init rotate root' or 'rotate intermediate'")
+    if issuer is not None and not pki.issued_by(cert, issuer.cert if issuer.cert else cert):
+        raise StateError(f"{spec.cert_file} was not issued by {issuer.spec.cert_file}: restore the matching "
+                         f"CA, or use 'higress-init rotate intermediate'")
+    if key is None:
+        return Decision(spec, "external", f"no {spec.key_file}: externally managed CA", cert)
+    return Decision(spec, "keep", "", cert, key)
+
+
+def leaf_problem(spec: CertSpec, settings: Settings, now: datetime, cert, key, problem: str,
+                 issuer_cert) -> str:
+    """Why an existing leaf certificate can't be kept (empty when it can)."""
+    if problem:
+        return problem
+    if cert is None:
+        return "missing"
+    if key is None:
+        return f"{spec.key_file} missing"
+    if not pki.key_matches(cert, key):
+        return "key does not match"
+    if pki.expires(cert) <= now:
+        return "expired"
+    if pki.expires(cert) - now <= settings.renew_before:
+        return f"expires within {settings.renew_before.days}d"
+    if issuer_cert is None or not pki.issued_by(cert, issuer_cert):
+        return "not issued by the current CA"
+    wanted = spec.request(settings)
+    if pki.san_values(cert) != wanted.san_values() or cert.subject != wanted.subject():
+        return "names changed"
+    if pki.key_algorithm(key) != getattr(settings, spec.key_algorithm):
+        return "key algorithm changed"
+    return ""
+
+
+def _decide_leaf(spec, settings, now, cert, key, problem, issuer, forced=False) -> Decision:
+    issuer_cert = issuer.cert if issuer.action in ("keep", "external") else None
+    reason = leaf_problem(spec, settings, now, cert, key, problem, issuer_cert)
+    if issuer.action not in ("keep", "external") and reason != "missing":
+        reason = "new CA"
+    if forced and not reason:
+        reason = "rotation"
+    if not reason:
+        return Decision(spec, "keep", "", cert, key)
+    if issuer.action == "external":
+        raise StateError(f"{spec.cert_file}: {reason}, and its CA {issuer.spec.cert_file} is externally "
+                         f"managed (no {issuer.spec.key_file}): supply a valid certificate and key")
+    return Decision(spec, "create" if cert is None and reason == "missing" else "reissue", reason)
+
+
+class KeyPool:
+    """Generates the keys a run needs up front, in parallel across cores (processes, since
+    key generation holds the interpreter), and hands them out as phases ask."""
+
+    def __init__(self, algorithms: dict[str, str]):
+        self.futures: dict[str, Future] = {}
+        self.executor = None
+        slow = [n for n, a in algorithms.items() if a.startswith("rsa")]
+        if len(slow) > 1:
+            self.executor = ProcessPoolExecutor(max_workers=min(len(slow), _cpus()))
+            # largest keys first: they dominate the wall time
+            for name in sorted(slow, key=lambda n: -int(algorithms[n].split("-")[1])):
+                self.futures[name] = self.executor.submit(pki.generate_key_pem, algorithms[name])
+        self.algorithms = algorithms
+
+    def get(self, name: str):
+        if name in self.futures:
+            return pki.load_key(self.futures[name].result())
+        return pki.generate_key(self.algorithms[name])
+
+    def close(self):
+        if self.executor:
+            self.executor.shutdown(cancel_futures=True)
+
+
+def _cpus() -> int:
+    import os
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def apply(phase: str, settings: Settings, writer, decisions: dict[str, Decision], keys: KeyPool,
+          now: datetime, counts) -> None:
+    """Issue what the decisions ask for, in table order, and stage the files of one phase."""
+    for spec in CERTIFICATES:
+        if spec.phase != phase:
+            continue
+        d = decisions[spec.name]
+        if d.action in ("create", "reissue"):
+            issuer = decisions[spec.issuer] if spec.issuer else None
+            d.key = keys.get(spec.name)
+            d.cert = pki.issue(spec.request(settings), d.key, issuer.cert if issuer else None,
+                               issuer.key if issuer else None, now)
+            writer.stage(spec.key_file, pki.key_to_pem(d.key), private=True)
+            d.action = "reissued" if d.action == "reissue" else "created"
+            writer.stage(spec.cert_file, _cert_file_pem(spec, d, decisions))
+            counts.add(d.action, spec.name)
+        elif spec.chain and writer.stage(spec.cert_file, _cert_file_pem(spec, d, decisions)):
+            counts.add("updated", spec.name)  # same leaf, its issuer's part of the chain changed
+        else:
+            counts.add("kept", spec.name)
+    for bundle in BUNDLES:
+        if bundle.phase == phase:
+            existed = writer.exists(bundle.file)
+            if writer.stage(bundle.file, b"".join(pki.cert_to_pem(decisions[c].cert) for c in bundle.certs)):
+                counts.add("updated" if existed else "created", bundle.file)
+            else:
+                counts.add("kept", bundle.file)
+
+
+def _cert_file_pem(spec: CertSpec, d: Decision, decisions) -> bytes:
+    pem = pki.cert_to_pem(d.cert)
+    return pem + pki.cert_to_pem(decisions[spec.issuer].cert) if spec.chain else pem

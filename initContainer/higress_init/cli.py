@@ -1,0 +1,162 @@
+"""higress-init: the command line."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+
+from . import phases, settings as settings_mod, status as status_mod
+from .artifacts import StateError
+from .phases import PHASES, PHASES_BY_NAME, Context, Counts
+from .pki import utcnow
+from .settings import SETTINGS, SettingsError
+from .volume import RunLock, VolumeError, VolumeWriter, check_writable
+
+# Exit codes (documented in the README).
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 1, 2, 3
+EXIT_NACOS_UNREACHABLE, EXIT_NACOS_AUTH, EXIT_NACOS_CONFLICT, EXIT_NACOS_REQUEST = 4, 5, 6, 7
+
+
+class Reporter:
+    """One line per phase and event, as text or as one JSON object a line. Never key material."""
+
+    def __init__(self, fmt: str = "text", stream=None):
+        self.fmt, self.stream = fmt, stream or sys.stdout
+
+    def emit(self, event: str, text: str, **fields) -> None:
+        if self.fmt == "json":
+            print(json.dumps({"event": event, **fields}, sort_keys=False), file=self.stream, flush=True)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def phase(self, name: str, counts: Counts, seconds: float) -> None:
+        self.emit("phase", f"{name:<14} {counts.summary():<40} {seconds:6.2f}s", phase=name,
+                  actions={a: n for a, n in counts.by_action.items()}, seconds=round(seconds, 3))
+
+    def message(self, text: str, **fields) -> None:
+        self.emit("message", text, message=text, **fields)
+
+
+def _flag(setting) -> str:
+    return setting.flag or "--" + setting.env.lower().replace("_", "-")
+
+
+def _common_options() -> argparse.ArgumentParser:
+    parent = argparse.ArgumentParser(add_help=False)
+    group = parent.add_argument_group("settings (each overrides its environment variable)")
+    for s in SETTINGS:
+        if s.secret:
+            continue  # secrets come from the environment or <NAME>_FILE, never the command line
+        names = [_flag(s)]
+        long_name = "--" + s.env.lower().replace("_", "-")
+        if long_name not in names:
+            names.append(long_name)
+        group.add_argument(*names, dest=s.env, metavar=s.env, default=argparse.SUPPRESS, help=s.help)
+    return parent
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = _common_options()
+    parser = argparse.ArgumentParser(
+        prog="higress-init", parents=[common],
+        description="Prepare certificates, kubeconfigs, tokens and base config for Higress standalone.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    run = sub.add_parser("run", parents=[common], help="all phases in order (the default)")
+    run.add_argument("--reseed", action="store_true", help="rewrite the base config on purpose (compare-and-swap)")
+    one = sub.add_parser("phase", parents=[common], help="run one phase only")
+    one.add_argument("name", choices=[p.name for p in PHASES])
+    sub.add_parser("phases", parents=[common], help="list the phases")
+    sub.add_parser("plan", parents=[common], help="what run would create, keep or re-issue; writes nothing")
+    st = sub.add_parser("status", parents=[common], help="check every certificate, key and generated file")
+    st.add_argument("--output", choices=("table", "json"), default="table")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    command = args.command or "run"
+    overrides = {s.env: getattr(args, s.env) for s in SETTINGS if hasattr(args, s.env)}
+    if command == "phases":
+        for p in PHASES:
+            print(f"{p.name:<14} {p.help}")
+        return EXIT_OK
+    try:
+        settings = settings_mod.load(overrides=overrides)
+        if command in ("run", "phase"):
+            check_writable(settings.volumes_root)
+    except (SettingsError, VolumeError) as err:
+        print(f"higress-init: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    reporter = Reporter(settings.log_format)
+    try:
+        if command == "status":
+            return _status(settings, args.output)
+        if command == "plan":
+            return _execute(settings, reporter, [p.name for p in PHASES], dry_run=True)
+        names = [args.name] if command == "phase" else [p.name for p in PHASES]
+        if command == "phase" and args.name not in ("write", "seed"):
+            names.append("write")  # a single phase still commits what it staged
+        return _execute(settings, reporter, names, reseed=getattr(args, "reseed", False))
+    except StateError as err:
+        print(f"higress-init: refused: {err}", file=sys.stderr)
+        return EXIT_REFUSED
+    except _nacos_errors() as err:
+        print(f"higress-init: error: {err}", file=sys.stderr)
+        return err.exit_code
+    except OSError as err:
+        print(f"higress-init: error: {err}", file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _nacos_errors():
+    from .nacos import NacosError
+    return NacosError
+
+
+def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False) -> int:
+    started = time.perf_counter()
+    writer = VolumeWriter(settings.volumes_root, settings.volumes_uid, settings.volumes_gid)
+    ctx = Context(settings, writer, utcnow(), dry_run=dry_run, reseed=reseed, log=reporter.message)
+    totals = Counts()
+
+    def report(name, counts, seconds):
+        reporter.phase(name, counts, seconds)
+        if name != "write":
+            for action, items in counts.by_action.items():
+                for item in items:
+                    totals.add(action, item)
+
+    try:
+        if dry_run:
+            phases.run_phases(ctx, names, report)
+        else:
+            with RunLock(settings.volumes_root, on_wait=lambda p: reporter.message(f"waiting for the lock {p}")):
+                recovered = writer.recover()
+                if recovered:
+                    reporter.message(f"finished {recovered} file renames an interrupted run left behind")
+                phases.run_phases(ctx, names, report)
+    finally:
+        ctx.close()
+    seconds = time.perf_counter() - started
+    reporter.emit("summary", f"{'plan' if dry_run else 'done':<14} {totals.summary():<40} {seconds:6.2f}s",
+                  actions={a: len(n) for a, n in totals.by_action.items()}, seconds=round(seconds, 3))
+    return EXIT_OK
+
+
+def _status(settings, output: str) -> int:
+    writer = VolumeWriter(settings.volumes_root)
+    rows = status_mod.certificate_rows(settings, writer, utcnow())
+    report = {"volumes": str(settings.volumes_root), "healthy": status_mod.healthy(rows), "files": rows}
+    if settings.config_storage == "nacos":
+        from . import nacos
+        report["nacos"] = nacos.status(settings, writer)
+        report["healthy"] = report["healthy"] and report["nacos"]["healthy"]
+    if output == "json":
+        print(json.dumps(report, indent=2))
+    else:
+        print(status_mod.format_table(rows))
+        if "nacos" in report:
+            print()
+            print(nacos.format_status(report["nacos"]))
+    return EXIT_OK if report["healthy"] else EXIT_FAILED

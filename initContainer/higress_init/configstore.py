@@ -1,0 +1,49 @@
+"""Where the base config goes: the apiserver's file store (the embedded default) or Nacos."""
+from __future__ import annotations
+
+from . import meshconfig
+
+MESH_FILES = ("pilot/config/mesh", "pilot/config/meshNetworks")
+
+
+def base_configmap(ctx) -> str:
+    """The ConfigMap YAML, carrying the same text as the mesh files in the volumes."""
+    texts = []
+    for rel in MESH_FILES:
+        data = ctx.writer.read(rel)
+        if data is None:
+            from .artifacts import StateError
+            raise StateError(f"{rel} is missing: run phase pod-config first")
+        texts.append(data.decode())
+    return meshconfig.dump(meshconfig.configmap(ctx.settings, *texts, ctx.now))
+
+
+def file_store_path(settings, plural: str, name: str):
+    return settings.file_root_dir / plural / f"{name}.yaml"
+
+
+def prepare(ctx, counts) -> None:
+    if ctx.settings.config_storage != "nacos":
+        counts.add("skipped", "file storage")
+        return
+    from . import nacos
+    nacos.prepare(ctx, counts)
+
+
+def seed(ctx, counts) -> None:
+    if ctx.settings.config_storage == "nacos":
+        from . import nacos
+        nacos.seed(ctx, counts)
+        return
+    path = file_store_path(ctx.settings, "configmaps", meshconfig.CONFIGMAP_NAME)
+    name = f"configmaps/{meshconfig.CONFIGMAP_NAME}"
+    if ctx.writer.exists(path) and not ctx.reseed:
+        counts.add("kept", name)  # the user's config: never overwritten without --reseed
+        return
+    if ctx.dry_run:
+        counts.add("would create", name)
+        return
+    action = "updated" if ctx.writer.exists(path) else "created"
+    ctx.writer.stage(path, base_configmap(ctx).encode())
+    ctx.writer.commit()
+    counts.add(action, name)

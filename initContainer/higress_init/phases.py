@@ -1,0 +1,197 @@
+"""The run, as a short ordered list of named phases. Each phase is idempotent and stages its
+files; the `write` phase commits them all at once, so a refusal anywhere before it leaves the
+volumes untouched."""
+from __future__ import annotations
+
+import secrets
+import string
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Callable
+
+from . import artifacts, configstore, kubeconfig, meshconfig, pki, tokens
+from .artifacts import StateError
+from .settings import Settings
+from .volume import VolumeWriter
+
+DATA_KEY_FILE = "api/nacos.key"
+KUBECONFIG_FILE = "kube/config"
+LABELS_FILE = "gateway/podinfo/labels"
+MESH_FILE = "pilot/config/mesh"
+MESH_NETWORKS_FILE = "pilot/config/meshNetworks"
+
+
+class Counts:
+    """What a phase did, by action (created, kept, re-issued, ...), naming each artifact."""
+
+    ORDER = ("created", "reissued", "updated", "seeded", "kept", "skipped", "would create",
+             "would reissue", "would update")
+
+    def __init__(self):
+        self.by_action: dict[str, list[str]] = {}
+
+    def add(self, action: str, name: str) -> None:
+        self.by_action.setdefault(action, []).append(name)
+
+    def summary(self) -> str:
+        actions = sorted(self.by_action, key=lambda a: self.ORDER.index(a) if a in self.ORDER else 99)
+        return ", ".join(f"{a.replace('reissued', 're-issued')} {len(self.by_action[a])}" for a in actions) or "nothing to do"
+
+
+@dataclass
+class Context:
+    settings: Settings
+    writer: VolumeWriter
+    now: datetime
+    dry_run: bool = False
+    rotate: set = field(default_factory=set)
+    reseed: bool = False
+    log: Callable = print
+    _decisions: dict | None = None
+    _keys: artifacts.KeyPool | None = None
+    nacos: object | None = None
+
+    @property
+    def decisions(self) -> dict:
+        if self._decisions is None:
+            self._decisions = artifacts.decide(self.settings, self.writer, self.now, self.rotate)
+        return self._decisions
+
+    @property
+    def keys(self) -> artifacts.KeyPool:
+        if self._keys is None:
+            s = self.settings
+            wanted = {d.spec.name: getattr(s, d.spec.key_algorithm)
+                      for d in self.decisions.values() if d.action in ("create", "reissue")}
+            wanted.update(tokens.keys_wanted(self))
+            self._keys = artifacts.KeyPool(wanted)
+        return self._keys
+
+    def close(self):
+        if self._keys:
+            self._keys.close()
+
+    def stage(self, rel, data: bytes, name: str, counts: Counts, private=False, create_only=False) -> None:
+        """Stage a derived file and count what that does to it."""
+        existing = self.writer.read(rel)
+        if create_only and existing is not None:
+            counts.add("kept", name)
+            return
+        action = "created" if existing is None else "updated"
+        if self.dry_run:
+            changed = existing != data
+            counts.add(f"would {action[:-1]}" if changed else "kept", name)
+        elif self.writer.stage(rel, data, private=private):
+            counts.add(action, name)
+        else:
+            counts.add("kept", name)
+
+
+def _certificates(phase: str):
+    def run(ctx: Context, counts: Counts) -> None:
+        if ctx.dry_run:
+            for d in ctx.decisions.values():
+                if d.spec.phase == phase:
+                    counts.add("kept" if d.action in ("keep", "external") else f"would {d.action}",
+                               f"{d.spec.name}" + (f" ({d.reason})" if d.reason and d.action != "keep" else ""))
+            return
+        ctx.keys  # start generating every key the run needs, in parallel, before signing
+        artifacts.apply(phase, ctx.settings, ctx.writer, ctx.decisions, ctx.keys, ctx.now, counts)
+    return run
+
+
+def data_key(ctx: Context, counts: Counts) -> None:
+    """api/nacos.key: generated once, never replaced (Secrets in Nacos are encrypted with it)."""
+    existing = ctx.writer.read(DATA_KEY_FILE)
+    wanted = ctx.settings.nacos_data_key
+    if existing is not None:
+        if wanted is not None and existing.rstrip(b"\r\n") != wanted:
+            raise StateError(f"NACOS_DATA_ENC_KEY differs from the existing {DATA_KEY_FILE}: the key is never "
+                             "replaced, since Secrets stored with it would become unreadable; unset "
+                             "NACOS_DATA_ENC_KEY or set it to the existing key")
+        counts.add("kept", "nacos.key")
+        return
+    if ctx.dry_run:
+        counts.add("would create", "nacos.key")
+        return
+    key = wanted or "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32)).encode()
+    ctx.writer.stage(DATA_KEY_FILE, key, private=True)
+    counts.add("created", "nacos.key")
+
+
+def apiserver_pki(ctx: Context, counts: Counts) -> None:
+    _certificates("apiserver-pki")(ctx, counts)
+    data_key(ctx, counts)
+
+
+def kube_config(ctx: Context, counts: Counts) -> None:
+    admin = ctx.decisions["apiserver-admin"]
+    if ctx.dry_run and admin.action != "keep":
+        counts.add("would update" if ctx.writer.exists(KUBECONFIG_FILE) else "would create", "kubeconfig")
+        return
+    spec, ca = admin.spec, ctx.decisions["apiserver-ca"].spec
+    parts = [ctx.writer.read(f) for f in (ca.cert_file, spec.cert_file, spec.key_file)]
+    if None in parts:
+        raise StateError("kubeconfig needs the apiserver CA and admin certificate: run phase apiserver-pki first")
+    ctx.stage(KUBECONFIG_FILE, kubeconfig.render(ctx.settings.apiserver_url, *parts), "kubeconfig", counts,
+              private=True)
+
+
+def pod_config(ctx: Context, counts: Counts) -> None:
+    s = ctx.settings
+    ctx.stage(LABELS_FILE, meshconfig.pod_labels(s).encode(), "podinfo/labels", counts)
+    # Mesh files are the user's to edit after the first run: created, never overwritten.
+    ctx.stage(MESH_FILE, meshconfig.mesh_text(s).encode(), "mesh", counts, create_only=True)
+    ctx.stage(MESH_NETWORKS_FILE, meshconfig.mesh_networks_text().encode(), "meshNetworks", counts,
+              create_only=True)
+
+
+def write(ctx: Context, counts: Counts) -> None:
+    if ctx.dry_run:
+        for item in ctx.writer.changes():
+            counts.add("would update", str(item.path))
+        return
+    written = ctx.writer.commit()
+    for path in written:
+        counts.add("updated", str(path.relative_to(ctx.settings.volumes_root))
+                   if path.is_relative_to(ctx.settings.volumes_root) else str(path))
+
+
+def seed(ctx: Context, counts: Counts) -> None:
+    configstore.seed(ctx, counts)
+
+
+def nacos_ready(ctx: Context, counts: Counts) -> None:
+    configstore.prepare(ctx, counts)
+
+
+@dataclass(frozen=True)
+class Phase:
+    name: str
+    help: str
+    run: Callable[[Context, Counts], None]
+
+
+PHASES: tuple[Phase, ...] = (
+    Phase("nacos", "wait for Nacos, log in, create the namespace (Nacos storage only)", nacos_ready),
+    Phase("apiserver-pki", "apiserver CA, server and admin client certificates, data encryption key", apiserver_pki),
+    Phase("pilot-pki", "pilot plug-in CA (root, intermediate, chain) and the gateway certificate",
+          _certificates("pilot-pki")),
+    Phase("kubeconfig", "kube/config: verify the apiserver by its CA, authenticate by client certificate",
+          kube_config),
+    Phase("tokens", "token signing key, JWKS, OIDC discovery document and per-component tokens", tokens.phase),
+    Phase("pod-config", "gateway pod labels, MeshConfig and MeshNetworks files", pod_config),
+    Phase("write", "commit every staged file into the volumes, atomically", write),
+    Phase("seed", "seed the base ConfigMap higress-config into Nacos or the file store", seed),
+)
+PHASES_BY_NAME = {p.name: p for p in PHASES}
+
+
+def run_phases(ctx: Context, names: list[str], report: Callable[[str, Counts, float], None]) -> None:
+    for name in names:
+        phase = PHASES_BY_NAME[name]
+        started = time.perf_counter()
+        counts = Counts()
+        phase.run(ctx, counts)
+        report(name, counts, time.perf_counter() - started)

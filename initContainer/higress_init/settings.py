@@ -1,0 +1,264 @@
+"""Settings: environment variables, each overridable by a command-line flag.
+
+Every value is validated here, before any phase runs, so that bad input never leaves a
+half-written volumes directory behind.
+"""
+from __future__ import annotations
+
+import ipaddress
+import os
+import re
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from urllib.parse import urlsplit
+
+
+class SettingsError(Exception):
+    """Bad input; the message names the setting and what is allowed (exit code 2)."""
+
+
+KEY_ALGORITHMS = ("rsa-2048", "rsa-3072", "rsa-4096", "ecdsa-p256", "ecdsa-p384")
+STORAGES = ("file", "nacos")
+LOG_FORMATS = ("text", "json")
+ROTATIONS = ("leaf", "intermediate", "root", "finish")
+
+_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 86400}
+
+
+@dataclass(frozen=True)
+class Setting:
+    env: str
+    default: str | None
+    help: str
+    secret: bool = False
+    flag: str | None = None
+
+
+# The one list of settings: the CLI builds its flags from it, the README and
+# env/initializer.env document it, and a test checks they all agree.
+SETTINGS: tuple[Setting, ...] = (
+    Setting("VOLUMES_ROOT", "/mnt/volumes", "directory holding every component's volume", flag="--volumes"),
+    Setting("CONFIG_STORAGE", None, "where the base config is seeded: nacos or file (default: nacos when NACOS_SERVER_URL is set, else file)", flag="--storage"),
+    Setting("FILE_ROOT_DIR", None, "root of the apiserver's file store (default: <VOLUMES_ROOT>/data)"),
+    Setting("NACOS_SERVER_URL", None, "Nacos server URL(s), comma-separated, e.g. http://nacos:8848/nacos"),
+    Setting("NACOS_NS", "higress-system", "Nacos namespace id"),
+    Setting("NACOS_USERNAME", None, "Nacos user (log in when set)", secret=True),
+    Setting("NACOS_PASSWORD", None, "Nacos password", secret=True),
+    Setting("NACOS_DATA_ENC_KEY", None, "32-character key for Secrets kept in Nacos (default: generated once)", secret=True),
+    Setting("NACOS_WAIT_TIMEOUT", "180s", "how long to wait for Nacos to become ready"),
+    Setting("APISERVER_URL", "https://apiserver:8443", "apiserver URL written into kube/config"),
+    Setting("APISERVER_SANS", "", "extra DNS names or IPs for the apiserver certificate, comma-separated"),
+    Setting("CA_KEY_ALGORITHM", "rsa-4096", "key algorithm of the CAs: " + ", ".join(KEY_ALGORITHMS)),
+    Setting("LEAF_KEY_ALGORITHM", "rsa-2048", "key algorithm of leaf certificates: " + ", ".join(KEY_ALGORITHMS)),
+    Setting("CA_VALIDITY", "3650d", "lifetime of the root CAs (number with unit s, m, h or d)"),
+    Setting("INTERMEDIATE_VALIDITY", "730d", "lifetime of the pilot intermediate CA"),
+    Setting("CERT_VALIDITY", "365d", "lifetime of leaf certificates"),
+    Setting("RENEW_BEFORE", "30d", "re-issue a leaf certificate or token this long before it expires; status warns inside it"),
+    Setting("TRUST_DOMAIN", "cluster.local", "SPIFFE trust domain"),
+    Setting("HIGRESS_NAMESPACE", "higress-system", "Kubernetes namespace of the Higress components"),
+    Setting("GATEWAY_SERVICE_ACCOUNT", "higress-gateway", "service account in the gateway's SPIFFE identity"),
+    Setting("VOLUMES_UID", None, "owner uid of written files (default: unchanged)"),
+    Setting("VOLUMES_GID", None, "owner gid of written files (default: unchanged)"),
+    Setting("LOG_FORMAT", "text", "text or json (one JSON object a line)", flag="--log-format"),
+)
+SETTINGS_BY_ENV = {s.env: s for s in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    volumes_root: Path
+    config_storage: str
+    file_root_dir: Path
+    nacos_servers: tuple[str, ...]
+    nacos_namespace: str
+    nacos_username: str | None
+    nacos_password: str | None
+    nacos_data_key: bytes | None
+    nacos_wait_timeout: timedelta
+    apiserver_url: str
+    apiserver_sans: tuple[str, ...]
+    ca_key_algorithm: str
+    leaf_key_algorithm: str
+    ca_validity: timedelta
+    intermediate_validity: timedelta
+    cert_validity: timedelta
+    renew_before: timedelta
+    trust_domain: str
+    namespace: str
+    gateway_service_account: str
+    volumes_uid: int | None
+    volumes_gid: int | None
+    log_format: str
+
+    @property
+    def gateway_spiffe_id(self) -> str:
+        return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.gateway_service_account}"
+
+
+def _raw(env: dict, overrides: dict, name: str) -> str | None:
+    """The value of a setting: flag, then NAME, then NAME_FILE (secrets), then default."""
+    if overrides.get(name) is not None:
+        return overrides[name]
+    value = env.get(name)
+    setting = SETTINGS_BY_ENV[name]
+    if setting.secret:
+        file_name = env.get(name + "_FILE")
+        if file_name:
+            if value:
+                raise SettingsError(f"{name} and {name}_FILE are both set: set only one")
+            try:
+                value = Path(file_name).read_text().rstrip("\r\n")
+            except OSError as err:
+                raise SettingsError(f"{name}_FILE: cannot read {file_name}: {err.strerror}") from None
+    if value is None or value == "":
+        return setting.default
+    return value
+
+
+def parse_duration(name: str, text: str) -> timedelta:
+    match = _DURATION.match(text.strip())
+    if not match or int(match.group(1)) == 0:
+        raise SettingsError(
+            f"{name}={text!r}: expected a positive whole number with unit s, m, h or d (e.g. 365d)")
+    return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
+
+
+def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
+    value = value.strip().lower()
+    if value not in allowed:
+        raise SettingsError(f"{name}={value!r}: allowed values are {', '.join(allowed)}")
+    return value
+
+
+def _dns_name(name: str, value: str) -> str:
+    value = value.strip().lower()
+    labels = value.split(".")
+    if len(value) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
+        raise SettingsError(f"{name}: {value!r} is not a valid DNS name (lower-case letters, digits, '-' and '.')")
+    return value
+
+
+def _san(value: str) -> str:
+    value = value.strip()
+    try:
+        return str(ipaddress.ip_address(value))
+    except ValueError:
+        pass
+    if value.startswith("*."):
+        return "*." + _dns_name("APISERVER_SANS", value[2:])
+    return _dns_name("APISERVER_SANS", value)
+
+
+def _nacos_url(text: str) -> str:
+    """Normalise one Nacos URL to scheme://host:port/nacos (the context path the API lives under)."""
+    url = text.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise SettingsError(f"NACOS_SERVER_URL: {url!r} is not an http(s) URL like http://nacos:8848/nacos")
+    try:
+        port = parts.port or (443 if parts.scheme == "https" else 8848)
+    except ValueError:
+        raise SettingsError(f"NACOS_SERVER_URL: {url!r} has an invalid port") from None
+    path = parts.path.rstrip("/")
+    if path not in ("", "/nacos"):
+        raise SettingsError(f"NACOS_SERVER_URL: {url!r}: the path must be empty or /nacos")
+    if parts.query or parts.fragment or parts.username:
+        raise SettingsError(f"NACOS_SERVER_URL: {url!r}: no query, fragment or user info allowed (use NACOS_USERNAME)")
+    host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
+    return f"{parts.scheme}://{host}:{port}/nacos"
+
+
+def _owner(name: str, value: str | None) -> int | None:
+    if value is None:
+        return None
+    if not value.strip().isdigit():
+        raise SettingsError(f"{name}={value!r}: expected a numeric id from 0 to 2147483647")
+    number = int(value)
+    if number > 2**31 - 1:
+        raise SettingsError(f"{name}={value!r}: expected a numeric id from 0 to 2147483647")
+    return number
+
+
+def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
+    env = dict(os.environ if env is None else env)
+    overrides = overrides or {}
+    get = lambda name: _raw(env, overrides, name)  # noqa: E731
+
+    volumes_root = Path(get("VOLUMES_ROOT")).absolute()
+    if volumes_root.exists() and not volumes_root.is_dir():
+        raise SettingsError(f"VOLUMES_ROOT={volumes_root}: exists and is not a directory")
+
+    nacos_raw = get("NACOS_SERVER_URL")
+    servers = tuple(_nacos_url(u) for u in nacos_raw.split(",") if u.strip()) if nacos_raw else ()
+    if nacos_raw is not None and not servers:
+        raise SettingsError("NACOS_SERVER_URL: no server URL given; expected e.g. http://nacos:8848/nacos")
+    storage_raw = get("CONFIG_STORAGE")
+    storage = _choice("CONFIG_STORAGE", storage_raw, STORAGES) if storage_raw else ("nacos" if servers else "file")
+    if storage == "nacos" and not servers:
+        raise SettingsError("CONFIG_STORAGE=nacos needs NACOS_SERVER_URL, e.g. http://nacos:8848/nacos")
+
+    username, password = get("NACOS_USERNAME"), get("NACOS_PASSWORD")
+    if bool(username) != bool(password):
+        raise SettingsError("NACOS_USERNAME and NACOS_PASSWORD: set both or neither")
+
+    data_key_text = get("NACOS_DATA_ENC_KEY")
+    data_key = None
+    if data_key_text is not None:
+        data_key = data_key_text.encode()
+        if len(data_key) != 32 or not data_key_text.isprintable() or not data_key_text.isascii():
+            raise SettingsError("NACOS_DATA_ENC_KEY: expected exactly 32 printable ASCII characters (an AES-256 key)")
+
+    file_root = get("FILE_ROOT_DIR")
+    apiserver_url = get("APISERVER_URL").strip()
+    parts = urlsplit(apiserver_url)
+    if parts.scheme != "https" or not parts.hostname:
+        raise SettingsError(f"APISERVER_URL={apiserver_url!r}: expected an https URL like https://apiserver:8443")
+
+    settings = Settings(
+        volumes_root=volumes_root,
+        config_storage=storage,
+        file_root_dir=Path(file_root).absolute() if file_root else volumes_root / "data",
+        nacos_servers=servers,
+        nacos_namespace=_nacos_namespace(get("NACOS_NS")),
+        nacos_username=username,
+        nacos_password=password,
+        nacos_data_key=data_key,
+        nacos_wait_timeout=parse_duration("NACOS_WAIT_TIMEOUT", get("NACOS_WAIT_TIMEOUT")),
+        apiserver_url=apiserver_url,
+        apiserver_sans=tuple(_san(s) for s in get("APISERVER_SANS").split(",") if s.strip()),
+        ca_key_algorithm=_choice("CA_KEY_ALGORITHM", get("CA_KEY_ALGORITHM"), KEY_ALGORITHMS),
+        leaf_key_algorithm=_choice("LEAF_KEY_ALGORITHM", get("LEAF_KEY_ALGORITHM"), KEY_ALGORITHMS),
+        ca_validity=parse_duration("CA_VALIDITY", get("CA_VALIDITY")),
+        intermediate_validity=parse_duration("INTERMEDIATE_VALIDITY", get("INTERMEDIATE_VALIDITY")),
+        cert_validity=parse_duration("CERT_VALIDITY", get("CERT_VALIDITY")),
+        renew_before=parse_duration("RENEW_BEFORE", get("RENEW_BEFORE")),
+        trust_domain=_dns_name("TRUST_DOMAIN", get("TRUST_DOMAIN")),
+        namespace=_k8s_name("HIGRESS_NAMESPACE", get("HIGRESS_NAMESPACE")),
+        gateway_service_account=_k8s_name("GATEWAY_SERVICE_ACCOUNT", get("GATEWAY_SERVICE_ACCOUNT")),
+        volumes_uid=_owner("VOLUMES_UID", get("VOLUMES_UID")),
+        volumes_gid=_owner("VOLUMES_GID", get("VOLUMES_GID")),
+        log_format=_choice("LOG_FORMAT", get("LOG_FORMAT"), LOG_FORMATS),
+    )
+    if settings.renew_before >= settings.cert_validity:
+        raise SettingsError(
+            f"RENEW_BEFORE={get('RENEW_BEFORE')}: must be shorter than CERT_VALIDITY={get('CERT_VALIDITY')}")
+    if settings.intermediate_validity > settings.ca_validity:
+        raise SettingsError("INTERMEDIATE_VALIDITY: must not be longer than CA_VALIDITY")
+    return settings
+
+
+def _k8s_name(name: str, value: str) -> str:
+    value = value.strip()
+    if not _DNS_LABEL.match(value):
+        raise SettingsError(f"{name}={value!r}: expected a Kubernetes name (lower-case letters, digits and '-', at most 63)")
+    return value
+
+
+def _nacos_namespace(value: str) -> str:
+    value = value.strip()
+    if not re.match(r"^[A-Za-z0-9_-]{1,128}$", value):
+        raise SettingsError(f"NACOS_NS={value!r}: expected 1 to 128 letters, digits, '_' or '-'")
+    return value

@@ -1,0 +1,116 @@
+"""`status`: every certificate, key and generated file, checked the way its consumer would."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from . import artifacts, kubeconfig, phases, pki, tokens
+from .settings import Settings
+
+
+def _row(name, file, **fields) -> dict:
+    row = {"name": name, "file": file, "subject": "", "issuer": "", "not_after": "", "days_left": None,
+           "chain_verified": None, "key_matches": None, "state": "ok"}
+    row.update(fields)
+    return row
+
+
+def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
+    rows, loaded = [], {}
+    for spec in artifacts.CERTIFICATES:
+        cert, key, problem, has_cert, has_key = artifacts._load(spec, writer)
+        loaded[spec.name] = cert
+        if not has_cert or cert is None:
+            rows.append(_row(spec.name, spec.cert_file, state=problem or "missing"))
+            continue
+        issuer_cert = loaded.get(spec.issuer) if spec.issuer else cert
+        chain_ok = issuer_cert is not None and pki.issued_by(cert, issuer_cert)
+        key_ok = pki.key_matches(cert, key) if key is not None else None
+        left = pki.expires(cert) - now
+        state = "ok"
+        if problem:
+            state = problem
+        elif not chain_ok:
+            state = "chain does not verify"
+        elif has_key is False and not spec.ca:
+            state = f"{spec.key_file} missing"
+        elif key_ok is False:
+            state = "key does not match"
+        elif left.total_seconds() <= 0:
+            state = "expired"
+        elif left <= settings.renew_before:
+            state = f"expires within {settings.renew_before.days}d"
+        if spec.chain and state == "ok":
+            chain = pki.load_certs(writer.read(spec.cert_file))
+            if len(chain) < 2 or chain[1] != loaded.get(spec.issuer):
+                state = "chain file does not end with the current issuer"
+        rows.append(_row(spec.name, spec.cert_file, subject=pki.describe_name(cert),
+                         issuer=pki.describe_name(cert, "issuer"), not_after=f"{pki.expires(cert):%Y-%m-%dT%H:%M:%SZ}",
+                         days_left=left.days, chain_verified=chain_ok,
+                         key_matches=key_ok if spec.ca or key_ok is not None else False,
+                         state=state))
+    rows.extend(_bundle_rows(writer, loaded))
+    rows.append(_kubeconfig_row(writer, loaded))
+    rows.append(_file_row("nacos.key", phases.DATA_KEY_FILE, writer, lambda d: len(d.rstrip(b"\r\n")) == 32,
+                          "not 32 bytes"))
+    for name, rel in (("podinfo/labels", phases.LABELS_FILE), ("mesh", phases.MESH_FILE),
+                      ("meshNetworks", phases.MESH_NETWORKS_FILE)):
+        rows.append(_file_row(name, rel, writer, lambda d: bool(d.strip()), "empty"))
+    rows.extend(tokens.status_rows(settings, writer, now))
+    return rows
+
+
+def _bundle_rows(writer, loaded) -> list[dict]:
+    rows = []
+    for bundle in artifacts.BUNDLES:
+        data = writer.read(bundle.file)
+        if data is None:
+            rows.append(_row(bundle.file.rsplit("/", 1)[-1], bundle.file, state="missing"))
+            continue
+        certs = pki.load_certs(data)
+        wanted = [loaded.get(c) for c in bundle.certs]
+        ok = all(w is not None and w in certs for w in wanted)
+        rows.append(_row(bundle.file.rsplit("/", 1)[-1], bundle.file, subject=pki.describe_name(certs[0]),
+                         chain_verified=ok, state="ok" if ok else "does not hold the current CA certificates"))
+    return rows
+
+
+def _kubeconfig_row(writer, loaded) -> dict:
+    data = writer.read(phases.KUBECONFIG_FILE)
+    if data is None:
+        return _row("kubeconfig", phases.KUBECONFIG_FILE, state="missing")
+    try:
+        parts = kubeconfig.parse(data)
+        cert = pki.load_certs(parts["cert"])[0]
+        key = pki.load_key(parts["key"])
+        cas = pki.load_certs(parts["ca"])
+    except (ValueError, KeyError, TypeError, StopIteration):
+        return _row("kubeconfig", phases.KUBECONFIG_FILE, state="unparsable")
+    chain_ok = any(pki.issued_by(cert, ca) for ca in cas) and loaded.get("apiserver-ca") in cas
+    key_ok = pki.key_matches(cert, key)
+    state = "ok" if chain_ok and key_ok else ("chain does not verify" if not chain_ok else "key does not match")
+    return _row("kubeconfig", phases.KUBECONFIG_FILE, subject=pki.describe_name(cert),
+                issuer=pki.describe_name(cert, "issuer"), not_after=f"{pki.expires(cert):%Y-%m-%dT%H:%M:%SZ}",
+                days_left=(pki.expires(cert) - pki.utcnow()).days, chain_verified=chain_ok, key_matches=key_ok,
+                state=state)
+
+
+def _file_row(name, rel, writer, check, complaint) -> dict:
+    data = writer.read(rel)
+    if data is None:
+        return _row(name, rel, state="missing")
+    return _row(name, rel, state="ok" if check(data) else complaint)
+
+
+def healthy(rows) -> bool:
+    return all(r["state"] == "ok" for r in rows)
+
+
+def format_table(rows) -> str:
+    yes_no = lambda v: "-" if v is None else ("yes" if v else "no")  # noqa: E731
+    header = ("NAME", "FILE", "SUBJECT", "ISSUER", "NOT AFTER", "DAYS", "CHAIN", "KEY", "STATE")
+    table = [header] + [
+        (r["name"], r["file"], r["subject"], r["issuer"], r["not_after"],
+         "" if r["days_left"] is None else str(r["days_left"]), yes_no(r["chain_verified"]),
+         yes_no(r["key_matches"]), r["state"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)
