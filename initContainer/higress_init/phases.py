@@ -153,6 +153,8 @@ def write(ctx: Context, counts: Counts) -> None:
             counts.add("would update", str(item.path))
         return
     written = ctx.writer.commit()
+    for path in ctx.writer.fix_owners():
+        counts.add("owner set", str(path))
     for path in written:
         counts.add("updated", str(path.relative_to(ctx.settings.volumes_root))
                    if path.is_relative_to(ctx.settings.volumes_root) else str(path))

@@ -110,6 +110,20 @@ class VolumeWriter:
         self.staged.clear()
         return [item.path for item in changed]
 
+    def fix_owners(self) -> list[Path]:
+        """Apply VOLUMES_UID/GID to files a run kept too, so changing the owner is enough."""
+        if self.uid is None and self.gid is None:
+            return []
+        fixed = []
+        for path in [self.root, *self.root.rglob("*")]:
+            rel = path.relative_to(self.root).parts
+            if rel[:1] in (("backup",), (".higress-init",)):
+                continue
+            if self._owner_differs(path.lstat()):
+                self._chown(path)
+                fixed.append(path)
+        return fixed
+
     def recover(self) -> int:
         """Finish a commit that a killed run left half-done; drop stray temporaries."""
         journal = self.root / JOURNAL

@@ -1,0 +1,121 @@
+"""The real consumers of the initializer's output: openssl, kubectl, and TLS peers."""
+from __future__ import annotations
+
+import json
+import socket
+import ssl
+import subprocess
+import threading
+from contextlib import contextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from conftest import require_tool
+
+
+def openssl(*args, input: bytes | None = None) -> subprocess.CompletedProcess:
+    require_tool("openssl", "apt-get install openssl")
+    return subprocess.run(["openssl", *args], capture_output=True, input=input)
+
+
+def openssl_verify(cafile: Path, cert: Path, untrusted: Path | None = None, purpose: str | None = None) -> tuple[bool, str]:
+    args = ["verify", "-x509_strict", "-CAfile", str(cafile)]
+    if untrusted:
+        args += ["-untrusted", str(untrusted)]
+    if purpose:
+        args += ["-purpose", purpose]
+    result = openssl(*args, str(cert))
+    return result.returncode == 0, (result.stdout + result.stderr).decode()
+
+
+def openssl_text(cert: Path) -> str:
+    result = openssl("x509", "-noout", "-text", "-in", str(cert))
+    assert result.returncode == 0, result.stderr
+    return result.stdout.decode()
+
+
+class _VersionHandler(BaseHTTPRequestHandler):
+    """Answers like an apiserver would for `kubectl get --raw /version` (kubectl here is a
+    version dispatcher that asks /version itself first, so more than one request comes)."""
+
+    def do_GET(self):
+        body = json.dumps({"major": "1", "minor": "32", "gitVersion": "v1.32.4", "platform": "linux/amd64"}).encode()
+        if self.path.split("?")[0] != "/version":
+            body = json.dumps({"kind": "Status", "status": "Failure", "code": 404}).encode()
+            self.send_response(404)
+        else:
+            self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def mtls_https_server(cert: Path, key: Path, client_ca: Path):
+    """A local HTTPS server that demands client certificates from `client_ca`."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.load_verify_locations(client_ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _VersionHandler)
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.handle_error = lambda *a: None  # rejected handshakes are expected in negative tests
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def kubectl_version(kubeconfig: Path, server: str, tls_server_name: str | None = None) -> subprocess.CompletedProcess:
+    require_tool("kubectl", "install kubectl (e.g. apt-get install kubectl, or the Kubernetes release binary)")
+    args = ["kubectl", "--kubeconfig", str(kubeconfig), "--server", server, "--request-timeout=10s"]
+    if tls_server_name:
+        args += ["--tls-server-name", tls_server_name]
+    return subprocess.run(args + ["get", "--raw", "/version"], capture_output=True, text=True, timeout=60)
+
+
+def mtls_handshake(server_cert_chain: bytes, server_key: bytes, server_trust: Path,
+                   client_chain: Path, client_key: Path, client_trust: Path, server_name: str, tmp: Path):
+    """One mutual-TLS handshake over loopback; returns (client error, server error, peer cert of each)."""
+    (tmp / "srv-chain.pem").write_bytes(server_cert_chain)
+    (tmp / "srv-key.pem").write_bytes(server_key)
+    server_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_ctx.load_cert_chain(tmp / "srv-chain.pem", tmp / "srv-key.pem")
+    server_ctx.load_verify_locations(server_trust)
+    server_ctx.verify_mode = ssl.CERT_REQUIRED
+    client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    client_ctx.load_cert_chain(client_chain, client_key)
+    client_ctx.load_verify_locations(client_trust)
+    client_ctx.check_hostname = False  # Istio peers check the SPIFFE URI, not a host name
+    outcome = {}
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve():
+        conn, _ = listener.accept()
+        try:
+            with server_ctx.wrap_socket(conn, server_side=True) as tls:
+                outcome["server_peer"] = tls.getpeercert()
+                tls.sendall(b"ok")
+        except (ssl.SSLError, OSError) as err:
+            outcome["server_error"] = err
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+            with client_ctx.wrap_socket(raw, server_hostname=server_name) as tls:
+                outcome["client_peer"] = tls.getpeercert()
+                outcome["data"] = tls.recv(2)
+    except (ssl.SSLError, OSError) as err:
+        outcome["client_error"] = err
+    thread.join(10)
+    listener.close()
+    return outcome

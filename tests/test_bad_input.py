@@ -1,0 +1,69 @@
+"""Bad input: one line naming the setting and what is allowed, exit code 2, nothing written."""
+from __future__ import annotations
+
+import pytest
+
+from conftest import run_cli, snapshot
+
+BAD_INPUTS = [
+    ({"NACOS_SERVER_URL": "ftp://nacos:8848"}, "NACOS_SERVER_URL", "http"),
+    ({"NACOS_SERVER_URL": "nacos:8848"}, "NACOS_SERVER_URL", "http"),
+    ({"NACOS_SERVER_URL": "http://nacos:99999/nacos"}, "NACOS_SERVER_URL", "port"),
+    ({"NACOS_SERVER_URL": "http://nacos:8848/other"}, "NACOS_SERVER_URL", "/nacos"),
+    ({"NACOS_SERVER_URL": " , "}, "NACOS_SERVER_URL", "no server"),
+    ({"CONFIG_STORAGE": "etcd"}, "CONFIG_STORAGE", "file, nacos"),
+    ({"CONFIG_STORAGE": "nacos"}, "NACOS_SERVER_URL", "CONFIG_STORAGE=nacos"),
+    ({"CA_KEY_ALGORITHM": "dsa-1024"}, "CA_KEY_ALGORITHM", "rsa-4096"),
+    ({"LEAF_KEY_ALGORITHM": "rsa-1024"}, "LEAF_KEY_ALGORITHM", "ecdsa-p256"),
+    ({"CERT_VALIDITY": "-5d"}, "CERT_VALIDITY", "positive"),
+    ({"CERT_VALIDITY": "0"}, "CERT_VALIDITY", "positive"),
+    ({"CA_VALIDITY": "ten years"}, "CA_VALIDITY", "unit"),
+    ({"INTERMEDIATE_VALIDITY": "4000d"}, "INTERMEDIATE_VALIDITY", "CA_VALIDITY"),
+    ({"RENEW_BEFORE": "400d"}, "RENEW_BEFORE", "CERT_VALIDITY"),
+    ({"NACOS_WAIT_TIMEOUT": "soon"}, "NACOS_WAIT_TIMEOUT", "unit"),
+    ({"APISERVER_SANS": "bad_name!"}, "APISERVER_SANS", "DNS name"),
+    ({"APISERVER_SANS": "-leading.example"}, "APISERVER_SANS", "DNS name"),
+    ({"APISERVER_URL": "http://apiserver:8443"}, "APISERVER_URL", "https"),
+    ({"TRUST_DOMAIN": "Not A Domain"}, "TRUST_DOMAIN", "DNS name"),
+    ({"HIGRESS_NAMESPACE": "Higress_System"}, "HIGRESS_NAMESPACE", "Kubernetes name"),
+    ({"GATEWAY_SERVICE_ACCOUNT": "x" * 64}, "GATEWAY_SERVICE_ACCOUNT", "at most 63"),
+    ({"NACOS_NS": "bad/ns"}, "NACOS_NS", "letters"),
+    ({"NACOS_USERNAME": "nacos"}, "NACOS_PASSWORD", "both"),
+    ({"NACOS_DATA_ENC_KEY": "short"}, "NACOS_DATA_ENC_KEY", "32"),
+    ({"NACOS_DATA_ENC_KEY_FILE": "/nonexistent/key"}, "NACOS_DATA_ENC_KEY_FILE", "cannot read"),
+    ({"NACOS_PASSWORD_FILE": "/nonexistent/pw", "NACOS_USERNAME": "u"}, "NACOS_PASSWORD_FILE", "cannot read"),
+    ({"NACOS_DATA_ENC_KEY": "k" * 32, "NACOS_DATA_ENC_KEY_FILE": "/etc/hostname"}, "NACOS_DATA_ENC_KEY_FILE", "only one"),
+    ({"VOLUMES_UID": "root"}, "VOLUMES_UID", "numeric"),
+    ({"VOLUMES_GID": "-1"}, "VOLUMES_GID", "numeric"),
+    ({"LOG_FORMAT": "xml"}, "LOG_FORMAT", "text, json"),
+]
+
+
+@pytest.mark.parametrize("env,setting,allowed", BAD_INPUTS, ids=[f"{i}-{b[1]}" for i, b in enumerate(BAD_INPUTS)])
+def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, env, setting, allowed):
+    volumes = tmp_path / "volumes"
+    volumes.mkdir()
+    (volumes / "keep-me").write_text("user data")
+    before = snapshot(volumes)
+    result = run_cli("run", volumes=volumes, env=env)
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert setting in lines[0] and allowed in lines[0], lines[0]
+    assert result.stdout == ""
+    assert snapshot(volumes) == before
+    assert sorted(p.name for p in volumes.iterdir()) == ["keep-me"]
+
+
+def test_unwritable_volumes_root(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_cli("run", volumes=blocker / "volumes")
+    assert result.returncode == 2 and "VOLUMES_ROOT" in result.stderr and "writable" in result.stderr
+    result = run_cli("run", volumes=blocker)
+    assert result.returncode == 2 and "VOLUMES_ROOT" in result.stderr
+
+
+def test_secret_on_the_command_line_is_not_offered():
+    result = run_cli("run", "--nacos-password", "x")
+    assert result.returncode == 2 and "unrecognized arguments" in result.stderr
