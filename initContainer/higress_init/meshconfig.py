@@ -60,8 +60,16 @@ def mesh(s: Settings) -> dict:
     }
 
 
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings as literal blocks (`|`), the way kubectl shows a ConfigMap."""
+
+
+_Dumper.add_representer(str, lambda dumper, text: dumper.represent_scalar(
+    "tag:yaml.org,2002:str", text, style="|" if "\n" in text else None))
+
+
 def dump(obj) -> str:
-    return yaml.safe_dump(obj, sort_keys=False, default_flow_style=False, width=1 << 16)
+    return yaml.dump(obj, Dumper=_Dumper, sort_keys=False, default_flow_style=False, width=1 << 16)
 
 
 def mesh_text(s: Settings) -> str:

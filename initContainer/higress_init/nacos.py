@@ -1,5 +1,378 @@
-"""Nacos: wait, log in, create the namespace, seed the base config."""
+"""Nacos: wait for it, log in, create the namespace, and seed the base config the way the
+Higress apiserver reads it (one config per object, a names index per resource type).
+
+Config reads and writes go through nacos-sdk-python's v1 HTTP client (content in the form
+body, failover across the listed servers). Readiness, login, namespaces and compare-and-swap
+writes, which that client lacks, are plain HTTP calls.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import socket
+import tempfile
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass, field
+
+from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay,
+                      wait_exponential_jitter)
+
+from . import faults, meshconfig
+from .artifacts import StateError
+
+DEFAULT_GROUP = "DEFAULT_GROUP"
+SECRETS_INDEX = "secrets.__names__"
+REQUEST_TIMEOUT = 5.0
+STATE_FILE = ".higress-init/nacos-seeded.json"
 
 
 class NacosError(Exception):
-    exit_code = 1
+    exit_code = 7
+
+
+class NacosUnreachable(NacosError):
+    exit_code = 4
+
+
+class NacosAuthError(NacosError):
+    exit_code = 5
+
+
+class NacosConflict(NacosError):
+    exit_code = 6
+
+
+class HttpStatusError(NacosError):
+    def __init__(self, url: str, status: int, body: str):
+        super().__init__(f"{url}: HTTP {status} {body[:200].strip()}")
+        self.status, self.body = status, body
+
+
+def _is_transient(err: BaseException) -> bool:
+    if isinstance(err, HttpStatusError):
+        return err.status >= 500
+    from nacos.exception import NacosRequestException
+    return isinstance(err, (OSError, NacosRequestException))  # resets, refusals, timeouts, all nodes down
+
+
+def with_retries(call, attempts: int = 5):
+    """Transient server errors are retried with bounded backoff; 4xx are final."""
+    try:
+        for attempt in Retrying(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(attempts),
+                                wait=wait_exponential_jitter(initial=0.2, max=2.0), reraise=True):
+            with attempt:
+                return call()
+    except NacosError:
+        raise
+    except Exception as err:
+        if _is_transient(err):
+            raise NacosError(f"Nacos request failed after {attempts} attempts: {err}") from None
+        raise NacosError(f"Nacos request failed: {err}") from None
+
+
+@dataclass
+class Connection:
+    """The servers, the one that answered, its API generation and the access token."""
+    servers: tuple[str, ...]                 # scheme://host:port/nacos
+    namespace: str = ""                      # the Nacos namespace (tenant) configs live in
+    active: str = ""
+    generation: str = ""                     # "2.x" or "3.x"
+    token: str | None = None
+    calls: int = 0
+    _sdk: object | None = field(default=None, repr=False)
+
+    def ordered(self) -> list[str]:
+        return [self.active] + [s for s in self.servers if s != self.active] if self.active else list(self.servers)
+
+    def http(self, method: str, path: str, params: dict | None = None, form: dict | None = None,
+             server: str | None = None, timeout: float = REQUEST_TIMEOUT) -> tuple[int, str]:
+        """One plain HTTP call, failing over across servers on connection errors and 5xx."""
+        params = dict(params or {})
+        if self.token:
+            params["accessToken"] = self.token
+        last = None
+        for base in ([server] if server else self.ordered()):
+            url = base + path + ("?" + urllib.parse.urlencode(params) if params else "")
+            data = urllib.parse.urlencode(form).encode() if form is not None else None
+            request = urllib.request.Request(url, data=data, method=method)
+            self.calls += 1
+            try:
+                with urllib.request.urlopen(request, timeout=timeout) as resp:
+                    return resp.status, resp.read().decode("utf-8", "replace")
+            except urllib.error.HTTPError as err:
+                body = err.read().decode("utf-8", "replace")
+                if err.code < 500:
+                    return err.code, body
+                last = HttpStatusError(base + path, err.code, body)
+            except (urllib.error.URLError, OSError) as err:
+                reason = getattr(err, "reason", err)
+                last = OSError(f"{base}: {reason}")
+        raise last
+
+    def sdk(self):
+        """nacos-sdk-python's v1 client, pointed at the same servers (active first)."""
+        if self._sdk is None:
+            import nacos
+            log = logging.getLogger("nacos")
+            if not log.handlers:
+                # the SDK logs access tokens at INFO into a file: keep it quiet and in memory
+                log.addHandler(logging.NullHandler())
+                log.propagate = False
+                log.setLevel(logging.CRITICAL)
+            addresses = ",".join(s.removesuffix("/nacos") for s in self.ordered())
+            client = nacos.NacosClient(addresses, namespace=self.namespace,
+                                       logDir=tempfile.gettempdir())
+            client.set_options(no_snapshot=True, default_timeout=REQUEST_TIMEOUT,
+                               failover_base=tempfile.mkdtemp(prefix="higress-init-nacos-"),
+                               snapshot_base=tempfile.mkdtemp(prefix="higress-init-nacos-"))
+            if self.token:
+                # reuse our login rather than have the SDK log in again with the password in a URL
+                client.username, client.password = "-", "-"
+                client.token, client.token_expire_time = self.token, float("inf")
+            inner = client._do_sync_req
+
+            def counted(*args, **kwargs):
+                self.calls += 1
+                return inner(*args, **kwargs)
+            client._do_sync_req = counted
+            self._sdk = client
+        return self._sdk
+
+    # --- configs
+    def get(self, data_id: str, group: str) -> str | None:
+        return with_retries(lambda: self.sdk().get_config(data_id, group, no_snapshot=True))
+
+    def publish(self, data_id: str, group: str, content: str) -> None:
+        ok = with_retries(lambda: self.sdk().publish_config(data_id, group, content))
+        if not ok:
+            raise NacosError(f"Nacos refused to publish {group}/{data_id}")
+
+    def compare_and_publish(self, data_id: str, group: str, content: str, expected: str | None) -> None:
+        """Publish only if the config still is what was read (md5 `expected`, None: absent).
+
+        The md5 goes to the server as casMd5 (Nacos 2.x/3.x reject the write atomically if it
+        changed); the fresh read before the write also catches servers that ignore casMd5."""
+        current = self.get(data_id, group)
+        if _md5(current) != expected:
+            raise NacosConflict(f"{group}/{data_id} in namespace {self.namespace} changed while the "
+                                "initializer was writing it: nothing was overwritten; rerun to try again")
+        form = {"dataId": data_id, "group": group, "content": content, "tenant": self.namespace}
+        if expected is not None:
+            form["casMd5"] = expected
+        status, body = with_retries(lambda: self.http("POST", "/v1/cs/configs", form=form))
+        if status == 409 or (status == 200 and body.strip() == "false" and expected is not None):
+            raise NacosConflict(f"{group}/{data_id}: the server refused the compare-and-swap write "
+                                "(changed concurrently): nothing was overwritten; rerun to try again")
+        if status != 200 or body.strip() != "true":
+            raise NacosError(f"publishing {group}/{data_id} failed: HTTP {status} {body[:200]}")
+
+
+def _md5(content: str | None) -> str | None:
+    return hashlib.md5(content.encode()).hexdigest() if content is not None else None
+
+
+def wait_ready(conn: Connection, timeout: float, log) -> None:
+    """Wait for any listed server to be ready; exponential backoff with jitter, one line an attempt."""
+    started = time.monotonic()
+    last_error = ["no attempt made"]
+
+    def attempt():
+        for server in conn.servers:
+            try:
+                status, body = conn.http("GET", "/v1/console/health/readiness", server=server, timeout=3)
+                if status == 200:
+                    conn.active, conn.generation = server, "2.x"
+                    return
+                if status == 410 or (status == 404 and "No endpoint" in body):
+                    status, body = conn.http("GET", "/v3/admin/core/state", server=server, timeout=3)
+                    if status == 200:
+                        conn.active, conn.generation = server, "3.x"
+                        return
+                last_error[0] = f"{server}: HTTP {status}"
+            except (OSError, NacosError) as err:
+                last_error[0] = str(err)
+        raise NacosUnreachable(last_error[0])
+
+    def before_sleep(state):
+        log(f"nacos: not ready (attempt {state.attempt_number}, {time.monotonic() - started:.1f}s): "
+            f"{last_error[0]}")
+
+    try:
+        for retry in Retrying(stop=stop_after_delay(timeout), wait=wait_exponential_jitter(initial=0.5, max=5.0),
+                              retry=retry_if_exception(lambda e: isinstance(e, NacosUnreachable)),
+                              before_sleep=before_sleep):
+            with retry:
+                attempt()
+    except RetryError:
+        raise NacosUnreachable(f"Nacos at {', '.join(conn.servers)} was not ready within {timeout:g}s "
+                               f"(NACOS_WAIT_TIMEOUT); last error: {last_error[0]}") from None
+
+
+def login(conn: Connection, username: str, password: str) -> None:
+    status, body = with_retries(lambda: conn.http("POST", "/v1/auth/login",
+                                                  form={"username": username, "password": password}))
+    if status in (401, 403) or (status == 200 and "accessToken" not in body):
+        raise NacosAuthError(f"Nacos rejected the login of user {username!r} (NACOS_USERNAME/NACOS_PASSWORD): "
+                             f"HTTP {status}")
+    if status != 200:
+        raise NacosError(f"Nacos login failed: HTTP {status} {body[:200]}")
+    conn.token = json.loads(body)["accessToken"]
+
+
+def namespace_exists(conn: Connection, namespace: str) -> bool:
+    if conn.generation == "3.x":
+        status, body = with_retries(lambda: conn.http("GET", "/v3/admin/core/namespace/list"))
+    else:
+        status, body = with_retries(lambda: conn.http("GET", "/v1/console/namespaces"))
+    _check(status, body, "listing namespaces")
+    return any(item.get("namespace") == namespace for item in json.loads(body).get("data") or [])
+
+
+def create_namespace(conn: Connection, namespace: str) -> None:
+    if conn.generation == "3.x":
+        form = {"namespaceId": namespace, "namespaceName": namespace, "namespaceDesc": "Higress"}
+        status, body = with_retries(lambda: conn.http("POST", "/v3/admin/core/namespace", form=form))
+    else:
+        form = {"customNamespaceId": namespace, "namespaceName": namespace, "namespaceDesc": "Higress"}
+        status, body = with_retries(lambda: conn.http("POST", "/v1/console/namespaces", form=form))
+    _check(status, body, f"creating namespace {namespace}")
+
+
+def _check(status: int, body: str, what: str) -> None:
+    if status in (401, 403):
+        raise NacosAuthError(f"Nacos denied {what}: HTTP {status} (check NACOS_USERNAME/NACOS_PASSWORD)")
+    if status != 200:
+        raise NacosError(f"Nacos failed {what}: HTTP {status} {body[:200]}")
+
+
+def connect(settings, log) -> Connection:
+    conn = Connection(settings.nacos_servers, settings.nacos_namespace)
+    wait_ready(conn, settings.nacos_wait_timeout.total_seconds(), log)
+    if settings.nacos_username:
+        login(conn, settings.nacos_username, settings.nacos_password)
+    return conn
+
+
+# --- phases
+def prepare(ctx, counts) -> None:
+    s = ctx.settings
+    conn = connect(s, ctx.log)
+    ctx.nacos = conn
+    present = namespace_exists(conn, s.nacos_namespace)
+    fresh_key = s.nacos_data_key is None and not ctx.writer.exists("api/nacos.key")
+    if present and fresh_key and conn.get(SECRETS_INDEX, DEFAULT_GROUP) is not None:
+        raise StateError(
+            f"Nacos namespace {s.nacos_namespace} already holds Higress Secrets ({SECRETS_INDEX}), and a new data "
+            "key would make them unreadable: empty the namespace, use another one (NACOS_NS), or supply the old "
+            "key (NACOS_DATA_ENC_KEY or api/nacos.key)")
+    if present:
+        counts.add("kept", f"namespace {s.nacos_namespace}")
+    elif ctx.dry_run:
+        counts.add("would create", f"namespace {s.nacos_namespace}")
+    else:
+        create_namespace(conn, s.nacos_namespace)
+        counts.add("created", f"namespace {s.nacos_namespace}")
+    counts.add("connected", f"nacos {conn.generation} at {conn.active}")
+
+
+def _index_with(content: str | None, entry: str) -> str:
+    lines = [line for line in (content or "").splitlines() if line.strip()]
+    return "".join(line + "\n" for line in lines + ([entry] if entry not in lines else []))
+
+
+def seed(ctx, counts) -> None:
+    from .configstore import base_configmap
+    s = ctx.settings
+    conn = ctx.nacos or connect(s, ctx.log)
+    ctx.nacos = conn
+    calls_before = conn.calls
+    data_id, group = f"configmaps.{meshconfig.CONFIGMAP_NAME}", s.namespace
+    wanted = base_configmap(ctx)
+    existing = conn.get(data_id, group)
+    name = f"{group}/{data_id}"
+    if ctx.dry_run:
+        counts.add("would create" if existing is None else "kept", name)
+        return
+    if existing is None:
+        conn.compare_and_publish(data_id, group, wanted, None)
+        counts.add("created", name)
+        _record(ctx, data_id, group, wanted)
+    elif ctx.reseed:
+        faults.pause("reseed:after-read")
+        conn.compare_and_publish(data_id, group, wanted, _md5(existing))
+        counts.add("updated", name)
+        _record(ctx, data_id, group, wanted)
+    else:
+        counts.add("kept", name)  # present: the user's to change, never overwritten
+    entry = f"{group}/{meshconfig.CONFIGMAP_NAME}"
+    for attempt in range(5):
+        index = conn.get("configmaps.__names__", DEFAULT_GROUP)
+        if entry in (index or "").splitlines():
+            counts.add("kept", "configmaps.__names__")
+            break
+        try:
+            conn.compare_and_publish("configmaps.__names__", DEFAULT_GROUP, _index_with(index, entry), _md5(index))
+            counts.add("updated" if index else "created", "configmaps.__names__")
+            break
+        except NacosConflict:
+            if attempt == 4:
+                raise  # the apiserver keeps this index too: re-read and merge, a few times
+    ctx.log(f"nacos: seeding made {conn.calls - calls_before} HTTP calls", calls=conn.calls - calls_before)
+
+
+def _record(ctx, data_id, group, content) -> None:
+    """Remember the md5 of what was seeded, so status can tell whether a user changed it."""
+    path = ctx.settings.volumes_root / STATE_FILE
+    try:
+        state = json.loads(path.read_text())
+    except (OSError, ValueError):
+        state = {}
+    state[f"{ctx.settings.nacos_namespace}/{group}/{data_id}"] = _md5(content)
+    ctx.writer.stage(STATE_FILE, json.dumps(state, indent=1, sort_keys=True).encode())
+    ctx.writer.commit()
+
+
+def status(settings, writer) -> dict:
+    report = {"servers": list(settings.nacos_servers), "reachable": False, "version": None,
+              "namespace": settings.nacos_namespace, "namespace_present": False, "configs": [], "healthy": False}
+    conn = Connection(settings.nacos_servers, settings.nacos_namespace)
+    try:
+        wait_ready(conn, 0.1, lambda *_: None)
+        report["reachable"], report["version"], report["server"] = True, conn.generation, conn.active
+        if settings.nacos_username:
+            login(conn, settings.nacos_username, settings.nacos_password)
+        report["namespace_present"] = namespace_exists(conn, settings.nacos_namespace)
+        try:
+            seeded = json.loads((settings.volumes_root / STATE_FILE).read_text())
+        except (OSError, ValueError):
+            seeded = {}
+        group = settings.namespace
+        for data_id, grp in ((f"configmaps.{meshconfig.CONFIGMAP_NAME}", group),
+                             ("configmaps.__names__", DEFAULT_GROUP)):
+            content = conn.get(data_id, grp)
+            record = seeded.get(f"{settings.nacos_namespace}/{grp}/{data_id}")
+            entry = {"group": grp, "dataId": data_id, "present": content is not None,
+                     "as_seeded": None if record is None or content is None else _md5(content) == record}
+            if data_id.endswith("__names__") and content is not None:
+                entry["as_seeded"] = f"{group}/{meshconfig.CONFIGMAP_NAME}" in content.splitlines()
+            report["configs"].append(entry)
+        report["healthy"] = report["namespace_present"] and all(c["present"] for c in report["configs"])
+    except NacosError as err:
+        report["error"] = str(err)
+    return report
+
+
+def format_status(report: dict) -> str:
+    lines = [f"NACOS  {', '.join(report['servers'])}  reachable: {'yes' if report['reachable'] else 'no'}"
+             + (f"  API {report['version']}" if report["version"] else "")
+             + f"  namespace {report['namespace']}: {'present' if report['namespace_present'] else 'missing'}"]
+    for c in report["configs"]:
+        seeded = {None: "-", True: "yes", False: "no (changed since seeding)"}[c["as_seeded"]]
+        lines.append(f"  {c['group']}/{c['dataId']}  present: {'yes' if c['present'] else 'no'}  as seeded: {seeded}")
+    if "error" in report:
+        lines.append(f"  error: {report['error']}")
+    return "\n".join(lines)

@@ -25,7 +25,7 @@ MESH_NETWORKS_FILE = "pilot/config/meshNetworks"
 class Counts:
     """What a phase did, by action (created, kept, re-issued, ...), naming each artifact."""
 
-    ORDER = ("created", "reissued", "updated", "seeded", "kept", "skipped", "would create",
+    ORDER = ("connected", "created", "reissued", "updated", "seeded", "kept", "skipped", "would create",
              "would reissue", "would update")
 
     def __init__(self):

@@ -1,0 +1,67 @@
+# Higress standalone initializer. `make help` lists the targets.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+VOLUMES ?= ./volumes
+IMAGE ?= higress-init:dev
+COMPOSE := docker compose -f compose/docker-compose.yml --env-file compose/.env
+
+# r-nacos, the real Nacos-compatible server the tests run against: built once per machine
+# into a cache outside the repo, pinned, and reused when that version is already there.
+RNACOS_VERSION := 0.8.8
+RNACOS_ROOT ?= $(HOME)/.cache/higress-init/rnacos-$(RNACOS_VERSION)
+export RNACOS_BIN := $(RNACOS_ROOT)/bin/rnacos
+
+.PHONY: help run test lint bench image up down status rotate clean
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(BIN)/higress-init: initContainer/requirements.lock initContainer/pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --no-deps -r initContainer/requirements.lock
+	$(BIN)/pip install --quiet --no-deps -e initContainer
+	@touch $@
+
+$(VENV)/.test-deps: $(BIN)/higress-init tests/requirements.txt
+	$(BIN)/pip install --quiet -r tests/requirements.txt
+	@touch $@
+
+$(RNACOS_BIN):
+	@command -v cargo >/dev/null || { echo "cargo is needed to build r-nacos: install Rust (rustup)"; exit 1; }
+	cargo install --locked rnacos --version $(RNACOS_VERSION) --root $(RNACOS_ROOT)
+
+run: $(BIN)/higress-init ## install into .venv/ and run the initializer on the embedded default (file store)
+	$(BIN)/higress-init run --volumes $(VOLUMES)
+
+test: $(VENV)/.test-deps $(RNACOS_BIN) ## install what the tests need (r-nacos included) and run them all
+	$(BIN)/pytest -q tests
+
+lint: $(VENV)/.test-deps ## hadolint the Dockerfile and check the compose file against the compose-spec schema
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/python tests/compose_schema.py
+
+bench: $(BIN)/higress-init $(RNACOS_BIN) ## cold and warm runs against the openssl command-line baseline
+	$(BIN)/python bench/bench.py
+
+image: ## build the initializer image (needs a Docker engine)
+	docker build -t $(IMAGE) .
+
+up: ## start the whole standalone stack with compose (needs a Docker engine)
+	$(COMPOSE) up -d
+
+down: ## stop the compose stack
+	$(COMPOSE) down
+
+status: $(BIN)/higress-init ## check every certificate, key and generated file in $(VOLUMES)
+	$(BIN)/higress-init status --volumes $(VOLUMES)
+
+rotate: $(BIN)/higress-init ## rotate leaf certificates in $(VOLUMES) (KIND=leaf|intermediate|root|finish)
+	$(BIN)/higress-init rotate $(if $(filter finish,$(KIND)),--finish,$(or $(KIND),leaf)) --volumes $(VOLUMES)
+
+clean: ## remove .venv/, ./volumes and caches (not the r-nacos build cache)
+	rm -rf $(VENV) volumes .pytest_cache bench/results
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -1,0 +1,160 @@
+"""r-nacos, a real Nacos-compatible server, started on loopback for the tests.
+
+`make test` builds the pinned version into a cache outside the repo and exports RNACOS_BIN."""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+DEFAULT_BIN = Path.home() / ".cache/higress-init/rnacos-0.8.8/bin/rnacos"
+
+
+def rnacos_binary() -> str:
+    path = os.environ.get("RNACOS_BIN") or str(DEFAULT_BIN)
+    if not os.access(path, os.X_OK):
+        path = shutil.which("rnacos") or ""
+    if not path:
+        pytest.fail("r-nacos is not installed: run `make test` (it runs `cargo install --locked rnacos "
+                    "--version 0.8.8 --root ~/.cache/higress-init/rnacos-0.8.8`)", pytrace=False)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class RNacosNode:
+    def __init__(self, workdir: Path, node_id: int = 1, auth: bool = False, join: str | None = None,
+                 password: str = "admin"):
+        self.workdir = workdir
+        self.http_port, self.grpc_port, self.console_port = free_port(), free_port(), free_port()
+        self.node_id, self.join, self.auth, self.password = node_id, join, auth, password
+        self.proc: subprocess.Popen | None = None
+        workdir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/nacos"
+
+    @property
+    def raft_addr(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def env(self) -> dict:
+        env = {
+            "PATH": os.environ.get("PATH", ""),
+            "RNACOS_HTTP_PORT": str(self.http_port),
+            "RNACOS_GRPC_PORT": str(self.grpc_port),
+            "RNACOS_HTTP_CONSOLE_PORT": str(self.console_port),
+            "RNACOS_SDK_HOST": "127.0.0.1",
+            "RNACOS_CONSOLE_HOST": "127.0.0.1",
+            "RNACOS_CONFIG_DB_DIR": str(self.workdir / "db"),
+            "RNACOS_DATA_DIR": str(self.workdir / "db"),
+            "RNACOS_RAFT_NODE_ID": str(self.node_id),
+            "RNACOS_RAFT_NODE_ADDR": self.raft_addr,
+            "RNACOS_RAFT_AUTO_INIT": "true" if self.join is None else "false",
+            "RNACOS_ENABLE_OPEN_API_AUTH": "true" if self.auth else "false",
+            "RNACOS_INIT_ADMIN_USERNAME": "admin",
+            "RNACOS_INIT_ADMIN_PASSWORD": self.password,
+            "RNACOS_ENV_FILE": str(self.workdir / "none.env"),
+            "RUST_LOG": "warn",
+        }
+        if self.join:
+            env["RNACOS_RAFT_JOIN_ADDR"] = self.join
+        return env
+
+    def start(self) -> "RNacosNode":
+        log = open(self.workdir / "rnacos.log", "ab")
+        self.proc = subprocess.Popen([rnacos_binary()], env=self.env(), cwd=self.workdir, stdout=log,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+        return self
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(self.url + "/v1/console/health/readiness", timeout=1) as r:
+                return r.status == 200
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def wait_ready(self, timeout: float = 60) -> "RNacosNode":
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"r-nacos exited with {self.proc.returncode}: "
+                                   f"{(self.workdir / 'rnacos.log').read_text()[-2000:]}")
+            if self.ready():
+                return self
+            time.sleep(0.1)
+        raise RuntimeError(f"r-nacos on {self.url} not ready after {timeout}s")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    # --- a client independent of the initializer's own, for checking what it left behind
+    def token(self) -> str | None:
+        if not self.auth:
+            return None
+        import json
+        data = urllib.parse.urlencode({"username": "admin", "password": self.password}).encode()
+        with urllib.request.urlopen(self.url + "/v1/auth/login", data=data, timeout=5) as r:
+            return json.loads(r.read())["accessToken"]
+
+    def _params(self, **params) -> dict:
+        token = self.token()
+        return {**params, **({"accessToken": token} if token else {})}
+
+    def get_config(self, data_id: str, group: str, tenant: str) -> str | None:
+        query = urllib.parse.urlencode(self._params(dataId=data_id, group=group, tenant=tenant))
+        try:
+            with urllib.request.urlopen(f"{self.url}/v1/cs/configs?{query}", timeout=5) as r:
+                return r.read().decode()
+        except urllib.error.HTTPError as err:
+            if err.code == 404:
+                return None
+            raise
+
+    def publish_config(self, data_id: str, group: str, tenant: str, content: str) -> None:
+        data = urllib.parse.urlencode(self._params(dataId=data_id, group=group, tenant=tenant,
+                                                   content=content)).encode()
+        with urllib.request.urlopen(f"{self.url}/v1/cs/configs", data=data, timeout=5) as r:
+            assert r.read() == b"true"
+
+    def namespaces(self) -> list[str]:
+        import json
+        query = urllib.parse.urlencode(self._params())
+        with urllib.request.urlopen(f"{self.url}/v1/console/namespaces?{query}", timeout=5) as r:
+            return [n["namespace"] for n in json.loads(r.read())["data"]]
+
+
+def start_cluster(workdir: Path, size: int = 3) -> list[RNacosNode]:
+    first = RNacosNode(workdir / "node1", node_id=1).start()
+    first.wait_ready()
+    nodes = [first]
+    for i in range(2, size + 1):
+        nodes.append(RNacosNode(workdir / f"node{i}", node_id=i, join=first.raft_addr).start())
+    for node in nodes[1:]:
+        node.wait_ready()
+    # a write on the leader is readable on every member once the raft group has formed
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            first.publish_config("cluster-probe", "DEFAULT_GROUP", "", "ok")
+            if all(n.get_config("cluster-probe", "DEFAULT_GROUP", "") == "ok" for n in nodes):
+                return nodes
+        except (urllib.error.URLError, OSError, AssertionError):
+            pass
+        time.sleep(0.2)
+    raise RuntimeError("the r-nacos cluster did not form within 60s")
