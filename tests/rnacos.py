@@ -68,7 +68,8 @@ class RNacosNode:
             "RNACOS_INIT_ADMIN_USERNAME": "admin",
             "RNACOS_INIT_ADMIN_PASSWORD": self.password,
             "RNACOS_ENV_FILE": str(self.workdir / "none.env"),
-            "RUST_LOG": "warn",
+            "RUST_LOG": os.environ.get("RNACOS_LOG", "warn"),
+            "RNACOS_ENABLE_NO_AUTH_CONSOLE": "true",
         }
         if self.join:
             env["RNACOS_RAFT_JOIN_ADDR"] = self.join
@@ -84,6 +85,8 @@ class RNacosNode:
         try:
             with urllib.request.urlopen(self.url + "/v1/console/health/readiness", timeout=1) as r:
                 return r.status == 200
+        except urllib.error.HTTPError as err:
+            return err.code == 403 and self.auth  # up, and guarding even its readiness probe
         except (urllib.error.URLError, OSError):
             return False
 
@@ -93,10 +96,19 @@ class RNacosNode:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"r-nacos exited with {self.proc.returncode}: "
                                    f"{(self.workdir / 'rnacos.log').read_text()[-2000:]}")
-            if self.ready():
+            if self.ready() and self._admin_ready():
                 return self
             time.sleep(0.1)
         raise RuntimeError(f"r-nacos on {self.url} not ready after {timeout}s")
+
+    def _admin_ready(self) -> bool:
+        """With auth on, r-nacos creates its admin user shortly after it answers: wait for it."""
+        if not self.auth:
+            return True
+        try:
+            return bool(self.token())
+        except (urllib.error.URLError, OSError, KeyError, ValueError):
+            return False
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -139,22 +151,30 @@ class RNacosNode:
             return [n["namespace"] for n in json.loads(r.read())["data"]]
 
 
-def start_cluster(workdir: Path, size: int = 3) -> list[RNacosNode]:
-    first = RNacosNode(workdir / "node1", node_id=1).start()
-    first.wait_ready()
-    nodes = [first]
-    for i in range(2, size + 1):
-        nodes.append(RNacosNode(workdir / f"node{i}", node_id=i, join=first.raft_addr).start())
-    for node in nodes[1:]:
-        node.wait_ready()
-    # a write on the leader is readable on every member once the raft group has formed
-    deadline = time.monotonic() + 60
+def _replicated(nodes: list[RNacosNode], probe: str, timeout: float = 60) -> None:
+    """Wait until a write on the first node is readable on every node."""
+    deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            first.publish_config("cluster-probe", "DEFAULT_GROUP", "", "ok")
-            if all(n.get_config("cluster-probe", "DEFAULT_GROUP", "") == "ok" for n in nodes):
-                return nodes
+            nodes[0].publish_config("cluster-probe", "DEFAULT_GROUP", "", probe)
+            if all(n.get_config("cluster-probe", "DEFAULT_GROUP", "") == probe for n in nodes):
+                return
         except (urllib.error.URLError, OSError, AssertionError):
             pass
         time.sleep(0.2)
     raise RuntimeError("the r-nacos cluster did not form within 60s")
+
+
+def start_cluster(workdir: Path, size: int = 3) -> list[RNacosNode]:
+    """A raft cluster on loopback. Members join one at a time: r-nacos 0.8 applies concurrent
+    joins as competing membership changes, and one of them is lost."""
+    first = RNacosNode(workdir / "node1", node_id=1).start()
+    first.wait_ready()
+    nodes = [first]
+    for i in range(2, size + 1):
+        node = RNacosNode(workdir / f"node{i}", node_id=i, join=first.raft_addr).start()
+        node.wait_ready()
+        nodes.append(node)
+        _replicated(nodes, f"members:{i}")
+        time.sleep(1)  # the membership change commits after the node has caught up
+    return nodes

@@ -59,11 +59,13 @@ def _is_transient(err: BaseException) -> bool:
     return isinstance(err, (OSError, NacosRequestException))  # resets, refusals, timeouts, all nodes down
 
 
-def with_retries(call, attempts: int = 5):
-    """Transient server errors are retried with bounded backoff; 4xx are final."""
+def with_retries(call, attempts: int = 10, within: float = 30.0):
+    """Transient server errors are retried with bounded backoff (long enough for a cluster to
+    elect a new leader); 4xx are final."""
     try:
-        for attempt in Retrying(retry=retry_if_exception(_is_transient), stop=stop_after_attempt(attempts),
-                                wait=wait_exponential_jitter(initial=0.2, max=2.0), reraise=True):
+        for attempt in Retrying(retry=retry_if_exception(_is_transient),
+                                stop=stop_after_attempt(attempts) | stop_after_delay(within),
+                                wait=wait_exponential_jitter(initial=0.2, max=4.0), reraise=True):
             with attempt:
                 return call()
     except NacosError:
@@ -184,7 +186,8 @@ def wait_ready(conn: Connection, timeout: float, log) -> None:
         for server in conn.servers:
             try:
                 status, body = conn.http("GET", "/v1/console/health/readiness", server=server, timeout=3)
-                if status == 200:
+                if status == 200 or (status in (401, 403) and "readiness" in body):
+                    # 2.x answers even with auth on; a 401/403 naming the path is a server that is up
                     conn.active, conn.generation = server, "2.x"
                     return
                 if status == 410 or (status == 404 and "No endpoint" in body):
@@ -297,6 +300,7 @@ def seed(ctx, counts) -> None:
     if ctx.dry_run:
         counts.add("would create" if existing is None else "kept", name)
         return
+    faults.pause("seed:before-write")
     if existing is None:
         conn.compare_and_publish(data_id, group, wanted, None)
         counts.add("created", name)
