@@ -196,7 +196,7 @@ def test_rerun_rewrites_nothing(initialized):
     result = run_cli("run", volumes=initialized, check=True)
     assert snapshot(initialized) == before
     summary = result.stdout.splitlines()[-1]
-    assert "created" not in summary and "re-issued" not in summary and "kept 14" in summary, summary
+    assert "created" not in summary and "re-issued" not in summary and "kept 22" in summary, summary
 
 
 def test_permissions(initialized):
@@ -207,7 +207,7 @@ def test_permissions(initialized):
         rel = str(path.relative_to(initialized))
         if path.is_dir():
             assert mode == (0o700 if rel == "pki" else 0o755), rel
-        elif rel.endswith((".key", "key.pem", "kube/config")):
+        elif rel.endswith((".key", "key.pem", "kube/config", "token", "istio-token")):
             assert mode == 0o600, rel
         else:
             assert mode == 0o644, rel

@@ -42,9 +42,12 @@ def _popen(args, env, volumes):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
-def _wait_for(path: Path, timeout=60):
+def _wait_for(path: Path, proc: subprocess.Popen, timeout=60):
     deadline = time.monotonic() + timeout
     while not path.exists():
+        if proc.poll() is not None:
+            out, err = proc.communicate()
+            raise AssertionError(f"the initializer exited {proc.returncode} before {path.name}:\n{out}\n{err}")
         assert time.monotonic() < deadline, f"{path} did not appear"
         time.sleep(0.05)
 
@@ -116,7 +119,7 @@ def test_reseed_racing_a_concurrent_edit_never_loses_the_edit(node, env, volumes
     pause_dir = tmp_path / "pause"
     pause_dir.mkdir()
     proc = _popen(["run", "--reseed"], dict(env, HIGRESS_INIT_PAUSE_AT=f"reseed:after-read={pause_dir}"), volumes)
-    _wait_for(pause_dir / "reseed_after-read.paused")
+    _wait_for(pause_dir / "reseed_after-read.paused", proc)
     node.publish_config(*CM, NS, "concurrent: edit\n")  # lands between the read and the write
     (pause_dir / "reseed_after-read.resume").touch()
     out, err = proc.communicate(timeout=60)
@@ -181,7 +184,7 @@ def test_nacos_killed_during_seeding_then_a_rerun_completes(node, env, volumes, 
     pause_dir = tmp_path / "pause"
     pause_dir.mkdir()
     proc = _popen(["run"], dict(env, HIGRESS_INIT_PAUSE_AT=f"seed:before-write={pause_dir}"), volumes)
-    _wait_for(pause_dir / "seed_before-write.paused")
+    _wait_for(pause_dir / "seed_before-write.paused", proc)
     node.stop()
     (pause_dir / "seed_before-write.resume").touch()
     out, err = proc.communicate(timeout=120)

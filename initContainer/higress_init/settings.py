@@ -60,6 +60,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("TRUST_DOMAIN", "cluster.local", "SPIFFE trust domain"),
     Setting("HIGRESS_NAMESPACE", "higress-system", "Kubernetes namespace of the Higress components"),
     Setting("GATEWAY_SERVICE_ACCOUNT", "higress-gateway", "service account in the gateway's SPIFFE identity"),
+    Setting("TOKEN_ISSUER", "https://higress-init.higress-system.svc", "issuer (iss) of component tokens; jwks_uri is <issuer>/.well-known/jwks.json"),
+    Setting("TOKEN_KEY_ALGORITHM", "rsa-2048", "token signing key: rsa-2048, rsa-3072, rsa-4096, ecdsa-p256 or ecdsa-p384"),
+    Setting("TOKEN_VALIDITY", "365d", "lifetime of component tokens"),
+    Setting("TOKEN_IDENTITIES", None, "tokens to issue, comma-separated name=file:serviceaccount:audience[+audience] (default: gateway, console, controller)"),
     Setting("VOLUMES_UID", None, "owner uid of written files (default: unchanged)"),
     Setting("VOLUMES_GID", None, "owner gid of written files (default: unchanged)"),
     Setting("LOG_FORMAT", "text", "text or json (one JSON object a line)", flag="--log-format"),
@@ -92,6 +96,10 @@ class Settings:
     volumes_uid: int | None
     volumes_gid: int | None
     log_format: str
+    token_issuer: str
+    token_key_algorithm: str
+    token_validity: timedelta
+    token_identities: tuple  # of tokens.TokenIdentity
 
     @property
     def gateway_spiffe_id(self) -> str:
@@ -241,10 +249,17 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
         volumes_uid=_owner("VOLUMES_UID", get("VOLUMES_UID")),
         volumes_gid=_owner("VOLUMES_GID", get("VOLUMES_GID")),
         log_format=_choice("LOG_FORMAT", get("LOG_FORMAT"), LOG_FORMATS),
+        token_issuer=_https_url("TOKEN_ISSUER", get("TOKEN_ISSUER")),
+        token_key_algorithm=_choice("TOKEN_KEY_ALGORITHM", get("TOKEN_KEY_ALGORITHM"), KEY_ALGORITHMS),
+        token_validity=parse_duration("TOKEN_VALIDITY", get("TOKEN_VALIDITY")),
+        token_identities=_token_identities(get("TOKEN_IDENTITIES"), gateway_account=get("GATEWAY_SERVICE_ACCOUNT")),
     )
     if settings.renew_before >= settings.cert_validity:
         raise SettingsError(
             f"RENEW_BEFORE={get('RENEW_BEFORE')}: must be shorter than CERT_VALIDITY={get('CERT_VALIDITY')}")
+    if settings.renew_before >= settings.token_validity:
+        raise SettingsError(
+            f"RENEW_BEFORE={get('RENEW_BEFORE')}: must be shorter than TOKEN_VALIDITY={get('TOKEN_VALIDITY')}")
     if settings.intermediate_validity > settings.ca_validity:
         raise SettingsError("INTERMEDIATE_VALIDITY: must not be longer than CA_VALIDITY")
     return settings
@@ -262,3 +277,38 @@ def _nacos_namespace(value: str) -> str:
     if not re.match(r"^[A-Za-z0-9_-]{1,128}$", value):
         raise SettingsError(f"NACOS_NS={value!r}: expected 1 to 128 letters, digits, '_' or '-'")
     return value
+
+
+def _https_url(name: str, value: str) -> str:
+    value = value.strip().rstrip("/")
+    parts = urlsplit(value)
+    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
+        raise SettingsError(f"{name}={value!r}: expected an https URL without query or fragment")
+    return value
+
+
+def _token_identities(text: str | None, gateway_account: str):
+    """TOKEN_IDENTITIES: name=file:serviceaccount:audience[+audience], comma-separated."""
+    from .tokens import DEFAULT_IDENTITIES, TokenIdentity
+    if not text:
+        return tuple(i if i.name != "gateway" else TokenIdentity(i.name, i.file, gateway_account.strip(), i.audiences)
+                     for i in DEFAULT_IDENTITIES)
+    allowed = "name=file:serviceaccount:audience[+audience], e.g. gateway=gateway/tokens/istio-token:higress-gateway:istio-ca"
+    identities = []
+    for entry in (e.strip() for e in text.split(",") if e.strip()):
+        name, _, rest = entry.partition("=")
+        fields = rest.split(":")
+        if not _DNS_LABEL.match(name) or len(fields) != 3:
+            raise SettingsError(f"TOKEN_IDENTITIES: {entry!r}: expected {allowed}")
+        file, account, audiences = fields
+        path = Path(file)
+        if path.is_absolute() or ".." in path.parts or path.parts[:1] in (("pki",), ("tokens",)) or not file:
+            raise SettingsError(f"TOKEN_IDENTITIES: {entry!r}: the file must be a relative path inside the volumes, "
+                                "not under pki/ or tokens/")
+        auds = tuple(a for a in audiences.split("+") if a)
+        if not auds:
+            raise SettingsError(f"TOKEN_IDENTITIES: {entry!r}: at least one audience is needed")
+        identities.append(TokenIdentity(name, file, _k8s_name("TOKEN_IDENTITIES", account), auds))
+    if len({i.name for i in identities}) != len(identities) or len({i.file for i in identities}) != len(identities):
+        raise SettingsError("TOKEN_IDENTITIES: names and files must be unique")
+    return tuple(identities)

@@ -1,13 +1,239 @@
-"""Token signing key, JWKS, OIDC discovery document and per-component tokens."""
+"""Request authentication without Kubernetes: a token signing key, its JWKS and OIDC discovery
+document (static files any web server can publish), and one ServiceAccount-style JWT per
+component identity."""
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+from . import pki
+
+SIGNING_KEY_FILE = "pki/sa.key"          # private: pki/ is mounted by no component
+PUBLIC_KEY_FILE = "tokens/sa.pub"
+RETIRED_KEYS_FILE = "pki/sa-retired.json"  # replaced public keys, kept in the JWKS until their tokens expire
+JWKS_FILES = ("tokens/jwks.json", "tokens/.well-known/jwks.json")
+DISCOVERY_FILE = "tokens/.well-known/openid-configuration"
+
+
+@dataclass(frozen=True)
+class TokenIdentity:
+    name: str
+    file: str
+    service_account: str
+    audiences: tuple[str, ...]
+
+
+# Who gets a token, and where its component reads it. Overridable by TOKEN_IDENTITIES.
+DEFAULT_IDENTITIES = (
+    TokenIdentity("gateway", "gateway/tokens/istio-token", "higress-gateway", ("istio-ca",)),
+    TokenIdentity("console", "console/token", "higress-console", ("istio-ca",)),
+    TokenIdentity("controller", "controller/token", "higress-controller", ("istio-ca",)),
+)
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def public_jwk(public_key) -> dict:
+    """The JWK of a public key, with kid = its RFC 7638 thumbprint."""
+    alg = _jws_algorithm(public_key)
+    if isinstance(public_key, rsa.RSAPublicKey):
+        jwk = jwt.algorithms.RSAAlgorithm.to_jwk(public_key, as_dict=True)
+        required = {k: jwk[k] for k in ("e", "kty", "n")}
+    else:
+        jwk = jwt.algorithms.ECAlgorithm.to_jwk(public_key, as_dict=True)
+        required = {k: jwk[k] for k in ("crv", "kty", "x", "y")}
+    thumbprint = _b64url(hashlib.sha256(json.dumps(required, sort_keys=True, separators=(",", ":")).encode()).digest())
+    return {**required, "kid": thumbprint, "use": "sig", "alg": alg}
+
+
+def _jws_algorithm(public_key) -> str:
+    if isinstance(public_key, rsa.RSAPublicKey):
+        return "RS256"
+    return {"secp256r1": "ES256", "secp384r1": "ES384"}[public_key.curve.name]
+
+
+def service_account_uid(namespace: str, account: str) -> str:
+    """A stable uid per identity, so re-issued tokens name the same account."""
+    return str(uuid.uuid5(uuid.NAMESPACE_URL, f"higress-init:serviceaccount:{namespace}/{account}"))
+
+
+def claims_for(settings, identity: TokenIdentity, now: datetime) -> dict:
+    ns = settings.namespace
+    issued = int(now.timestamp())
+    return {
+        "iss": settings.token_issuer,
+        "sub": f"system:serviceaccount:{ns}:{identity.service_account}",
+        "aud": list(identity.audiences),
+        "iat": issued,
+        "nbf": issued,
+        "exp": issued + int(settings.token_validity.total_seconds()),
+        "jti": str(uuid.uuid4()),
+        "kubernetes.io": {
+            "namespace": ns,
+            "serviceaccount": {"name": identity.service_account,
+                               "uid": service_account_uid(ns, identity.service_account)},
+        },
+    }
+
+
+def token_problem(settings, identity: TokenIdentity, token: str | None, public_key, kid: str,
+                  now: datetime) -> str:
+    """Why an existing token can't be kept (empty when it can)."""
+    if token is None:
+        return "missing"
+    try:
+        header = jwt.get_unverified_header(token)
+        claims = jwt.decode(token, public_key, algorithms=[_jws_algorithm(public_key)],
+                            audience=list(identity.audiences), issuer=settings.token_issuer,
+                            options={"require": ["exp", "iat", "nbf", "sub", "jti"]}, leeway=300)
+    except jwt.ExpiredSignatureError:
+        return "expired"
+    except jwt.PyJWTError as err:
+        return f"does not verify ({err})"
+    wanted = claims_for(settings, identity, now)
+    if header.get("kid") != kid:
+        return "signed by another key"
+    if claims["sub"] != wanted["sub"] or claims.get("kubernetes.io") != wanted["kubernetes.io"] or \
+            sorted(claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]) != sorted(identity.audiences):
+        return "claims changed"
+    if claims["exp"] - now.timestamp() <= settings.renew_before.total_seconds():
+        return f"expires within {settings.renew_before.days}d"
+    return ""
+
+
+def _signing_key(ctx):
+    """(private key, how it was obtained): kept, created or rotated."""
+    pem = ctx.writer.read(SIGNING_KEY_FILE)
+    if pem is not None:
+        try:
+            key = pki.load_key(pem)
+        except (ValueError, TypeError):
+            from .artifacts import StateError
+            raise StateError(f"{SIGNING_KEY_FILE} is not an unencrypted PEM private key: restore it, or move it away "
+                             "to create a new signing key (every token is then re-issued)") from None
+        if "token" not in ctx.rotate:
+            return key, "kept"
+        return ctx.keys.get("token-signing"), "rotated"
+    return ctx.keys.get("token-signing"), "created"
 
 
 def keys_wanted(ctx) -> dict:
+    if ctx.writer.read(SIGNING_KEY_FILE) is None or "token" in ctx.rotate:
+        return {"token-signing": ctx.settings.token_key_algorithm}
     return {}
 
 
+def _retired(ctx, now: datetime) -> list[dict]:
+    data = ctx.writer.read(RETIRED_KEYS_FILE)
+    entries = json.loads(data) if data else []
+    return [e for e in entries if datetime.fromisoformat(e["keep_until"]) > now]
+
+
 def phase(ctx, counts) -> None:
-    counts.add("skipped", "tokens (not built yet)")
+    s, now = ctx.settings, ctx.now
+    if ctx.dry_run:
+        if keys_wanted(ctx):
+            counts.add("would create", "token signing key")
+        return
+    key, how = _signing_key(ctx)
+    public = key.public_key()
+    retired = _retired(ctx, now)
+    if how == "rotated":
+        old = pki.load_key(ctx.writer.read(SIGNING_KEY_FILE)).public_key()
+        # tokens signed by the old key live at most TOKEN_VALIDITY: keep it published that long
+        keep_until = (now + s.token_validity + timedelta(minutes=5)).isoformat()
+        retired = [e for e in retired if e["jwk"]["kid"] != public_jwk(old)["kid"]]
+        retired.append({"jwk": public_jwk(old), "keep_until": keep_until})
+    if how != "kept":
+        ctx.writer.stage(SIGNING_KEY_FILE, pki.key_to_pem(key), private=True)
+        counts.add("created" if how == "created" else "reissued", "token signing key")
+    else:
+        counts.add("kept", "token signing key")
+    if retired or ctx.writer.exists(RETIRED_KEYS_FILE):
+        ctx.writer.stage(RETIRED_KEYS_FILE, json.dumps(retired, indent=1).encode())
+    jwk = public_jwk(public)
+    jwks = {"keys": [jwk] + [e["jwk"] for e in retired if e["jwk"]["kid"] != jwk["kid"]]}
+    jwks_bytes = json.dumps(jwks, indent=2).encode() + b"\n"
+    pub_pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+    ctx.stage(PUBLIC_KEY_FILE, pub_pem, "sa.pub", counts)
+    for rel in JWKS_FILES:
+        ctx.stage(rel, jwks_bytes, rel.removeprefix("tokens/"), counts)
+    ctx.stage(DISCOVERY_FILE, discovery_document(s, jwk["alg"]).encode(), "openid-configuration", counts)
+    for identity in s.token_identities:
+        existing = ctx.writer.read(identity.file)
+        problem = token_problem(s, identity, existing.decode().strip() if existing else None, public, jwk["kid"], now)
+        if "token" in ctx.rotate and not problem:
+            problem = "rotation"
+        if not problem:
+            counts.add("kept", f"token {identity.name}")
+            continue
+        token = jwt.encode(claims_for(s, identity, now), key, algorithm=jwk["alg"],
+                           headers={"kid": jwk["kid"], "typ": "JWT"})
+        ctx.writer.stage(identity.file, token.encode(), private=True)
+        counts.add("created" if problem == "missing" else "reissued", f"token {identity.name}")
+
+
+def discovery_document(s, algorithm: str) -> str:
+    doc = {
+        "issuer": s.token_issuer,
+        "jwks_uri": f"{s.token_issuer}/.well-known/jwks.json",
+        "response_types_supported": ["id_token"],
+        "subject_types_supported": ["public"],
+        "id_token_signing_alg_values_supported": [algorithm],
+    }
+    return json.dumps(doc, indent=2) + "\n"
 
 
 def status_rows(settings, writer, now) -> list:
-    return []
+    from .status import _row
+    pem = writer.read(SIGNING_KEY_FILE)
+    public = None
+    if pem is not None:
+        try:
+            public = pki.load_key(pem).public_key()
+        except (ValueError, TypeError):
+            pass
+    rows = [_row("token-signing-key", SIGNING_KEY_FILE, state="ok" if public else ("missing" if pem is None else "unparsable"),
+                 key_matches=None if public is None else _published(writer, public))]
+    if public is not None and not rows[0]["key_matches"]:
+        rows[0]["state"] = "not published in tokens/jwks.json"
+    kid = public_jwk(public)["kid"] if public else ""
+    for identity in settings.token_identities:
+        data = writer.read(identity.file)
+        if data is None:
+            rows.append(_row(f"token {identity.name}", identity.file, state="missing"))
+            continue
+        token = data.decode().strip()
+        problem = token_problem(settings, identity, token, public, kid, now) if public else "no signing key"
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+            exp = datetime.fromtimestamp(claims["exp"], tz=now.tzinfo)
+        except (jwt.PyJWTError, KeyError):
+            rows.append(_row(f"token {identity.name}", identity.file, state="unparsable"))
+            continue
+        audience = claims.get("aud")
+        audience = ",".join(audience) if isinstance(audience, list) else str(audience)
+        rows.append(_row(f"token {identity.name}", identity.file, subject=f"{claims.get('sub', '')} aud={audience}",
+                         issuer=str(claims.get("iss", "")),
+                         not_after=f"{exp:%Y-%m-%dT%H:%M:%SZ}", days_left=(exp - now).days,
+                         chain_verified=not problem.startswith(("does not verify", "signed by", "no signing")),
+                         state=problem or "ok"))
+    return rows
+
+
+def _published(writer, public) -> bool:
+    data = writer.read(JWKS_FILES[0])
+    if data is None:
+        return False
+    kid = public_jwk(public)["kid"]
+    return any(k.get("kid") == kid for k in json.loads(data).get("keys", []))
