@@ -34,6 +34,9 @@ def seed(ctx, counts) -> None:
     if ctx.settings.config_storage == "nacos":
         from . import nacos
         nacos.seed(ctx, counts)
+        if not ctx.dry_run:
+            # the apiserver's compose service mounts it either way: create it owned as configured
+            ctx.writer.ensure_dir(ctx.settings.file_root_dir)
         return
     path = file_store_path(ctx.settings, "configmaps", meshconfig.CONFIGMAP_NAME)
     name = f"configmaps/{meshconfig.CONFIGMAP_NAME}"

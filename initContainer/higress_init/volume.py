@@ -81,6 +81,9 @@ class VolumeWriter:
     def changes(self) -> list[StagedFile]:
         return [s for s in self.staged.values() if self._differs(s)]
 
+    def ensure_dir(self, rel: str | Path) -> None:
+        self._make_dirs(self.path(rel))
+
     # --- committing
     def commit(self) -> list[Path]:
         """Write every changed staged file; returns the paths written."""

@@ -1,0 +1,28 @@
+# The Higress standalone initializer: a one-shot container that prepares certificates,
+# kubeconfigs, tokens and the base config, then exits.
+ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
+
+FROM ${PYTHON_IMAGE} AS build
+WORKDIR /src
+COPY initContainer/ ./initContainer/
+# The same script the tests run (tests/test_ship.py), so image and tests install alike.
+RUN sh initContainer/install.sh /opt/higress-init \
+    && find /opt/higress-init -name '__pycache__' -prune -exec rm -rf {} +
+
+FROM ${PYTHON_IMAGE}
+LABEL org.opencontainers.image.title="higress-init" \
+      org.opencontainers.image.description="One-shot initializer for the Higress standalone deployment" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.source="https://github.com/higress-group/higress-standalone"
+COPY --from=build /opt/higress-init /opt/higress-init
+# Non-root by default; setting VOLUMES_UID/VOLUMES_GID (chown) needs the container run as root.
+RUN useradd --system --uid 65532 --user-group --home-dir /nonexistent --shell /usr/sbin/nologin higress-init \
+    && mkdir -p /mnt/volumes \
+    && chown higress-init:higress-init /mnt/volumes
+ENV PATH=/opt/higress-init/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    VOLUMES_ROOT=/mnt/volumes
+VOLUME /mnt/volumes
+USER 65532:65532
+ENTRYPOINT ["higress-init"]
+CMD ["run"]

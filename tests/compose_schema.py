@@ -1,0 +1,98 @@
+"""The compose file as Docker Compose would see it (variables from compose/.env, one profile
+set at a time), and its check against the compose-spec schema that check-jsonschema ships.
+
+Run directly (`make lint`) it validates every profile combination and exits non-zero on error.
+"""
+from __future__ import annotations
+
+import copy
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = REPO / "compose/docker-compose.yml"
+COMPOSE_ENV = REPO / "compose/.env"
+PROFILE_SETS = ((), ("nacos",))
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
+
+
+def parse_env_file(path: Path) -> dict[str, str]:
+    """KEY=VALUE lines; comments and blank lines ignored; a duplicate or malformed line is an error."""
+    values: dict[str, str] = {}
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        stripped = line.strip()
+        if not stripped or stripped.startswith("#"):
+            continue
+        key, sep, value = stripped.partition("=")
+        if not sep or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            raise ValueError(f"{path}:{number}: not KEY=VALUE: {line!r}")
+        if key in values:
+            raise ValueError(f"{path}:{number}: {key} is defined twice")
+        values[key] = value
+    return values
+
+
+def variables_used(text: str) -> list[tuple[str, str | None]]:
+    """(name, default or None) for every ${...} in the compose file."""
+    return [(m.group(1), m.group(3) if m.group(2) else None) for m in _VAR.finditer(text)]
+
+
+def interpolate(text: str, env: dict[str, str]) -> str:
+    def value(match):
+        name, op, default = match.group(1), match.group(2), match.group(3)
+        current = env.get(name)
+        if op == ":-" and not current:
+            return default
+        if op == "-" and current is None:
+            return default
+        return current or ""
+    return _VAR.sub(value, text)
+
+
+def model(profiles=(), overrides: dict | None = None) -> dict:
+    """The effective compose model for a set of active profiles."""
+    env = parse_env_file(COMPOSE_ENV)
+    env.update(overrides or {})
+    doc = yaml.safe_load(interpolate(COMPOSE_FILE.read_text(), env))
+    doc = copy.deepcopy(doc)
+    active = {name for name, svc in doc["services"].items()
+              if not svc.get("profiles") or set(svc["profiles"]) & set(profiles)}
+    doc["services"] = {n: s for n, s in doc["services"].items() if n in active}
+    for svc in doc["services"].values():
+        deps = svc.get("depends_on") or {}
+        for dep in [d for d in deps if d not in active]:
+            if deps[dep].get("required", True):
+                raise ValueError(f"a service depends on inactive {dep} without required: false")
+            del deps[dep]
+        if not deps:
+            svc.pop("depends_on", None)
+    return doc
+
+
+def validate(document: dict) -> subprocess.CompletedProcess:
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as f:
+        yaml.safe_dump(document, f)
+    checker = Path(sys.executable).with_name("check-jsonschema")
+    return subprocess.run([str(checker), "--builtin-schema", "vendor.compose-spec", f.name],
+                          capture_output=True, text=True)
+
+
+def main() -> int:
+    failed = 0
+    raw = yaml.safe_load(COMPOSE_FILE.read_text())
+    results = [("as written", validate(raw))] + [(f"profiles {list(p)}", validate(model(p))) for p in PROFILE_SETS]
+    for label, result in results:
+        print(f"compose-spec, {label}: {'ok' if result.returncode == 0 else 'FAILED'}")
+        if result.returncode:
+            failed = 1
+            print(result.stdout + result.stderr)
+    return failed
+
+
+if __name__ == "__main__":
+    sys.exit(main())
