@@ -80,25 +80,33 @@ SPECS = {spec.name: spec for spec in CERTIFICATES}
 
 @dataclass(frozen=True)
 class Bundle:
-    """A file made of other certificates, re-rendered whenever they change."""
+    """A file made of other certificates, re-rendered whenever they change. Entries name a
+    certificate, `roots:<ca>` (the trusted roots of a root CA: during a rotation overlap, new and
+    old) or `cross:<ca>` (during an overlap, the new root cross-signed by the old one)."""
     file: str
     phase: str
-    certs: tuple[str, ...]
+    parts: tuple[str, ...]
 
 
 BUNDLES: tuple[Bundle, ...] = (
-    Bundle("pilot/cacerts/cert-chain.pem", "pilot-pki", ("pilot-ca", "pilot-root-ca")),
-    Bundle("gateway/certs/root-cert.pem", "pilot-pki", ("pilot-root-ca",)),
+    Bundle("pilot/cacerts/cert-chain.pem", "pilot-pki", ("pilot-ca", "cross:pilot-root-ca", "roots:pilot-root-ca")),
+    Bundle("gateway/certs/root-cert.pem", "pilot-pki", ("roots:pilot-root-ca",)),
 )
+
+# During a root rotation the previous root and the cross-signed new root live beside the key.
+PREVIOUS_ROOT = "pki/{}.previous.crt"
+CROSS_ROOT = "pki/{}.cross.crt"
 
 
 @dataclass
 class Decision:
     spec: CertSpec
-    action: str                  # keep | create | reissue | external
+    action: str                  # keep | create | reissue | rotate | external
     reason: str = ""
     cert: x509.Certificate | None = None
     key: object | None = None
+    old_cert: x509.Certificate | None = None   # rotate: what is being replaced
+    old_key: object | None = None
 
 
 def _read(writer, rel):
@@ -124,21 +132,38 @@ def _load(spec: CertSpec, writer):
     return cert, key, problem, bool(cert_pem), bool(key_pem)
 
 
+def overlap(writer, root: str) -> tuple[x509.Certificate, x509.Certificate] | None:
+    """(previous root, cross-signed new root) while a rotation of `root` is in progress."""
+    previous, cross = _read(writer, PREVIOUS_ROOT.format(root)), _read(writer, CROSS_ROOT.format(root))
+    if previous is None or cross is None:
+        return None
+    return pki.load_certs(previous)[0], pki.load_certs(cross)[0]
+
+
+def top_root(spec: CertSpec) -> str:
+    while spec.issuer:
+        spec = SPECS[spec.issuer]
+    return spec.name
+
+
 def decide(settings: Settings, writer, now: datetime, rotate: set[str] = frozenset()) -> dict[str, Decision]:
-    """Decide, for every certificate in the table, what this run does with it."""
+    """Decide, for every certificate in the table, what this run does with it. `rotate` names
+    certificates to replace on purpose (rotation); nothing else that exists is replaced but a
+    leaf that is missing, broken, expiring or no longer issued by its CA."""
     decisions: dict[str, Decision] = {}
     for spec in CERTIFICATES:
         cert, key, problem, has_cert, has_key = _load(spec, writer)
         issuer = decisions.get(spec.issuer) if spec.issuer else None
         if spec.ca:
-            decisions[spec.name] = _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issuer)
+            decisions[spec.name] = _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issuer,
+                                              forced=spec.name in rotate, writer=writer)
         else:
             decisions[spec.name] = _decide_leaf(spec, settings, now, cert, key, problem, issuer,
                                                 forced=spec.name in rotate)
     return decisions
 
 
-def _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issuer) -> Decision:
+def _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issuer, forced, writer) -> Decision:
     if not has_cert and not has_key:
         if issuer is not None and issuer.action == "external":
             raise StateError(f"{spec.cert_file} is missing and its issuer {issuer.spec.cert_file} has no key "
@@ -154,6 +179,15 @@ def _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issue
         raise StateError(f"{spec.cert_file} is not a CA certificate (basicConstraints CA:false)")
     if key is not None and not pki.key_matches(cert, key):
         raise StateError(f"{spec.key_file} does not match {spec.cert_file}: restore the matching pair")
+    replaced_issuer = issuer is not None and issuer.action == "rotate"
+    if forced or replaced_issuer:
+        if key is None:
+            raise StateError(f"{spec.cert_file} is externally managed (no {spec.key_file}): rotate it where it "
+                             "is managed, then put the new files in place")
+        if forced and spec.issuer is None and overlap(writer, spec.name):
+            raise StateError(f"a rotation of {spec.cert_file} is still in progress: finish it first with "
+                             "'higress-init rotate --finish'")
+        return Decision(spec, "rotate", "rotation" if forced else "new issuer", cert, key, cert, key)
     if pki.expires(cert) <= now:
         raise StateError(f"{spec.cert_file} expired on {pki.expires(cert):%Y-%m-%d}: "
                          f"replace it with 'higress-init rotate root' or 'rotate intermediate'")
@@ -242,28 +276,82 @@ def apply(phase: str, settings: Settings, writer, decisions: dict[str, Decision]
         if spec.phase != phase:
             continue
         d = decisions[spec.name]
-        if d.action in ("create", "reissue"):
+        if d.action in ("create", "reissue", "rotate"):
             issuer = decisions[spec.issuer] if spec.issuer else None
             d.key = keys.get(spec.name)
             d.cert = pki.issue(spec.request(settings), d.key, issuer.cert if issuer else None,
                                issuer.key if issuer else None, now)
+            if d.action == "rotate" and issuer is None:
+                _start_overlap(spec, d, settings, writer, now)
             writer.stage(spec.key_file, pki.key_to_pem(d.key), private=True)
-            d.action = "reissued" if d.action == "reissue" else "created"
-            writer.stage(spec.cert_file, _cert_file_pem(spec, d, decisions))
+            d.action = {"reissue": "reissued", "create": "created", "rotate": "reissued"}[d.action]
+            writer.stage(spec.cert_file, cert_file_pem(spec, decisions, writer))
             counts.add(d.action, spec.name)
-        elif spec.chain and writer.stage(spec.cert_file, _cert_file_pem(spec, d, decisions)):
-            counts.add("updated", spec.name)  # same leaf, its issuer's part of the chain changed
+        elif d.action != "external" and writer.stage(spec.cert_file, cert_file_pem(spec, decisions, writer)):
+            counts.add("updated", spec.name)  # same certificate; its chain or trusted roots changed
         else:
             counts.add("kept", spec.name)
     for bundle in BUNDLES:
         if bundle.phase == phase:
             existed = writer.exists(bundle.file)
-            if writer.stage(bundle.file, b"".join(pki.cert_to_pem(decisions[c].cert) for c in bundle.certs)):
+            if writer.stage(bundle.file, render_bundle(bundle.parts, decisions, writer)):
                 counts.add("updated" if existed else "created", bundle.file)
             else:
                 counts.add("kept", bundle.file)
 
 
-def _cert_file_pem(spec: CertSpec, d: Decision, decisions) -> bytes:
-    pem = pki.cert_to_pem(d.cert)
-    return pem + pki.cert_to_pem(decisions[spec.issuer].cert) if spec.chain else pem
+def _start_overlap(spec: CertSpec, d: Decision, settings: Settings, writer, now: datetime) -> None:
+    """Keep the old root trusted, and cross-sign the new one with it, so peers that still trust
+    only the old root accept certificates issued under the new one until `rotate --finish`."""
+    request = spec.request(settings)
+    # a certificate can't outlive its issuer
+    remaining = pki.expires(d.old_cert) - now
+    cross_request = pki.CertificateRequest(**{**request.__dict__, "validity": min(request.validity, remaining)})
+    cross = pki.issue(cross_request, d.key, d.old_cert, d.old_key, now)
+    writer.stage(PREVIOUS_ROOT.format(spec.name), pki.cert_to_pem(d.old_cert))
+    writer.stage(CROSS_ROOT.format(spec.name), pki.cert_to_pem(cross))
+
+
+def trusted_roots(root: str, decisions, writer) -> list[x509.Certificate]:
+    current = decisions[root].cert
+    state = overlap(writer, root)
+    return [current] + ([state[0]] if state else [])
+
+
+def cert_file_pem(spec: CertSpec, decisions, writer) -> bytes:
+    """A certificate file: a root lists the trusted roots (new first); a leaf is followed by its
+    issuer when the spec asks, and during a root overlap by the cross-signed new root."""
+    if spec.issuer is None:
+        return b"".join(pki.cert_to_pem(c) for c in trusted_roots(spec.name, decisions, writer))
+    certs = [decisions[spec.name].cert]
+    if spec.chain:
+        certs.append(decisions[spec.issuer].cert)
+    state = overlap(writer, top_root(spec))
+    if state and not spec.ca:
+        certs.append(state[1])
+    return b"".join(pki.cert_to_pem(c) for c in certs)
+
+
+def render_bundle(parts, decisions, writer) -> bytes:
+    certs = []
+    for part in parts:
+        kind, _, name = part.rpartition(":")
+        if kind == "roots":
+            certs += trusted_roots(name, decisions, writer)
+        elif kind == "cross":
+            state = overlap(writer, name)
+            certs += [state[1]] if state else []
+        else:
+            certs.append(decisions[name].cert)
+    return b"".join(pki.cert_to_pem(c) for c in certs)
+
+
+def finish_rotation(writer) -> list[str]:
+    """Drop the old roots and cross-signed certificates (copied to backup/ first)."""
+    finished = []
+    for spec in CERTIFICATES:
+        if spec.issuer is None and overlap(writer, spec.name):
+            writer.remove(PREVIOUS_ROOT.format(spec.name))
+            writer.remove(CROSS_ROOT.format(spec.name))
+            finished.append(spec.name)
+    return finished

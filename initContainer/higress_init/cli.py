@@ -68,6 +68,10 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("name", choices=[p.name for p in PHASES])
     sub.add_parser("phases", parents=[common], help="list the phases")
     sub.add_parser("plan", parents=[common], help="what run would create, keep or re-issue; writes nothing")
+    rot = sub.add_parser("rotate", parents=[common], help="re-issue on purpose: leaf (default), intermediate or root; "
+                                                          "--finish ends a root overlap")
+    rot.add_argument("kind", nargs="?", choices=("leaf", "intermediate", "root"), default=None)
+    rot.add_argument("--finish", action="store_true", help="drop the old roots once every component runs with the new ones")
     st = sub.add_parser("status", parents=[common], help="check every certificate, key and generated file")
     st.add_argument("--output", choices=("table", "json"), default="table")
     return parser
@@ -97,7 +101,13 @@ def main(argv: list[str] | None = None) -> int:
         names = [args.name] if command == "phase" else [p.name for p in PHASES]
         if command == "phase" and args.name not in ("write", "seed"):
             names.append("write")  # a single phase still commits what it staged
-        return _execute(settings, reporter, names, reseed=getattr(args, "reseed", False))
+        rotation = settings.rotate if command == "run" else None
+        if command == "rotate":
+            if args.finish and args.kind:
+                print("higress-init: error: rotate takes a kind or --finish, not both", file=sys.stderr)
+                return EXIT_BAD_INPUT
+            rotation = "finish" if args.finish else (args.kind or "leaf")
+        return _execute(settings, reporter, names, reseed=getattr(args, "reseed", False), rotation=rotation)
     except StateError as err:
         print(f"higress-init: refused: {err}", file=sys.stderr)
         return EXIT_REFUSED
@@ -114,10 +124,11 @@ def _nacos_errors():
     return NacosError
 
 
-def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False) -> int:
+def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, rotation=None) -> int:
     started = time.perf_counter()
     writer = VolumeWriter(settings.volumes_root, settings.volumes_uid, settings.volumes_gid)
-    ctx = Context(settings, writer, utcnow(), dry_run=dry_run, reseed=reseed, log=reporter.message)
+    ctx = Context(settings, writer, utcnow(), dry_run=dry_run, reseed=reseed, log=reporter.message,
+                  rotate=set(phases.ROTATIONS.get(rotation, ())), finish_rotation=rotation == "finish")
     totals = Counts()
 
     def report(name, counts, seconds):
@@ -135,6 +146,10 @@ def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False) -
                 recovered = writer.recover()
                 if recovered:
                     reporter.message(f"finished {recovered} file renames an interrupted run left behind")
+                if rotation:
+                    finished = ctx.start()
+                    reporter.message(f"rotation: {rotation}" + (f" (ending the overlap of {', '.join(finished)})"
+                                                                if finished else ""), rotation=rotation)
                 phases.run_phases(ctx, names, report)
     finally:
         ctx.close()
@@ -147,7 +162,8 @@ def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False) -
 def _status(settings, output: str) -> int:
     writer = VolumeWriter(settings.volumes_root)
     rows = status_mod.certificate_rows(settings, writer, utcnow())
-    report = {"volumes": str(settings.volumes_root), "healthy": status_mod.healthy(rows), "files": rows}
+    report = {"volumes": str(settings.volumes_root), "healthy": status_mod.healthy(rows), "files": rows,
+              "rotation": status_mod.rotation_rows(writer)}
     if settings.config_storage == "nacos":
         from . import nacos
         report["nacos"] = nacos.status(settings, writer)
@@ -156,6 +172,9 @@ def _status(settings, output: str) -> int:
         print(json.dumps(report, indent=2))
     else:
         print(status_mod.format_table(rows))
+        for r in report["rotation"]:
+            print(f"\nROTATION {r['root']}: {r['state']}; old root valid until {r['old_root_not_after']}; "
+                  f"both roots trusted in {', '.join(r['trusted_in'])}; next: {r['next']}")
         if "nacos" in report:
             print()
             print(nacos.format_status(report["nacos"]))

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from . import artifacts, configstore, kubeconfig, meshconfig, pki, tokens
+from . import artifacts, configstore, faults, kubeconfig, meshconfig, tokens
 from .artifacts import StateError
 from .settings import Settings
 from .volume import VolumeWriter
@@ -45,7 +45,8 @@ class Context:
     writer: VolumeWriter
     now: datetime
     dry_run: bool = False
-    rotate: set = field(default_factory=set)
+    rotate: set = field(default_factory=set)   # names to replace on purpose (see ROTATIONS)
+    finish_rotation: bool = False
     reseed: bool = False
     log: Callable = print
     _decisions: dict | None = None
@@ -63,7 +64,7 @@ class Context:
         if self._keys is None:
             s = self.settings
             wanted = {d.spec.name: getattr(s, d.spec.key_algorithm)
-                      for d in self.decisions.values() if d.action in ("create", "reissue")}
+                      for d in self.decisions.values() if d.action in ("create", "reissue", "rotate")}
             wanted.update(tokens.keys_wanted(self))
             self._keys = artifacts.KeyPool(wanted)
         return self._keys
@@ -71,6 +72,10 @@ class Context:
     def close(self):
         if self._keys:
             self._keys.close()
+
+    def start(self) -> list[str]:
+        """Work that precedes the phases: ending a rotation overlap drops the old roots."""
+        return artifacts.finish_rotation(self.writer) if self.finish_rotation and not self.dry_run else []
 
     def stage(self, rel, data: bytes, name: str, counts: Counts, private=False, create_only=False) -> None:
         """Stage a derived file and count what that does to it."""
@@ -93,7 +98,8 @@ def _certificates(phase: str):
         if ctx.dry_run:
             for d in ctx.decisions.values():
                 if d.spec.phase == phase:
-                    counts.add("kept" if d.action in ("keep", "external") else f"would {d.action}",
+                    counts.add("kept" if d.action in ("keep", "external") else
+                               f"would {d.action.replace('rotate', 'reissue')}",
                                f"{d.spec.name}" + (f" ({d.reason})" if d.reason and d.action != "keep" else ""))
             return
         ctx.keys  # start generating every key the run needs, in parallel, before signing
@@ -190,8 +196,17 @@ PHASES: tuple[Phase, ...] = (
 PHASES_BY_NAME = {p.name: p for p in PHASES}
 
 
+# What each rotation replaces; everything issued under a replaced CA follows it.
+ROTATIONS = {
+    "leaf": {"apiserver", "apiserver-admin", "gateway", "tokens"},
+    "intermediate": {"pilot-ca"},
+    "root": {"apiserver-ca", "pilot-root-ca", "token-key"},
+}
+
+
 def run_phases(ctx: Context, names: list[str], report: Callable[[str, Counts, float], None]) -> None:
     for name in names:
+        faults.point(f"phase:{name}")
         phase = PHASES_BY_NAME[name]
         started = time.perf_counter()
         counts = Counts()

@@ -67,6 +67,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("VOLUMES_UID", None, "owner uid of written files (default: unchanged)"),
     Setting("VOLUMES_GID", None, "owner gid of written files (default: unchanged)"),
     Setting("LOG_FORMAT", "text", "text or json (one JSON object a line)", flag="--log-format"),
+    Setting("ROTATE", None, "rotate first, then run: leaf, intermediate, root or finish (for `docker compose run -e ROTATE=...`)"),
 )
 SETTINGS_BY_ENV = {s.env: s for s in SETTINGS}
 
@@ -100,6 +101,7 @@ class Settings:
     token_key_algorithm: str
     token_validity: timedelta
     token_identities: tuple  # of tokens.TokenIdentity
+    rotate: str | None
 
     @property
     def gateway_spiffe_id(self) -> str:
@@ -253,6 +255,7 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
         token_key_algorithm=_choice("TOKEN_KEY_ALGORITHM", get("TOKEN_KEY_ALGORITHM"), KEY_ALGORITHMS),
         token_validity=parse_duration("TOKEN_VALIDITY", get("TOKEN_VALIDITY")),
         token_identities=_token_identities(get("TOKEN_IDENTITIES"), gateway_account=get("GATEWAY_SERVICE_ACCOUNT")),
+        rotate=_choice("ROTATE", get("ROTATE"), ROTATIONS) if get("ROTATE") else None,
     )
     if settings.renew_before >= settings.cert_validity:
         raise SettingsError(

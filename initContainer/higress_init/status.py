@@ -67,10 +67,28 @@ def _bundle_rows(writer, loaded) -> list[dict]:
             rows.append(_row(bundle.file.rsplit("/", 1)[-1], bundle.file, state="missing"))
             continue
         certs = pki.load_certs(data)
-        wanted = [loaded.get(c) for c in bundle.certs]
+        wanted = [loaded.get(part.rpartition(":")[2]) for part in bundle.parts if not part.startswith("cross:")]
         ok = all(w is not None and w in certs for w in wanted)
         rows.append(_row(bundle.file.rsplit("/", 1)[-1], bundle.file, subject=pki.describe_name(certs[0]),
                          chain_verified=ok, state="ok" if ok else "does not hold the current CA certificates"))
+    return rows
+
+
+def rotation_rows(writer) -> list[dict]:
+    """One row per root CA whose rotation overlap is in progress: which roots are trusted where."""
+    rows = []
+    for spec in artifacts.CERTIFICATES:
+        state = artifacts.overlap(writer, spec.name) if spec.issuer is None else None
+        if state:
+            previous, cross = state
+            trusted_in = [spec.cert_file] + [b.file for b in artifacts.BUNDLES if f"roots:{spec.name}" in b.parts]
+            if spec.name == "apiserver-ca":
+                trusted_in.append(phases.KUBECONFIG_FILE)
+            rows.append({"root": spec.name, "state": "overlap in progress",
+                         "old_root_not_after": f"{pki.expires(previous):%Y-%m-%dT%H:%M:%SZ}",
+                         "cross_signed_until": f"{pki.expires(cross):%Y-%m-%dT%H:%M:%SZ}",
+                         "trusted_in": trusted_in,
+                         "next": "restart every component, then: higress-init rotate --finish"})
     return rows
 
 

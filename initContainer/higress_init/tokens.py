@@ -121,14 +121,14 @@ def _signing_key(ctx):
             from .artifacts import StateError
             raise StateError(f"{SIGNING_KEY_FILE} is not an unencrypted PEM private key: restore it, or move it away "
                              "to create a new signing key (every token is then re-issued)") from None
-        if "token" not in ctx.rotate:
+        if "token-key" not in ctx.rotate:
             return key, "kept"
         return ctx.keys.get("token-signing"), "rotated"
     return ctx.keys.get("token-signing"), "created"
 
 
 def keys_wanted(ctx) -> dict:
-    if ctx.writer.read(SIGNING_KEY_FILE) is None or "token" in ctx.rotate:
+    if ctx.writer.read(SIGNING_KEY_FILE) is None or "token-key" in ctx.rotate:
         return {"token-signing": ctx.settings.token_key_algorithm}
     return {}
 
@@ -147,7 +147,7 @@ def phase(ctx, counts) -> None:
         return
     key, how = _signing_key(ctx)
     public = key.public_key()
-    retired = _retired(ctx, now)
+    retired = [] if ctx.finish_rotation else _retired(ctx, now)
     if how == "rotated":
         old = pki.load_key(ctx.writer.read(SIGNING_KEY_FILE)).public_key()
         # tokens signed by the old key live at most TOKEN_VALIDITY: keep it published that long
@@ -172,7 +172,7 @@ def phase(ctx, counts) -> None:
     for identity in s.token_identities:
         existing = ctx.writer.read(identity.file)
         problem = token_problem(s, identity, existing.decode().strip() if existing else None, public, jwk["kid"], now)
-        if "token" in ctx.rotate and not problem:
+        if "tokens" in ctx.rotate and not problem:
             problem = "rotation"
         if not problem:
             counts.add("kept", f"token {identity.name}")

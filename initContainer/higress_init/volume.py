@@ -34,7 +34,7 @@ class VolumeError(Exception):
 @dataclass
 class StagedFile:
     path: Path
-    data: bytes
+    data: bytes | None   # None: remove the file
     mode: int
 
 
@@ -68,10 +68,17 @@ class VolumeWriter:
         self.staged[path] = StagedFile(path, data, mode)
         return self._differs(self.staged[path])
 
+    def remove(self, rel: str | Path) -> None:
+        """Stage a removal; the file is copied to backup/ before it goes."""
+        path = self.path(rel)
+        self.staged[path] = StagedFile(path, None, 0)
+
     def _differs(self, staged: StagedFile) -> bool:
         try:
             st = staged.path.stat()
         except FileNotFoundError:
+            return staged.data is not None
+        if staged.data is None:
             return True
         return (st.st_mode & 0o777) != staged.mode or self._owner_differs(st) or staged.path.read_bytes() != staged.data
 
@@ -93,6 +100,9 @@ class VolumeWriter:
             return []
         renames = []
         for item in changed:
+            if item.data is None:
+                renames.append((None, str(item.path)))
+                continue
             self._make_dirs(item.path.parent)
             tmp = item.path.parent / (TMP_PREFIX + item.path.name)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, item.mode)
@@ -147,6 +157,12 @@ class VolumeWriter:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
         done = 0
         for tmp, final in renames:
+            if tmp is None:  # a removal
+                if os.path.exists(final):
+                    self._backup(Path(final), stamp)
+                    os.unlink(final)
+                    done += 1
+                continue
             if not os.path.exists(tmp):
                 continue  # renamed before the crash
             if os.path.exists(final):
