@@ -5,7 +5,7 @@ Issue order is table order: an issuer always comes before what it issues.
 """
 from __future__ import annotations
 
-from concurrent.futures import Future, ProcessPoolExecutor
+import os
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Callable
@@ -244,10 +244,11 @@ class KeyPool:
     key generation holds the interpreter), and hands them out as phases ask."""
 
     def __init__(self, algorithms: dict[str, str]):
-        self.futures: dict[str, Future] = {}
+        self.futures: dict = {}
         self.executor = None
         slow = [n for n, a in algorithms.items() if a.startswith("rsa")]
         if len(slow) > 1:
+            from concurrent.futures import ProcessPoolExecutor  # a warm rerun never needs it
             self.executor = ProcessPoolExecutor(max_workers=min(len(slow), _cpus()))
             # largest keys first: they dominate the wall time
             for name in sorted(slow, key=lambda n: -int(algorithms[n].split("-")[1])):
@@ -265,7 +266,6 @@ class KeyPool:
 
 
 def _cpus() -> int:
-    import os
     return max(1, len(os.sched_getaffinity(0)))
 
 

@@ -6,7 +6,7 @@ import json
 import sys
 import time
 
-from . import phases, settings as settings_mod, status as status_mod
+from . import phases, settings as settings_mod
 from .artifacts import StateError
 from .phases import PHASES, PHASES_BY_NAME, Context, Counts
 from .pki import utcnow
@@ -160,6 +160,7 @@ def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, r
 
 
 def _status(settings, output: str) -> int:
+    from . import status as status_mod
     writer = VolumeWriter(settings.volumes_root)
     rows = status_mod.certificate_rows(settings, writer, utcnow())
     report = {"volumes": str(settings.volumes_root), "healthy": status_mod.healthy(rows), "files": rows,

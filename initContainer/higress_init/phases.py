@@ -77,12 +77,13 @@ class Context:
         """Work that precedes the phases: ending a rotation overlap drops the old roots."""
         return artifacts.finish_rotation(self.writer) if self.finish_rotation and not self.dry_run else []
 
-    def stage(self, rel, data: bytes, name: str, counts: Counts, private=False, create_only=False) -> None:
-        """Stage a derived file and count what that does to it."""
+    def stage(self, rel, data, name: str, counts: Counts, private=False, create_only=False) -> None:
+        """Stage a derived file (bytes, or a function making them) and count what that does to it."""
         existing = self.writer.read(rel)
         if create_only and existing is not None:
             counts.add("kept", name)
             return
+        data = data() if callable(data) else data
         action = "created" if existing is None else "updated"
         if self.dry_run:
             changed = existing != data
@@ -148,8 +149,8 @@ def pod_config(ctx: Context, counts: Counts) -> None:
     s = ctx.settings
     ctx.stage(LABELS_FILE, meshconfig.pod_labels(s).encode(), "podinfo/labels", counts)
     # Mesh files are the user's to edit after the first run: created, never overwritten.
-    ctx.stage(MESH_FILE, meshconfig.mesh_text(s).encode(), "mesh", counts, create_only=True)
-    ctx.stage(MESH_NETWORKS_FILE, meshconfig.mesh_networks_text().encode(), "meshNetworks", counts,
+    ctx.stage(MESH_FILE, lambda: meshconfig.mesh_text(s).encode(), "mesh", counts, create_only=True)
+    ctx.stage(MESH_NETWORKS_FILE, lambda: meshconfig.mesh_networks_text().encode(), "meshNetworks", counts,
               create_only=True)
 
 

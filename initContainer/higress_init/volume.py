@@ -43,6 +43,7 @@ class VolumeWriter:
         self.root = root
         self.uid, self.gid = uid, gid
         self.staged: dict[Path, StagedFile] = {}
+        self._disk: dict[Path, bytes | None] = {}  # each file is read from disk once per run
 
     # --- reading: staged content wins, so later phases see what earlier phases produced
     def path(self, rel: str | Path) -> Path:
@@ -52,10 +53,12 @@ class VolumeWriter:
         path = self.path(rel)
         if path in self.staged:
             return self.staged[path].data
-        try:
-            return path.read_bytes()
-        except FileNotFoundError:
-            return None
+        if path not in self._disk:
+            try:
+                self._disk[path] = path.read_bytes()
+            except (FileNotFoundError, NotADirectoryError):
+                self._disk[path] = None
+        return self._disk[path]
 
     def exists(self, rel: str | Path) -> bool:
         return self.read(rel) is not None
@@ -80,7 +83,13 @@ class VolumeWriter:
             return staged.data is not None
         if staged.data is None:
             return True
-        return (st.st_mode & 0o777) != staged.mode or self._owner_differs(st) or staged.path.read_bytes() != staged.data
+        return (st.st_mode & 0o777) != staged.mode or self._owner_differs(st) or \
+            self._disk_bytes(staged.path) != staged.data
+
+    def _disk_bytes(self, path: Path) -> bytes | None:
+        if path not in self._disk:
+            self._disk[path] = path.read_bytes()
+        return self._disk[path]
 
     def _owner_differs(self, st) -> bool:
         return (self.uid is not None and st.st_uid != self.uid) or (self.gid is not None and st.st_gid != self.gid)
@@ -121,6 +130,7 @@ class VolumeWriter:
         faults.point("commit:journal")
         self._roll_forward(renames)
         self.staged.clear()
+        self._disk.clear()
         return [item.path for item in changed]
 
     def fix_owners(self) -> list[Path]:
