@@ -6,8 +6,8 @@ FROM ${PYTHON_IMAGE} AS build
 WORKDIR /src
 COPY initContainer/ ./initContainer/
 # The same script the tests run (tests/test_ship.py), so image and tests install alike.
-RUN sh initContainer/install.sh /opt/higress-init \
-    && find /opt/higress-init -name '__pycache__' -prune -exec rm -rf {} +
+# (bytecode compiled at install time is kept: every start of this one-shot container saves its compile)
+RUN sh initContainer/install.sh /opt/higress-init
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="higress-init" \

@@ -74,6 +74,12 @@ def test_fresh_seed_leaves_nacos_as_the_apiserver_expects(node, env, volumes):
     assert all(c["present"] and c["as_seeded"] for c in report["nacos"]["configs"])
 
 
+def test_plan_against_nacos_writes_nothing(node, env, volumes):
+    result = run_cli("plan", volumes=volumes, env=env, check=True)
+    assert "would create" in result.stdout and not volumes.exists()
+    assert NS not in node.namespaces() and node.get_config(*CM, NS) is None
+
+
 def test_url_without_the_context_path_works(node, env, volumes):
     env["NACOS_SERVER_URL"] = node.url.removesuffix("/nacos")
     run_cli("run", volumes=volumes, env=env, check=True)

@@ -150,6 +150,8 @@ def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, r
                     finished = ctx.start()
                     reporter.message(f"rotation: {rotation}" + (f" (ending the overlap of {', '.join(finished)})"
                                                                 if finished else ""), rotation=rotation)
+                if {"apiserver-pki", "pilot-pki", "tokens"} & set(names):
+                    ctx.keys  # start generating keys now, overlapping the wait for Nacos
                 phases.run_phases(ctx, names, report)
     finally:
         ctx.close()

@@ -294,12 +294,12 @@ def seed(ctx, counts) -> None:
     ctx.nacos = conn
     calls_before = conn.calls
     data_id, group = f"configmaps.{meshconfig.CONFIGMAP_NAME}", s.namespace
-    wanted = base_configmap(ctx)
     existing = conn.get(data_id, group)
     name = f"{group}/{data_id}"
     if ctx.dry_run:
         counts.add("would create" if existing is None else "kept", name)
         return
+    wanted = base_configmap(ctx)
     faults.pause("seed:before-write")
     if existing is None:
         conn.compare_and_publish(data_id, group, wanted, None)
