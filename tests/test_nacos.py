@@ -71,6 +71,8 @@ def test_fresh_seed_leaves_nacos_as_the_apiserver_expects(node, env, volumes):
     status = run_cli("status", "--output", "json", volumes=volumes, env=env)
     report = json.loads(status.stdout)
     assert status.returncode == 0 and report["nacos"]["reachable"] and report["nacos"]["version"] == "2.x"
+    assert report["nacos"]["server_version"] is None  # r-nacos has no server state endpoint
+    assert report["nacos"]["namespace_present"] is True
     assert all(c["present"] and c["as_seeded"] for c in report["nacos"]["configs"])
 
 

@@ -128,7 +128,8 @@ def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, r
     started = time.perf_counter()
     writer = VolumeWriter(settings.volumes_root, settings.volumes_uid, settings.volumes_gid)
     ctx = Context(settings, writer, utcnow(), dry_run=dry_run, reseed=reseed, log=reporter.message,
-                  rotate=set(phases.ROTATIONS.get(rotation, ())), finish_rotation=rotation == "finish")
+                  phases=tuple(names), rotate=set(phases.ROTATIONS.get(rotation, ())),
+                  finish_rotation=rotation == "finish")
     totals = Counts()
 
     def report(name, counts, seconds):

@@ -325,7 +325,8 @@ def seed(ctx, counts) -> None:
         except NacosConflict:
             if attempt == 4:
                 raise  # the apiserver keeps this index too: re-read and merge, a few times
-    ctx.log(f"nacos: seeding made {conn.calls - calls_before} HTTP calls", calls=conn.calls - calls_before)
+    ctx.log(f"nacos: seeding made {conn.calls - calls_before} HTTP calls, {conn.calls} in this run",
+            seeding_calls=conn.calls - calls_before, calls=conn.calls)
 
 
 def _record(ctx, data_id, group, content) -> None:
@@ -349,6 +350,7 @@ def status(settings, writer) -> dict:
         report["reachable"], report["version"], report["server"] = True, conn.generation, conn.active
         if settings.nacos_username:
             login(conn, settings.nacos_username, settings.nacos_password)
+        report["server_version"] = _server_version(conn)
         report["namespace_present"] = namespace_exists(conn, settings.nacos_namespace)
         try:
             seeded = json.loads((settings.volumes_root / STATE_FILE).read_text())
@@ -370,9 +372,20 @@ def status(settings, writer) -> dict:
     return report
 
 
+def _server_version(conn: Connection) -> str | None:
+    """The server's own version where it tells it (Nacos 2.x/3.x state endpoints; r-nacos does not)."""
+    path = "/v3/admin/core/state" if conn.generation == "3.x" else "/v1/console/server/state"
+    try:
+        status, body = conn.http("GET", path)
+        return json.loads(body).get("version") if status == 200 else None
+    except (NacosError, OSError, ValueError, AttributeError):
+        return None
+
+
 def format_status(report: dict) -> str:
     lines = [f"NACOS  {', '.join(report['servers'])}  reachable: {'yes' if report['reachable'] else 'no'}"
              + (f"  API {report['version']}" if report["version"] else "")
+             + (f" (server {report['server_version']})" if report.get("server_version") else "")
              + f"  namespace {report['namespace']}: {'present' if report['namespace_present'] else 'missing'}"]
     for c in report["configs"]:
         seeded = {None: "-", True: "yes", False: "no (changed since seeding)"}[c["as_seeded"]]

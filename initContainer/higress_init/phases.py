@@ -25,7 +25,7 @@ MESH_NETWORKS_FILE = "pilot/config/meshNetworks"
 class Counts:
     """What a phase did, by action (created, kept, re-issued, ...), naming each artifact."""
 
-    ORDER = ("connected", "created", "reissued", "updated", "seeded", "kept", "skipped", "would create",
+    ORDER = ("connected", "created", "reissued", "updated", "written", "owner set", "kept", "skipped", "would create",
              "would reissue", "would update")
 
     def __init__(self):
@@ -49,6 +49,7 @@ class Context:
     finish_rotation: bool = False
     reseed: bool = False
     log: Callable = print
+    phases: tuple[str, ...] = ()                # the phases this run executes
     _decisions: dict | None = None
     _keys: artifacts.KeyPool | None = None
     nacos: object | None = None
@@ -63,9 +64,10 @@ class Context:
     def keys(self) -> artifacts.KeyPool:
         if self._keys is None:
             s = self.settings
-            wanted = {d.spec.name: getattr(s, d.spec.key_algorithm)
-                      for d in self.decisions.values() if d.action in ("create", "reissue", "rotate")}
-            wanted.update(tokens.keys_wanted(self))
+            wanted = {d.spec.name: getattr(s, d.spec.key_algorithm) for d in self.decisions.values()
+                      if d.action in ("create", "reissue", "rotate") and d.spec.phase in self.phases}
+            if "tokens" in self.phases:
+                wanted.update(tokens.keys_wanted(self))
             self._keys = artifacts.KeyPool(wanted)
         return self._keys
 
@@ -163,7 +165,7 @@ def write(ctx: Context, counts: Counts) -> None:
     for path in ctx.writer.fix_owners():
         counts.add("owner set", str(path))
     for path in written:
-        counts.add("updated", str(path.relative_to(ctx.settings.volumes_root))
+        counts.add("written", str(path.relative_to(ctx.settings.volumes_root))
                    if path.is_relative_to(ctx.settings.volumes_root) else str(path))
 
 
