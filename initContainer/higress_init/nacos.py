@@ -1,9 +1,9 @@
 """Nacos: wait for it, log in, create the namespace, and seed the base config the way the
 Higress apiserver reads it (one config per object, a names index per resource type).
 
-Config reads and writes go through nacos-sdk-python's v1 HTTP client (content in the form
-body, failover across the listed servers). Readiness, login, namespaces and compare-and-swap
-writes, which that client lacks, are plain HTTP calls.
+Config reads go through nacos-sdk-python's v1 HTTP client (failover across the listed servers).
+Readiness, login, namespaces and config writes, which must be compare-and-swap (casMd5) and
+which that client cannot send, are plain HTTP calls, the content in the form body.
 """
 from __future__ import annotations
 
@@ -86,6 +86,7 @@ class Connection:
     token: str | None = None
     calls: int = 0
     _sdk: object | None = field(default=None, repr=False)
+    _cache_dir: object | None = field(default=None, repr=False)
 
     def ordered(self) -> list[str]:
         return [self.active] + [s for s in self.servers if s != self.active] if self.active else list(self.servers)
@@ -128,9 +129,12 @@ class Connection:
             addresses = ",".join(s.removesuffix("/nacos") for s in self.ordered())
             client = nacos.NacosClient(addresses, namespace=self.namespace,
                                        logDir=tempfile.gettempdir())
+            # its local failover/snapshot caches must never answer for the server: an empty,
+            # temporary directory (removed with this object) keeps them out of the way
+            self._cache_dir = tempfile.TemporaryDirectory(prefix="higress-init-nacos-")
             client.set_options(no_snapshot=True, default_timeout=REQUEST_TIMEOUT,
-                               failover_base=tempfile.mkdtemp(prefix="higress-init-nacos-"),
-                               snapshot_base=tempfile.mkdtemp(prefix="higress-init-nacos-"))
+                               failover_base=self._cache_dir.name + "/failover",
+                               snapshot_base=self._cache_dir.name + "/snapshot")
             if self.token:
                 # reuse our login rather than have the SDK log in again with the password in a URL
                 client.username, client.password = "-", "-"
@@ -147,11 +151,6 @@ class Connection:
     # --- configs
     def get(self, data_id: str, group: str) -> str | None:
         return with_retries(lambda: self.sdk().get_config(data_id, group, no_snapshot=True))
-
-    def publish(self, data_id: str, group: str, content: str) -> None:
-        ok = with_retries(lambda: self.sdk().publish_config(data_id, group, content))
-        if not ok:
-            raise NacosError(f"Nacos refused to publish {group}/{data_id}")
 
     def compare_and_publish(self, data_id: str, group: str, content: str, expected: str | None) -> None:
         """Publish only if the config still is what was read (md5 `expected`, None: absent).
