@@ -39,10 +39,11 @@ def run_cli(*args, env=None, volumes=None, check=False, timeout=120, input=None)
 
 
 def snapshot(root: Path) -> dict[str, tuple[str, int, int]]:
-    """Every file under root: (sha256, mtime_ns, mode)."""
+    """Every file under root but the initializer's own bookkeeping (.higress-init/: the lock, the
+    journal, the last run's inputs): (sha256, mtime_ns, mode)."""
     out = {}
     for path in sorted(root.rglob("*")):
-        if path.is_file():
+        if path.is_file() and ".higress-init" not in path.relative_to(root).parts:
             st = path.stat()
             out[str(path.relative_to(root))] = (hashlib.sha256(path.read_bytes()).hexdigest(), st.st_mtime_ns,
                                                 st.st_mode & 0o777)

@@ -13,11 +13,8 @@ from typing import Callable
 from cryptography import x509
 
 from . import pki
+from .errors import StateError
 from .settings import Settings
-
-
-class StateError(Exception):
-    """Existing state the initializer refuses to change silently (exit code 3)."""
 
 
 def _apiserver_sans(s: Settings):

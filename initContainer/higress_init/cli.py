@@ -6,10 +6,11 @@ import json
 import sys
 import time
 
-from . import phases, settings as settings_mod
-from .artifacts import StateError
-from .phases import PHASES, PHASES_BY_NAME, Context, Counts
-from .pki import utcnow
+from datetime import datetime, timezone
+
+from . import phases, runstate, settings as settings_mod
+from .errors import StateError
+from .phases import PHASES, Context, Counts
 from .settings import SETTINGS, SettingsError
 from .volume import RunLock, VolumeError, VolumeWriter, check_writable
 
@@ -119,6 +120,10 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def _nacos_errors():
     from .nacos import NacosError
     return NacosError
@@ -151,9 +156,37 @@ def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, r
                     finished = ctx.start()
                     reporter.message(f"rotation: {rotation}" + (f" (ending the overlap of {', '.join(finished)})"
                                                                 if finished else ""), rotation=rotation)
-                if {"apiserver-pki", "pilot-pki", "tokens"} & set(names):
-                    ctx.keys  # start generating keys now, overlapping the wait for Nacos
-                phases.run_phases(ctx, names, report)
+                full_run = list(names) == [p.name for p in PHASES]
+                kept = None
+                if full_run and not (rotation or reseed) and settings.config_storage == "file":
+                    kept = runstate.unchanged(settings, ctx.now)
+                if kept is not None:
+                    for name in names:  # nothing any phase reads has changed since the last run
+                        counts = Counts()
+                        for action, number in kept.get(name, {}).items():
+                            for _ in range(number):
+                                counts.add(action, name)
+                        report(name, counts, 0.0)
+                else:
+                    if {"apiserver-pki", "pilot-pki", "tokens"} & set(names):
+                        ctx.keys  # start generating keys now, overlapping the wait for Nacos
+                    per_phase = {}
+
+                    def record(name, counts, seconds):
+                        # what a rerun would report: whatever this run made, it then keeps
+                        outcome = {}
+                        for action, items in counts.by_action.items():
+                            if action not in ("written", "owner set"):
+                                kind = "skipped" if action == "skipped" else "kept"
+                                outcome[kind] = outcome.get(kind, 0) + len(items)
+                        per_phase[name] = outcome
+                        report(name, counts, seconds)
+
+                    phases.run_phases(ctx, names, record)
+                    if full_run and ctx.renew_by:
+                        runstate.record(settings, writer.touched, min(ctx.renew_by), per_phase)
+                    else:
+                        runstate.forget(settings)
     finally:
         ctx.close()
     seconds = time.perf_counter() - started

@@ -12,7 +12,7 @@ def base_configmap(ctx) -> str:
     for rel in MESH_FILES:
         data = ctx.writer.read(rel)
         if data is None:
-            from .artifacts import StateError
+            from .errors import StateError
             raise StateError(f"{rel} is missing: run phase pod-config first")
         texts.append(data.decode())
     return meshconfig.dump(meshconfig.configmap(ctx.settings, *texts, ctx.now))

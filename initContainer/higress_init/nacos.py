@@ -22,7 +22,7 @@ from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attem
                       wait_exponential_jitter)
 
 from . import faults, meshconfig
-from .artifacts import StateError
+from .errors import StateError
 
 DEFAULT_GROUP = "DEFAULT_GROUP"
 SECRETS_INDEX = "secrets.__names__"

@@ -1,17 +1,18 @@
 """The run, as a short ordered list of named phases. Each phase is idempotent and stages its
 files; the `write` phase commits them all at once, so a refusal anywhere before it leaves the
-volumes untouched."""
+volumes untouched.
+
+The modules behind the phases (cryptography, PyJWT, PyYAML) are imported by the phases that use
+them, so that a rerun with nothing to do (runstate) does not pay for them."""
 from __future__ import annotations
 
-import secrets
-import string
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 
-from . import artifacts, configstore, faults, kubeconfig, meshconfig, tokens
-from .artifacts import StateError
+from . import faults
+from .errors import StateError
 from .settings import Settings
 from .volume import VolumeWriter
 
@@ -54,15 +55,19 @@ class Context:
     _keys: artifacts.KeyPool | None = None
     nacos: object | None = None
 
+    renew_by: list = field(default_factory=list)  # when something this run made or kept needs renewing
+
     @property
     def decisions(self) -> dict:
         if self._decisions is None:
+            from . import artifacts
             self._decisions = artifacts.decide(self.settings, self.writer, self.now, self.rotate)
         return self._decisions
 
     @property
-    def keys(self) -> artifacts.KeyPool:
+    def keys(self):
         if self._keys is None:
+            from . import artifacts, tokens
             s = self.settings
             wanted = {d.spec.name: getattr(s, d.spec.key_algorithm) for d in self.decisions.values()
                       if d.action in ("create", "reissue", "rotate") and d.spec.phase in self.phases}
@@ -77,6 +82,7 @@ class Context:
 
     def start(self) -> list[str]:
         """Work that precedes the phases: ending a rotation overlap drops the old roots."""
+        from . import artifacts
         return artifacts.finish_rotation(self.writer) if self.finish_rotation and not self.dry_run else []
 
     def stage(self, rel, data, name: str, counts: Counts, private=False, create_only=False) -> None:
@@ -98,6 +104,7 @@ class Context:
 
 def _certificates(phase: str):
     def run(ctx: Context, counts: Counts) -> None:
+        from . import artifacts
         if ctx.dry_run:
             for d in ctx.decisions.values():
                 if d.spec.phase == phase:
@@ -107,6 +114,10 @@ def _certificates(phase: str):
             return
         ctx.keys  # start generating every key the run needs, in parallel, before signing
         artifacts.apply(phase, ctx.settings, ctx.writer, ctx.decisions, ctx.keys, ctx.now, counts)
+        for d in ctx.decisions.values():
+            if d.spec.phase == phase and d.cert is not None:
+                lead = timedelta(0) if d.spec.ca else ctx.settings.renew_before
+                ctx.renew_by.append(d.cert.not_valid_after_utc - lead)
     return run
 
 
@@ -124,6 +135,8 @@ def data_key(ctx: Context, counts: Counts) -> None:
     if ctx.dry_run:
         counts.add("would create", "nacos.key")
         return
+    import secrets
+    import string
     key = wanted or "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32)).encode()
     ctx.writer.stage(DATA_KEY_FILE, key, private=True)
     counts.add("created", "nacos.key")
@@ -135,6 +148,7 @@ def apiserver_pki(ctx: Context, counts: Counts) -> None:
 
 
 def kube_config(ctx: Context, counts: Counts) -> None:
+    from . import kubeconfig
     admin = ctx.decisions["apiserver-admin"]
     if ctx.dry_run and admin.action != "keep":
         counts.add("would update" if ctx.writer.exists(KUBECONFIG_FILE) else "would create", "kubeconfig")
@@ -148,6 +162,7 @@ def kube_config(ctx: Context, counts: Counts) -> None:
 
 
 def pod_config(ctx: Context, counts: Counts) -> None:
+    from . import meshconfig
     s = ctx.settings
     ctx.stage(LABELS_FILE, meshconfig.pod_labels(s).encode(), "podinfo/labels", counts)
     # Mesh files are the user's to edit after the first run: created, never overwritten.
@@ -170,11 +185,18 @@ def write(ctx: Context, counts: Counts) -> None:
 
 
 def seed(ctx: Context, counts: Counts) -> None:
+    from . import configstore
     configstore.seed(ctx, counts)
 
 
 def nacos_ready(ctx: Context, counts: Counts) -> None:
+    from . import configstore
     configstore.prepare(ctx, counts)
+
+
+def token_phase(ctx: Context, counts: Counts) -> None:
+    from . import tokens
+    tokens.phase(ctx, counts)
 
 
 @dataclass(frozen=True)
@@ -191,7 +213,7 @@ PHASES: tuple[Phase, ...] = (
           _certificates("pilot-pki")),
     Phase("kubeconfig", "kube/config: verify the apiserver by its CA, authenticate by client certificate",
           kube_config),
-    Phase("tokens", "token signing key, JWKS, OIDC discovery document and per-component tokens", tokens.phase),
+    Phase("tokens", "token signing key, JWKS, OIDC discovery document and per-component tokens", token_phase),
     Phase("pod-config", "gateway pod labels, MeshConfig and MeshNetworks files", pod_config),
     Phase("write", "commit every staged file into the volumes, atomically", write),
     Phase("seed", "seed the base ConfigMap higress-config into Nacos or the file store", seed),

@@ -29,6 +29,22 @@ _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 86400}
 
 
 @dataclass(frozen=True)
+class TokenIdentity:
+    name: str
+    file: str
+    service_account: str
+    audiences: tuple[str, ...]
+
+
+# Who gets a token, and where its component reads it. Overridable by TOKEN_IDENTITIES.
+DEFAULT_IDENTITIES = (
+    TokenIdentity("gateway", "gateway/tokens/istio-token", "higress-gateway", ("istio-ca",)),
+    TokenIdentity("console", "console/token", "higress-console", ("istio-ca",)),
+    TokenIdentity("controller", "controller/token", "higress-controller", ("istio-ca",)),
+)
+
+
+@dataclass(frozen=True)
 class Setting:
     env: str
     default: str | None
@@ -100,7 +116,7 @@ class Settings:
     token_issuer: str
     token_key_algorithm: str
     token_validity: timedelta
-    token_identities: tuple  # of tokens.TokenIdentity
+    token_identities: tuple[TokenIdentity, ...]
     rotate: str | None
 
     @property
@@ -292,7 +308,6 @@ def _https_url(name: str, value: str) -> str:
 
 def _token_identities(text: str | None, gateway_account: str):
     """TOKEN_IDENTITIES: name=file:serviceaccount:audience[+audience], comma-separated."""
-    from .tokens import DEFAULT_IDENTITIES, TokenIdentity
     if not text:
         return tuple(i if i.name != "gateway" else TokenIdentity(i.name, i.file, gateway_account.strip(), i.audiences)
                      for i in DEFAULT_IDENTITIES)

@@ -7,7 +7,6 @@ import base64
 import hashlib
 import json
 import uuid
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import jwt
@@ -15,28 +14,13 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from . import pki
+from .settings import TokenIdentity
 
 SIGNING_KEY_FILE = "pki/sa.key"          # private: pki/ is mounted by no component
 PUBLIC_KEY_FILE = "tokens/sa.pub"
 RETIRED_KEYS_FILE = "pki/sa-retired.json"  # replaced public keys, kept in the JWKS until their tokens expire
 JWKS_FILES = ("tokens/jwks.json", "tokens/.well-known/jwks.json")
 DISCOVERY_FILE = "tokens/.well-known/openid-configuration"
-
-
-@dataclass(frozen=True)
-class TokenIdentity:
-    name: str
-    file: str
-    service_account: str
-    audiences: tuple[str, ...]
-
-
-# Who gets a token, and where its component reads it. Overridable by TOKEN_IDENTITIES.
-DEFAULT_IDENTITIES = (
-    TokenIdentity("gateway", "gateway/tokens/istio-token", "higress-gateway", ("istio-ca",)),
-    TokenIdentity("console", "console/token", "higress-console", ("istio-ca",)),
-    TokenIdentity("controller", "controller/token", "higress-controller", ("istio-ca",)),
-)
 
 
 def _b64url(data: bytes) -> str:
@@ -118,7 +102,7 @@ def _signing_key(ctx):
         try:
             key = pki.load_key(pem)
         except (ValueError, TypeError):
-            from .artifacts import StateError
+            from .errors import StateError
             raise StateError(f"{SIGNING_KEY_FILE} is not an unencrypted PEM private key: restore it, or move it away "
                              "to create a new signing key (every token is then re-issued)") from None
         if "token-key" not in ctx.rotate:
@@ -176,11 +160,15 @@ def phase(ctx, counts) -> None:
             problem = "rotation"
         if not problem:
             counts.add("kept", f"token {identity.name}")
-            continue
-        token = jwt.encode(claims_for(s, identity, now), key, algorithm=jwk["alg"],
-                           headers={"kid": jwk["kid"], "typ": "JWT"})
-        ctx.writer.stage(identity.file, token.encode(), private=True)
-        counts.add("created" if problem == "missing" else "reissued", f"token {identity.name}")
+            expiry = jwt.decode(existing, options={"verify_signature": False})["exp"]
+        else:
+            claims = claims_for(s, identity, now)
+            token = jwt.encode(claims, key, algorithm=jwk["alg"], headers={"kid": jwk["kid"], "typ": "JWT"})
+            ctx.writer.stage(identity.file, token.encode(), private=True)
+            counts.add("created" if problem == "missing" else "reissued", f"token {identity.name}")
+            expiry = claims["exp"]
+        ctx.renew_by.append(datetime.fromtimestamp(expiry, tz=now.tzinfo) - s.renew_before)
+    ctx.renew_by.extend(datetime.fromisoformat(e["keep_until"]) for e in retired)  # the JWKS changes then
 
 
 def discovery_document(s, algorithm: str) -> str:

@@ -44,6 +44,7 @@ class VolumeWriter:
         self.uid, self.gid = uid, gid
         self.staged: dict[Path, StagedFile] = {}
         self._disk: dict[Path, bytes | None] = {}  # each file is read from disk once per run
+        self.touched: set[Path] = set()             # every path this run read or wrote
 
     # --- reading: staged content wins, so later phases see what earlier phases produced
     def path(self, rel: str | Path) -> Path:
@@ -51,6 +52,7 @@ class VolumeWriter:
 
     def read(self, rel: str | Path) -> bytes | None:
         path = self.path(rel)
+        self.touched.add(path)
         if path in self.staged:
             return self.staged[path].data
         if path not in self._disk:
@@ -67,6 +69,7 @@ class VolumeWriter:
     def stage(self, rel: str | Path, data: bytes, private: bool = False) -> bool:
         """Stage a file; returns True when it differs from what is on disk."""
         path = self.path(rel)
+        self.touched.add(path)
         mode = 0o600 if private else 0o644
         self.staged[path] = StagedFile(path, data, mode)
         return self._differs(self.staged[path])
