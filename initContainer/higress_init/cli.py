@@ -161,7 +161,9 @@ def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, r
                 if full_run and not (rotation or reseed) and settings.config_storage == "file":
                     kept = runstate.unchanged(settings, ctx.now)
                 if kept is not None:
-                    for name in names:  # nothing any phase reads has changed since the last run
+                    reporter.message("nothing the phases read has changed since the last run: all kept",
+                                     unchanged=True)
+                    for name in names:
                         counts = Counts()
                         for action, number in kept.get(name, {}).items():
                             for _ in range(number):

@@ -1,0 +1,71 @@
+"""runstate: a rerun with nothing changed skips the work; any change takes the full path."""
+from __future__ import annotations
+
+import os
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+from conftest import run_cli, snapshot
+from higress_init import runstate
+from higress_init.settings import load
+
+UNCHANGED = "nothing the phases read has changed"
+
+
+@pytest.fixture
+def settled(initialized):
+    """An initialized volumes dir after one rerun: a copied tree has new inodes and ctimes, so
+    its first rerun takes the full path (and records what it saw)."""
+    result = run_cli("run", volumes=initialized, check=True)
+    assert UNCHANGED not in result.stdout
+    return initialized
+
+
+def test_a_rerun_with_nothing_changed_takes_the_fast_path(settled):
+    before = snapshot(settled)
+    result = run_cli("run", volumes=settled, check=True)
+    assert UNCHANGED in result.stdout
+    assert "kept 22, skipped 1" in result.stdout.splitlines()[-1]
+    assert snapshot(settled) == before
+
+
+def test_a_file_changed_behind_its_back_takes_the_full_path(settled):
+    initialized = settled
+    key = initialized / "gateway/certs/key.pem"
+    st = key.stat()
+    key.write_bytes((initialized / "api/server.key").read_bytes())  # a different key, then the old timestamps put back
+    os.utime(key, ns=(st.st_atime_ns, st.st_mtime_ns))
+    result = run_cli("run", volumes=initialized, check=True)
+    assert UNCHANGED not in result.stdout and "re-issued 1" in result.stdout
+    assert UNCHANGED in run_cli("run", volumes=initialized, check=True).stdout
+
+
+def test_a_settings_change_takes_the_full_path(settled):
+    initialized = settled
+    result = run_cli("run", volumes=initialized, env={"APISERVER_SANS": "extra.example"}, check=True)
+    assert UNCHANGED not in result.stdout and "re-issued 1" in result.stdout
+
+
+def test_a_missing_file_takes_the_full_path(settled):
+    initialized = settled
+    (initialized / "console/token").unlink()
+    result = run_cli("run", volumes=initialized, check=True)
+    assert UNCHANGED not in result.stdout and (initialized / "console/token").exists()
+
+
+def test_the_renewal_deadline_ends_the_fast_path(settled):
+    settings = load(env={"VOLUMES_ROOT": str(settled)})
+    now = datetime.now(timezone.utc)
+    assert runstate.unchanged(settings, now) is not None
+    # the earliest leaf expires in 365 days and is renewed 30 days before
+    assert runstate.unchanged(settings, now + timedelta(days=334)) is not None
+    assert runstate.unchanged(settings, now + timedelta(days=336)) is None
+
+
+def test_rotation_plan_and_single_phases_never_take_it(settled):
+    initialized = settled
+    assert UNCHANGED not in run_cli("plan", volumes=initialized, check=True).stdout
+    assert UNCHANGED not in run_cli("phase", "pod-config", volumes=initialized, check=True).stdout
+    assert UNCHANGED not in run_cli("rotate", "leaf", volumes=initialized, check=True).stdout
+    assert UNCHANGED not in run_cli("run", volumes=initialized, env={"ROTATE": "leaf"}, check=True).stdout
