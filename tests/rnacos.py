@@ -170,6 +170,12 @@ class RNacosNode:
         with urllib.request.urlopen(f"{self.url}/v1/cs/configs", data=data, timeout=5) as r:
             assert r.read() == b"true"
 
+    def delete_config(self, data_id: str, group: str, tenant: str) -> None:
+        query = urllib.parse.urlencode(self._params(dataId=data_id, group=group, tenant=tenant))
+        request = urllib.request.Request(f"{self.url}/v1/cs/configs?{query}", method="DELETE")
+        with urllib.request.urlopen(request, timeout=5) as r:
+            assert r.read() == b"true"
+
     def namespaces(self) -> list[str]:
         import json
         query = urllib.parse.urlencode(self._params())

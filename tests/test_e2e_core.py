@@ -104,11 +104,13 @@ def test_certificate_extensions_are_what_the_contract_says(initialized):
 
 
 def test_extra_apiserver_sans_and_settings(volumes, fast_env):
-    env = dict(fast_env, APISERVER_SANS="api.example.com, 10.1.2.3,*.apps.example.com", TRUST_DOMAIN="corp.example",
+    env = dict(fast_env, APISERVER_SANS="api.example.com, 10.1.2.3,*.apps.example.com,1password.example,fd00::1",
+               TRUST_DOMAIN="corp.example",
                HIGRESS_NAMESPACE="gw", GATEWAY_SERVICE_ACCOUNT="edge")
     run_cli("run", volumes=volumes, env=env, check=True)
     server = openssl_text(volumes / "api/server.crt")
-    for san in ("DNS:api.example.com", "IP Address:10.1.2.3", "DNS:*.apps.example.com", "DNS:apiserver.gw.svc"):
+    for san in ("DNS:api.example.com", "IP Address:10.1.2.3", "DNS:*.apps.example.com", "DNS:apiserver.gw.svc",
+                "DNS:1password.example", "IP Address:FD00:0:0:0:0:0:0:1"):
         assert san in server
     assert "URI:spiffe://corp.example/ns/gw/sa/edge" in openssl_text(volumes / "gateway/certs/cert-chain.pem")
     assert (volumes / "gateway/podinfo/labels").read_text() == 'app="higress-gateway"\nhigress="gw-higress-gateway"\n'

@@ -10,7 +10,7 @@ from conftest import run_cli, snapshot
 from higress_init import runstate
 from higress_init.settings import load
 
-UNCHANGED = "nothing the phases read has changed"
+UNCHANGED = "nothing the local phases read has changed"
 
 
 @pytest.fixture

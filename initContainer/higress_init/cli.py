@@ -158,12 +158,15 @@ def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, r
                                                                 if finished else ""), rotation=rotation)
                 full_run = list(names) == [p.name for p in PHASES]
                 kept = None
-                if full_run and not (rotation or reseed) and settings.config_storage == "file":
+                if full_run and not (rotation or reseed):
                     kept = runstate.unchanged(settings, ctx.now)
                 if kept is not None:
-                    reporter.message("nothing the phases read has changed since the last run: all kept",
-                                     unchanged=True)
+                    reporter.message("nothing the local phases read has changed since the last run: "
+                                     "their files are kept", unchanged=True)
                     for name in names:
+                        if name not in runstate.LOCAL_PHASES:  # Nacos is checked every time
+                            phases.run_phases(ctx, [name], report)
+                            continue
                         counts = Counts()
                         for action, number in kept.get(name, {}).items():
                             for _ in range(number):

@@ -1,18 +1,19 @@
 """Where the base config goes: the apiserver's file store (the embedded default) or Nacos."""
 from __future__ import annotations
 
-from . import meshconfig
+from .errors import StateError
 
 MESH_FILES = ("pilot/config/mesh", "pilot/config/meshNetworks")
+CONFIGMAP_NAME = "higress-config"
 
 
 def base_configmap(ctx) -> str:
     """The ConfigMap YAML, carrying the same text as the mesh files in the volumes."""
+    from . import meshconfig
     texts = []
     for rel in MESH_FILES:
         data = ctx.writer.read(rel)
         if data is None:
-            from .errors import StateError
             raise StateError(f"{rel} is missing: run phase pod-config first")
         texts.append(data.decode())
     return meshconfig.dump(meshconfig.configmap(ctx.settings, *texts, ctx.now))
@@ -38,8 +39,8 @@ def seed(ctx, counts) -> None:
             # the apiserver's compose service mounts it either way: create it owned as configured
             ctx.writer.ensure_dir(ctx.settings.file_root_dir)
         return
-    path = file_store_path(ctx.settings, "configmaps", meshconfig.CONFIGMAP_NAME)
-    name = f"configmaps/{meshconfig.CONFIGMAP_NAME}"
+    path = file_store_path(ctx.settings, "configmaps", CONFIGMAP_NAME)
+    name = f"configmaps/{CONFIGMAP_NAME}"
     if ctx.writer.exists(path) and not ctx.reseed:
         counts.add("kept", name)  # the user's config: never overwritten without --reseed
         return

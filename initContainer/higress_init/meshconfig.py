@@ -7,9 +7,8 @@ from datetime import datetime
 
 import yaml
 
+from .configstore import CONFIGMAP_NAME
 from .settings import Settings
-
-CONFIGMAP_NAME = "higress-config"
 
 # Envoy access log fields Higress logs by default, one JSON object a line.
 _ACCESS_LOG_FIELDS = {

@@ -16,6 +16,8 @@ from pathlib import Path
 from . import __version__
 
 STATE_FILE = ".higress-init/last-run.json"
+# The phases whose only inputs are files and settings; `nacos` and `seed` always run (Nacos, or
+# the file store's ConfigMap, may have changed without the volumes knowing).
 LOCAL_PHASES = ("apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "write")
 
 
