@@ -149,55 +149,48 @@ def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, r
             phases.run_phases(ctx, names, report)
         else:
             with RunLock(settings.volumes_root, on_wait=lambda p: reporter.message(f"waiting for the lock {p}")):
-                recovered = writer.recover()
-                if recovered:
-                    reporter.message(f"finished {recovered} file renames an interrupted run left behind")
-                if rotation:
-                    finished = ctx.start()
-                    reporter.message(f"rotation: {rotation}" + (f" (ending the overlap of {', '.join(finished)})"
-                                                                if finished else ""), rotation=rotation)
-                full_run = list(names) == [p.name for p in PHASES]
-                kept = None
-                if full_run and not (rotation or reseed):
-                    kept = runstate.unchanged(settings, ctx.now)
-                if kept is not None:
-                    reporter.message("nothing the local phases read has changed since the last run: "
-                                     "their files are kept", unchanged=True)
-                    for name in names:
-                        if name not in runstate.LOCAL_PHASES:  # Nacos is checked every time
-                            phases.run_phases(ctx, [name], report)
-                            continue
-                        counts = Counts()
-                        for action, number in kept.get(name, {}).items():
-                            for _ in range(number):
-                                counts.add(action, name)
-                        report(name, counts, 0.0)
-                else:
-                    if {"apiserver-pki", "pilot-pki", "tokens"} & set(names):
-                        ctx.keys  # start generating keys now, overlapping the wait for Nacos
-                    per_phase = {}
-
-                    def record(name, counts, seconds):
-                        # what a rerun would report: whatever this run made, it then keeps
-                        outcome = {}
-                        for action, items in counts.by_action.items():
-                            if action not in ("written", "owner set"):
-                                kind = "skipped" if action == "skipped" else "kept"
-                                outcome[kind] = outcome.get(kind, 0) + len(items)
-                        per_phase[name] = outcome
-                        report(name, counts, seconds)
-
-                    phases.run_phases(ctx, names, record)
-                    if full_run and ctx.renew_by:
-                        runstate.record(settings, writer.touched, min(ctx.renew_by), per_phase)
-                    else:
-                        runstate.forget(settings)
+                _run_locked(ctx, reporter, names, report, rotation)
     finally:
         ctx.close()
     seconds = time.perf_counter() - started
     reporter.emit("summary", f"{'plan' if dry_run else 'done':<14} {totals.summary():<40} {seconds:6.2f}s",
                   actions={a: len(n) for a, n in totals.by_action.items()}, seconds=round(seconds, 3))
     return EXIT_OK
+
+
+def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> None:
+    settings, writer = ctx.settings, ctx.writer
+    recovered = writer.recover()
+    if recovered:
+        reporter.message(f"finished {recovered} file renames an interrupted run left behind")
+    if rotation:
+        finished = ctx.start()
+        reporter.message(f"rotation: {rotation}" + (f" (ending the overlap of {', '.join(finished)})"
+                                                    if finished else ""), rotation=rotation)
+    full_run = list(names) == [p.name for p in PHASES]
+    kept = runstate.unchanged(settings, ctx.now) if full_run and not (rotation or ctx.reseed) else None
+    if kept is not None:
+        reporter.message("nothing the local phases read has changed since the last run: their files are kept",
+                         unchanged=True)
+        for name in names:
+            if name in runstate.LOCAL_PHASES:
+                report(name, runstate.replay(kept, name), 0.0)
+            else:
+                phases.run_phases(ctx, [name], report)  # Nacos is checked every time
+        return
+    if {"apiserver-pki", "pilot-pki", "tokens"} & set(names):
+        ctx.keys  # start generating keys now, overlapping the wait for Nacos
+    outcomes = {}
+
+    def record(name, counts, seconds):
+        outcomes[name] = runstate.outcome(counts)
+        report(name, counts, seconds)
+
+    phases.run_phases(ctx, names, record)
+    if full_run and ctx.renew_by:
+        runstate.record(settings, writer.touched, min(ctx.renew_by), outcomes)
+    else:
+        runstate.forget(settings)
 
 
 def _status(settings, output: str) -> int:

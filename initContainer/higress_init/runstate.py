@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from . import __version__
+from .phases import Counts
 
 STATE_FILE = ".higress-init/last-run.json"
 # The phases whose only inputs are files and settings; `nacos` and `seed` always run (Nacos, or
@@ -61,3 +62,21 @@ def unchanged(settings, now: datetime) -> dict[str, dict[str, int]] | None:
 
 def forget(settings) -> None:
     (settings.volumes_root / STATE_FILE).unlink(missing_ok=True)
+
+
+def outcome(counts) -> dict[str, int]:
+    """What a rerun would report for a phase: whatever this run made, a rerun keeps."""
+    result: dict[str, int] = {}
+    for action, items in counts.by_action.items():
+        if action not in ("written", "owner set"):
+            kind = "skipped" if action == "skipped" else "kept"
+            result[kind] = result.get(kind, 0) + len(items)
+    return result
+
+
+def replay(kept: dict[str, dict[str, int]], phase: str) -> Counts:
+    counts = Counts()
+    for action, number in kept.get(phase, {}).items():
+        for _ in range(number):
+            counts.add(action, phase)
+    return counts
