@@ -15,6 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from conftest import run_cli, snapshot
 from consumers import kubectl_version, mtls_handshake, mtls_https_server, openssl_verify
 from higress_init import pki
+from higress_init.phases import PHASES
 from test_tokens import verify_joserfc, verify_pyjwt
 
 CA_FILES = ["api/ca.crt", "pki/apiserver-ca.key", "pilot/cacerts/root-cert.pem", "pki/pilot-root-ca.key",
@@ -218,10 +219,20 @@ def test_nacos_key_is_never_rotated(stack):
 
 
 # --- crash safety: SIGKILL at each phase boundary and inside each write, then rerun
-DIE_POINTS = ["phase:apiserver-pki", "phase:pilot-pki", "phase:tokens", "phase:write", "phase:seed",
-              "write:server.key", "write:ca.crt", "write:root-cert.pem", "write:config", "write:istio-token",
-              "commit:journal", "rename:ca.crt", "rename:server.crt", "rename:ca-key.pem", "rename:cert-chain.pem",
-              "rename:jwks.json"]
+# every phase boundary, inside the write of every file a cold run writes (by name: the first file
+# of that name), the journal, and renames of CA, key and chain files
+_WRITTEN = ["nacos.key", "ca.crt", "server.crt", "server.key", "admin.crt", "admin.key", "apiserver-ca.key",
+            "root-cert.pem", "pilot-root-ca.key", "ca-cert.pem", "ca-key.pem", "cert-chain.pem", "key.pem",
+            "config", "sa.key", "sa.pub", "jwks.json", "openid-configuration", "istio-token", "token", "labels",
+            "mesh", "meshNetworks", "higress-config.yaml"]
+DIE_POINTS = ([f"phase:{p.name}" for p in PHASES] + [f"write:{name}" for name in _WRITTEN] +
+              ["commit:journal", "rename:ca.crt", "rename:server.crt", "rename:ca-key.pem", "rename:cert-chain.pem",
+               "rename:jwks.json"])
+
+
+def test_the_die_points_name_every_file_a_cold_run_writes(initialized):
+    written = {p.name for p in initialized.rglob("*") if p.is_file() and ".higress-init" not in p.parts}
+    assert written == set(_WRITTEN)
 
 
 def _backup_files(volumes: Path) -> dict:
