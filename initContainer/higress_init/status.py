@@ -26,19 +26,16 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
         chain_ok = issuer_cert is not None and pki.issued_by(cert, issuer_cert)
         key_ok = pki.key_matches(cert, key) if key is not None else None
         left = pki.expires(cert) - now
-        state = "ok"
-        if problem:
-            state = problem
-        elif not chain_ok:
-            state = "chain does not verify"
-        elif has_key is False and not spec.ca:
-            state = f"{spec.key_file} missing"
-        elif key_ok is False:
-            state = "key does not match"
+        if not spec.ca:  # what the next run would re-issue, for the same reason
+            state = artifacts.leaf_problem(spec, settings, now, cert, key, problem, issuer_cert) or "ok"
+        elif problem or not chain_ok or key_ok is False:
+            state = problem or ("chain does not verify" if not chain_ok else "key does not match")
         elif left.total_seconds() <= 0:
             state = "expired"
         elif left <= settings.renew_before:
             state = f"expires within {settings.renew_before.days}d"
+        else:
+            state = "ok"
         if spec.chain and state == "ok":
             chain = pki.load_certs(writer.read(spec.cert_file))
             if len(chain) < 2 or chain[1] != loaded.get(spec.issuer):
