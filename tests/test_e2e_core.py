@@ -1,7 +1,6 @@
 """End to end: run the CLI into a temp volumes dir, then check with the real consumers."""
 from __future__ import annotations
 
-import base64
 import fcntl
 import json
 import os
@@ -12,8 +11,6 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 import yaml
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from conftest import run_cli, snapshot

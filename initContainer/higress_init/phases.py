@@ -52,7 +52,7 @@ class Context:
     log: Callable = print
     phases: tuple[str, ...] = ()                # the phases this run executes
     _decisions: dict | None = None
-    _keys: artifacts.KeyPool | None = None
+    _keys: object | None = None            # artifacts.KeyPool, made on first use
     nacos: object | None = None
 
     renew_by: list = field(default_factory=list)  # when something this run made or kept needs renewing

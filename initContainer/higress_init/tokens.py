@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 
 import jwt
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import pki
 from .settings import TokenIdentity

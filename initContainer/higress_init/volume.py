@@ -13,7 +13,6 @@ import fcntl
 import json
 import os
 import shutil
-import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -254,9 +253,7 @@ class RunLock:
                 raise
             if self.on_wait:
                 self.on_wait(self.path)
-            started = time.monotonic()
             fcntl.flock(self.fd, fcntl.LOCK_EX)
-            self.waited = time.monotonic() - started
         return self
 
     def __exit__(self, *exc):
