@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 from .errors import StateError
+from .phases import MESH_FILE, MESH_NETWORKS_FILE
 
-MESH_FILES = ("pilot/config/mesh", "pilot/config/meshNetworks")
+MESH_FILES = (MESH_FILE, MESH_NETWORKS_FILE)
 CONFIGMAP_NAME = "higress-config"
 
 

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay,
                       wait_exponential_jitter)
 
-from . import faults, meshconfig
+from . import faults
+from .configstore import CONFIGMAP_NAME
 from .errors import StateError
 
 DEFAULT_GROUP = "DEFAULT_GROUP"
@@ -291,7 +292,7 @@ def seed(ctx, counts) -> None:
     conn = ctx.nacos or connect(s, ctx.log)
     ctx.nacos = conn
     calls_before = conn.calls
-    data_id, group = f"configmaps.{meshconfig.CONFIGMAP_NAME}", s.namespace
+    data_id, group = f"configmaps.{CONFIGMAP_NAME}", s.namespace
     existing = conn.get(data_id, group)
     name = f"{group}/{data_id}"
     if ctx.dry_run:
@@ -310,7 +311,7 @@ def seed(ctx, counts) -> None:
         _record(ctx, data_id, group, wanted)
     else:
         counts.add("kept", name)  # present: the user's to change, never overwritten
-    entry = f"{group}/{meshconfig.CONFIGMAP_NAME}"
+    entry = f"{group}/{CONFIGMAP_NAME}"
     for attempt in range(5):
         index = conn.get("configmaps.__names__", DEFAULT_GROUP)
         if entry in (index or "").splitlines():
@@ -355,14 +356,14 @@ def status(settings, writer) -> dict:
         except (OSError, ValueError):
             seeded = {}
         group = settings.namespace
-        for data_id, grp in ((f"configmaps.{meshconfig.CONFIGMAP_NAME}", group),
+        for data_id, grp in ((f"configmaps.{CONFIGMAP_NAME}", group),
                              ("configmaps.__names__", DEFAULT_GROUP)):
             content = conn.get(data_id, grp)
             record = seeded.get(f"{settings.nacos_namespace}/{grp}/{data_id}")
             entry = {"group": grp, "dataId": data_id, "present": content is not None,
                      "as_seeded": None if record is None or content is None else _md5(content) == record}
             if data_id.endswith("__names__") and content is not None:
-                entry["as_seeded"] = f"{group}/{meshconfig.CONFIGMAP_NAME}" in content.splitlines()
+                entry["as_seeded"] = f"{group}/{CONFIGMAP_NAME}" in content.splitlines()
             report["configs"].append(entry)
         report["healthy"] = report["namespace_present"] and all(c["present"] for c in report["configs"])
     except NacosError as err:
