@@ -15,6 +15,13 @@ RNACOS_VERSION := 0.8.8
 RNACOS_ROOT ?= $(HOME)/.cache/higress-init/rnacos-$(RNACOS_VERSION)
 export RNACOS_BIN := $(RNACOS_ROOT)/bin/rnacos
 
+# The compose CLI plugin, for `docker compose config` in the tests (it needs no engine): built
+# once per machine from the Go module proxy into the same cache, pinned. `go install` refuses this
+# module (its go.mod has exclude directives), so it is downloaded, then built in place.
+COMPOSE_VERSION := 2.40.3
+COMPOSE_ROOT ?= $(HOME)/.cache/higress-init/compose-v$(COMPOSE_VERSION)
+export COMPOSE_PLUGIN := $(COMPOSE_ROOT)/cli-plugins/docker-compose
+
 .PHONY: help run test lint bench image up down status rotate clean
 
 help: ## list the targets
@@ -34,10 +41,18 @@ $(RNACOS_BIN):
 	@command -v cargo >/dev/null || { echo "cargo is needed to build r-nacos: install Rust (rustup)"; exit 1; }
 	cargo install --locked rnacos --version $(RNACOS_VERSION) --root $(RNACOS_ROOT)
 
+$(COMPOSE_PLUGIN):
+	@command -v go >/dev/null || { echo "go is needed to build the compose CLI plugin: install Go (https://go.dev/dl)"; exit 1; }
+	mkdir -p $(dir $@)
+	dir=$$(GOFLAGS=-mod=mod go mod download -json github.com/docker/compose/v2@v$(COMPOSE_VERSION) \
+	       | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') && \
+	cd "$$dir" && GOFLAGS=-mod=mod go build -o $@.partial ./cmd
+	mv $@.partial $@
+
 run: $(BIN)/higress-init ## install into .venv/ and run the initializer on the embedded default (file store)
 	$(BIN)/higress-init run --volumes $(VOLUMES)
 
-test: $(VENV)/.test-deps $(RNACOS_BIN) ## install what the tests need (r-nacos included) and run them all
+test: $(VENV)/.test-deps $(RNACOS_BIN) $(COMPOSE_PLUGIN) ## install what the tests need (r-nacos and the compose plugin included) and run them all
 	$(BIN)/pytest -q tests
 
 lint: $(VENV)/.test-deps ## hadolint the Dockerfile and check the compose file against the compose-spec schema

@@ -72,6 +72,17 @@ CERTIFICATES: tuple[CertSpec, ...] = (
              "apiserver", server_auth=True, sans=_apiserver_sans),
     CertSpec("apiserver-admin", "apiserver-pki", "pki/admin.crt", "pki/admin.key", "apiserver-ca",
              "higress-admin", organizations=("system:masters",), client_auth=True),
+    # One client certificate per component that calls the apiserver (kubeconfig.KUBECONFIGS): the
+    # apiserver's log names the caller, and one component's credentials can be replaced alone.
+    # system:masters is the only group the apiserver authorises. The controller's and pilot's sit
+    # beside their kubeconfig, which names them by path (client-go re-reads them when renewed); the
+    # console's kubeconfig embeds its certificate, so the files stay in pki/.
+    CertSpec("apiserver-controller", "apiserver-pki", "controller/kube/client.crt", "controller/kube/client.key",
+             "apiserver-ca", "controller", organizations=("system:masters",), client_auth=True),
+    CertSpec("apiserver-pilot", "apiserver-pki", "pilot/kube/client.crt", "pilot/kube/client.key",
+             "apiserver-ca", "pilot", organizations=("system:masters",), client_auth=True),
+    CertSpec("apiserver-console", "apiserver-pki", "pki/console.crt", "pki/console.key",
+             "apiserver-ca", "console", organizations=("system:masters",), client_auth=True),
     CertSpec("pilot-root-ca", "pilot-pki", "pilot/cacerts/root-cert.pem", "pki/pilot-root-ca.key", None,
              "Higress Root CA", organizations=("Higress",), ca=True, validity="ca_validity",
              key_algorithm="ca_key_algorithm"),

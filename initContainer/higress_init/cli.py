@@ -75,6 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     rot.add_argument("--finish", action="store_true", help="drop the old roots once every component runs with the new ones")
     st = sub.add_parser("status", parents=[common], help="check every certificate, key and generated file")
     st.add_argument("--output", choices=("table", "json"), default="table")
+    wa = sub.add_parser("watch", parents=[common],
+                        help="stay up: every --interval renew what comes within RENEW_BEFORE, say which services "
+                             "to restart; exit non-zero when something cannot be renewed")
+    wa.add_argument("--interval", default="12h", help="time between checks (default 12h)")
+    wa.add_argument("--once", action="store_true", help="one check, then exit with its result")
     return parser
 
 
@@ -88,7 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_OK
     try:
         settings = settings_mod.load(overrides=overrides)
-        if command in ("run", "phase"):
+        interval = settings_mod.parse_duration("--interval", args.interval) if command == "watch" else None
+        if command in ("run", "phase", "watch"):
             check_writable(settings.volumes_root)
     except (SettingsError, VolumeError) as err:
         print(f"higress-init: error: {err}", file=sys.stderr)
@@ -97,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if command == "status":
             return _status(settings, args.output)
+        if command == "watch":
+            return _watch(settings, reporter, interval, args.once)
         if command == "plan":
             return _execute(settings, reporter, [p.name for p in PHASES], dry_run=True)
         names = [args.name] if command == "phase" else [p.name for p in PHASES]
@@ -129,7 +137,9 @@ def _nacos_errors():
     return NacosError
 
 
-def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, rotation=None) -> int:
+def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, rotation=None,
+             written: list | None = None) -> int:
+    """Run `names` under the lock; `written` collects the volume paths the commit changed."""
     started = time.perf_counter()
     writer = VolumeWriter(settings.volumes_root, settings.volumes_uid, settings.volumes_gid)
     ctx = Context(settings, writer, utcnow(), dry_run=dry_run, reseed=reseed, log=reporter.message,
@@ -139,6 +149,8 @@ def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, r
 
     def report(name, counts, seconds):
         reporter.phase(name, counts, seconds)
+        if name == "write" and written is not None:
+            written.extend(counts.by_action.get("written", []))
         if name != "write":
             for action, items in counts.by_action.items():
                 for item in items:
@@ -191,6 +203,44 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> No
         runstate.record(settings, writer.touched, min(ctx.renew_by), outcomes)
     else:
         runstate.forget(settings)
+
+
+# What `watch` runs: every phase that renews files; not Nacos (the initializer seeded it at start).
+WATCH_PHASES = tuple(p.name for p in PHASES if p.name not in ("nacos", "seed"))
+
+
+def _watch(settings, reporter: Reporter, interval, once: bool) -> int:
+    """The renewal loop compose runs beside the stack. Errors end it (non-zero) through main()."""
+    while True:
+        code = _renew(settings, reporter)
+        if once or code != EXIT_OK:
+            return code
+        time.sleep(interval.total_seconds())
+
+
+def _renew(settings, reporter: Reporter) -> int:
+    from . import readers, status as status_mod
+    if runstate.unchanged(settings, utcnow()) is not None:
+        reporter.message("watch: nothing is due for renewal and no file changed since the last run", renewed=[])
+    else:
+        written: list[str] = []
+        _execute(settings, reporter, WATCH_PHASES, written=written)
+        restart = readers.to_restart(written)
+        live = [r.service for r in readers.READERS if r.service not in restart
+                and any(r in readers.readers_of(rel) for rel in written)]
+        if live:
+            reporter.message(f"watch: {', '.join(live)} pick up their renewed files without a restart", live=live)
+        if restart:
+            command = readers.restart_command(restart)
+            reporter.message(f"watch: {', '.join(restart)} read renewed files only at start; restart them, in compose/: "
+                             f"{command}", restart=restart, command=command)
+    rows = status_mod.certificate_rows(settings, VolumeWriter(settings.volumes_root), utcnow())
+    failing = [r for r in rows if r["state"] != "ok"]
+    for row in failing:
+        print(f"higress-init: watch: cannot renew {row['name']} ({row['file']}): {row['state']}"
+              + ("; a CA is replaced only on purpose: higress-init rotate root|intermediate" if
+                 row["name"].endswith("-ca") else ""), file=sys.stderr)
+    return EXIT_FAILED if failing else EXIT_OK
 
 
 def _status(settings, output: str) -> int:

@@ -1,23 +1,70 @@
-"""kubeconfig for the components that talk to the apiserver: verify it by its CA, authenticate
-by client certificate. Never insecure-skip-tls-verify."""
+"""kubeconfigs for the operator and for each component that talks to the apiserver: verify it by
+its CA, authenticate by the component's own client certificate. Never insecure-skip-tls-verify.
+
+A kubeconfig names its client certificate and key by path where the reader re-reads them when they
+change (client-go does, for `client-certificate`/`client-key` files; not for inline `-data`), so a
+renewal reaches it without a restart. The path is the one inside the reader's container: the
+kubeconfig's folder is mounted there. Elsewhere they are embedded (`-data`): the operator's
+kubeconfig is used from the host, where no container path applies, and the console's Java client
+has not been shown to re-read files, so it is restarted after a renewal anyway. The CA is always
+embedded: it changes only with a root rotation, which restarts every component.
+"""
 from __future__ import annotations
 
 import base64
+import posixpath
+from dataclasses import dataclass
 
 import yaml
 
 CLUSTER, USER, CONTEXT = "higress", "higress-admin", "higress"
 
 
-def render(server: str, ca_pem: bytes, client_cert_pem: bytes, client_key_pem: bytes) -> bytes:
+@dataclass(frozen=True)
+class KubeconfigSpec:
+    name: str
+    file: str                    # volume path
+    client: str                  # the certificate table's name of its client certificate
+    user: str
+    mounted_at: str | None = None  # the kubeconfig's folder inside its reader; None: embed the certificate
+
+    def path_in_reader(self, volume_path: str) -> str:
+        """Where the reader finds a file of the kubeconfig's folder."""
+        folder, name = posixpath.split(volume_path)
+        if folder != posixpath.dirname(self.file):
+            raise ValueError(f"{volume_path} is not in the folder of {self.file}, which is what is mounted")
+        return posixpath.join(self.mounted_at, name)
+
+    def volume_path(self, reader_path: str) -> str | None:
+        """The volume path of a file the kubeconfig names by path (None: outside its folder)."""
+        if self.mounted_at and posixpath.dirname(reader_path) == self.mounted_at:
+            return posixpath.join(posixpath.dirname(self.file), posixpath.basename(reader_path))
+        return None
+
+
+KUBECONFIGS: tuple[KubeconfigSpec, ...] = (
+    KubeconfigSpec("kubeconfig", "kube/config", "apiserver-admin", USER),   # the operator's; no component reads it
+    KubeconfigSpec("kubeconfig controller", "controller/kube/config", "apiserver-controller", "controller",
+                   mounted_at="/home/higress/.kube"),
+    KubeconfigSpec("kubeconfig pilot", "pilot/kube/config", "apiserver-pilot", "pilot",
+                   mounted_at="/var/run/secrets/remote"),
+    KubeconfigSpec("kubeconfig console", "console/kube/config", "apiserver-console", "console"),
+)
+
+
+def render(server: str, ca_pem: bytes, client_cert: bytes | str, client_key: bytes | str, user: str = USER) -> bytes:
+    """client_cert, client_key: PEM bytes (embedded as -data) or paths (str) the reader opens."""
     b64 = lambda data: base64.b64encode(data).decode()  # noqa: E731
+    if isinstance(client_cert, str):
+        credentials = {"client-certificate": client_cert, "client-key": client_key}
+    else:
+        credentials = {"client-certificate-data": b64(client_cert), "client-key-data": b64(client_key)}
     config = {
         "apiVersion": "v1",
         "kind": "Config",
         "clusters": [{"name": CLUSTER, "cluster": {"server": server, "certificate-authority-data": b64(ca_pem)}}],
-        "users": [{"name": USER, "user": {"client-certificate-data": b64(client_cert_pem),
-                                          "client-key-data": b64(client_key_pem)}}],
-        "contexts": [{"name": CONTEXT, "context": {"cluster": CLUSTER, "user": USER}}],
+        "users": [{"name": user, "user": credentials}],
+        "contexts": [{"name": CONTEXT, "context": {"cluster": CLUSTER, "user": user}}],
         "current-context": CONTEXT,
         "preferences": {},
     }
@@ -26,15 +73,24 @@ def render(server: str, ca_pem: bytes, client_cert_pem: bytes, client_key_pem: b
     return yaml.dump(config, Dumper=dumper, sort_keys=False).encode()
 
 
-def parse(data: bytes) -> dict:
-    """The parts a consumer uses: server, CA, client certificate and key (PEM bytes)."""
+def parse(data: bytes, open_path=None) -> dict:
+    """The parts a consumer uses: server, CA, client certificate and key (PEM bytes). A certificate
+    or key named by path is read with `open_path(path) -> bytes`."""
     config = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     context = next(c["context"] for c in config["contexts"] if c["name"] == config["current-context"])
     cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
     user = next(u["user"] for u in config["users"] if u["name"] == context["user"])
+
+    def part(field):
+        if f"{field}-data" in user:
+            return base64.b64decode(user[f"{field}-data"])
+        if open_path is None:
+            raise ValueError(f"{field} is named by path ({user[field]}) and no way to open it was given")
+        return open_path(user[field])
+
     return {
         "server": cluster["server"],
         "ca": base64.b64decode(cluster["certificate-authority-data"]),
-        "cert": base64.b64decode(user["client-certificate-data"]),
-        "key": base64.b64decode(user["client-key-data"]),
+        "cert": part("client-certificate"),
+        "key": part("client-key"),
     }

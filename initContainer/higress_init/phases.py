@@ -148,17 +148,49 @@ def apiserver_pki(ctx: Context, counts: Counts) -> None:
 
 
 def kube_config(ctx: Context, counts: Counts) -> None:
+    """One kubeconfig per caller of the apiserver (kubeconfig.KUBECONFIGS), each with its own
+    client certificate: named by path where its reader re-reads renewed files, else embedded."""
     from . import kubeconfig
-    admin = ctx.decisions["apiserver-admin"]
-    if ctx.dry_run and admin.action != "keep":
-        counts.add("would update" if ctx.writer.exists(KUBECONFIG_FILE) else "would create", "kubeconfig")
-        return
-    spec, ca = admin.spec, ctx.decisions["apiserver-ca"].spec
-    parts = [ctx.writer.read(f) for f in (ca.cert_file, spec.cert_file, spec.key_file)]
-    if None in parts:
-        raise StateError("kubeconfig needs the apiserver CA and admin certificate: run phase apiserver-pki first")
-    ctx.stage(KUBECONFIG_FILE, kubeconfig.render(ctx.settings.apiserver_url, *parts), "kubeconfig", counts,
-              private=True)
+    ca_file = ctx.decisions["apiserver-ca"].spec.cert_file
+    for spec in kubeconfig.KUBECONFIGS:
+        client = ctx.decisions[spec.client]
+        if ctx.dry_run and client.action != "keep":
+            counts.add("would update" if ctx.writer.exists(spec.file) else "would create", spec.name)
+            continue
+        files = (ca_file, client.spec.cert_file, client.spec.key_file)
+        parts = [ctx.writer.read(f) for f in files]
+        if None in parts:
+            raise StateError(f"{spec.file} needs {', '.join(files)}: run phase apiserver-pki first")
+        ca, cert, key = parts
+        if spec.mounted_at:
+            cert, key = (spec.path_in_reader(f) for f in files[1:])
+        ctx.stage(spec.file, kubeconfig.render(ctx.settings.apiserver_url, ca, cert, key, user=spec.user),
+                  spec.name, counts, private=True)
+
+
+def writable_dirs(ctx: Context, counts: Counts) -> None:
+    """The folders components write into (readers.READERS), made after the commit with the owner
+    (VOLUMES_UID/GID) and mode their image's user needs; they are never emptied."""
+    from . import readers
+    for reader in readers.READERS:
+        for rel, mode in reader.writes:
+            path = ctx.writer.path(rel)
+            for parent in [path, *path.parents]:
+                if parent == ctx.settings.volumes_root:
+                    break
+                if parent.is_symlink() or (parent.exists() and not parent.is_dir()):
+                    raise StateError(f"{parent} is not a directory: {reader.service} writes into {rel}; "
+                                     "move it away")
+            if ctx.dry_run:
+                counts.add("kept" if path.is_dir() else "would create", rel)
+                continue
+            existed = path.is_dir()
+            ctx.writer.ensure_dir(rel)
+            if path.stat().st_mode & 0o7777 != mode:
+                path.chmod(mode)
+                counts.add("updated" if existed else "created", rel)
+            else:
+                counts.add("kept" if existed else "created", rel)
 
 
 def pod_config(ctx: Context, counts: Counts) -> None:
@@ -211,11 +243,13 @@ PHASES: tuple[Phase, ...] = (
     Phase("apiserver-pki", "apiserver CA, server and admin client certificates, data encryption key", apiserver_pki),
     Phase("pilot-pki", "pilot plug-in CA (root, intermediate, chain) and the gateway certificate",
           _certificates("pilot-pki")),
-    Phase("kubeconfig", "kube/config: verify the apiserver by its CA, authenticate by client certificate",
+    Phase("kubeconfig", "one kubeconfig for the operator and each component: the apiserver's CA, its own "
+          "client certificate",
           kube_config),
     Phase("tokens", "token signing key, JWKS, OIDC discovery document and per-component tokens", token_phase),
     Phase("pod-config", "gateway pod labels, MeshConfig and MeshNetworks files", pod_config),
     Phase("write", "commit every staged file into the volumes, atomically", write),
+    Phase("writable-dirs", "the folders the controller and the gateway write logs and data into", writable_dirs),
     Phase("seed", "seed the base ConfigMap higress-config into Nacos or the file store", seed),
 )
 PHASES_BY_NAME = {p.name: p for p in PHASES}
@@ -223,7 +257,8 @@ PHASES_BY_NAME = {p.name: p for p in PHASES}
 
 # What each rotation replaces; everything issued under a replaced CA follows it.
 ROTATIONS = {
-    "leaf": {"apiserver", "apiserver-admin", "gateway", "tokens"},
+    "leaf": {"apiserver", "apiserver-admin", "apiserver-controller", "apiserver-pilot", "apiserver-console",
+             "gateway", "tokens"},
     "intermediate": {"pilot-ca"},
     "root": {"apiserver-ca", "pilot-root-ca", "token-key"},
 }

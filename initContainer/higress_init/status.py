@@ -46,7 +46,7 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
                          key_matches=key_ok if spec.ca or key_ok is not None else False,
                          state=state))
     rows.extend(_bundle_rows(writer, loaded))
-    rows.append(_kubeconfig_row(writer, loaded))
+    rows.extend(_kubeconfig_row(spec, writer, loaded) for spec in kubeconfig.KUBECONFIGS)
     rows.append(_file_row("nacos.key", phases.DATA_KEY_FILE, writer, lambda d: len(d.rstrip(b"\r\n")) == 32,
                           "not 32 bytes"))
     for name, rel in (("podinfo/labels", phases.LABELS_FILE), ("mesh", phases.MESH_FILE),
@@ -80,7 +80,7 @@ def rotation_rows(writer) -> list[dict]:
             previous, cross = state
             trusted_in = [spec.cert_file] + [b.file for b in artifacts.BUNDLES if f"roots:{spec.name}" in b.parts]
             if spec.name == "apiserver-ca":
-                trusted_in.append(phases.KUBECONFIG_FILE)
+                trusted_in += [k.file for k in kubeconfig.KUBECONFIGS]
             rows.append({"root": spec.name, "state": "overlap in progress",
                          "old_root_not_after": f"{pki.expires(previous):%Y-%m-%dT%H:%M:%SZ}",
                          "cross_signed_until": f"{pki.expires(cross):%Y-%m-%dT%H:%M:%SZ}",
@@ -89,21 +89,31 @@ def rotation_rows(writer) -> list[dict]:
     return rows
 
 
-def _kubeconfig_row(writer, loaded) -> dict:
-    data = writer.read(phases.KUBECONFIG_FILE)
+def _kubeconfig_row(spec, writer, loaded) -> dict:
+    data = writer.read(spec.file)
     if data is None:
-        return _row("kubeconfig", phases.KUBECONFIG_FILE, state="missing")
+        return _row(spec.name, spec.file, state="missing")
+
+    def open_path(path):  # a file named by its path inside the reader's container
+        rel = spec.volume_path(path)
+        found = writer.read(rel) if rel else None
+        if found is None:
+            raise ValueError(f"{path} is not a file of {spec.file}'s folder")
+        return found
+
     try:
-        parts = kubeconfig.parse(data)
+        parts = kubeconfig.parse(data, open_path)
         cert = pki.load_certs(parts["cert"])[0]
         key = pki.load_key(parts["key"])
         cas = pki.load_certs(parts["ca"])
     except (ValueError, KeyError, TypeError, StopIteration):
-        return _row("kubeconfig", phases.KUBECONFIG_FILE, state="unparsable")
+        return _row(spec.name, spec.file, state="unparsable")
     chain_ok = any(pki.issued_by(cert, ca) for ca in cas) and loaded.get("apiserver-ca") in cas
     key_ok = pki.key_matches(cert, key)
     state = "ok" if chain_ok and key_ok else ("chain does not verify" if not chain_ok else "key does not match")
-    return _row("kubeconfig", phases.KUBECONFIG_FILE, subject=pki.describe_name(cert),
+    if state == "ok" and cert != loaded.get(spec.client):
+        state = f"not the current {spec.client} certificate"
+    return _row(spec.name, spec.file, subject=pki.describe_name(cert),
                 issuer=pki.describe_name(cert, "issuer"), not_after=f"{pki.expires(cert):%Y-%m-%dT%H:%M:%SZ}",
                 days_left=(pki.expires(cert) - pki.utcnow()).days, chain_verified=chain_ok, key_matches=key_ok,
                 state=state)
