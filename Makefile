@@ -46,7 +46,8 @@ $(COMPOSE_PLUGIN):
 	mkdir -p $(dir $@)
 	dir=$$(GOFLAGS=-mod=mod go mod download -json github.com/docker/compose/v2@v$(COMPOSE_VERSION) \
 	       | $(PYTHON) -c 'import json, sys; print(json.load(sys.stdin)["Dir"])') && \
-	cd "$$dir" && GOFLAGS=-mod=mod go build -o $@.partial ./cmd
+	cd "$$dir" && GOFLAGS=-mod=mod go build -trimpath \
+	  -ldflags "-w -X github.com/docker/compose/v2/internal.Version=v$(COMPOSE_VERSION)" -o $@.partial ./cmd
 	mv $@.partial $@
 
 run: $(BIN)/higress-init ## install into .venv/ and run the initializer on the embedded default (file store)

@@ -6,7 +6,9 @@ Run directly (`make lint`) it validates every profile combination and exits non-
 from __future__ import annotations
 
 import copy
+import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -72,6 +74,44 @@ def model(profiles=(), overrides: dict | None = None) -> dict:
         if not deps:
             svc.pop("depends_on", None)
     return doc
+
+
+# The components as their images run them: the one table the wiring and authentication tests are driven
+# by, together with each one's mounts from the compose file. uid: the user the image runs as (its group
+# has the same number); root reads any file (CAP_DAC_OVERRIDE, on in Docker by default).
+COMPONENT_USERS = {  # service: (image repository, uid)
+    "apiserver": ("api-server", 0),
+    "controller": ("higress", 1337),
+    "pilot": ("pilot", 1337),
+    "gateway": ("gateway", 0),
+    "console": ("console", 0),
+}
+# The versions that go together (README "Versions"): api-server 0.0.22 is the build matching Higress 2.1.2.
+VERSIONS = {"api-server": "0.0.22", "higress": "2.1.2", "pilot": "2.1.2", "gateway": "2.1.2", "console": "2.1.2"}
+
+# The real compose CLI plugin (`make test` builds it pinned into the tools cache); `config` needs no engine.
+COMPOSE_VERSION = "2.40.3"
+COMPOSE_PLUGIN = Path(os.environ.get("COMPOSE_PLUGIN") or
+                      Path.home() / f".cache/higress-init/compose-v{COMPOSE_VERSION}/cli-plugins/docker-compose")
+
+
+def compose_config(env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    """`docker compose config --format json` as a user runs it from the repo root, with `env` as the
+    shell environment's compose variables (they win over compose/.env, as in compose itself)."""
+    if not COMPOSE_PLUGIN.is_file():
+        raise FileNotFoundError(f"the compose CLI plugin is not at {COMPOSE_PLUGIN}: `make test` builds it "
+                                f"(needs Go), or set COMPOSE_PLUGIN")
+    docker = shutil.which("docker")
+    if not docker:
+        raise FileNotFoundError("the docker CLI is not installed (apt-get install docker-ce-cli or docker.io); "
+                                "`docker compose config` needs no engine")
+    compose_vars = {name for name, _ in variables_used(COMPOSE_FILE.read_text())} | set(parse_env_file(COMPOSE_ENV))
+    full_env = {k: v for k, v in os.environ.items() if k not in compose_vars and not k.startswith("COMPOSE_")}
+    full_env.update(env or {})
+    full_env["DOCKER_CONFIG"] = str(COMPOSE_PLUGIN.parent.parent)
+    return subprocess.run([docker, "compose", "-f", str(COMPOSE_FILE), "--env-file", str(COMPOSE_ENV),
+                           "config", "--format", "json"], capture_output=True, text=True, env=full_env,
+                          cwd=REPO, timeout=120)
 
 
 def validate(document: dict) -> subprocess.CompletedProcess:

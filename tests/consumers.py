@@ -119,3 +119,66 @@ def mtls_handshake(server_cert_chain: bytes, server_key: bytes, server_trust: Pa
     thread.join(10)
     listener.close()
     return outcome
+
+
+class _ApiserverAuthHandler(_VersionHandler):
+    """Authorises as the apiserver does with --auth-enabled: a verified client certificate whose
+    O is system:masters may call; anyone else gets 403. Records each caller's CN."""
+
+    def do_GET(self):
+        peer = self.connection.getpeercert() or {}
+        subject = {k: v for rdn in peer.get("subject", ()) for k, v in rdn}
+        groups = [v for rdn in peer.get("subject", ()) for k, v in rdn if k == "organizationName"]
+        self.server.callers.append(subject.get("commonName"))
+        if "system:masters" not in groups:
+            body = json.dumps({"kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403,
+                               "message": "forbidden: User \"system:anonymous\" cannot get path"}).encode()
+            self.send_response(403)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
+        super().do_GET()
+
+
+@contextmanager
+def apiserver_like_server(cert: Path, key: Path, client_ca: Path):
+    """A local HTTPS server built from the apiserver's files that authenticates like it: client
+    certificates are optional at the handshake but, when sent, must verify against `client_ca`;
+    requests are then authorised by group. Yields (url, list of caller CNs)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.load_verify_locations(client_ca)
+    context.verify_mode = ssl.CERT_OPTIONAL
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _ApiserverAuthHandler)
+    server.callers = []
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.handle_error = lambda *a: None  # rejected handshakes are expected in negative tests
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"https://127.0.0.1:{server.server_address[1]}", server.callers
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def kubectl_in_container(kubeconfig: str, mounts: dict[str, Path], server: str, uid: int,
+                         tls_server_name: str = "apiserver") -> subprocess.CompletedProcess:
+    """kubectl as a component runs it: in a private mount namespace where its volume folders are
+    bound at their container paths (so a kubeconfig naming files by container path works as in the
+    container), as the uid its image runs as."""
+    require_tool("unshare", "apt-get install util-linux")
+    require_tool("setpriv", "apt-get install util-linux")
+    kubectl = require_tool("kubectl", "install kubectl (e.g. apt-get install kubectl, or the Kubernetes release binary)")
+    script = ["set -e"]
+    for top in sorted({"/" + target.strip("/").split("/")[0] for target in mounts}):
+        script.append(f"mount -t tmpfs -o mode=0755 tmpfs {top}")  # hides the host's folder in this namespace only
+    for target, host in mounts.items():
+        script += [f"mkdir -p {target}", f"mount --bind {host} {target}"]
+    script.append(f'exec setpriv --reuid {uid} --regid {uid} --clear-groups env HOME=/tmp/kubectl-home-{uid} '
+                  f'{kubectl} --kubeconfig {kubeconfig} --server {server} --tls-server-name {tls_server_name} '
+                  f'--request-timeout=10s get --raw /version')
+    return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)],
+                          capture_output=True, text=True, timeout=60)

@@ -1,6 +1,8 @@
 """Shipping: the compose stack, env files, the Dockerfile and the image's install path."""
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -10,9 +12,10 @@ import pytest
 import yaml
 
 import compose_schema
-from compose_schema import COMPOSE_FILE, REPO, model, parse_env_file, validate, variables_used
+from compose_schema import (COMPONENT_USERS, COMPOSE_FILE, REPO, VERSIONS, model, parse_env_file, validate,
+                            variables_used)
 from conftest import run_cli
-from higress_init import kubeconfig, pki
+from higress_init import kubeconfig, pki, readers
 from higress_init.settings import SETTINGS
 
 ENV_FILES = ["initializer", "apiserver", "controller", "pilot", "gateway", "console", "nacos"]
@@ -56,42 +59,77 @@ def test_initializer_env_and_readme_document_every_setting():
         assert f"`{setting.env}`" in readme, setting.env
 
 
-def _mounts(service: dict, volumes: Path) -> list[tuple[Path, PurePosixPath]]:
-    out = []
-    for spec in service.get("volumes", []):
-        host, container = spec.split(":")[:2]
-        host_path = (COMPOSE_FILE.parent / host).resolve() if not Path(host).is_absolute() else Path(host)
-        out.append((host_path, PurePosixPath(container)))
-    return out
+R, W, X = 4, 2, 1
+
+
+def real_config(env: dict) -> dict:
+    """The compose model from the real `docker compose config`, which must resolve with no warning."""
+    try:
+        result = compose_schema.compose_config(env)
+    except FileNotFoundError as err:
+        pytest.fail(str(err), pytrace=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr.strip() == "", f"docker compose config warned:\n{result.stderr}"
+    return json.loads(result.stdout)
+
+
+def _allowed(uid: int, st, bits: int) -> bool:
+    """What the kernel's permission check grants `uid` (group = uid, no supplementary groups)."""
+    if uid == 0:
+        return True
+    mode = st.st_mode
+    if st.st_uid == uid:
+        return (mode >> 6) & bits == bits
+    if st.st_gid == uid:
+        return (mode >> 3) & bits == bits
+    return mode & bits == bits
+
+
+def _private(path: Path) -> bool:
+    """Key material, credentials and tokens: readable by their owner only."""
+    name = path.name
+    return name.endswith((".key", "key.pem")) or name in ("config", "token", "istio-token")
+
+
+def _bind_mounts(service: dict, volumes: Path) -> list[tuple[Path, PurePosixPath, bool]]:
+    return [(Path(m["source"]), PurePosixPath(m["target"]), bool(m.get("read_only")))
+            for m in service.get("volumes", []) if m["type"] == "bind" and Path(m["source"]).is_relative_to(volumes)]
+
+
+def _in_container(path: PurePosixPath, mounts) -> Path | None:
+    """The host file behind a path inside the container, through its mounts."""
+    for host, target, _ in mounts:
+        if path == target or target in path.parents:
+            return host / path.relative_to(target)
+    return None
 
 
 def _paths_named(service: dict) -> set[PurePosixPath]:
-    """Absolute paths in a service's command, environment and env_file values."""
-    words = list(service.get("command") or [])
-    environment = dict(service.get("environment") or {})
-    if service.get("env_file"):
-        environment.update(parse_env_file(COMPOSE_FILE.parent / service["env_file"]))
-    words += [str(v) for v in environment.values()]
-    found = set()
-    for word in words:
-        for match in re.finditer(r"(?:^|=)(/[\w./-]+)", str(word)):
-            found.add(PurePosixPath(match.group(1)))
-    return found
+    """Absolute paths in a service's command and environment (env files merged by compose)."""
+    words = [str(w) for w in service.get("command") or []]
+    words += [str(v) for v in (service.get("environment") or {}).values() if v]
+    return {PurePosixPath(m.group(1)) for w in words for m in re.finditer(r"(?:^|=)(/[\w./-]+)", w)}
 
 
-def _kind_ok(path: Path, container_path: PurePosixPath) -> str:
-    """Empty when the file is what its name says; else what is wrong."""
+def _kind_problem(path: Path, container_path: PurePosixPath, mounts) -> str:
+    """Empty when the file is what its reader uses it as; else what is wrong."""
     name = container_path.name
     if path.is_dir():
         return ""
     data = path.read_bytes()
-    if name in ("config",) or "kube" in str(container_path):
-        parts = kubeconfig.parse(data)
+    if name == "config":  # a kubeconfig
+        def open_path(named):  # the kubeconfig names files as its reader sees them
+            host = _in_container(PurePosixPath(named), mounts)
+            assert host is not None and host.is_file(), f"{container_path} names {named}, not mounted"
+            return host.read_bytes()
+        parts = kubeconfig.parse(data, open_path)
         pki.load_certs(parts["ca"]), pki.load_certs(parts["cert"]), pki.load_key(parts["key"])
         return ""
-    if name.endswith(".key") or name.endswith("key.pem"):
-        pki.load_key(data) if name != "nacos.key" else None
-        return "" if name != "nacos.key" or len(data) == 32 else "nacos.key is not 32 bytes"
+    if name == "nacos.key":
+        return "" if len(data) == 32 else "nacos.key is not 32 bytes"
+    if name.endswith((".key", "key.pem")):
+        pki.load_key(data)
+        return ""
     if name.endswith((".crt", ".pem")):
         return "" if pki.load_certs(data) else "no certificate"
     if name in ("mesh", "meshNetworks"):
@@ -100,41 +138,131 @@ def _kind_ok(path: Path, container_path: PurePosixPath) -> str:
 
 
 @pytest.mark.parametrize("storage", ["file", "nacos"])
-def test_every_file_a_component_is_wired_to_exists_after_a_run(tmp_path, fast_env, storage):
+def test_every_component_can_read_what_it_is_wired_to_after_a_run_with_the_compose_settings(tmp_path, fast_env,
+                                                                                              storage):
+    if os.geteuid() != 0:
+        pytest.fail("this test runs the initializer as compose does (as root, handing the files to "
+                    "VOLUMES_UID=1337): run the tests as root", pytrace=False)
     volumes = tmp_path / "volumes"
-    env = dict(fast_env)
+    env = {"VOLUMES_DIR": str(volumes), "CONFIG_STORAGE": storage}
+    if storage == "file":
+        env["COMPOSE_PROFILES"] = ""
     node = None
     if storage == "nacos":
         from rnacos import RNacosNode
         node = RNacosNode(tmp_path / "rnacos").start().wait_ready()
         env["NACOS_SERVER_URL"] = node.url
+    doc = real_config(env)
+    services = doc["services"]
+    initializer = services["initializer"]
+    assert _bind_mounts(initializer, volumes.parent) == [(volumes, PurePosixPath("/mnt/volumes"), False)]
+    init_env = {k: str(v) for k, v in initializer["environment"].items() if v is not None}
+    init_env.update(fast_env, VOLUMES_ROOT=str(volumes))  # the container's /mnt/volumes is `volumes` here
     try:
-        run_cli("run", volumes=volumes, env=env, check=True)
+        run_cli("run", env=init_env, check=True)
     finally:
         if node:
             node.stop()
-    doc = model(("nacos",), overrides={"VOLUMES_DIR": str(volumes), "CONFIG_STORAGE": storage})
+    owner = int(init_env["VOLUMES_UID"])
+    assert owner == COMPONENT_USERS["controller"][1] == COMPONENT_USERS["pilot"][1]
     checked = 0
-    for name in COMPONENTS:
-        service = doc["services"][name]
-        mounts = [(h, c) for h, c in _mounts(service, volumes) if h.is_relative_to(volumes)]
-        assert mounts, f"{name} mounts nothing from the volumes"
-        for host, container in mounts:
-            assert host.exists(), f"{name}: {host} (mounted at {container}) is missing after the run"
+    rel = lambda p: str(p.relative_to(volumes))  # noqa: E731
+    for name, (image, uid) in COMPONENT_USERS.items():
+        service = services[name]
+        repository, tag = service["image"].rsplit("/", 1)[-1].split(":")
+        assert (repository, tag) == (image, VERSIONS[image]), service["image"]
+        mounts = _bind_mounts(service, volumes)
+        reader = next(r for r in readers.READERS if r.service == name)
+        # the product's table of readers (used by `watch`) is what compose mounts
+        assert sorted(rel(h) for h, _, ro in mounts if ro) == sorted(reader.reads), name
+        assert sorted(rel(h) for h, _, ro in mounts if not ro) == sorted(w for w, _ in reader.writes), name
+        for host, target, read_only in mounts:
+            assert host.is_dir() and not host.is_symlink(), f"{name}: {host} (at {target}) is not a folder"
+            if not read_only:
+                st = host.stat()
+                assert _allowed(uid, st, R | W | X), f"{name} (uid {uid}) cannot write {host}"
+                assert st.st_mode & 0o777 == dict(reader.writes)[rel(host)], f"{name}: {host} mode"
+                continue
+            for path in [host, *sorted(host.rglob("*"))]:
+                st = path.lstat()
+                assert not path.is_symlink(), path
+                assert st.st_uid == owner, f"{path}: owner {st.st_uid}, not VOLUMES_UID {owner}"
+                need = R | X if path.is_dir() else R
+                assert _allowed(uid, st, need), f"{name} (uid {uid}) cannot read {path} ({oct(st.st_mode)})"
+                if path.is_file() and _private(path.relative_to(volumes)):
+                    assert st.st_mode & 0o077 == 0, f"{path} is private but mode {oct(st.st_mode & 0o777)}"
+                checked += 1
         for path in _paths_named(service):
-            for host, container in mounts:
-                if path == container or container in path.parents:
-                    target = host / path.relative_to(container)
-                    assert target.exists(), f"{name}: {path} -> {target} is missing"
-                    problem = _kind_ok(target, path)
-                    assert not problem, f"{name}: {path}: {problem}"
-                    checked += 1
-    assert checked >= 12, checked
+            host = _in_container(path, mounts)
+            if host is None:
+                continue
+            assert host.exists(), f"{name}: {path} -> {host} is missing"
+            problem = _kind_problem(host, path, mounts)
+            assert not problem, f"{name}: {path}: {problem}"
+    assert checked >= 25, checked
+    # nothing but the initializer and watch sees the CA keys or the operator's kubeconfig
+    for name, service in services.items():
+        if name not in ("initializer", "watch"):
+            for host, _, _ in _bind_mounts(service, volumes):
+                assert rel(host).split("/")[0] not in ("pki", "kube", ".higress-init", "backup"), (name, host)
     # and the gateway's pod labels are what the controller selects it by
     labels = (volumes / "gateway/podinfo/labels").read_text()
     assert 'higress="higress-system-higress-gateway"' in labels
-    selector = [a for a in doc["services"]["controller"]["command"] if a.startswith("--gatewaySelectorValue=")]
-    assert selector == ["--gatewaySelectorValue=higress-system-higress-gateway"]
+    assert "--gatewaySelectorValue=higress-system-higress-gateway" in services["controller"]["command"]
+
+
+@pytest.mark.parametrize("storage", ["nacos", "file"])
+def test_docker_compose_config_resolves_the_shipped_files_without_warnings(tmp_path, storage):
+    env = {} if storage == "nacos" else {"COMPOSE_PROFILES": "", "CONFIG_STORAGE": "file"}
+    doc = real_config(env)
+    services = doc["services"]
+    expected = {"initializer", "watch", *COMPONENT_USERS} | ({"nacos"} if storage == "nacos" else set())
+    assert set(services) == expected  # nacos is on by default, off for the file store
+    api = services["apiserver"]["command"]
+    assert "--auth-enabled" in api and f"--storage={storage}" in api
+    assert services["initializer"]["environment"]["CONFIG_STORAGE"] == storage
+    for name, service in services.items():
+        assert f"{name}.svc" in service["networks"]["higress-net"]["aliases"], name
+    assert services["watch"]["command"] == ["watch", "--interval", "12h"]
+    assert services["watch"]["environment"] == services["initializer"]["environment"]
+    assert services["watch"]["depends_on"]["initializer"]["condition"] == "service_completed_successfully"
+    if storage == "nacos":
+        data = [v for v in services["nacos"]["volumes"] if v["target"] == "/home/nacos/data"]
+        assert data and data[0]["type"] == "volume", services["nacos"]["volumes"]
+        assert services["initializer"]["depends_on"]["nacos"]["condition"] == "service_healthy"
+    gateway_env = services["gateway"]["environment"]
+    assert "INSTANCE_IP" not in gateway_env and "OUTPUT_CERTS" not in gateway_env
+    assert services["console"]["environment"]["HIGRESS_CONSOLE_CONTROLLER_SERVICE_HOST"] == "pilot"
+
+
+def test_env_files_carry_every_setting_upstream_runs_higress_2_1_2_with():
+    upstream = {  # CONTRACT: "How upstream's standalone deployment (Higress 2.1.2) really runs"
+        "controller": {"CONTROLLER_KEEP_XDS_CONFIG_LABELS": "false", "CONTROLLER_KEEP_XDS_CONFIG_ANNOTATIONS": "false",
+                       "PILOT_ENABLE_GATEWAY_API": "false", "PILOT_ENABLE_ALPHA_GATEWAY_API": "false",
+                       "ENABLE_LEADER_ELECTION": "false"},
+        "pilot": {"REVISION": "default", "VALIDATION_ENABLED": "false", "INJECT_ENABLED": "false",
+                  "PILOT_ENABLE_GATEWAY_API": "false", "PILOT_ENABLE_ALPHA_GATEWAY_API": "false",
+                  "PILOT_ENABLE_METADATA_EXCHANGE": "false", "PILOT_SCOPE_GATEWAY_TO_NAMESPACE": "true",
+                  "PILOT_ENABLE_LDS_CACHE": "false", "CUSTOM_CA_CERT_NAME": "higress-ca-root-cert",
+                  "PRIORITIZED_LEADER_ELECTION": "false", "ENABLE_LEADER_ELECTION": "false",
+                  "HIGRESS_CONTROLLER_SVC": "controller", "HIGRESS_CONTROLLER_PORT": "15051", "JWT_POLICY": "none",
+                  "POD_NAMESPACE": "higress-system", "KUBECONFIG": "/var/run/secrets/remote/config",
+                  "CLUSTER_ID": "Kubernetes", "DEBUG_AUTH": "false", "PILOT_CERT_PROVIDER": "istiod"},
+        "gateway": {"ISTIO_META_HTTP10": "1", "ISTIO_META_CLUSTER_ID": "Kubernetes", "PILOT_XDS_SEND_TIMEOUT": "60s",
+                    "JWT_POLICY": "none", "PROV_CERT": "/etc/certs", "CA_ROOT_CA": "/etc/certs/root-cert.pem",
+                    "XDS_ROOT_CA": "/etc/certs/root-cert.pem", "POD_NAME": "higress-gateway",
+                    "POD_NAMESPACE": "higress-system"},
+        "console": {"HIGRESS_CONSOLE_CONTROLLER_SERVICE_HOST": "pilot",
+                    "HIGRESS_CONSOLE_SERVICE_HOST": "higress-console.dns", "HIGRESS_CONSOLE_SERVICE_PORT": "8080",
+                    "HIGRESS_CONSOLE_KUBE_CONFIG": "/home/higress/.kube/config"},
+        "nacos": {"MODE": "standalone"},
+    }
+    for name, wanted in upstream.items():
+        ours = parse_env_file(REPO / "env" / f"{name}.env")
+        assert {k: ours.get(k) for k in wanted} == wanted, name
+    pilot, gateway = parse_env_file(REPO / "env/pilot.env"), parse_env_file(REPO / "env/gateway.env")
+    assert pilot["POD_NAME"] and parse_env_file(REPO / "env/gateway.env")["INSTANCE_NAME"]
+    assert not {"INSTANCE_IP", "OUTPUT_CERTS", "FILE_MOUNTED_CERTS"} & set(gateway)
 
 
 def test_components_that_read_initializer_output_wait_for_it():

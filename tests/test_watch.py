@@ -1,0 +1,150 @@
+"""`watch`: the renewal loop compose runs beside the stack. With short lifetimes made on purpose
+(no sleeping), one pass renews exactly the leaf inside RENEW_BEFORE and what is made from it,
+keeps every other file byte-identical, names the services to restart, and exits non-zero when
+something cannot be renewed."""
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import os
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from conftest import run_cli, snapshot
+from higress_init import artifacts, pki, settings as settings_mod
+
+FAST = {"CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256"}
+
+
+@pytest.fixture(scope="module")
+def template(tmp_path_factory) -> Path:
+    volumes = tmp_path_factory.mktemp("watch") / "volumes"
+    run_cli("run", volumes=volumes, env=FAST, check=True)
+    return volumes
+
+
+@pytest.fixture
+def stack(template, tmp_path) -> Path:
+    import shutil
+    shutil.copytree(template, tmp_path / "volumes", symlinks=True)
+    return tmp_path / "volumes"
+
+
+def shorten(volumes: Path, name: str, days: int = 2) -> None:
+    """Re-issue one leaf, same key and CA, with only `days` to live: it is now inside RENEW_BEFORE."""
+    spec = artifacts.SPECS[name]
+    ca = artifacts.SPECS[spec.issuer]
+    settings = settings_mod.load(env=dict(FAST, VOLUMES_ROOT=str(volumes)))
+    ca_cert = pki.load_certs((volumes / ca.cert_file).read_bytes())[0]
+    ca_key = pki.load_key((volumes / ca.key_file).read_bytes())
+    key = pki.load_key((volumes / spec.key_file).read_bytes())
+    request = dataclasses.replace(spec.request(settings), validity=timedelta(days=days))
+    cert = pki.issue(request, key, ca_cert, ca_key, pki.utcnow())
+    pem = pki.cert_to_pem(cert) + (pki.cert_to_pem(ca_cert) if spec.chain else b"")
+    (volumes / spec.cert_file).write_bytes(pem)  # same inode: owner and mode kept
+
+
+def watch_once(volumes: Path, env=None):
+    return run_cli("watch", "--once", volumes=volumes, env=dict(FAST, **(env or {})))
+
+
+def files(volumes: Path) -> dict:
+    return {k: v for k, v in snapshot(volumes).items() if not k.startswith("backup/")}
+
+
+# leaf -> (files a renewal changes, services told to restart)
+CASES = {
+    "apiserver": ({"api/server.crt", "api/server.key"}, []),
+    "apiserver-controller": ({"controller/kube/client.crt", "controller/kube/client.key"}, []),
+    "apiserver-pilot": ({"pilot/kube/client.crt", "pilot/kube/client.key"}, []),
+    "apiserver-console": ({"pki/console.crt", "pki/console.key", "console/kube/config"}, ["console"]),
+    "gateway": ({"gateway/certs/cert-chain.pem", "gateway/certs/key.pem"}, []),
+}
+
+
+@pytest.mark.parametrize("leaf", CASES)
+def test_watch_renews_the_leaf_inside_the_window_and_nothing_else(stack, leaf):
+    shorten(stack, leaf)
+    before = files(stack)
+    result = watch_once(stack)
+    assert result.returncode == 0, result.stdout + result.stderr
+    after = files(stack)
+    changed = {k for k in after if after[k] != before.get(k)} | (before.keys() - after.keys())
+    wanted, restart = CASES[leaf]
+    assert changed == wanted, changed
+    cert = pki.load_certs((stack / artifacts.SPECS[leaf].cert_file).read_bytes())[0]
+    assert pki.expires(cert) - pki.utcnow() > timedelta(days=300)  # a full lifetime again
+    for rel in wanted:  # same mode as before
+        assert after[rel][2] == before[rel][2], rel
+    if restart:
+        assert "docker compose restart " + " ".join(restart) in result.stdout
+    else:
+        assert "docker compose restart" not in result.stdout
+        assert "without a restart" in result.stdout
+    assert run_cli("status", volumes=stack, env=FAST).returncode == 0
+    # the old files were kept in backup/
+    assert any(p.name == Path(artifacts.SPECS[leaf].cert_file).name for p in (stack / "backup").rglob("*"))
+    # a second pass has nothing to do
+    again = watch_once(stack)
+    assert again.returncode == 0 and files(stack) == after
+
+
+def test_watch_with_nothing_due_changes_nothing(stack):
+    before = snapshot(stack)
+    result = watch_once(stack)
+    assert result.returncode == 0, result.stderr
+    assert snapshot(stack) == before
+    assert "docker compose restart" not in result.stdout
+
+
+def test_watch_takes_the_initializers_lock(stack):
+    shorten(stack, "gateway")
+    old = (stack / "gateway/certs/cert-chain.pem").read_bytes()
+    lock = os.open(stack / ".higress-init/lock", os.O_RDWR | os.O_CREAT, 0o600)
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NACOS_", "VOLUMES_", "CONFIG_STORAGE"))}
+    env.update(FAST)
+    proc = subprocess.Popen([sys.executable, "-m", "higress_init", "watch", "--once", "--volumes", str(stack)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        line = proc.stdout.readline()  # blocks until watch reports that it waits
+        assert "waiting for the lock" in line, line
+        assert (stack / "gateway/certs/cert-chain.pem").read_bytes() == old
+    finally:
+        fcntl.flock(lock, fcntl.LOCK_UN)
+        os.close(lock)
+    assert proc.wait(120) == 0, proc.stderr.read()
+    assert (stack / "gateway/certs/cert-chain.pem").read_bytes() != old
+
+
+def test_watch_exits_non_zero_when_a_due_leaf_cannot_be_renewed(stack):
+    shorten(stack, "apiserver-pilot")
+    (stack / "pki/apiserver-ca.key").unlink()  # an externally managed CA: nothing here can sign
+    before = snapshot(stack)
+    for args in (["--once"], ["--interval", "1s"]):  # the loop ends at the first failure, too
+        result = run_cli("watch", *args, volumes=stack, env=FAST, timeout=120)
+        assert result.returncode != 0
+        assert "pilot/kube/client.crt" in result.stderr, result.stderr
+        assert snapshot(stack) == before
+
+
+def test_watch_exits_non_zero_when_a_ca_comes_within_renew_before(tmp_path):
+    volumes = tmp_path / "volumes"
+    short = dict(CA_VALIDITY="60d", INTERMEDIATE_VALIDITY="50d", CERT_VALIDITY="40d", TOKEN_VALIDITY="40d",
+                 RENEW_BEFORE="10d")
+    run_cli("run", volumes=volumes, env=dict(FAST, **short), check=True)
+    # now every CA has less than RENEW_BEFORE to live: leaves are renewed, the CAs cannot be
+    result = watch_once(volumes, env=dict(CERT_VALIDITY="400d", TOKEN_VALIDITY="400d", RENEW_BEFORE="100d"))
+    assert result.returncode == 1, result.stdout + result.stderr
+    for ca in ("apiserver-ca", "pilot-root-ca", "pilot-ca"):
+        assert f"cannot renew {ca}" in result.stderr, result.stderr
+    assert "rotate root" in result.stderr
+
+
+def test_watch_rejects_a_bad_interval(stack):
+    result = run_cli("watch", "--interval", "soon", volumes=stack, env=FAST)
+    assert result.returncode == 2 and "--interval" in result.stderr
