@@ -53,7 +53,8 @@ def test_leaf_inside_the_renewal_window_is_reissued(tmp_path):
     writer.commit()
     later = NOW + SETTINGS.cert_validity - SETTINGS.renew_before + timedelta(hours=1)
     decisions = decide(SETTINGS, VolumeWriter(tmp_path), later)
-    assert {n for n, d in decisions.items() if d.action == "reissue"} == {"apiserver", "apiserver-admin", "gateway"}
+    assert {n for n, d in decisions.items() if d.action == "reissue"} == {
+        "apiserver", "apiserver-admin", "apiserver-controller", "apiserver-pilot", "apiserver-console", "gateway"}
     assert all("expires within" in decisions[n].reason for n in ("apiserver", "gateway"))
 
 

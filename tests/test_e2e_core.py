@@ -22,7 +22,8 @@ CERT_FILES = ["api/ca.crt", "api/server.crt", "pki/admin.crt", "pilot/cacerts/ro
 EVERY_FILE = CERT_FILES + [
     "api/server.key", "api/nacos.key", "kube/config", "pilot/cacerts/ca-key.pem", "pilot/cacerts/cert-chain.pem",
     "gateway/certs/root-cert.pem", "gateway/certs/key.pem", "gateway/podinfo/labels", "pilot/config/mesh",
-    "pilot/config/meshNetworks", "data/configmaps/higress-config.yaml"]
+    "pilot/config/meshNetworks", "data/configmaps/higress-config.yaml", "controller/kube/config", "pilot/kube/config",
+    "console/kube/config"]
 
 
 def test_cold_run_writes_every_contract_file_and_status_is_clean(volumes, fast_env):
@@ -31,7 +32,7 @@ def test_cold_run_writes_every_contract_file_and_status_is_clean(volumes, fast_e
         assert (volumes / path).is_file(), path
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens",
-                                                   "pod-config", "write", "seed", "done"]
+                                                   "pod-config", "write", "writable-dirs", "seed", "done"]
     status = run_cli("status", volumes=volumes, env=fast_env)
     assert status.returncode == 0, status.stdout
     for name in ("apiserver-ca", "apiserver", "apiserver-admin", "pilot-root-ca", "pilot-ca", "gateway", "kubeconfig"):
@@ -195,7 +196,7 @@ def test_rerun_rewrites_nothing(initialized):
     result = run_cli("run", volumes=initialized, check=True)
     assert snapshot(initialized) == before
     summary = result.stdout.splitlines()[-1]
-    assert "created" not in summary and "re-issued" not in summary and "kept 22" in summary, summary
+    assert "created" not in summary and "re-issued" not in summary and "kept 31" in summary, summary
 
 
 def test_permissions(initialized):
@@ -205,7 +206,7 @@ def test_permissions(initialized):
         mode = path.stat().st_mode & 0o777
         rel = str(path.relative_to(initialized))
         if path.is_dir():
-            assert mode == (0o700 if rel == "pki" else 0o755), rel
+            assert mode == (0o700 if rel in ("pki", "controller/log/nacos") else 0o755), rel
         elif rel.endswith((".key", "key.pem", "kube/config", "token", "istio-token")):
             assert mode == 0o600, rel
         else:
@@ -422,12 +423,13 @@ def test_plan_writes_nothing_and_says_what_run_would_do(tmp_path, initialized):
     result = run_cli("plan", volumes=initialized, check=True)
     assert snapshot(initialized) == before
     line = next(l for l in result.stdout.splitlines() if l.startswith("apiserver-pki"))
-    assert "would create 1" in line and "kept 3" in line
+    assert "would create 1" in line and "kept 6" in line
 
 
 def test_phases_list_and_single_phase(volumes, fast_env):
     names = [l.split()[0] for l in run_cli("phases", check=True).stdout.splitlines()]
-    assert names == ["nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "write", "seed"]
+    assert names == ["nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "write",
+                     "writable-dirs", "seed"]
     run_cli("phase", "pilot-pki", volumes=volumes, env=fast_env, check=True)
     assert (volumes / "gateway/certs/cert-chain.pem").is_file() and not (volumes / "api").exists()
     result = run_cli("phase", "kubeconfig", volumes=volumes, env=fast_env)

@@ -88,6 +88,8 @@ def test_rotate_leaf_reissues_leaves_and_tokens_from_the_same_cas(stack, tmp_pat
     after = snapshot(stack)
     assert _changed(before, after) == {
         "api/server.crt", "api/server.key", "pki/admin.crt", "pki/admin.key", "kube/config",
+        "controller/kube/client.crt", "controller/kube/client.key", "pilot/kube/client.crt", "pilot/kube/client.key",
+        "pki/console.crt", "pki/console.key", "console/kube/config",
         "gateway/certs/cert-chain.pem", "gateway/certs/key.pem",
         "console/token", "controller/token", "gateway/tokens/istio-token"}
     assert "rotation: leaf" in result.stdout
@@ -203,6 +205,8 @@ def test_renewal_window_reissues_only_what_is_inside_it(tmp_path, fast_env):
     run_cli("run", volumes=volumes, env=env, check=True)
     changed = _changed(before, snapshot(volumes))
     assert changed == {"api/server.crt", "api/server.key", "pki/admin.crt", "pki/admin.key", "kube/config",
+                       "controller/kube/client.crt", "controller/kube/client.key", "pilot/kube/client.crt",
+                       "pilot/kube/client.key", "pki/console.crt", "pki/console.key", "console/kube/config",
                        "gateway/certs/cert-chain.pem", "gateway/certs/key.pem"}, changed
     again = snapshot(volumes)
     run_cli("run", volumes=volumes, env=env, check=True)
@@ -223,7 +227,7 @@ def test_nacos_key_is_never_rotated(stack):
 # of that name), the journal, and renames of CA, key and chain files
 _WRITTEN = ["nacos.key", "ca.crt", "server.crt", "server.key", "admin.crt", "admin.key", "apiserver-ca.key",
             "root-cert.pem", "pilot-root-ca.key", "ca-cert.pem", "ca-key.pem", "cert-chain.pem", "key.pem",
-            "config", "sa.key", "sa.pub", "jwks.json", "openid-configuration", "istio-token", "token", "labels",
+            "config", "client.crt", "client.key", "console.crt", "console.key", "sa.key", "sa.pub", "jwks.json", "openid-configuration", "istio-token", "token", "labels",
             "mesh", "meshNetworks", "higress-config.yaml"]
 DIE_POINTS = ([f"phase:{p.name}" for p in PHASES] + [f"write:{name}" for name in _WRITTEN] +
               ["commit:journal", "rename:ca.crt", "rename:server.crt", "rename:ca-key.pem", "rename:cert-chain.pem",
