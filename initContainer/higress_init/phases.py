@@ -249,7 +249,8 @@ PHASES: tuple[Phase, ...] = (
     Phase("tokens", "token signing key, JWKS, OIDC discovery document and per-component tokens", token_phase),
     Phase("pod-config", "gateway pod labels, MeshConfig and MeshNetworks files", pod_config),
     Phase("write", "commit every staged file into the volumes, atomically", write),
-    Phase("writable-dirs", "the folders the controller and the gateway write logs and data into", writable_dirs),
+    Phase("writable-dirs", "the folders components write into: file store, controller and gateway logs and data",
+          writable_dirs),
     Phase("seed", "seed the base ConfigMap higress-config into Nacos or the file store", seed),
 )
 PHASES_BY_NAME = {p.name: p for p in PHASES}

@@ -19,10 +19,11 @@ class Reader:
     reads: tuple[str, ...]                     # volume folders it mounts read-only
     rereads: tuple[str, ...] = ()              # files among them it picks up again when they change
     writes: tuple[tuple[str, int], ...] = ()   # volume folders it writes into, with their mode
+    store: str | None = None                   # the file store it reads and writes (--storage file), made by seed
 
 
 READERS: tuple[Reader, ...] = (
-    Reader("apiserver", ("api",), rereads=("api/server.crt", "api/server.key")),
+    Reader("apiserver", ("api",), rereads=("api/server.crt", "api/server.key"), store="data"),
     # its Nacos client keeps logs and a config cache there; uid 1337 cannot create /var/log/nacos
     Reader("controller", ("controller/kube",), rereads=("controller/kube/client.crt", "controller/kube/client.key"),
            writes=(("controller/log/nacos", 0o700),)),
