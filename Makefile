@@ -66,7 +66,7 @@ bench: $(BIN)/higress-init $(RNACOS_BIN) ## cold and warm runs against the opens
 image: ## build the initializer image (needs a Docker engine)
 	docker build -t $(IMAGE) .
 
-up: ## start the whole standalone stack with compose (needs a Docker engine)
+up: ## start the whole standalone stack with compose, built-in Nacos included (needs a Docker engine)
 	$(COMPOSE) up -d
 
 down: ## stop the compose stack

@@ -4,7 +4,7 @@
 # Usage: openssl-baseline.sh OUT_DIR   (RSA-4096 CAs, RSA-2048 leaves and token key; SHA-256)
 set -euo pipefail
 out="$1"
-mkdir -p "$out"/{api,pki,pilot/cacerts,gateway/certs,tokens}
+mkdir -p "$out"/{api,pki,pilot/cacerts,pilot/kube,controller/kube,gateway/certs,tokens}
 cd "$out"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
@@ -40,6 +40,13 @@ issue api/server.key "/CN=apiserver" api/ca.crt pki/apiserver-ca.key 365 api/ser
 key pki/admin.key 2048
 issue pki/admin.key "/O=system:masters/CN=higress-admin" api/ca.crt pki/apiserver-ca.key 365 pki/admin.crt \
   "basicConstraints=critical,CA:FALSE" "$leaf_usage" "extendedKeyUsage=clientAuth"
+# one client certificate per component that calls the apiserver
+for component in controller:controller/kube/client pilot:pilot/kube/client console:pki/console; do
+  name=${component%%:*} file=${component#*:}
+  key "$file.key" 2048
+  issue "$file.key" "/O=system:masters/CN=$name" api/ca.crt pki/apiserver-ca.key 365 "$file.crt" \
+    "basicConstraints=critical,CA:FALSE" "$leaf_usage" "extendedKeyUsage=clientAuth"
+done
 
 # pilot plug-in CA: root, intermediate, chain
 key pki/pilot-root-ca.key 4096
