@@ -78,6 +78,6 @@ status: $(BIN)/higress-init ## check every certificate, key and generated file i
 rotate: $(BIN)/higress-init ## rotate leaf certificates in $(VOLUMES) (KIND=leaf|intermediate|root|finish)
 	$(BIN)/higress-init rotate $(if $(filter finish,$(KIND)),--finish,$(or $(KIND),leaf)) --volumes $(VOLUMES)
 
-clean: ## remove .venv/, ./volumes and caches (not the r-nacos build cache)
+clean: ## remove .venv/, ./volumes and caches (not the tools cache: r-nacos, compose plugin)
 	rm -rf $(VENV) volumes .pytest_cache bench/results
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

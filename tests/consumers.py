@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
 import ssl
 import subprocess
@@ -9,6 +10,8 @@ import threading
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+
+import pytest
 
 from conftest import require_tool
 
@@ -169,6 +172,9 @@ def kubectl_in_container(kubeconfig: str, mounts: dict[str, Path], server: str, 
     """kubectl as a component runs it: in a private mount namespace where its volume folders are
     bound at their container paths (so a kubeconfig naming files by container path works as in the
     container), as the uid its image runs as."""
+    if os.geteuid() != 0:
+        pytest.fail("kubectl runs in a mount namespace as the component's uid: run the tests as root (CI does)",
+                    pytrace=False)
     require_tool("unshare", "apt-get install util-linux")
     require_tool("setpriv", "apt-get install util-linux")
     kubectl = require_tool("kubectl", "install kubectl (e.g. apt-get install kubectl, or the Kubernetes release binary)")
