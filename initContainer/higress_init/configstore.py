@@ -441,7 +441,9 @@ def status_rows(settings, writer) -> list[dict]:
                         f"not a {obj.kind}"
                 except yaml.YAMLError:
                     state = "not valid YAML (the apiserver will not start)"
-            rows.append({"name": obj.label, "file": str(store.path(obj)), "state": state})
+            path = store.path(obj)
+            shown = path.relative_to(settings.volumes_root) if path.is_relative_to(settings.volumes_root) else path
+            rows.append({"name": obj.label, "file": str(shown), "state": state})
     try:
         raw, data = _stored_config(ctx, store)
     except StateError as err:
@@ -463,6 +465,6 @@ def status_rows(settings, writer) -> list[dict]:
         else:
             state = "edited here: differs from the store and the last delivery (run --push-mesh, or remove the file)"
         rows.append({"name": key, "file": rel, "state": state,
-                     "subject": f"from configmaps/higress-config key {key} ({store.kind})"})
+                     "subject": f"{store.kind}: configmaps/higress-config"})
     return rows
 
