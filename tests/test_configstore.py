@@ -49,6 +49,7 @@ def test_rerun_against_a_store_the_apiserver_rewrote_changes_nothing(initialized
     assert snapshot(initialized) == before
     seed = next(line for line in result.stdout.splitlines() if line.startswith("seed "))
     assert "kept 8" in seed and "created" not in seed
+    assert "every base object is present" in result.stdout  # and says so
 
 
 def test_an_edit_in_the_store_reaches_the_mesh_files(initialized):

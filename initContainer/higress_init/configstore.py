@@ -18,6 +18,7 @@ import json
 from dataclasses import replace
 from datetime import timedelta
 
+from . import faults
 from .errors import StateError
 from .objects import DEFAULT_GROUP, HIGRESS_CONFIG, BaseObject, applicable, render_text
 from .phases import DATA_KEY_FILE, MESH_FILE, MESH_NETWORKS_FILE, data_key_problem
@@ -240,6 +241,7 @@ def seed(ctx, counts) -> None:
                 continue
             text = render_text(obj, s, ctx.now, _adopt(ctx))
             new = store.encode(obj, text)
+            faults.pause("seed:before-write")
             store.create(obj, new)
             counts.add("created", obj.label)
         elif ctx.reseed and not obj.random:
@@ -247,7 +249,6 @@ def seed(ctx, counts) -> None:
             if ctx.dry_run:
                 counts.add("would update", obj.label)
                 continue
-            from . import faults
             faults.pause("reseed:after-read")
             new = store.encode(obj, text)
             store.replace(obj, new, raw)
@@ -259,6 +260,9 @@ def seed(ctx, counts) -> None:
         ctx.stored[obj.label] = new
         records[store.record_key(obj)] = md5(new)
     store.finish(counts, objs)
+    if not ctx.dry_run and set(counts.by_action) <= {"kept"}:
+        ctx.log(f"{store.kind}: every base object is present (in the apiserver's form or ours): nothing written",
+                unchanged_store=True)
     if isinstance(store, NacosStore):
         calls = getattr(store.conn, "calls", 0)
         ctx.log(f"nacos: seeding made {calls - calls_before} HTTP calls, {calls} in this run",
