@@ -91,3 +91,16 @@ def test_index_of_a_cluster_scoped_object():
     assert configstore.index_with(None, gc) == "/higress-gateway\n"  # what the apiserver's create appends
     for form in ("/higress-gateway", "DEFAULT_GROUP/gatewayclasses.higress-gateway", "DEFAULT_GROUP/higress-gateway"):
         assert configstore.index_with(form + "\n", gc) is None
+
+
+def test_a_secret_the_apiserver_rule_encrypted_independently_reads_back():
+    import subprocess
+    from conftest import require_tool
+    openssl = require_tool("openssl", "apt-get install openssl")
+    key = os.urandom(32)
+    text = "apiVersion: v1\nkind: Secret\ndata:\n  key: dmFsdWU=\n"
+    ciphertext = subprocess.run([openssl, "enc", "-aes-256-cbc", "-K", key.hex(), "-iv", key[:16].hex()],
+                                input=text.encode(), capture_output=True, check=True).stdout
+    stored = "enc|" + base64.urlsafe_b64encode(ciphertext).decode()
+    assert configstore.decrypt(stored, key) == text
+    assert configstore.encrypt(text, key) == stored  # the same rule, byte for byte (fixed IV)
