@@ -432,7 +432,8 @@ def status_rows(settings, writer) -> list[dict]:
     try:
         ctx, store = _status_store(settings, writer)
     except (NacosError, OSError) as err:  # Nacos down: say so on the rows that need it
-        return [{"name": key, "file": rel, "state": f"cannot compare with the store: {err}"} for rel, key in DELIVERED]
+        return [{"name": key, "file": rel, "state": f"cannot compare with the store: {err}"}
+                for rel, key in DELIVERED]
     if isinstance(store, FileStore):
         import yaml
         for obj in applicable(settings):
@@ -459,7 +460,7 @@ def status_rows(settings, writer) -> list[dict]:
     for rel, key in DELIVERED:
         current = writer.read(rel)
         if problems:
-            state = "stored higress-config unusable: " + "; ".join(problems)
+            state = "stored higress-config unusable: " + "; ".join(problems) + " (fix it in the store)"
         elif current is None:
             state = "missing"
         elif current == data[key].encode():
@@ -469,6 +470,6 @@ def status_rows(settings, writer) -> list[dict]:
         else:
             state = "edited here: differs from the store and the last delivery (run --push-mesh, or remove the file)"
         rows.append({"name": key, "file": rel, "state": state,
-                     "subject": f"{store.kind}: configmaps/higress-config"})
+                     "subject": f"edit in the {store.kind}: configmaps/higress-config"})
     return rows
 
