@@ -186,3 +186,14 @@ def test_a_mesh_file_edited_here_is_refused_then_pushed_into_nacos(node, env, vo
     before = (node.get_config(*CM, NS), snapshot(volumes))
     run_cli("run", volumes=volumes, env=env, check=True)
     assert (node.get_config(*CM, NS), snapshot(volumes)) == before
+
+
+def test_reseed_remakes_the_objects_but_never_the_random_console_secret(node, env, volumes):
+    run_cli("run", volumes=volumes, env=env, check=True)
+    console_secret = node.get_config("secrets.higress-console", NS, NS)
+    node.publish_config("services.higress-gateway", NS, NS, "user: edit\n")
+    result = run_cli("run", "--reseed", volumes=volumes, env=env, check=True)
+    assert yaml.safe_load(node.get_config("services.higress-gateway", NS, NS))["kind"] == "Service"
+    assert node.get_config("secrets.higress-console", NS, NS) == console_secret
+    seed = next(line for line in result.stdout.splitlines() if line.startswith("seed "))
+    assert "updated 7" in seed and "kept 8" in seed, seed  # 7 re-made, the console Secret and 7 indexes kept
