@@ -88,12 +88,9 @@ class Context:
         from . import artifacts
         return artifacts.finish_rotation(self.writer) if self.finish_rotation and not self.dry_run else []
 
-    def stage(self, rel, data, name: str, counts: Counts, private=False, create_only=False) -> None:
+    def stage(self, rel, data, name: str, counts: Counts, private=False) -> None:
         """Stage a derived file (bytes, or a function making them) and count what that does to it."""
         existing = self.writer.read(rel)
-        if create_only and existing is not None:
-            counts.add("kept", name)
-            return
         data = data() if callable(data) else data
         action = "created" if existing is None else "updated"
         if self.dry_run:
