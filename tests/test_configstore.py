@@ -55,6 +55,8 @@ def test_rerun_against_a_store_the_apiserver_rewrote_changes_nothing(initialized
 def test_an_edit_in_the_store_reaches_the_mesh_files(initialized):
     old = (initialized / MESH).read_text()
     new = _edit_stored_mesh(initialized, lambda m: m.replace("dnsRefreshRate: 200s", "dnsRefreshRate: 30s"))
+    status = run_cli("status", volumes=initialized)
+    assert status.returncode == 1 and "the next run delivers it" in status.stdout
     result = run_cli("run", volumes=initialized, check=True)
     assert (initialized / MESH).read_text() == new != old
     assert "updated 1" in next(line for line in result.stdout.splitlines() if line.startswith("deliver "))
