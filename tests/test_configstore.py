@@ -106,6 +106,17 @@ def test_a_mesh_file_edited_here_is_refused_then_pushed_into_the_store(initializ
     assert run_cli("status", volumes=initialized).returncode == 0
 
 
+def test_a_mesh_file_edited_here_and_then_removed_gets_the_stored_text(initialized):
+    stored = (initialized / MESH).read_text()
+    (initialized / MESH).write_text(stored.replace("dnsRefreshRate: 200s", "dnsRefreshRate: 46s"))
+    assert run_cli("run", volumes=initialized).returncode == 3
+    (initialized / MESH).unlink()  # the second way out: drop the edit
+    result = run_cli("run", volumes=initialized, check=True)
+    assert (initialized / MESH).read_text() == stored
+    assert "created 1" in next(line for line in result.stdout.splitlines() if line.startswith("deliver "))
+    assert run_cli("status", volumes=initialized).returncode == 0
+
+
 def test_push_of_a_file_pilot_cannot_use_is_refused(initialized):
     (initialized / MESH).write_text("trustDomain: cluster.local\n")
     stored = (initialized / CM).read_text()

@@ -318,8 +318,8 @@ def _problems(data: dict) -> list[str]:
     return problems
 
 
-def _delivered(ctx) -> dict:
-    data = ctx.writer.read(DELIVERED_FILE)
+def _delivered(writer) -> dict:
+    data = writer.read(DELIVERED_FILE)
     try:
         return json.loads(data) if data else {}
     except ValueError:
@@ -346,7 +346,7 @@ def deliver(ctx, counts) -> None:
         raise StateError(f"configmaps/higress-config in the {store.kind} ({store.where(HIGRESS_CONFIG)}): "
                          f"{'; '.join(problems)}. Pilot cannot use it, so {MESH_FILE} and {MESH_NETWORKS_FILE} keep "
                          f"their last good text; " + WHERE_TO_EDIT.format(ns=s.namespace))
-    delivered = _delivered(ctx)
+    delivered = _delivered(ctx.writer)
     plan, edited = [], []
     for rel, key in DELIVERED:
         text = data[key].encode()
@@ -374,9 +374,12 @@ def deliver(ctx, counts) -> None:
         digest = sha256(data[key].encode())
         if delivered.get(rel) != digest:
             records[rel] = digest
-    if records and not ctx.dry_run:
+    if ctx.dry_run:
+        return
+    if records:
         _record(ctx, DELIVERED_FILE, records)
-        ctx.writer.commit()
+    if plan or records:
+        ctx.writer.commit()  # the files and the record of what they were given, in one journaled commit
 
 
 def _push(ctx, store, counts) -> None:
@@ -456,7 +459,7 @@ def status_rows(settings, writer) -> list[dict]:
         problems = [str(err)]
     else:
         problems = _problems(data) if raw is not None else ["configmaps/higress-config is not in the store"]
-    delivered = json.loads(writer.read(DELIVERED_FILE) or b"{}")
+    delivered = _delivered(writer)
     for rel, key in DELIVERED:
         current = writer.read(rel)
         if problems:
