@@ -118,7 +118,7 @@ def _random_text(length: int) -> str:
 
 
 def _console_secret(s: Settings, adopt: Adopt) -> dict:
-    # the console's AES-256 key and IV for what it encrypts (its session data): 32 and 16 bytes
+    # the console's own AES key and IV (32 and 16 bytes); it would make missing ones itself on first use
     return {"data": {"iv": _random_text(16), "key": _random_text(32)}, "type": "Opaque"}
 
 
