@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", parents=[common], help="all phases in order (the default)")
     run.add_argument("--reseed", action="store_true", help="rewrite the base config on purpose (compare-and-swap)")
+    run.add_argument("--push-mesh", action="store_true",
+                     help="copy pilot/config/mesh and meshNetworks, edited here, into the stored higress-config once "
+                          "(compare-and-swap); afterwards edit it in the store")
     one = sub.add_parser("phase", parents=[common], help="run one phase only")
     one.add_argument("name", choices=[p.name for p in PHASES])
     sub.add_parser("phases", parents=[common], help="list the phases")
@@ -116,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("higress-init: error: rotate takes a kind or --finish, not both", file=sys.stderr)
                 return EXIT_BAD_INPUT
             rotation = "finish" if args.finish else (args.kind or "leaf")
-        return _execute(settings, reporter, names, reseed=getattr(args, "reseed", False), rotation=rotation)
+        return _execute(settings, reporter, names, reseed=getattr(args, "reseed", False), rotation=rotation,
+                        push_mesh=getattr(args, "push_mesh", False))
     except StateError as err:
         print(f"higress-init: refused: {err}", file=sys.stderr)
         return EXIT_REFUSED
@@ -138,11 +142,11 @@ def _nacos_errors():
 
 
 def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, rotation=None,
-             written: list | None = None) -> int:
+             written: list | None = None, push_mesh=False) -> int:
     """Run `names` under the lock; `written` collects the volume paths the commit changed."""
     started = time.perf_counter()
     writer = VolumeWriter(settings.volumes_root, settings.volumes_uid, settings.volumes_gid)
-    ctx = Context(settings, writer, utcnow(), dry_run=dry_run, reseed=reseed, log=reporter.message,
+    ctx = Context(settings, writer, utcnow(), dry_run=dry_run, reseed=reseed, push_mesh=push_mesh, log=reporter.message,
                   phases=tuple(names), rotate=set(phases.ROTATIONS.get(rotation, ())),
                   finish_rotation=rotation == "finish")
     totals = Counts()
@@ -206,7 +210,7 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> No
 
 
 # What `watch` runs: every phase that renews files; not Nacos (the initializer seeded it at start).
-WATCH_PHASES = tuple(p.name for p in PHASES if p.name not in ("nacos", "seed"))
+WATCH_PHASES = tuple(p.name for p in PHASES if p.name not in ("nacos", "seed", "deliver"))
 
 
 def _watch(settings, reporter: Reporter, interval, once: bool) -> int:
