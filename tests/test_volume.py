@@ -48,11 +48,11 @@ def test_replaced_and_removed_files_are_backed_up(tmp_path):
 def test_recover_rolls_a_journaled_commit_forward(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d/f").write_bytes(b"old")
-    (tmp_path / "d" / (TMP_PREFIX + "f")).write_bytes(b"new")
+    (tmp_path / "d" / (TMP_PREFIX + "f.tmp")).write_bytes(b"new")
     (tmp_path / "d" / (TMP_PREFIX + "stray")).write_bytes(b"half")
     journal = tmp_path / JOURNAL
     journal.parent.mkdir()
-    journal.write_text(json.dumps([[str(tmp_path / "d" / (TMP_PREFIX + "f")), str(tmp_path / "d/f")]]))
+    journal.write_text(json.dumps([["d", TMP_PREFIX + "f.tmp", "f"]]))  # relative to the volumes root
     assert VolumeWriter(tmp_path).recover() == 1
     assert (tmp_path / "d/f").read_bytes() == b"new"
     assert not journal.exists() and not list(tmp_path.rglob(TMP_PREFIX + "*"))

@@ -247,15 +247,22 @@ def _decide_leaf(spec, settings, now, cert, key, problem, issuer, forced=False) 
 
 class KeyPool:
     """Generates the keys a run needs up front, in parallel across cores (processes, since
-    key generation holds the interpreter), and hands them out as phases ask."""
+    key generation holds the interpreter), and hands them out as phases ask.
+
+    The workers come from a fork server started by exec, not forked from this process: a forked
+    worker would inherit the run lock's descriptor and, outliving a killed run (SIGKILL,
+    SIGTERM), keep the lock held, so that every later run waited forever."""
 
     def __init__(self, algorithms: dict[str, str]):
         self.futures: dict = {}
         self.executor = None
         slow = [n for n, a in algorithms.items() if a.startswith("rsa")]
         if len(slow) > 1:
+            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor  # a warm rerun never needs it
-            self.executor = ProcessPoolExecutor(max_workers=min(len(slow), _cpus()))
+            context = multiprocessing.get_context("forkserver")
+            context.set_forkserver_preload([pki.__name__])
+            self.executor = ProcessPoolExecutor(max_workers=min(len(slow), _cpus()), mp_context=context)
             # largest keys first: they dominate the wall time
             for name in sorted(slow, key=lambda n: -int(algorithms[n].split("-")[1])):
                 self.futures[name] = self.executor.submit(pki.generate_key_pem, algorithms[name])
@@ -268,7 +275,11 @@ class KeyPool:
 
     def close(self):
         if self.executor:
-            self.executor.shutdown(cancel_futures=True)
+            if not all(f.done() for f in self.futures.values()):
+                # an interrupted run does not wait for keys nobody will use
+                for process in list((getattr(self.executor, "_processes", None) or {}).values()):
+                    process.kill()
+            self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _cpus() -> int:

@@ -53,7 +53,25 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
                       ("meshNetworks", phases.MESH_NETWORKS_FILE)):
         rows.append(_file_row(name, rel, writer, lambda d: bool(d.strip()), "empty"))
     rows.extend(tokens.status_rows(settings, writer, now))
+    _check_permissions(settings, writer, rows)
     return rows
+
+
+def _check_permissions(settings: Settings, writer, rows) -> None:
+    """The mode and owner each managed file and its directories must have (what a run enforces)."""
+    from . import ownership
+    keys = {spec.cert_file: spec.key_file for spec in artifacts.CERTIFICATES}
+    for row in rows:
+        if row["state"] != "ok":
+            continue
+        for rel in (row["file"], keys.get(row["file"])):
+            if rel is None:
+                continue
+            problem = ownership.problems(writer.fs, rel, settings.volumes_uid, settings.volumes_gid,
+                                         writer.private_files)
+            if problem:
+                row["state"] = f"{rel}: {problem}" if rel != row["file"] else problem
+                break
 
 
 def _bundle_rows(writer, loaded) -> list[dict]:
