@@ -81,7 +81,11 @@ def _bundle_rows(writer, loaded) -> list[dict]:
         if data is None:
             rows.append(_row(bundle.file.rsplit("/", 1)[-1], bundle.file, state="missing"))
             continue
-        certs = pki.load_certs(data)
+        try:
+            certs = pki.load_certs(data)
+        except ValueError:
+            rows.append(_row(bundle.file.rsplit("/", 1)[-1], bundle.file, state="unparsable"))
+            continue
         wanted = [loaded.get(part.rpartition(":")[2]) for part in bundle.parts if not part.startswith("cross:")]
         ok = all(w is not None and w in certs for w in wanted)
         rows.append(_row(bundle.file.rsplit("/", 1)[-1], bundle.file, subject=pki.describe_name(certs[0]),
