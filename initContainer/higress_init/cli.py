@@ -222,6 +222,7 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> No
                 report(name, runstate.replay(kept, name), 0.0)
             else:
                 phases.run_phases(ctx, [name], report)  # Nacos is checked every time
+        writer.fix_owners()  # what seed wrote after the write phase
         return
     if {"apiserver-pki", "pilot-pki", "tokens"} & set(names):
         ctx.keys  # start generating keys now, overlapping the wait for Nacos
@@ -232,6 +233,7 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> No
         report(name, counts, seconds)
 
     phases.run_phases(ctx, names, record)
+    writer.fix_owners()  # seed writes the file store after the write phase: its files and folders too
     if full_run and ctx.renew_by:
         runstate.record(settings, writer.touched, min(ctx.renew_by), outcomes)
     else:

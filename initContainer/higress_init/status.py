@@ -53,6 +53,12 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
                       ("meshNetworks", phases.MESH_NETWORKS_FILE)):
         rows.append(_file_row(name, rel, writer, lambda d: bool(d.strip()), "empty"))
     rows.extend(tokens.status_rows(settings, writer, now))
+    for rel in (tokens.PUBLIC_KEY_FILE, *tokens.JWKS_FILES, tokens.DISCOVERY_FILE):
+        rows.append(_file_row(rel.rsplit("/", 1)[-1], rel, writer, lambda d: bool(d.strip()), "empty"))
+    if settings.config_storage == "file":
+        from . import configstore
+        store = writer.rel(configstore.file_store_path(settings, "configmaps", configstore.CONFIGMAP_NAME))
+        rows.append(_file_row("file store ConfigMap", store, writer, lambda d: bool(d.strip()), "empty"))
     _check_permissions(settings, writer, rows)
     return rows
 

@@ -127,6 +127,9 @@ class VolumeWriter:
             self.staged.clear()
             return []
         self._make_root()
+        if any(self.fs.lstat(self._parts(item.path)) is not None for item in changed):
+            # replaced files are backed up: a planted backup/ link is refused before anything is renamed
+            os.close(self.fs.open_dir((journal.BACKUP_DIR,), create=journal.private_mkdir))
         entries = [self._write_temporary(item) for item in changed]
         journal.write(self.fs, entries)
         faults.point("commit:journal")
