@@ -104,8 +104,26 @@ def remove(root: Root) -> None:
         os.close(dir_fd)
 
 
+def check(root: Root, entries: list) -> None:
+    """Refuse, before any rename, a journal whose directories, temporaries or targets are links
+    or anything but regular files."""
+    for directory, tmp, final in entries:
+        dir_parts = parts_of(directory) if directory else ()
+        dir_fd = root.open_dir(dir_parts)  # a link on the way is refused here
+        if dir_fd is None:
+            continue
+        try:
+            for name in (tmp, final):
+                st = lstat_at(dir_fd, name) if name is not None else None
+                if st is not None:
+                    check_regular(root.path, dir_parts + (name,), st)
+        finally:
+            os.close(dir_fd)
+
+
 def roll_forward(root: Root, entries: list) -> int:
     """Do the journaled renames and removals not done yet; each replaced file is backed up."""
+    check(root, entries)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     done = 0
     for directory, tmp, final in entries:

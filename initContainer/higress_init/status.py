@@ -60,7 +60,21 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
         store = writer.rel(configstore.file_store_path(settings, "configmaps", configstore.CONFIGMAP_NAME))
         rows.append(_file_row("file store ConfigMap", store, writer, lambda d: bool(d.strip()), "empty"))
     _check_permissions(settings, writer, rows)
+    rows.extend(_journal_rows(writer))
     return rows
+
+
+def _journal_rows(writer) -> list[dict]:
+    """A commit an interrupted run left: validated as a run would (a bad journal is refused)."""
+    from . import journal
+    if not writer.fs.exists():
+        return []
+    entries = journal.load(writer.fs)
+    if not entries:
+        return []
+    journal.check(writer.fs, entries)
+    return [_row("journal", journal.JOURNAL, state=f"interrupted commit of {len(entries)} files: the next run "
+                                                   "finishes it")]
 
 
 def _check_permissions(settings: Settings, writer, rows) -> None:
