@@ -274,8 +274,10 @@ class KeyPool:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor  # a warm rerun never needs it
             context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload([pki.__name__])
-            self.executor = ProcessPoolExecutor(max_workers=min(len(slow), _cpus()), mp_context=context)
+            from . import workers
+            context.set_forkserver_preload([pki.__name__, workers.__name__])
+            self.executor = ProcessPoolExecutor(max_workers=min(len(slow), _cpus()), mp_context=context,
+                                                initializer=workers.exit_with, initargs=(os.getpid(),))
             # largest keys first: they dominate the wall time
             for name in sorted(slow, key=lambda n: -int(algorithms[n].split("-")[1])):
                 self.futures[name] = self.executor.submit(pki.generate_key_pem, algorithms[name])
