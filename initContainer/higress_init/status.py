@@ -51,7 +51,7 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
                           "not 32 bytes"))
     for name, rel in (("podinfo/labels", phases.LABELS_FILE), ("mesh", phases.MESH_FILE),
                       ("meshNetworks", phases.MESH_NETWORKS_FILE)):
-        rows.append(_file_row(name, rel, writer, lambda d: bool(d.strip()), "empty"))
+        rows.append(_file_row(name, rel, writer, _text, "empty or not UTF-8 text"))
     rows.extend(tokens.status_rows(settings, writer, now))
     for rel in (tokens.PUBLIC_KEY_FILE, *tokens.JWKS_FILES, tokens.DISCOVERY_FILE):
         rows.append(_file_row(rel.rsplit("/", 1)[-1], rel, writer, lambda d: bool(d.strip()), "empty"))
@@ -156,6 +156,13 @@ def _file_row(name, rel, writer, check, complaint) -> dict:
     if data is None:
         return _row(name, rel, state="missing")
     return _row(name, rel, state="ok" if check(data) else complaint)
+
+
+def _text(data: bytes) -> bool:
+    try:
+        return bool(data.decode("utf-8").strip())
+    except UnicodeDecodeError:
+        return False
 
 
 def healthy(rows) -> bool:
