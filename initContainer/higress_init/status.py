@@ -53,6 +53,8 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
                       ("meshNetworks", phases.MESH_NETWORKS_FILE)):
         rows.append(_file_row(name, rel, writer, _text, "empty or not UTF-8 text"))
     rows.extend(tokens.status_rows(settings, writer, now))
+    if writer.exists(tokens.RETIRED_KEYS_FILE):
+        rows.append(_file_row("retired token keys", tokens.RETIRED_KEYS_FILE, writer, _json_list, "not a JSON list"))
     for rel in (tokens.PUBLIC_KEY_FILE, *tokens.JWKS_FILES, tokens.DISCOVERY_FILE):
         rows.append(_file_row(rel.rsplit("/", 1)[-1], rel, writer, lambda d: bool(d.strip()), "empty"))
     if settings.config_storage == "file":
@@ -156,6 +158,17 @@ def _file_row(name, rel, writer, check, complaint) -> dict:
     if data is None:
         return _row(name, rel, state="missing")
     return _row(name, rel, state="ok" if check(data) else complaint)
+
+
+def _json_list(data: bytes) -> bool:
+    import json
+    try:
+        entries = json.loads(data)
+        return isinstance(entries, list) and all(
+            isinstance(e, dict) and isinstance(e.get("jwk"), dict) and isinstance(e.get("keep_until"), str)
+            for e in entries)
+    except ValueError:
+        return False
 
 
 def _text(data: bytes) -> bool:
