@@ -229,6 +229,16 @@ def test_the_record_holds_nothing_to_guess_the_password_by(tmp_path, fast_env):
     settings = load(env=dict(env, VOLUMES_ROOT=str(volumes)))
     unsalted = hashlib.sha256(f"{__version__}|{settings!r}".encode()).hexdigest()
     assert unsalted not in record and password not in record
-    key = volumes / "pki/last-run-hmac.key"
-    assert key.stat().st_mode & 0o777 == 0o600 and (volumes / "pki").stat().st_mode & 0o777 == 0o700
-    assert os.path.getsize(key) >= 32
+    key = volumes / ".higress-init/last-run.key"
+    assert key.stat().st_mode & 0o777 == 0o600 and key.parent.stat().st_mode & 0o777 == 0o700
+    assert os.path.getsize(key) >= 32 and key.stat().st_uid == os.geteuid()
+
+
+def test_a_record_signed_with_a_key_root_does_not_own_is_not_trusted(settled):
+    """Whoever owns the volumes root can swap .higress-init/ for a folder of their own, with a
+    key they chose and a record signed with it: a key not owned by root counts for nothing."""
+    key = settled / ".higress-init/last-run.key"
+    os.chown(key, 4321, 4321)
+    (settled / "gateway/certs/key.pem").unlink()
+    result = run_cli("run", volumes=settled, check=True)
+    assert UNCHANGED not in result.stdout and (settled / "gateway/certs/key.pem").exists()

@@ -19,11 +19,13 @@ from . import __version__
 from .phases import Counts
 
 STATE_FILE = ".higress-init/last-run.json"
-# The record is signed with a random key only root can read (pki/ is 0700): an edited or planted
-# record fails the check and the run takes the full path, so the record can only ever make a run
-# do more work, never less. The same key makes the settings digest useless for guessing the
-# Nacos password offline.
-KEY_FILE = "pki/last-run-hmac.key"
+# The record is signed with a random key only root can read: an edited or planted record fails
+# the check and the run takes the full path, so the record can only ever make a run do more work,
+# never less. The same key makes the settings digest useless for guessing the Nacos password
+# offline. The key lives beside the record in .higress-init/ (0700, never given to VOLUMES_UID,
+# unlike pki/), and counts only when root owns it: whoever owns the volumes root could swap the
+# folder for one of their own, but can't make a file owned by root.
+KEY_FILE = ".higress-init/last-run.key"
 # The phases whose only inputs are files and settings; `nacos` and `seed` always run (Nacos, or
 # the file store's ConfigMap, may have changed without the volumes knowing).
 LOCAL_PHASES = ("apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "write")
@@ -66,17 +68,15 @@ def _relative(settings, paths) -> list[str]:
 def record(settings, paths, deadline: datetime | None, kept: dict[str, dict[str, int]]) -> None:
     """Remember this run's inputs (called after a full run, with the lock held)."""
     from . import journal
-    from .ownership import Owners
     root = _root(settings)
     try:
         if deadline is None:
             _remove(root)
             return
-        key = root.read(("pki", KEY_FILE.split("/")[1]))
-        if key is None or len(key) < 32:
+        key = _key(root)
+        if key is None:
             key = secrets.token_bytes(32)
-            owners = Owners(root, settings.volumes_uid, settings.volumes_gid)
-            journal.write_atomic(root, KEY_FILE, key, 0o600, mkdir=owners.mkdir)
+            journal.write_atomic(root, KEY_FILE, key, 0o600)
         files = _relative(settings, paths)
         body = json.dumps({"deadline": deadline.isoformat(), "kept": kept,
                            "files": {rel: _stat(root, rel) for rel in files}}, sort_keys=True)
@@ -92,7 +92,7 @@ def unchanged(settings, now: datetime) -> dict[str, dict[str, int]] | None:
     Anything unexpected (no key, a bad signature, garbage, a link) means: take the full path."""
     root = _root(settings)
     try:
-        key = root.read(("pki", KEY_FILE.split("/")[1]))
+        key = _key(root)
         state = json.loads(root.read((".higress-init", "last-run.json")) or b"null")
         if not key or not isinstance(state, dict):
             return None
@@ -110,6 +110,17 @@ def unchanged(settings, now: datetime) -> dict[str, dict[str, int]] | None:
         return None
     finally:
         root.close()
+
+
+def _key(root) -> bytes | None:
+    """The record's key when it is root's own: a regular 0600 file owned by this process's user."""
+    from .safefs import parts_of
+    parts = parts_of(KEY_FILE)
+    st = root.lstat(parts)
+    if st is None or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        return None
+    key = root.read(parts)
+    return key if key and len(key) >= 32 else None
 
 
 def _remove(root) -> None:
