@@ -63,7 +63,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("VOLUMES_ROOT", "/mnt/volumes", "directory holding every component's volume", flag="--volumes"),
     Setting("CONFIG_STORAGE", None, "where the base config is seeded: nacos or file (default: nacos when NACOS_SERVER_URL is set, else file)", flag="--storage"),
-    Setting("FILE_ROOT_DIR", None, "root of the apiserver's file store (default: <VOLUMES_ROOT>/data)"),
+    Setting("FILE_ROOT_DIR", None, "root of the apiserver's file store, inside the volumes root; a relative path is taken from it (default: <VOLUMES_ROOT>/data)"),
     Setting("NACOS_SERVER_URL", None, "Nacos server URL(s), comma-separated, e.g. http://nacos:8848/nacos"),
     Setting("NACOS_NS", "higress-system", "Nacos namespace id"),
     Setting("NACOS_USERNAME", None, "Nacos user (log in when set)", secret=True),
