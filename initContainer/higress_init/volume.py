@@ -20,7 +20,7 @@ from pathlib import Path
 
 from . import faults, journal
 from .ownership import DIR_MODE, PRIVATE_DIRS, PRIVATE_MODE, PUBLIC_MODE, Owners, is_private  # noqa: F401
-from .safefs import TMP_PREFIX, Refused, Root, check_regular, create_temp, parts_of, write_all  # noqa: F401
+from .safefs import TMP_PREFIX, Refused, Root, check_regular, create_temp, parts_of, refuse, write_all  # noqa: F401
 
 JOURNAL = journal.JOURNAL
 LOCK = f"{journal.STATE_DIR}/lock"
@@ -207,17 +207,13 @@ class RunLock:
         except OSError as err:
             if err.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
                 raise
-            from .safefs import refuse
             raise refuse(self.root.path, parts, os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False),
                          "a regular file") from None
         finally:
             os.close(dir_fd)
             self.root.close()
         try:
-            st = os.fstat(self.fd)
-            if not (st.st_mode & 0o170000 == 0o100000 and st.st_nlink == 1):
-                from .safefs import refuse
-                raise refuse(self.root.path, parts, st, "a regular file")
+            check_regular(self.root.path, parts, os.fstat(self.fd))
             os.fchmod(self.fd, 0o600)
             try:
                 fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
