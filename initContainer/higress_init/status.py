@@ -69,8 +69,13 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
 def _journal_rows(writer) -> list[dict]:
     """A commit an interrupted run left: validated as a run would (a bad journal is refused)."""
     from . import journal
+    from .safefs import check_regular, parts_of
     if not writer.fs.exists():
         return []
+    for rel in (journal.STATE_DIR + "/lock", journal.JOURNAL):  # what the next run opens first
+        st = writer.fs.lstat(parts_of(rel))  # a link on the way is refused
+        if st is not None:
+            check_regular(writer.fs.path, parts_of(rel), st)
     entries = journal.load(writer.fs)
     if not entries:
         return []
