@@ -79,8 +79,12 @@ class Owners:
             try:
                 st = os.fstat(fd)
                 if st.st_mode & 0o7777 != dir_mode(parts) or self.differs(st):
-                    os.fchmod(fd, dir_mode(parts))
-                    self.apply(fd, parts)
+                    try:
+                        os.fchmod(fd, dir_mode(parts))
+                        self.apply(fd, parts)
+                    except PermissionError as err:
+                        raise PermissionError(err.errno, f"{err.strerror} (setting the mode or owner; run as root)",
+                                              os.path.join(self.root.path, *parts)) from None
                     changed.append("/".join(parts) + "/")
             finally:
                 os.close(fd)
@@ -106,8 +110,12 @@ class Owners:
             ok, wanted = file_mode_ok(st.st_mode, rel, private_files, staged_mode)
             if ok and not self.differs(st):
                 return False
-            os.fchmod(fd, wanted)
-            self.apply(fd, parts)
+            try:
+                os.fchmod(fd, wanted)
+                self.apply(fd, parts)
+            except PermissionError as err:  # not root, and not the file's owner: say which file
+                raise PermissionError(err.errno, f"{err.strerror} (setting the mode or owner; run as root)",
+                                      os.path.join(self.root.path, *parts)) from None
             return True
         finally:
             os.close(fd)
