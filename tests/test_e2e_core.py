@@ -414,7 +414,7 @@ def test_file_store_configmap_matches_the_mesh_files(initialized):
 
 
 def test_file_root_dir_setting(volumes, tmp_path, fast_env):
-    store = tmp_path / "store"
+    store = volumes / "store"  # inside the volumes root (a path outside it is refused: #12)
     run_cli("run", volumes=volumes, env=dict(fast_env, FILE_ROOT_DIR=str(store)), check=True)
     assert (store / "configmaps/higress-config.yaml").is_file()
     assert not (volumes / "data").exists()

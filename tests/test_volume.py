@@ -48,11 +48,11 @@ def test_replaced_and_removed_files_are_backed_up(tmp_path):
 def test_recover_rolls_a_journaled_commit_forward(tmp_path):
     (tmp_path / "d").mkdir()
     (tmp_path / "d/f").write_bytes(b"old")
-    (tmp_path / "d" / (TMP_PREFIX + "f")).write_bytes(b"new")
+    (tmp_path / "d" / (TMP_PREFIX + "f.tmp")).write_bytes(b"new")
     (tmp_path / "d" / (TMP_PREFIX + "stray")).write_bytes(b"half")
     journal = tmp_path / JOURNAL
     journal.parent.mkdir()
-    journal.write_text(json.dumps([[str(tmp_path / "d" / (TMP_PREFIX + "f")), str(tmp_path / "d/f")]]))
+    journal.write_text(json.dumps([["d", TMP_PREFIX + "f.tmp", "f"]]))  # relative to the volumes root
     assert VolumeWriter(tmp_path).recover() == 1
     assert (tmp_path / "d/f").read_bytes() == b"new"
     assert not journal.exists() and not list(tmp_path.rglob(TMP_PREFIX + "*"))
@@ -72,3 +72,81 @@ def test_owner(tmp_path):
     w.stage("x/f", b"1")
     w.commit()
     assert (tmp_path / "x/f").stat().st_uid == 4321 and (tmp_path / "x").stat().st_gid == 4322
+
+
+# --- the parts: no-follow access, temporaries, journal validation, ownership
+
+def test_temporaries_have_random_names_that_never_end_in_yaml(tmp_path):
+    from higress_init.safefs import Root, create_temp
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    names = set()
+    for _ in range(20):
+        out, name = create_temp(fd, 0o600)
+        os.close(out)
+        names.add(name)
+    os.close(fd)
+    assert len(names) == 20 and all(n.startswith(TMP_PREFIX) and n.endswith(".tmp") for n in names)
+    assert Root(tmp_path).read(("missing",)) is None
+
+
+def test_a_refused_target_leaves_nothing_half_written(tmp_path):
+    """One staged file's target is a link: the commit refuses before writing any file."""
+    from higress_init.safefs import Refused
+    outside = tmp_path / "outside"
+    outside.write_bytes(b"host")
+    root = tmp_path / "v"
+    w = VolumeWriter(root)
+    w.stage("a/first", b"1")
+    w.stage("b/second", b"2")
+    w.commit()
+    (root / "b/second").unlink()
+    (root / "b/second").symlink_to(outside)
+    w2 = VolumeWriter(root)
+    w2.stage("a/first", b"changed")
+    with pytest.raises(Refused, match="b/second is a symbolic link"):
+        w2.stage("b/second", b"changed")
+        w2.commit()
+    assert (root / "a/first").read_bytes() == b"1" and outside.read_bytes() == b"host"
+    assert not list(root.rglob(TMP_PREFIX + "*")) and not (root / JOURNAL).exists()
+
+
+def test_reads_are_capped_and_take_regular_files_only(tmp_path):
+    from higress_init.safefs import Refused, Root
+    (tmp_path / "big").write_bytes(b"x" * 100)
+    with pytest.raises(Refused, match="larger than 10 bytes"):
+        Root(tmp_path).read(("big",), cap=10)
+    os.mkfifo(tmp_path / "fifo")
+    with pytest.raises(Refused, match="a FIFO"):
+        VolumeWriter(tmp_path).read("fifo")
+    with pytest.raises(Refused, match="outside the volumes directory"):
+        VolumeWriter(tmp_path).read(tmp_path.parent / "elsewhere")
+
+
+@pytest.mark.parametrize("entry", [["/etc", TMP_PREFIX + "x", "passwd"], ["..", None, "x"], ["a/../..", None, "x"],
+                                   ["a", "not-a-temporary", "x"], ["a", TMP_PREFIX + "x", "../x"], ["a", None],
+                                   "text", ["a", None, ""]])
+def test_a_journal_entry_outside_the_root_is_refused(entry, tmp_path):
+    from higress_init.safefs import Refused
+    (tmp_path / ".higress-init").mkdir()
+    (tmp_path / JOURNAL).write_text(json.dumps([entry]))
+    with pytest.raises(Refused, match="journal"):
+        VolumeWriter(tmp_path).recover()
+
+
+def test_modes_are_enforced_without_loosening(tmp_path):
+    w = VolumeWriter(tmp_path, private_files={"kube/config"})
+    w.stage("kube/config", b"k", private=True)
+    w.stage("pub/cert.pem", b"c")
+    w.stage("pub/own.conf", b"o")
+    w.commit()
+    os.chmod(tmp_path / "kube/config", 0o644)
+    os.chmod(tmp_path / "pub/cert.pem", 0o4777)
+    os.chmod(tmp_path / "pub/own.conf", 0o600)  # tighter than needed: kept
+    os.chmod(tmp_path / "pub", 0o777)
+    w2 = VolumeWriter(tmp_path, private_files={"kube/config"})
+    for rel in ("kube/config", "pub/cert.pem", "pub/own.conf"):
+        w2.read(rel)
+    fixed = {str(p.relative_to(tmp_path)) for p in w2.fix_owners()}
+    assert fixed == {"kube/config", "pub/cert.pem", "pub"}
+    modes = {rel: (tmp_path / rel).stat().st_mode & 0o7777 for rel in ("kube/config", "pub/cert.pem", "pub/own.conf", "pub")}
+    assert modes == {"kube/config": 0o600, "pub/cert.pem": 0o644, "pub/own.conf": 0o600, "pub": 0o755}

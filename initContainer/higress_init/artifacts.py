@@ -8,7 +8,7 @@ from __future__ import annotations
 import ipaddress
 import os
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Callable
 
 from cryptography import x509
@@ -151,10 +151,18 @@ def _load(spec: CertSpec, writer):
 
 def overlap(writer, root: str) -> tuple[x509.Certificate, x509.Certificate] | None:
     """(previous root, cross-signed new root) while a rotation of `root` is in progress."""
-    previous, cross = _read(writer, PREVIOUS_ROOT.format(root)), _read(writer, CROSS_ROOT.format(root))
+    files = PREVIOUS_ROOT.format(root), CROSS_ROOT.format(root)
+    previous, cross = (_read(writer, f) for f in files)
     if previous is None or cross is None:
         return None
-    return pki.load_certs(previous)[0], pki.load_certs(cross)[0]
+    certs = []
+    for rel, pem in zip(files, (previous, cross)):
+        try:
+            certs.append(pki.load_certs(pem)[0])
+        except (ValueError, IndexError):
+            raise StateError(f"{rel} is not a PEM certificate: restore it, or end the rotation with "
+                             "'higress-init rotate --finish'") from None
+    return certs[0], certs[1]
 
 
 def top_root(spec: CertSpec) -> str:
@@ -216,6 +224,9 @@ def _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issue
     return Decision(spec, "keep", "", cert, key)
 
 
+NOT_BEFORE_LEEWAY = timedelta(minutes=5)  # clocks of hosts sharing the volumes differ a little
+
+
 def leaf_problem(spec: CertSpec, settings: Settings, now: datetime, cert, key, problem: str,
                  issuer_cert) -> str:
     """Why an existing leaf certificate can't be kept (empty when it can)."""
@@ -229,6 +240,8 @@ def leaf_problem(spec: CertSpec, settings: Settings, now: datetime, cert, key, p
         return "key does not match"
     if pki.expires(cert) <= now:
         return "expired"
+    if cert.not_valid_before_utc > now + NOT_BEFORE_LEEWAY:
+        return "not yet valid"
     if pki.expires(cert) - now <= settings.renew_before:
         return f"expires within {settings.renew_before.days}d"
     if issuer_cert is None or not pki.issued_by(cert, issuer_cert):
@@ -258,18 +271,29 @@ def _decide_leaf(spec, settings, now, cert, key, problem, issuer, forced=False) 
 
 class KeyPool:
     """Generates the keys a run needs up front, in parallel across cores (processes, since
-    key generation holds the interpreter), and hands them out as phases ask."""
+    key generation holds the interpreter), and hands them out as phases ask.
+
+    The workers come from a fork server started by exec, not forked from this process: a forked
+    worker would inherit the run lock's descriptor and, outliving a killed run (SIGKILL,
+    SIGTERM), keep the lock held, so that every later run waited forever."""
 
     def __init__(self, algorithms: dict[str, str]):
         self.futures: dict = {}
         self.executor = None
         slow = [n for n, a in algorithms.items() if a.startswith("rsa")]
         if len(slow) > 1:
+            import multiprocessing
             from concurrent.futures import ProcessPoolExecutor  # a warm rerun never needs it
-            self.executor = ProcessPoolExecutor(max_workers=min(len(slow), _cpus()))
+            context = multiprocessing.get_context("forkserver")
+            from . import workers
+            context.set_forkserver_preload([pki.__name__, workers.__name__])
+            self.executor = ProcessPoolExecutor(max_workers=min(len(slow), _cpus()), mp_context=context,
+                                                initializer=workers.exit_with, initargs=(os.getpid(),))
             # largest keys first: they dominate the wall time
             for name in sorted(slow, key=lambda n: -int(algorithms[n].split("-")[1])):
                 self.futures[name] = self.executor.submit(pki.generate_key_pem, algorithms[name])
+            from . import faults
+            faults.pause("keys:generating")  # tests interrupt a run here, its workers busy
         self.algorithms = algorithms
 
     def get(self, name: str):
@@ -279,7 +303,11 @@ class KeyPool:
 
     def close(self):
         if self.executor:
-            self.executor.shutdown(cancel_futures=True)
+            if not all(f.done() for f in self.futures.values()):
+                # an interrupted run does not wait for keys nobody will use
+                for process in list((getattr(self.executor, "_processes", None) or {}).values()):
+                    process.kill()
+            self.executor.shutdown(wait=True, cancel_futures=True)
 
 
 def _cpus() -> int:
@@ -296,7 +324,11 @@ def apply(phase: str, settings: Settings, writer, decisions: dict[str, Decision]
         if d.action in ("create", "reissue", "rotate"):
             issuer = decisions[spec.issuer] if spec.issuer else None
             d.key = keys.get(spec.name)
-            d.cert = pki.issue(spec.request(settings), d.key, issuer.cert if issuer else None,
+            request = spec.request(settings)
+            if issuer is not None and pki.expires(issuer.cert) - now < request.validity:
+                # never outlive the issuer: a certificate past its CA's end fails verification anyway
+                request = pki.CertificateRequest(**{**request.__dict__, "validity": pki.expires(issuer.cert) - now})
+            d.cert = pki.issue(request, d.key, issuer.cert if issuer else None,
                                issuer.key if issuer else None, now)
             if d.action == "rotate" and issuer is None:
                 _start_overlap(spec, d, settings, writer, now)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 import time
 
@@ -17,6 +18,7 @@ from .volume import RunLock, VolumeError, VolumeWriter, check_writable
 # Exit codes (documented in the README).
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 1, 2, 3
 EXIT_NACOS_UNREACHABLE, EXIT_NACOS_AUTH, EXIT_NACOS_CONFLICT, EXIT_NACOS_REQUEST = 4, 5, 6, 7
+EXIT_INTERRUPTED = 130  # 128 + the signal number, as a shell reports it: SIGINT 130, SIGTERM 143
 
 
 class Reporter:
@@ -86,7 +88,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM, handled like SIGINT: stop, clean up (key workers included), one line, exit 143."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """The command line; every failure ends in one line on stderr and an exit code, never a
+    traceback (a killed or interrupted run is finished by the next one: see volume.py)."""
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        print("higress-init: interrupted (SIGINT); the next run finishes or undoes what was started",
+              file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Terminated:
+        print("higress-init: terminated (SIGTERM); the next run finishes or undoes what was started",
+              file=sys.stderr)
+        return 128 + signal.SIGTERM
+    except RecursionError:
+        print("higress-init: error: input nested too deeply", file=sys.stderr)
+        return EXIT_FAILED
+    except Exception as err:  # noqa: BLE001 - the last resort: one line naming what went wrong
+        print(f"higress-init: error: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}",
+              file=sys.stderr)
+        return EXIT_FAILED
+
+
+def _main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     command = args.command or "run"
     overrides = {s.env: getattr(args, s.env) for s in SETTINGS if hasattr(args, s.env)}
@@ -130,6 +163,10 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as err:
         print(f"higress-init: error: {err}", file=sys.stderr)
         return EXIT_FAILED
+    except UnicodeDecodeError as err:
+        print(f"higress-init: error: a file the run reads is not UTF-8 text ({err.reason} at byte {err.start})",
+              file=sys.stderr)
+        return EXIT_FAILED
 
 
 def utcnow() -> datetime:
@@ -141,11 +178,19 @@ def _nacos_errors():
     return NacosError
 
 
+def _writer(settings, owners: bool = True) -> VolumeWriter:
+    """The volume writer; private files besides *.key and *key.pem: the kubeconfigs and tokens."""
+    from .kubeconfig import KUBECONFIGS
+    private = {*(k.file for k in KUBECONFIGS), *(i.file for i in settings.token_identities)}
+    return VolumeWriter(settings.volumes_root, settings.volumes_uid if owners else None,
+                        settings.volumes_gid if owners else None, private_files=private)
+
+
 def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, rotation=None,
              written: list | None = None, push_mesh=False) -> int:
     """Run `names` under the lock; `written` collects the volume paths the commit changed."""
     started = time.perf_counter()
-    writer = VolumeWriter(settings.volumes_root, settings.volumes_uid, settings.volumes_gid)
+    writer = _writer(settings)
     ctx = Context(settings, writer, utcnow(), dry_run=dry_run, reseed=reseed, push_mesh=push_mesh, log=reporter.message,
                   phases=tuple(names), rotate=set(phases.ROTATIONS.get(rotation, ())),
                   finish_rotation=rotation == "finish")
@@ -168,6 +213,7 @@ def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, r
                 _run_locked(ctx, reporter, names, report, rotation)
     finally:
         ctx.close()
+        writer.close()
     seconds = time.perf_counter() - started
     reporter.emit("summary", f"{'plan' if dry_run else 'done':<14} {totals.summary():<40} {seconds:6.2f}s",
                   actions={a: len(n) for a, n in totals.by_action.items()}, seconds=round(seconds, 3))
@@ -193,6 +239,7 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> No
                 report(name, runstate.replay(kept, name), 0.0)
             else:
                 phases.run_phases(ctx, [name], report)  # Nacos is checked every time
+        writer.fix_owners()  # what seed wrote after the write phase
         return
     if {"apiserver-pki", "pilot-pki", "tokens"} & set(names):
         ctx.keys  # start generating keys now, overlapping the wait for Nacos
@@ -203,6 +250,7 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> No
         report(name, counts, seconds)
 
     phases.run_phases(ctx, names, record)
+    writer.fix_owners()  # seed writes the file store after the write phase: its files and folders too
     if full_run and ctx.renew_by:
         runstate.record(settings, writer.touched, min(ctx.renew_by), outcomes)
     else:
@@ -249,7 +297,7 @@ def _renew(settings, reporter: Reporter) -> int:
 
 def _status(settings, output: str) -> int:
     from . import status as status_mod
-    writer = VolumeWriter(settings.volumes_root)
+    writer = _writer(settings, owners=False)  # status reads; it compares owners, never sets them
     rows = status_mod.certificate_rows(settings, writer, utcnow())
     report = {"volumes": str(settings.volumes_root), "healthy": status_mod.healthy(rows), "files": rows,
               "rotation": status_mod.rotation_rows(writer)}

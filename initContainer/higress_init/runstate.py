@@ -8,8 +8,10 @@ before that moment, has nothing to do for the local phases; any difference takes
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 import os
+import secrets
 from datetime import datetime
 from pathlib import Path
 
@@ -17,6 +19,13 @@ from . import __version__
 from .phases import Counts
 
 STATE_FILE = ".higress-init/last-run.json"
+# The record is signed with a random key only root can read: an edited or planted record fails
+# the check and the run takes the full path, so the record can only ever make a run do more work,
+# never less. The same key makes the settings digest useless for guessing the Nacos password
+# offline. The key lives beside the record in .higress-init/ (0700, never given to VOLUMES_UID,
+# unlike pki/), and counts only when root owns it: whoever owns the volumes root could swap the
+# folder for one of their own, but can't make a file owned by root.
+KEY_FILE = ".higress-init/last-run.key"
 # The phases whose only inputs are files and settings. `nacos`, `seed` and `deliver` are not here,
 # so they run every time: the store (Nacos, or the file store the apiserver writes into) may have
 # changed without the volumes knowing, and its higress-config must reach the mesh files like a
@@ -24,46 +33,116 @@ STATE_FILE = ".higress-init/last-run.json"
 LOCAL_PHASES = ("apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "write")
 
 
-def _settings_digest(settings) -> str:
-    return hashlib.sha256(f"{__version__}|{settings!r}".encode()).hexdigest()
+def _root(settings):
+    from .safefs import Root
+    return Root(settings.volumes_root)
 
 
-def _stat(path: Path):
-    try:
-        st = os.stat(path)
-    except (FileNotFoundError, NotADirectoryError):
-        return None
-    return [st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid, st.st_gid]
+def _sign(key: bytes, body: str) -> str:
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
+
+
+def _settings_digest(key: bytes, settings) -> str:
+    return _sign(key, f"{__version__}|{settings!r}")
+
+
+def _stat(root, rel: str):
+    """What the record keeps of a file and of each directory above it: any change of content,
+    mode, owner or type (a link planted anywhere on the way) shows."""
+    from .safefs import parts_of
+    parts = parts_of(rel)
+    out = []
+    for i in range(1, len(parts) + 1):
+        st = root.lstat(parts[:i])
+        if st is None:
+            out.append(None)
+            break
+        out.append([st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_mode, st.st_uid, st.st_gid,
+                    st.st_nlink] if i == len(parts) else [st.st_ino, st.st_mode, st.st_uid, st.st_gid])
+    return out
+
+
+def _relative(settings, paths) -> list[str]:
+    root = settings.volumes_root
+    return sorted({str(Path(p).relative_to(root)) for p in paths if Path(p).is_relative_to(root)})
 
 
 def record(settings, paths, deadline: datetime | None, kept: dict[str, dict[str, int]]) -> None:
     """Remember this run's inputs (called after a full run, with the lock held)."""
-    state_path = settings.volumes_root / STATE_FILE
-    if deadline is None:
-        state_path.unlink(missing_ok=True)
-        return
-    state = {"settings": _settings_digest(settings), "deadline": deadline.isoformat(), "kept": kept,
-             "files": {str(p): _stat(p) for p in sorted(paths)}}
-    tmp = state_path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(state))
-    os.replace(tmp, state_path)
+    from . import journal
+    root = _root(settings)
+    try:
+        if deadline is None:
+            _remove(root)
+            return
+        key = _key(root)
+        if key is None:
+            key = secrets.token_bytes(32)
+            journal.write_atomic(root, KEY_FILE, key, 0o600)
+        files = _relative(settings, paths)
+        body = json.dumps({"deadline": deadline.isoformat(), "kept": kept,
+                           "files": {rel: _stat(root, rel) for rel in files}}, sort_keys=True)
+        state = {"settings": _settings_digest(key, settings), "body": body,
+                 "mac": _sign(key, _settings_digest(key, settings) + body)}
+        journal.write_atomic(root, STATE_FILE, json.dumps(state).encode(), 0o600)
+    finally:
+        root.close()
 
 
 def unchanged(settings, now: datetime) -> dict[str, dict[str, int]] | None:
-    """The per-phase outcome counts of the last run when nothing it depends on has changed."""
+    """The per-phase outcome counts of the last run when nothing it depends on has changed.
+    Anything unexpected (no key, a bad signature, garbage, a link) means: take the full path."""
+    root = _root(settings)
     try:
-        state = json.loads((settings.volumes_root / STATE_FILE).read_text())
-    except (OSError, ValueError):
+        key = _key(root)
+        state = json.loads(root.read((".higress-init", "last-run.json")) or b"null")
+        if not key or not isinstance(state, dict):
+            return None
+        digest = _settings_digest(key, settings)
+        if not hmac.compare_digest(str(state.get("settings")), digest) or \
+                not hmac.compare_digest(str(state.get("mac")), _sign(key, digest + str(state.get("body")))):
+            return None
+        body = json.loads(state["body"])
+        if now >= datetime.fromisoformat(body["deadline"]):
+            return None
+        if any(_stat(root, rel) != recorded for rel, recorded in body["files"].items()):
+            return None
+        return body["kept"]
+    except Exception:  # noqa: BLE001 - the record can only ever add work: any doubt, full path
         return None
-    if state.get("settings") != _settings_digest(settings) or now >= datetime.fromisoformat(state["deadline"]):
+    finally:
+        root.close()
+
+
+def _key(root) -> bytes | None:
+    """The record's key when it is root's own: a regular 0600 file owned by this process's user."""
+    from .safefs import parts_of
+    parts = parts_of(KEY_FILE)
+    st = root.lstat(parts)
+    if st is None or st.st_uid != os.geteuid() or st.st_mode & 0o077:
         return None
-    if any(_stat(Path(p)) != recorded for p, recorded in state["files"].items()):
-        return None
-    return state["kept"]
+    key = root.read(parts)
+    return key if key and len(key) >= 32 else None
+
+
+def _remove(root) -> None:
+    dir_fd = root.open_dir((".higress-init",))
+    if dir_fd is not None:
+        try:
+            os.unlink("last-run.json", dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(dir_fd)
 
 
 def forget(settings) -> None:
-    (settings.volumes_root / STATE_FILE).unlink(missing_ok=True)
+    root = _root(settings)
+    try:
+        if root.exists():
+            _remove(root)
+    finally:
+        root.close()
 
 
 def outcome(counts) -> dict[str, int]:

@@ -23,8 +23,13 @@ STORAGES = ("file", "nacos")
 LOG_FORMATS = ("text", "json")
 ROTATIONS = ("leaf", "intermediate", "root", "finish")
 
-_DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
-_DURATION = re.compile(r"^(\d+)([smhd]?)$")
+# fullmatch everywhere: `$` would also accept a trailing newline
+_DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
+_DURATION = re.compile(r"([0-9]{1,12})([smhd]?)")
+MAX_DURATION = timedelta(days=36500)  # a hundred years: longer overflows dates and means nothing
+# Where TOKEN_IDENTITIES may not put a token: directories holding files the initializer manages.
+MANAGED_DIRS = ("api", "pki", "tokens", "kube", "pilot", "gateway/certs", "gateway/podinfo", "backup",
+                ".higress-init", "data")
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 86400}
 
 
@@ -58,7 +63,7 @@ class Setting:
 SETTINGS: tuple[Setting, ...] = (
     Setting("VOLUMES_ROOT", "/mnt/volumes", "directory holding every component's volume", flag="--volumes"),
     Setting("CONFIG_STORAGE", None, "where the base config is seeded: nacos or file (default: nacos when NACOS_SERVER_URL is set, else file)", flag="--storage"),
-    Setting("FILE_ROOT_DIR", None, "root of the apiserver's file store (default: <VOLUMES_ROOT>/data)"),
+    Setting("FILE_ROOT_DIR", None, "root of the apiserver's file store, inside the volumes root; a relative path is taken from it (default: <VOLUMES_ROOT>/data)"),
     Setting("NACOS_SERVER_URL", None, "Nacos server URL(s), comma-separated, e.g. http://nacos:8848/nacos"),
     Setting("NACOS_NS", "higress-system", "Nacos namespace id"),
     Setting("NACOS_USERNAME", None, "Nacos user (log in when set)", secret=True),
@@ -135,20 +140,32 @@ def _raw(env: dict, overrides: dict, name: str) -> str | None:
         if file_name:
             if value:
                 raise SettingsError(f"{name} and {name}_FILE are both set: set only one")
-            try:
-                value = Path(file_name).read_text().rstrip("\r\n")
-            except OSError as err:
-                raise SettingsError(f"{name}_FILE: cannot read {file_name}: {err.strerror}") from None
+            value = _secret_file(name, file_name)
     if value is None or value == "":
         return setting.default
     return value
 
 
+def _secret_file(name: str, file_name: str) -> str:
+    from .safefs import Refused, read_secret_file
+    try:
+        data = read_secret_file(file_name)
+    except OSError as err:
+        raise SettingsError(f"{name}_FILE: cannot read {file_name}: {err.strerror}") from None
+    except Refused:
+        raise SettingsError(f"{name}_FILE: {file_name} is larger than 64 KiB") from None
+    try:
+        return data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise SettingsError(f"{name}_FILE: {file_name} is not UTF-8 text") from None
+
+
 def parse_duration(name: str, text: str) -> timedelta:
-    match = _DURATION.match(text.strip())
-    if not match or int(match.group(1)) == 0:
-        raise SettingsError(
-            f"{name}={text!r}: expected a positive whole number with unit s, m, h or d (e.g. 365d)")
+    match = _DURATION.fullmatch(text.strip())
+    if not match or int(match.group(1)) == 0 or \
+            int(match.group(1)) * _DURATION_UNITS[match.group(2)] > MAX_DURATION.total_seconds():
+        raise SettingsError(f"{name}={text!r}: expected a positive whole number with unit s, m, h or d "
+                            f"(e.g. 365d), at most {MAX_DURATION.days}d")
     return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
 
 
@@ -162,7 +179,7 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> str:
 def _dns_name(name: str, value: str) -> str:
     value = value.strip().lower()
     labels = value.split(".")
-    if len(value) > 253 or not all(_DNS_LABEL.match(label) for label in labels):
+    if len(value) > 253 or not all(_DNS_LABEL.fullmatch(label) for label in labels):
         raise SettingsError(f"{name}: {value!r} is not a valid DNS name (lower-case letters, digits, '-' and '.')")
     return value
 
@@ -170,9 +187,14 @@ def _dns_name(name: str, value: str) -> str:
 def _san(value: str) -> str:
     value = value.strip()
     try:
-        return str(ipaddress.ip_address(value))
+        address = ipaddress.ip_address(value)
     except ValueError:
-        pass
+        address = None
+    if address is not None:
+        if getattr(address, "scope_id", None):
+            raise SettingsError(f"APISERVER_SANS: {value!r}: a scoped IPv6 address (%zone) can't be in a certificate; "
+                                "give the address without the zone")
+        return str(address)
     if value.startswith("*."):
         return "*." + _dns_name("APISERVER_SANS", value[2:])
     return _dns_name("APISERVER_SANS", value)
@@ -200,9 +222,9 @@ def _nacos_url(text: str) -> str:
 def _owner(name: str, value: str | None) -> int | None:
     if value is None:
         return None
-    if not value.strip().isdigit():
+    if not re.fullmatch(r"[0-9]{1,10}", value.strip()):
         raise SettingsError(f"{name}={value!r}: expected a numeric id from 0 to 2147483647")
-    number = int(value)
+    number = int(value.strip())
     if number > 2**31 - 1:
         raise SettingsError(f"{name}={value!r}: expected a numeric id from 0 to 2147483647")
     return number
@@ -213,7 +235,12 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
     overrides = overrides or {}
     get = lambda name: _raw(env, overrides, name)  # noqa: E731
 
-    volumes_root = Path(get("VOLUMES_ROOT")).absolute()
+    volumes_text = get("VOLUMES_ROOT")
+    if not volumes_text or not volumes_text.strip() or "\0" in volumes_text:
+        raise SettingsError("VOLUMES_ROOT: empty; expected the directory holding the volumes, e.g. /mnt/volumes")
+    volumes_root = Path(os.path.normpath(Path(volumes_text).absolute()))
+    if volumes_root == Path("/"):
+        raise SettingsError("VOLUMES_ROOT=/: expected a directory of its own, e.g. /mnt/volumes")
     if volumes_root.exists() and not volumes_root.is_dir():
         raise SettingsError(f"VOLUMES_ROOT={volumes_root}: exists and is not a directory")
 
@@ -237,16 +264,13 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
         if len(data_key) != 32 or not data_key_text.isprintable() or not data_key_text.isascii():
             raise SettingsError("NACOS_DATA_ENC_KEY: expected exactly 32 printable ASCII characters (an AES-256 key)")
 
-    file_root = get("FILE_ROOT_DIR")
-    apiserver_url = get("APISERVER_URL").strip()
-    parts = urlsplit(apiserver_url)
-    if parts.scheme != "https" or not parts.hostname:
-        raise SettingsError(f"APISERVER_URL={apiserver_url!r}: expected an https URL like https://apiserver:8443")
+    file_root_dir = _file_root(get("FILE_ROOT_DIR"), volumes_root)
+    apiserver_url = _https_url("APISERVER_URL", get("APISERVER_URL"), example="https://apiserver:8443")
 
     settings = Settings(
         volumes_root=volumes_root,
         config_storage=storage,
-        file_root_dir=Path(file_root).absolute() if file_root else volumes_root / "data",
+        file_root_dir=file_root_dir,
         nacos_servers=servers,
         nacos_namespace=_nacos_namespace(get("NACOS_NS")),
         nacos_username=username,
@@ -281,28 +305,61 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
             f"RENEW_BEFORE={get('RENEW_BEFORE')}: must be shorter than TOKEN_VALIDITY={get('TOKEN_VALIDITY')}")
     if settings.intermediate_validity > settings.ca_validity:
         raise SettingsError("INTERMEDIATE_VALIDITY: must not be longer than CA_VALIDITY")
+    # a leaf can't outlive the CA that issues it (the gateway's is the intermediate)
+    if settings.cert_validity > settings.intermediate_validity:
+        raise SettingsError(f"CERT_VALIDITY={get('CERT_VALIDITY')}: must not be longer than "
+                            f"INTERMEDIATE_VALIDITY={get('INTERMEDIATE_VALIDITY')} (a leaf can't outlive its CA)")
+    # a CA is reported for renewal RENEW_BEFORE ahead: inside its whole lifetime, nothing could be healthy
+    if settings.renew_before >= settings.intermediate_validity:
+        raise SettingsError(f"RENEW_BEFORE={get('RENEW_BEFORE')}: must be shorter than "
+                            f"INTERMEDIATE_VALIDITY={get('INTERMEDIATE_VALIDITY')} and CA_VALIDITY")
     return settings
+
+
+def _file_root(text: str | None, volumes_root: Path) -> Path:
+    """FILE_ROOT_DIR: inside the volumes root (relative paths are taken from it), so the file
+    store gets the same no-follow treatment as every volume."""
+    if not text:
+        return volumes_root / "data"
+    path = Path(text)
+    if ".." in path.parts or "\0" in text:
+        raise SettingsError(f"FILE_ROOT_DIR={text!r}: no '..' allowed; expected a directory inside VOLUMES_ROOT")
+    path = Path(os.path.normpath(volumes_root / path))
+    if not path.is_relative_to(volumes_root) or path == volumes_root:
+        raise SettingsError(f"FILE_ROOT_DIR={text!r}: must be a directory inside VOLUMES_ROOT={volumes_root} "
+                            "(e.g. data)")
+    rel = path.relative_to(volumes_root).as_posix()
+    if any(rel == d or rel.startswith(d + "/") for d in MANAGED_DIRS if d != "data"):
+        raise SettingsError(f"FILE_ROOT_DIR={text!r}: {rel} holds the initializer's own files; choose e.g. data")
+    return path
 
 
 def _k8s_name(name: str, value: str) -> str:
     value = value.strip()
-    if not _DNS_LABEL.match(value):
+    if not _DNS_LABEL.fullmatch(value):
         raise SettingsError(f"{name}={value!r}: expected a Kubernetes name (lower-case letters, digits and '-', at most 63)")
     return value
 
 
 def _nacos_namespace(value: str) -> str:
     value = value.strip()
-    if not re.match(r"^[A-Za-z0-9_-]{1,128}$", value):
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", value):
         raise SettingsError(f"NACOS_NS={value!r}: expected 1 to 128 letters, digits, '_' or '-'")
     return value
 
 
-def _https_url(name: str, value: str) -> str:
+def _https_url(name: str, value: str, example: str = "https://issuer.example") -> str:
     value = value.strip().rstrip("/")
+    allowed = f"expected an https URL like {example}, with a port from 1 to 65535 and no user info, query or fragment"
+    if not value.isprintable() or " " in value or not value.isascii():
+        raise SettingsError(f"{name}={value!r}: {allowed}")
     parts = urlsplit(value)
-    if parts.scheme != "https" or not parts.hostname or parts.query or parts.fragment:
-        raise SettingsError(f"{name}={value!r}: expected an https URL without query or fragment")
+    try:
+        port = parts.port
+    except ValueError:
+        raise SettingsError(f"{name}={value!r}: {allowed}") from None
+    if parts.scheme != "https" or not parts.hostname or port == 0 or "?" in value or "#" in value or "@" in parts.netloc:
+        raise SettingsError(f"{name}={value!r}: {allowed}")
     return value
 
 
@@ -316,13 +373,16 @@ def _token_identities(text: str | None, gateway_account: str):
     for entry in (e.strip() for e in text.split(",") if e.strip()):
         name, _, rest = entry.partition("=")
         fields = rest.split(":")
-        if not _DNS_LABEL.match(name) or len(fields) != 3:
+        if not _DNS_LABEL.fullmatch(name) or len(fields) != 3:
             raise SettingsError(f"TOKEN_IDENTITIES: {entry!r}: expected {allowed}")
         file, account, audiences = fields
         path = Path(file)
-        if path.is_absolute() or ".." in path.parts or path.parts[:1] in (("pki",), ("tokens",)) or not file:
-            raise SettingsError(f"TOKEN_IDENTITIES: {entry!r}: the file must be a relative path inside the volumes, "
-                                "not under pki/ or tokens/")
+        rel = path.as_posix()
+        if not file or path.is_absolute() or ".." in path.parts or "." in file.split("/") or "//" in file or \
+                not file.isprintable() or any(p.startswith(".higress-init") for p in path.parts) or \
+                any(rel == d or rel.startswith(d + "/") for d in MANAGED_DIRS):
+            raise SettingsError(f"TOKEN_IDENTITIES: {entry!r}: the file must be a plain relative path inside the volumes, "
+                                f"not under {', '.join(d + '/' for d in MANAGED_DIRS)} (the initializer's own files)")
         auds = tuple(a for a in audiences.split("+") if a)
         if not auds:
             raise SettingsError(f"TOKEN_IDENTITIES: {entry!r}: at least one audience is needed")

@@ -53,6 +53,12 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
     rows.append(_file_row("podinfo/labels", phases.LABELS_FILE, writer, lambda d: bool(d.strip()), "empty"))
     rows.extend(config_rows(settings, writer))
     rows.extend(tokens.status_rows(settings, writer, now))
+    if writer.exists(tokens.RETIRED_KEYS_FILE):
+        rows.append(_file_row("retired token keys", tokens.RETIRED_KEYS_FILE, writer, _json_list, "not a JSON list"))
+    for rel in (tokens.PUBLIC_KEY_FILE, *tokens.JWKS_FILES, tokens.DISCOVERY_FILE):
+        rows.append(_file_row(rel.rsplit("/", 1)[-1], rel, writer, lambda d: bool(d.strip()), "empty"))
+    _check_permissions(settings, writer, rows)
+    rows.extend(_journal_rows(writer))
     return rows
 
 
@@ -64,6 +70,41 @@ def config_rows(settings: Settings, writer) -> list[dict]:
             for r in configstore.status_rows(settings, writer)]
 
 
+def _journal_rows(writer) -> list[dict]:
+    """A commit an interrupted run left: validated as a run would (a bad journal is refused)."""
+    from . import journal
+    from .safefs import check_regular, parts_of
+    if not writer.fs.exists():
+        return []
+    for rel in (journal.STATE_DIR + "/lock", journal.JOURNAL):  # what the next run opens first
+        st = writer.fs.lstat(parts_of(rel))  # a link on the way is refused
+        if st is not None:
+            check_regular(writer.fs.path, parts_of(rel), st)
+    entries = journal.load(writer.fs)
+    if not entries:
+        return []
+    journal.check(writer.fs, entries)
+    return [_row("journal", journal.JOURNAL, state=f"interrupted commit of {len(entries)} files: the next run "
+                                                   "finishes it")]
+
+
+def _check_permissions(settings: Settings, writer, rows) -> None:
+    """The mode and owner each managed file and its directories must have (what a run enforces)."""
+    from . import ownership
+    keys = {spec.cert_file: spec.key_file for spec in artifacts.CERTIFICATES}
+    for row in rows:
+        if row["state"] != "ok":
+            continue
+        for rel in (row["file"], keys.get(row["file"])):
+            if rel is None:
+                continue
+            problem = ownership.problems(writer.fs, rel, settings.volumes_uid, settings.volumes_gid,
+                                         writer.private_files)
+            if problem:
+                row["state"] = f"{rel}: {problem}" if rel != row["file"] else problem
+                break
+
+
 def _bundle_rows(writer, loaded) -> list[dict]:
     rows = []
     for bundle in artifacts.BUNDLES:
@@ -71,7 +112,11 @@ def _bundle_rows(writer, loaded) -> list[dict]:
         if data is None:
             rows.append(_row(bundle.file.rsplit("/", 1)[-1], bundle.file, state="missing"))
             continue
-        certs = pki.load_certs(data)
+        try:
+            certs = pki.load_certs(data)
+        except ValueError:
+            rows.append(_row(bundle.file.rsplit("/", 1)[-1], bundle.file, state="unparsable"))
+            continue
         wanted = [loaded.get(part.rpartition(":")[2]) for part in bundle.parts if not part.startswith("cross:")]
         ok = all(w is not None and w in certs for w in wanted)
         rows.append(_row(bundle.file.rsplit("/", 1)[-1], bundle.file, subject=pki.describe_name(certs[0]),
@@ -132,6 +177,17 @@ def _file_row(name, rel, writer, check, complaint) -> dict:
     if data is None:
         return _row(name, rel, state="missing")
     return _row(name, rel, state="ok" if check(data) else complaint)
+
+
+def _json_list(data: bytes) -> bool:
+    import json
+    try:
+        entries = json.loads(data)
+        return isinstance(entries, list) and all(
+            isinstance(e, dict) and isinstance(e.get("jwk"), dict) and isinstance(e.get("keep_until"), str)
+            for e in entries)
+    except ValueError:
+        return False
 
 
 def healthy(rows) -> bool:

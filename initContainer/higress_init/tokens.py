@@ -119,8 +119,13 @@ def keys_wanted(ctx) -> dict:
 
 def _retired(ctx, now: datetime) -> list[dict]:
     data = ctx.writer.read(RETIRED_KEYS_FILE)
-    entries = json.loads(data) if data else []
-    return [e for e in entries if datetime.fromisoformat(e["keep_until"]) > now]
+    try:
+        entries = json.loads(data) if data else []
+        return [e for e in entries if datetime.fromisoformat(e["keep_until"]) > now and isinstance(e["jwk"], dict)]
+    except (ValueError, TypeError, KeyError):
+        from .errors import StateError
+        raise StateError(f"{RETIRED_KEYS_FILE} is not the list of retired keys this tool writes: restore it, or "
+                         "remove it (tokens signed by a retired key are then no longer accepted)") from None
 
 
 def phase(ctx, counts) -> None:
@@ -155,12 +160,13 @@ def phase(ctx, counts) -> None:
     ctx.stage(DISCOVERY_FILE, discovery_document(s, jwk["alg"]).encode(), "openid-configuration", counts)
     for identity in s.token_identities:
         existing = ctx.writer.read(identity.file)
-        problem = token_problem(s, identity, existing.decode().strip() if existing else None, public, jwk["kid"], now)
+        text = existing.decode("utf-8", "replace").strip() if existing is not None else None
+        problem = token_problem(s, identity, text, public, jwk["kid"], now)
         if "tokens" in ctx.rotate and not problem:
             problem = "rotation"
         if not problem:
             counts.add("kept", f"token {identity.name}")
-            expiry = jwt.decode(existing, options={"verify_signature": False})["exp"]
+            expiry = jwt.decode(text, options={"verify_signature": False})["exp"]
         else:
             claims = claims_for(s, identity, now)
             token = jwt.encode(claims, key, algorithm=jwk["alg"], headers={"kid": jwk["kid"], "typ": "JWT"})
@@ -201,7 +207,7 @@ def status_rows(settings, writer, now) -> list:
         if data is None:
             rows.append(_row(f"token {identity.name}", identity.file, state="missing"))
             continue
-        token = data.decode().strip()
+        token = data.decode("utf-8", "replace").strip()
         problem = token_problem(settings, identity, token, public, kid, now) if public else "no signing key"
         try:
             claims = jwt.decode(token, options={"verify_signature": False})
@@ -224,4 +230,7 @@ def _published(writer, public) -> bool:
     if data is None:
         return False
     kid = public_jwk(public)["kid"]
-    return any(k.get("kid") == kid for k in json.loads(data).get("keys", []))
+    try:
+        return any(isinstance(k, dict) and k.get("kid") == kid for k in json.loads(data).get("keys", []))
+    except (ValueError, AttributeError, TypeError):
+        return False

@@ -1,29 +1,29 @@
 """The volume writer: stages every file of a run, then commits them crash-safely.
 
-A commit writes each changed file to a temporary name in its own directory and fsyncs it,
-records the planned renames in a journal, then renames. A run killed half-way leaves either
-the old files plus stray temporaries (ignored, cleaned up) or a journal that the next run
-rolls forward, so no component ever reads a partial file and no CA/key pair is torn apart.
-Every file that is replaced is first copied to backup/<UTC timestamp>/.
+Three parts, each in its own module:
+- safefs: every path is resolved under the volumes root one component at a time, never across
+  a link; reads take regular files only, with a size cap; temporaries get random names (O_EXCL).
+- journal: a commit writes each changed file to a temporary in its own directory and fsyncs it,
+  records the planned renames (relative to the root) in a journal, then renames. A run killed
+  half-way leaves either the old files plus stray temporaries (cleaned up) or a journal the next
+  run validates and rolls forward, so no component reads a partial file and no CA/key pair is
+  torn apart. Every file that is replaced is first copied to backup/<UTC timestamp>/.
+- ownership: the mode and owner of every managed file and directory, enforced on every run.
 """
 from __future__ import annotations
 
 import errno
 import fcntl
-import json
 import os
-import shutil
 from dataclasses import dataclass
-from datetime import datetime, timezone
 from pathlib import Path
 
-from . import faults
+from . import faults, journal
+from .ownership import DIR_MODE, PRIVATE_DIRS, PRIVATE_MODE, PUBLIC_MODE, Owners, is_private  # noqa: F401
+from .safefs import TMP_PREFIX, Refused, Root, check_regular, create_temp, parts_of, refuse, write_all  # noqa: F401
 
-JOURNAL = ".higress-init/journal.json"
-LOCK = ".higress-init/lock"
-TMP_PREFIX = ".higress-init-tmp."
-DIR_MODE = 0o755
-PRIVATE_DIRS = ("pki",)  # the initializer's own secrets: no component mounts them
+JOURNAL = journal.JOURNAL
+LOCK = f"{journal.STATE_DIR}/lock"
 
 
 class VolumeError(Exception):
@@ -38,39 +38,56 @@ class StagedFile:
 
 
 class VolumeWriter:
-    def __init__(self, root: Path, uid: int | None = None, gid: int | None = None):
-        self.root = root
+    def __init__(self, root: Path, uid: int | None = None, gid: int | None = None, private_files=()):
+        self.root = Path(root)
         self.uid, self.gid = uid, gid
+        self.private_files = frozenset(private_files)   # managed files kept 0600 besides *.key/*key.pem
+        self.fs = Root(self.root)
+        self.owners = Owners(self.fs, uid, gid)
         self.staged: dict[Path, StagedFile] = {}
         self._disk: dict[Path, bytes | None] = {}  # each file is read from disk once per run
+        self._dirs: set[tuple[str, ...]] = set()   # directories ensure_dir made managed
         self.touched: set[Path] = set()             # every path this run read or wrote
 
-    # --- reading: staged content wins, so later phases see what earlier phases produced
+    # --- paths: absolute paths are accepted only inside the root
     def path(self, rel: str | Path) -> Path:
-        return rel if Path(rel).is_absolute() else self.root / rel
+        return self.root.joinpath(*self._parts(rel))
 
+    def _parts(self, rel: str | Path) -> tuple[str, ...]:
+        rel = Path(rel)
+        if rel.is_absolute():
+            normal = Path(os.path.normpath(rel))
+            if not normal.is_relative_to(self.root) or normal == self.root:
+                raise Refused(f"{rel} is outside the volumes directory {self.root}: refused")
+            rel = normal.relative_to(self.root)
+        return parts_of(rel.as_posix())
+
+    def rel(self, path: Path) -> str:
+        return "/".join(self._parts(path))
+
+    # --- reading: staged content wins, so later phases see what earlier phases produced
     def read(self, rel: str | Path) -> bytes | None:
         path = self.path(rel)
         self.touched.add(path)
         if path in self.staged:
             return self.staged[path].data
-        if path not in self._disk:
-            try:
-                self._disk[path] = path.read_bytes()
-            except (FileNotFoundError, NotADirectoryError):
-                self._disk[path] = None
-        return self._disk[path]
+        return self._disk_bytes(path)
 
     def exists(self, rel: str | Path) -> bool:
         return self.read(rel) is not None
 
+    def _disk_bytes(self, path: Path) -> bytes | None:
+        if path not in self._disk:
+            self._disk[path] = self.fs.read(self._parts(path)) if self.fs.exists() else None
+        return self._disk[path]
+
     # --- staging
     def stage(self, rel: str | Path, data: bytes, private: bool = False) -> bool:
-        """Stage a file; returns True when it differs from what is on disk."""
+        """Stage a file; returns True when it differs from what is on disk (bytes, mode or owner)."""
         path = self.path(rel)
         self.touched.add(path)
-        mode = 0o600 if private else 0o644
-        self.staged[path] = StagedFile(path, data, mode)
+        private = private or is_private(self.rel(path), self.private_files)
+        self.staged[path] = StagedFile(path, data, PRIVATE_MODE if private else PUBLIC_MODE)
         return self._differs(self.staged[path])
 
     def remove(self, rel: str | Path) -> None:
@@ -79,181 +96,136 @@ class VolumeWriter:
         self.staged[path] = StagedFile(path, None, 0)
 
     def _differs(self, staged: StagedFile) -> bool:
-        try:
-            st = staged.path.stat()
-        except FileNotFoundError:
+        st = self.fs.lstat(self._parts(staged.path)) if self.fs.exists() else None
+        if st is None:
             return staged.data is not None
+        check_regular(self.fs.path, self._parts(staged.path), st)
         if staged.data is None:
             return True
-        return (st.st_mode & 0o777) != staged.mode or self._owner_differs(st) or \
+        return (st.st_mode & 0o7777) != staged.mode or self.owners.differs(st) or \
             self._disk_bytes(staged.path) != staged.data
-
-    def _disk_bytes(self, path: Path) -> bytes | None:
-        if path not in self._disk:
-            self._disk[path] = path.read_bytes()
-        return self._disk[path]
-
-    def _owner_differs(self, st) -> bool:
-        return (self.uid is not None and st.st_uid != self.uid) or (self.gid is not None and st.st_gid != self.gid)
 
     def changes(self) -> list[StagedFile]:
         return [s for s in self.staged.values() if self._differs(s)]
 
     def ensure_dir(self, rel: str | Path) -> None:
-        self._make_dirs(self.path(rel))
+        parts = self._parts(rel)
+        self._make_root()
+        os.close(self.fs.open_dir(parts, create=self.owners.mkdir))
+        self._dirs.add(parts)
+
+    def _make_root(self) -> None:
+        if not self.root.is_dir():
+            self.root.mkdir(parents=True, mode=DIR_MODE)
+            os.chmod(self.root, DIR_MODE)  # whatever the umask; the root's owner stays the user's
 
     # --- committing
     def commit(self) -> list[Path]:
         """Write every changed staged file; returns the paths written."""
-        changed = self.changes()
+        changed = self.changes()  # refuses a link or foreign file type at any target first
         if not changed:
             self.staged.clear()
             return []
-        renames = []
-        for item in changed:
-            if item.data is None:
-                renames.append((None, str(item.path)))
-                continue
-            self._make_dirs(item.path.parent)
-            tmp = item.path.parent / (TMP_PREFIX + item.path.name)
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, item.mode)
-            try:
-                os.fchmod(fd, item.mode)
-                half = len(item.data) // 2
-                os.write(fd, item.data[:half])
-                faults.point(f"write:{item.path.name}")
-                os.write(fd, item.data[half:])
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self._chown(tmp)
-            renames.append((str(tmp), str(item.path)))
-        self._write_journal(renames)
+        self._make_root()
+        if any(self.fs.lstat(self._parts(item.path)) is not None for item in changed):
+            # replaced files are backed up: a planted backup/ link is refused before anything is renamed
+            os.close(self.fs.open_dir((journal.BACKUP_DIR,), create=journal.private_mkdir))
+        entries = [self._write_temporary(item) for item in changed]
+        journal.write(self.fs, entries)
         faults.point("commit:journal")
-        self._roll_forward(renames)
+        journal.roll_forward(self.fs, entries)
         self.staged.clear()
         self._disk.clear()
         return [item.path for item in changed]
 
+    def _write_temporary(self, item: StagedFile) -> list:
+        """[directory, temporary, final name]: the journal entry of one staged file."""
+        parts = self._parts(item.path)
+        directory = "/".join(parts[:-1])
+        if item.data is None:
+            return [directory, None, parts[-1]]
+        dir_fd = self.fs.open_dir(parts[:-1], create=self.owners.mkdir)
+        try:
+            fd, tmp = create_temp(dir_fd, item.mode)
+            try:
+                self.owners.apply(fd, parts)
+                half = len(item.data) // 2
+                write_all(fd, item.data[:half])
+                faults.point(f"write:{parts[-1]}")
+                write_all(fd, item.data[half:])
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        finally:
+            os.close(dir_fd)
+        return [directory, tmp, parts[-1]]
+
     def fix_owners(self) -> list[Path]:
-        """Apply VOLUMES_UID/GID to files a run kept too, so changing the owner is enough."""
-        if self.uid is None and self.gid is None:
+        """Enforce mode and owner of every managed file (what this run read or staged) and of
+        their directories, so a loosened mode or a changed VOLUMES_UID is repaired by a rerun."""
+        if not self.fs.exists():
             return []
-        fixed = []
-        for path in [self.root, *self.root.rglob("*")]:
-            rel = path.relative_to(self.root).parts
-            if rel[:1] in (("backup",), (".higress-init",)):
-                continue
-            if self._owner_differs(path.lstat()):
-                self._chown(path)
-                fixed.append(path)
-        return fixed
+        staged_modes = {self.rel(p): s.mode for p, s in self.staged.items() if s.data is not None}
+        files = {self.rel(p): staged_modes.get(self.rel(p)) for p in self.touched}
+        changed = self.owners.enforce(files, set(self._dirs), self.private_files)
+        return [self.root / rel.rstrip("/") for rel in changed]
 
     def recover(self) -> int:
         """Finish a commit that a killed run left half-done; drop stray temporaries."""
-        journal = self.root / JOURNAL
-        done = 0
-        if journal.exists():
-            try:
-                renames = json.loads(journal.read_text())
-            except ValueError:
-                renames = None  # the journal itself was torn: its renames never started
-            if renames:
-                done = self._roll_forward([tuple(r) for r in renames])
-            journal.unlink(missing_ok=True)
-        for tmp in self.root.rglob(TMP_PREFIX + "*"):
-            tmp.unlink(missing_ok=True)
+        if not self.fs.exists():
+            return 0
+        entries = journal.load(self.fs)
+        done = journal.roll_forward(self.fs, entries) if entries else 0
+        journal.remove(self.fs)
+        journal.sweep_temporaries(self.fs)
         return done
 
-    def _roll_forward(self, renames) -> int:
-        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
-        done = 0
-        for tmp, final in renames:
-            if tmp is None:  # a removal
-                if os.path.exists(final):
-                    self._backup(Path(final), stamp)
-                    os.unlink(final)
-                    done += 1
-                continue
-            if not os.path.exists(tmp):
-                continue  # renamed before the crash
-            if os.path.exists(final):
-                self._backup(Path(final), stamp)
-            faults.point(f"rename:{Path(final).name}")
-            os.replace(tmp, final)
-            done += 1
-        for parent in {Path(final).parent for _, final in renames}:
-            _fsync_dir(parent)
-        (self.root / JOURNAL).unlink(missing_ok=True)
-        return done
-
-    def _backup(self, path: Path, stamp: str) -> None:
-        try:
-            rel = path.relative_to(self.root)
-        except ValueError:
-            rel = Path("external") / path.relative_to(path.anchor)
-        target = self.root / "backup" / stamp / rel
-        if target.exists():
-            return
-        self._make_dirs(target.parent, mode=0o700)
-        tmp = target.parent / (TMP_PREFIX + target.name)
-        shutil.copy2(path, tmp)
-        os.replace(tmp, target)
-
-    def _write_journal(self, renames) -> None:
-        journal = self.root / JOURNAL
-        self._make_dirs(journal.parent, mode=0o700)
-        tmp = journal.parent / (TMP_PREFIX + journal.name)
-        with open(tmp, "w") as f:
-            json.dump(renames, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, journal)
-        _fsync_dir(journal.parent)
-
-    def _make_dirs(self, directory: Path, mode: int | None = None) -> None:
-        missing = []
-        while not directory.exists():
-            missing.append(directory)
-            directory = directory.parent
-        for d in reversed(missing):
-            private = d.name in PRIVATE_DIRS and d.parent == self.root
-            os.mkdir(d)
-            os.chmod(d, mode or (0o700 if private else DIR_MODE))
-            self._chown(d)
-
-    def _chown(self, path: Path) -> None:
-        if self.uid is not None or self.gid is not None:
-            os.chown(path, -1 if self.uid is None else self.uid, -1 if self.gid is None else self.gid)
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    def close(self) -> None:
+        self.fs.close()
 
 
 class RunLock:
-    """An exclusive lock on the volumes directory: concurrent runs queue, not interleave."""
+    """An exclusive lock on the volumes directory: concurrent runs queue, not interleave.
+    The descriptor is close-on-exec, and key-generation workers are not forked from this
+    process (see artifacts.KeyPool), so no process outlives a killed run holding the lock."""
 
     def __init__(self, root: Path, on_wait=None):
-        self.path = root / LOCK
+        self.root = Root(root)
+        self.path = Path(root) / LOCK
         self.on_wait = on_wait
         self.fd = None
 
     def __enter__(self):
-        self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        if not os.path.isdir(self.root.path):
+            os.makedirs(self.root.path, mode=DIR_MODE)
+            os.chmod(self.root.path, DIR_MODE)
+        parts = parts_of(LOCK)
+        dir_fd = self.root.open_dir(parts[:-1], create=journal.private_mkdir)
         try:
-            fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.fd = os.open(parts[-1], os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
+                              0o600, dir_fd=dir_fd)
         except OSError as err:
-            if err.errno not in (errno.EAGAIN, errno.EACCES):
+            if err.errno not in (errno.ELOOP, errno.ENXIO, errno.EISDIR):
                 raise
-            if self.on_wait:
-                self.on_wait(self.path)
-            fcntl.flock(self.fd, fcntl.LOCK_EX)
+            raise refuse(self.root.path, parts, os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False),
+                         "a regular file") from None
+        finally:
+            os.close(dir_fd)
+            self.root.close()
+        try:
+            check_regular(self.root.path, parts, os.fstat(self.fd))
+            os.fchmod(self.fd, 0o600)
+            try:
+                fcntl.flock(self.fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as err:
+                if err.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if self.on_wait:
+                    self.on_wait(self.path)
+                fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            os.close(self.fd)
+            raise
         return self
 
     def __exit__(self, *exc):

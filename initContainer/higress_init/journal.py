@@ -1,0 +1,194 @@
+"""The commit journal and backups: how a batch of renames survives a crash.
+
+The journal lists the planned renames as [directory, temporary name, final name], the directory
+relative to the volumes root, so recovery works wherever the volumes are mounted now. It is
+input like any other file in the volumes: validated before use, and only ever acted on through
+no-follow descriptors under the root.
+"""
+from __future__ import annotations
+
+import json
+import os
+import stat
+from datetime import datetime, timezone
+
+from . import faults
+from .safefs import (TMP_PREFIX, Refused, Root, check_regular, create_temp, lstat_at, parts_of, read_capped,
+                     show, write_all)
+
+STATE_DIR = ".higress-init"
+JOURNAL = f"{STATE_DIR}/journal.json"
+BACKUP_DIR = "backup"
+PRIVATE_DIR_MODE = 0o700
+
+
+def private_mkdir(dir_fd: int, name: str, parts) -> None:
+    """Directories only root uses (.higress-init/, backup/): 0700 whatever the umask, not chowned."""
+    os.mkdir(name, PRIVATE_DIR_MODE, dir_fd=dir_fd)
+    os.chmod(name, PRIVATE_DIR_MODE, dir_fd=dir_fd, follow_symlinks=False)
+
+
+def write_atomic(root: Root, rel: str, data: bytes, mode: int = 0o600, mkdir=private_mkdir) -> None:
+    """Write one file whole (temporary, fsync, rename), never through a link."""
+    parts = parts_of(rel)
+    dir_fd = root.open_dir(parts[:-1], create=mkdir)
+    try:
+        st = lstat_at(dir_fd, parts[-1])
+        if st is not None:
+            check_regular(root.path, parts, st)
+        fd, tmp = create_temp(dir_fd, mode)
+        try:
+            write_all(fd, data)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, parts[-1], src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def write(root: Root, entries: list) -> None:
+    write_atomic(root, JOURNAL, json.dumps(entries).encode())
+
+
+def load(root: Root) -> list | None:
+    """The journal's entries; None when there is none or it was torn before its renames began.
+    Anything else that is not a list of renames inside the root is refused."""
+    data = root.read(parts_of(JOURNAL))
+    if data is None:
+        return None
+    try:
+        entries = json.loads(data)
+    except ValueError:
+        return None  # torn while being written: written whole before any rename, so none began
+    name = show(root.path, parts_of(JOURNAL))
+    if not isinstance(entries, list):
+        raise Refused(f"{name}: not a list of renames: refused; remove it and run again")
+    for entry in entries:
+        if not _valid(entry):
+            raise Refused(f"{name}: entry {str(entry)[:200]!r} is not a rename inside the volumes directory: "
+                          "refused; remove the journal and run again")
+    return entries
+
+
+def _valid(entry) -> bool:
+    if not (isinstance(entry, list) and len(entry) == 3 and all(isinstance(e, (str, type(None))) for e in entry)):
+        return False
+    directory, tmp, final = entry
+    if directory is None or not _plain_name(final):
+        return False
+    if directory:
+        try:
+            parts_of(directory)
+        except Refused:
+            return False
+    return tmp is None or (_plain_name(tmp) and tmp.startswith(TMP_PREFIX))
+
+
+def _plain_name(name) -> bool:
+    return isinstance(name, str) and name not in ("", ".", "..") and "/" not in name and "\0" not in name
+
+
+def remove(root: Root) -> None:
+    dir_fd = root.open_dir(parts_of(STATE_DIR))
+    if dir_fd is None:
+        return
+    try:
+        try:
+            os.unlink("journal.json", dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def check(root: Root, entries: list) -> None:
+    """Refuse, before any rename, a journal whose directories, temporaries or targets are links
+    or anything but regular files."""
+    for directory, tmp, final in entries:
+        dir_parts = parts_of(directory) if directory else ()
+        dir_fd = root.open_dir(dir_parts)  # a link on the way is refused here
+        if dir_fd is None:
+            continue
+        try:
+            for name in (tmp, final):
+                st = lstat_at(dir_fd, name) if name is not None else None
+                if st is not None:
+                    check_regular(root.path, dir_parts + (name,), st)
+        finally:
+            os.close(dir_fd)
+
+
+def roll_forward(root: Root, entries: list) -> int:
+    """Do the journaled renames and removals not done yet; each replaced file is backed up."""
+    check(root, entries)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    done = 0
+    for directory, tmp, final in entries:
+        dir_parts = parts_of(directory) if directory else ()
+        dir_fd = root.open_dir(dir_parts)
+        if dir_fd is None:
+            continue
+        try:
+            final_st = lstat_at(dir_fd, final)
+            if final_st is not None:
+                check_regular(root.path, dir_parts + (final,), final_st)
+            if tmp is None:  # a removal
+                if final_st is not None:
+                    _backup(root, dir_parts, dir_fd, final, stamp)
+                    os.unlink(final, dir_fd=dir_fd)
+                    done += 1
+                continue
+            tmp_st = lstat_at(dir_fd, tmp)
+            if tmp_st is None:
+                continue  # renamed before the crash
+            check_regular(root.path, dir_parts + (tmp,), tmp_st)
+            if final_st is not None:
+                _backup(root, dir_parts, dir_fd, final, stamp)
+            faults.point(f"rename:{final}")
+            os.replace(tmp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.fsync(dir_fd)
+            done += 1
+        finally:
+            os.close(dir_fd)
+    remove(root)
+    return done
+
+
+def _backup(root: Root, dir_parts, dir_fd: int, name: str, stamp: str) -> None:
+    """Copy the bytes of a file about to be replaced to backup/<stamp>/<its path> (0600)."""
+    fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+    try:
+        check_regular(root.path, dir_parts + (name,), os.fstat(fd))
+        data = read_capped(fd, 1 << 26, show(root.path, dir_parts + (name,)))
+    finally:
+        os.close(fd)
+    target = (BACKUP_DIR, stamp, *dir_parts, name)
+    target_fd = root.open_dir(target[:-1], create=private_mkdir)
+    try:
+        if lstat_at(target_fd, name) is not None:
+            return
+        out, tmp = create_temp(target_fd, 0o600)
+        try:
+            write_all(out, data)
+            os.fsync(out)
+        finally:
+            os.close(out)
+        os.replace(tmp, name, src_dir_fd=target_fd, dst_dir_fd=target_fd)
+    finally:
+        os.close(target_fd)
+
+
+def sweep_temporaries(root: Root) -> int:
+    """Unlink temporaries a killed run left (unlink never follows a link)."""
+    removed = 0
+    for _, dirs, files, dir_fd in os.fwalk(".", dir_fd=root.fd(), follow_symlinks=False):
+        for name in files + dirs:
+            if name.startswith(TMP_PREFIX):
+                st = lstat_at(dir_fd, name)
+                if st is not None and not stat.S_ISDIR(st.st_mode):
+                    os.unlink(name, dir_fd=dir_fd)
+                    removed += 1
+    return removed

@@ -1,0 +1,148 @@
+"""Modes and owners of managed files and directories, enforced on every run, checked by `status`.
+
+Everything is done on descriptors opened without following links (fchmod/fchown), so a link or
+hard link planted where a managed file belongs can never hand root's chmod/chown to a host file.
+"""
+from __future__ import annotations
+
+import os
+import stat
+
+from .safefs import Root, check_regular, parts_of, refuse
+
+DIR_MODE = 0o755
+PRIVATE_DIR_MODE = 0o700
+PRIVATE_DIRS = ("pki",)                       # the initializer's own secrets: no component mounts them
+ROOT_ONLY_DIRS = (".higress-init", "backup")  # bookkeeping: root's, never chowned
+PUBLIC_MODE, PRIVATE_MODE = 0o644, 0o600
+PRIVATE_NAMES = (".key", "key.pem")           # every private key, whatever its directory
+
+
+def dir_mode(parts) -> int:
+    return PRIVATE_DIR_MODE if parts[0] in PRIVATE_DIRS + ROOT_ONLY_DIRS else DIR_MODE
+
+
+def is_private(rel: str, private_files=()) -> bool:
+    return rel.endswith(PRIVATE_NAMES) or rel in private_files
+
+
+def file_mode_ok(mode: int, rel: str, private_files=(), staged_mode: int | None = None) -> tuple[bool, int]:
+    """(acceptable, the mode to set). A file this run staged gets its staged mode; any other
+    managed file loses what its kind must not have (never loosened: 0600 stays 0600)."""
+    mode &= 0o7777
+    if staged_mode is not None:
+        wanted = PRIVATE_MODE if is_private(rel, private_files) else staged_mode
+        return mode == wanted, wanted
+    ceiling = PRIVATE_MODE if is_private(rel, private_files) else PUBLIC_MODE
+    return mode & ~ceiling == 0, mode & ceiling
+
+
+class Owners:
+    """Applies VOLUMES_UID/VOLUMES_GID (when set) and the modes above."""
+
+    def __init__(self, root: Root, uid: int | None, gid: int | None):
+        self.root, self.uid, self.gid = root, uid, gid
+
+    def differs(self, st) -> bool:
+        return (self.uid is not None and st.st_uid != self.uid) or (self.gid is not None and st.st_gid != self.gid)
+
+    def apply(self, fd: int, parts) -> None:
+        if parts[0] not in ROOT_ONLY_DIRS and (self.uid is not None or self.gid is not None):
+            os.fchown(fd, -1 if self.uid is None else self.uid, -1 if self.gid is None else self.gid)
+
+    def mkdir(self, dir_fd: int, name: str, parts) -> None:
+        """Create one managed directory: its mode whatever the umask, its owner as configured."""
+        mode = dir_mode(parts)
+        os.mkdir(name, mode, dir_fd=dir_fd)
+        fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        try:
+            os.fchmod(fd, mode)
+            self.apply(fd, parts)
+        finally:
+            os.close(fd)
+
+    def enforce(self, files: dict[str, int | None], dirs: set[tuple[str, ...]], private_files=()) -> list[str]:
+        """Set mode and owner of each existing managed file (rel -> staged mode or None) and
+        directory; returns the relative paths changed. The volumes root itself is the user's."""
+        changed = []
+        for rel, staged_mode in sorted(files.items()):
+            parts = parts_of(rel)
+            dirs.update(parts[:i] for i in range(1, len(parts)))
+            if self._fix_file(parts, rel, staged_mode, private_files):
+                changed.append(rel)
+        for parts in sorted(dirs):
+            if parts[0] in ROOT_ONLY_DIRS:
+                continue
+            fd = self.root.open_dir(parts)
+            if fd is None:
+                continue
+            try:
+                st = os.fstat(fd)
+                if st.st_mode & 0o7777 != dir_mode(parts) or self.differs(st):
+                    try:
+                        os.fchmod(fd, dir_mode(parts))
+                        self.apply(fd, parts)
+                    except PermissionError as err:
+                        raise PermissionError(err.errno, f"{err.strerror} (setting the mode or owner; run as root)",
+                                              os.path.join(self.root.path, *parts)) from None
+                    changed.append("/".join(parts) + "/")
+            finally:
+                os.close(fd)
+        return changed
+
+    def _fix_file(self, parts, rel, staged_mode, private_files) -> bool:
+        dir_fd = self.root.open_dir(parts[:-1])
+        if dir_fd is None:
+            return False
+        try:
+            try:
+                fd = os.open(parts[-1], os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
+            except FileNotFoundError:
+                return False
+            except OSError:
+                raise refuse(self.root.path, parts, os.stat(parts[-1], dir_fd=dir_fd, follow_symlinks=False),
+                             "a regular file") from None
+        finally:
+            os.close(dir_fd)
+        try:
+            st = os.fstat(fd)
+            check_regular(self.root.path, parts, st)
+            ok, wanted = file_mode_ok(st.st_mode, rel, private_files, staged_mode)
+            if ok and not self.differs(st):
+                return False
+            try:
+                os.fchmod(fd, wanted)
+                self.apply(fd, parts)
+            except PermissionError as err:  # not root, and not the file's owner: say which file
+                raise PermissionError(err.errno, f"{err.strerror} (setting the mode or owner; run as root)",
+                                      os.path.join(self.root.path, *parts)) from None
+            return True
+        finally:
+            os.close(fd)
+
+
+def problems(root: Root, rel: str, uid, gid, private_files=()) -> str:
+    """What `status` says about a managed file's mode, owner and directories ('' when fine)."""
+    parts = parts_of(rel)
+    owners = Owners(root, uid, gid)
+    for i in range(1, len(parts)):
+        st = root.lstat(parts[:i])
+        if st is None:
+            return ""
+        if not stat.S_ISDIR(st.st_mode):
+            raise refuse(root.path, parts[:i], st, "a directory")
+        if parts[0] not in ROOT_ONLY_DIRS and st.st_mode & 0o7777 != dir_mode(parts[:i]):
+            return f"directory {'/'.join(parts[:i])} has mode {st.st_mode & 0o7777:04o}, want {dir_mode(parts[:i]):04o}"
+        if owners.differs(st):
+            return f"directory {'/'.join(parts[:i])} is owned by {st.st_uid}:{st.st_gid}"
+    st = root.lstat(parts)
+    if st is None:
+        return ""
+    check_regular(root.path, parts, st)
+    ok, wanted = file_mode_ok(st.st_mode, rel, private_files)
+    if not ok:
+        return f"mode {st.st_mode & 0o7777:04o}, want {wanted:04o}"
+    if owners.differs(st):
+        return f"owned by {st.st_uid}:{st.st_gid}, want {uid if uid is not None else st.st_uid}:" \
+               f"{gid if gid is not None else st.st_gid}"
+    return ""

@@ -1,0 +1,106 @@
+"""Garbage, non-UTF-8 and not-yet-valid content in the files a run or `status` reads: a file the
+run derives is re-made, a CA or state it must not replace silently is refused with one line,
+and neither `run` nor `status` ever ends in a traceback."""
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from conftest import run_cli
+from hostile import make_victim, one_line_error, state_of, status
+from higress_init import pki
+
+NOT_UTF8 = b"\xff\xfe\xfd garbage \x00\x80"
+PEM_GARBAGE = b"-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n"
+REFUSED = 3
+
+# (file, content, exit code of the run, words of its one-line error or of its output)
+CASES = [
+    ("api/ca.crt", b"garbage", REFUSED, ["api/ca.crt", "not a PEM certificate"]),
+    ("api/ca.crt", NOT_UTF8, REFUSED, ["api/ca.crt", "not a PEM certificate"]),
+    ("pilot/cacerts/root-cert.pem", PEM_GARBAGE, REFUSED, ["root-cert.pem", "not a PEM certificate"]),
+    ("pki/apiserver-ca.key", NOT_UTF8, REFUSED, ["pki/apiserver-ca.key", "not an unencrypted PEM private key"]),
+    ("pilot/cacerts/ca-key.pem", b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n", REFUSED,
+     ["ca-key.pem", "private key"]),
+    ("pki/sa.key", NOT_UTF8, REFUSED, ["pki/sa.key", "not an unencrypted PEM private key"]),
+    ("pki/sa-retired.json", NOT_UTF8, REFUSED, ["pki/sa-retired.json"]),
+    ("pki/sa-retired.json", b'[{"jwk": 1}]', REFUSED, ["pki/sa-retired.json"]),
+    ("console/token", NOT_UTF8, 0, ["re-issued 1"]),
+    ("gateway/tokens/istio-token", b"a.b.c", 0, ["re-issued 1"]),
+    ("tokens/jwks.json", b"{garbage", 0, ["updated"]),
+    ("tokens/jwks.json", b'{"keys": [1, "x"]}', 0, ["updated"]),
+    ("kube/config", b"\x00\x01garbage", 0, ["updated"]),
+    ("kube/config", b"apiVersion: v1\nclusters: [[[\n", 0, ["updated"]),
+    ("gateway/podinfo/labels", NOT_UTF8, 0, ["updated"]),
+    ("pki/admin.crt", PEM_GARBAGE, 0, ["re-issued 1"]),
+    ("api/server.crt", NOT_UTF8, 0, ["re-issued 1"]),
+    ("gateway/certs/cert-chain.pem", b"", 0, ["created 1"]),  # empty: as if missing
+    ("gateway/certs/root-cert.pem", NOT_UTF8, 0, ["updated"]),
+    ("pilot/cacerts/cert-chain.pem", PEM_GARBAGE, 0, ["updated"]),
+]
+
+
+@pytest.mark.parametrize("rel,content,code,words", CASES, ids=[f"{c[0]}:{c[1][:8]!r}" for c in CASES])
+def test_garbage_in_a_file_the_run_reads(rel, content, code, words, initialized, tmp_path):
+    victim = make_victim(tmp_path)
+    before = state_of(victim)
+    (initialized / rel).write_bytes(content)
+    checked = status(initialized)
+    assert checked.returncode in (1, REFUSED) and "Traceback" not in checked.stderr
+    result = run_cli("run", volumes=initialized)
+    assert result.returncode == code, result.stdout + result.stderr
+    if code:
+        one_line_error(result, *words)
+        assert (initialized / rel).read_bytes() == content  # refused: nothing replaced
+    else:
+        assert all(w in result.stdout for w in words), result.stdout
+        assert "Traceback" not in result.stderr
+        assert status(initialized).returncode == 0
+    assert state_of(victim) == before
+
+
+def test_garbage_rotation_state_is_refused_by_run_and_status(initialized):
+    (initialized / "pki/pilot-root-ca.previous.crt").write_bytes(NOT_UTF8)
+    (initialized / "pki/pilot-root-ca.cross.crt").write_bytes(PEM_GARBAGE)
+    result = run_cli("run", volumes=initialized)
+    assert result.returncode == REFUSED
+    line = one_line_error(result, "pki/pilot-root-ca.previous.crt", "rotate --finish")
+    checked = status(initialized)
+    assert checked.returncode == REFUSED and one_line_error(checked) == line
+
+
+def test_a_leaf_not_valid_yet_is_reissued(initialized):
+    """A leaf dated in the future (a clock far ahead when it was made) fails every TLS peer."""
+    ca = pki.load_certs((initialized / "api/ca.crt").read_bytes())[0]
+    ca_key = pki.load_key((initialized / "pki/apiserver-ca.key").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    future = datetime.now(timezone.utc) + timedelta(days=10)
+    old = pki.load_certs((initialized / "api/server.crt").read_bytes())[0]
+    request = pki.CertificateRequest("apiserver", server_auth=True, dns_names=tuple(
+        n.value for n in old.extensions.get_extension_for_class(pki.x509.SubjectAlternativeName).value
+        if isinstance(n, pki.x509.DNSName)), validity=timedelta(days=365))
+    cert = pki.issue(request, key, ca, ca_key, future)
+    (initialized / "api/server.crt").write_bytes(pki.cert_to_pem(cert))
+    (initialized / "api/server.key").write_bytes(pki.key_to_pem(key))
+    checked = status(initialized)
+    assert checked.returncode == 1 and "not yet valid" in checked.stdout
+    result = run_cli("run", volumes=initialized, check=True)
+    assert "re-issued 1" in result.stdout
+    fresh = pki.load_certs((initialized / "api/server.crt").read_bytes())[0]
+    assert fresh.not_valid_before_utc <= datetime.now(timezone.utc)
+    assert status(initialized).returncode == 0
+
+
+def test_a_mesh_file_that_is_not_text_is_the_users_to_fix(initialized):
+    """The mesh files are the user's after the first run: never overwritten; status names the
+    file, and a reseed that needs its text fails with one line."""
+    (initialized / "pilot/config/mesh").write_bytes(NOT_UTF8)
+    checked = status(initialized)
+    assert checked.returncode == 1 and "not UTF-8" in checked.stdout
+    result = run_cli("run", volumes=initialized, check=True)
+    assert (initialized / "pilot/config/mesh").read_bytes() == NOT_UTF8
+    result = run_cli("run", "--reseed", volumes=initialized)
+    assert result.returncode == 1
+    one_line_error(result, "not UTF-8")
