@@ -289,21 +289,23 @@ def status(settings, writer) -> dict:
             login(conn, settings.nacos_username, settings.nacos_password)
         report["server_version"] = _server_version(conn)
         report["namespace_present"] = namespace_exists(conn, settings.nacos_namespace)
-        report["configs"] = _config_report(settings, conn)
+        report["configs"] = _config_report(settings, conn, writer)
         report["healthy"] = report["namespace_present"] and all(c["present"] for c in report["configs"])
     except NacosError as err:
         report["error"] = str(err)
     return report
 
 
-def _config_report(settings, conn) -> list[dict]:
+def _config_report(settings, conn, writer) -> list[dict]:
     """Each seeded object and each type's names index: present, and still as seeded (the md5 of
     what the initializer wrote; an index: lists every seeded object in one of its forms)."""
     from .configstore import SEEDED_FILE, index_lines, md5
     from .objects import applicable
     try:
-        seeded = json.loads((settings.volumes_root / SEEDED_FILE).read_text())
-    except (OSError, ValueError):
+        seeded = json.loads(writer.read(SEEDED_FILE) or b"{}")  # no-follow, capped
+    except (ValueError, StateError):
+        seeded = {}
+    if not isinstance(seeded, dict):
         seeded = {}
     configs, by_plural = [], {}
     for obj in applicable(settings):
