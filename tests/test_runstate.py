@@ -63,9 +63,9 @@ def test_the_renewal_deadline_ends_the_fast_path(settled):
     assert runstate.unchanged(settings, now + timedelta(days=336)) is None
 
 
-def test_rotation_plan_and_single_phases_never_take_it(settled):
+def test_rotation_and_single_phases_never_take_it_and_plan_says_so(settled):
     initialized = settled
-    assert UNCHANGED not in run_cli("plan", volumes=initialized, check=True).stdout
+    assert UNCHANGED in run_cli("plan", volumes=initialized, check=True).stdout  # as run would
     assert UNCHANGED not in run_cli("phase", "pod-config", volumes=initialized, check=True).stdout
     assert UNCHANGED not in run_cli("rotate", "leaf", volumes=initialized, check=True).stdout
     assert UNCHANGED not in run_cli("run", volumes=initialized, env={"ROTATE": "leaf"}, check=True).stdout

@@ -197,3 +197,17 @@ def test_reseed_remakes_the_objects_but_never_the_random_console_secret(node, en
     assert node.get_config("secrets.higress-console", NS, NS) == console_secret
     seed = next(line for line in result.stdout.splitlines() if line.startswith("seed "))
     assert "updated 7" in seed and "kept 8" in seed, seed  # 7 re-made, the console Secret and 7 indexes kept
+
+
+def test_plan_writes_nothing_into_nacos_and_lists_what_run_does(node, env, volumes):
+    from test_plan import _actions, _events
+    plan = _events(run_cli("plan", "--log-format", "json", volumes=volumes, env=env, check=True))
+    assert NS not in node.namespaces() and not volumes.exists()
+    done = _events(run_cli("run", "--log-format", "json", volumes=volumes, env=env, check=True))
+    assert _actions(plan) == _actions(done)
+    assert ("seed", "created", "configmaps/higress-config") in _actions(plan)
+    node.delete_config("mcpbridges.default", NS, NS)
+    plan = _events(run_cli("plan", "--log-format", "json", volumes=volumes, env=env, check=True))
+    assert node.get_config("mcpbridges.default", NS, NS) is None
+    done = _events(run_cli("run", "--log-format", "json", volumes=volumes, env=env, check=True))
+    assert _actions(plan) == _actions(done) == {("seed", "created", "mcpbridges/default")}

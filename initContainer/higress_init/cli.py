@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import signal
 import sys
@@ -13,7 +14,7 @@ from . import phases, runstate, settings as settings_mod
 from .errors import StateError
 from .phases import PHASES, Context, Counts
 from .settings import SETTINGS, SettingsError
-from .volume import RunLock, VolumeError, VolumeWriter, check_writable
+from .volume import PlanWriter, RunLock, VolumeError, VolumeWriter, check_writable
 
 # Exit codes (documented in the README).
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 1, 2, 3
@@ -73,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     one = sub.add_parser("phase", parents=[common], help="run one phase only")
     one.add_argument("name", choices=[p.name for p in PHASES])
     sub.add_parser("phases", parents=[common], help="list the phases")
-    sub.add_parser("plan", parents=[common], help="what run would create, keep or re-issue; writes nothing")
+    sub.add_parser("plan", parents=[common], help="the same run without the commit: what run would create, re-issue, update and write; writes nothing, Nacos included")
     rot = sub.add_parser("rotate", parents=[common], help="re-issue on purpose: leaf (default), intermediate or root; "
                                                           "--finish ends a root overlap")
     rot.add_argument("kind", nargs="?", choices=("leaf", "intermediate", "root"), default=None)
@@ -141,19 +142,17 @@ def _main(argv: list[str] | None = None) -> int:
             return _status(settings, args.output)
         if command == "watch":
             return _watch(settings, reporter, interval, args.once)
-        if command == "plan":
-            return _execute(settings, reporter, [p.name for p in PHASES], dry_run=True)
         names = [args.name] if command == "phase" else [p.name for p in PHASES]
         if command == "phase" and args.name not in ("write", "seed"):
             names.append("write")  # a single phase still commits what it staged
-        rotation = settings.rotate if command == "run" else None
+        rotation = settings.rotate if command in ("run", "plan") else None
         if command == "rotate":
             if args.finish and args.kind:
                 print("higress-init: error: rotate takes a kind or --finish, not both", file=sys.stderr)
                 return EXIT_BAD_INPUT
             rotation = "finish" if args.finish else (args.kind or "leaf")
         return _execute(settings, reporter, names, reseed=getattr(args, "reseed", False), rotation=rotation,
-                        push_mesh=getattr(args, "push_mesh", False))
+                        push_mesh=getattr(args, "push_mesh", False), plan=command == "plan")
     except StateError as err:
         print(f"higress-init: refused: {err}", file=sys.stderr)
         return EXIT_REFUSED
@@ -178,20 +177,21 @@ def _nacos_errors():
     return NacosError
 
 
-def _writer(settings, owners: bool = True) -> VolumeWriter:
+def _writer(settings, owners: bool = True, plan: bool = False) -> VolumeWriter:
     """The volume writer; private files besides *.key and *key.pem: the kubeconfigs and tokens."""
     from .kubeconfig import KUBECONFIGS
     private = {*(k.file for k in KUBECONFIGS), *(i.file for i in settings.token_identities)}
-    return VolumeWriter(settings.volumes_root, settings.volumes_uid if owners else None,
-                        settings.volumes_gid if owners else None, private_files=private)
+    return (PlanWriter if plan else VolumeWriter)(settings.volumes_root, settings.volumes_uid if owners else None,
+                                                  settings.volumes_gid if owners else None, private_files=private)
 
 
-def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, rotation=None,
-             written: list | None = None, push_mesh=False) -> int:
-    """Run `names` under the lock; `written` collects the volume paths the commit changed."""
+def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
+             written: list | None = None, push_mesh=False, plan=False) -> int:
+    """Run `names` under the lock; `written` collects the volume paths the commit changed.
+    `plan` is the same run with a writer that commits nothing (and no lock: it writes nothing)."""
     started = time.perf_counter()
-    writer = _writer(settings)
-    ctx = Context(settings, writer, utcnow(), dry_run=dry_run, reseed=reseed, push_mesh=push_mesh, log=reporter.message,
+    writer = _writer(settings, plan=plan)
+    ctx = Context(settings, writer, utcnow(), plan=plan, reseed=reseed, push_mesh=push_mesh, log=reporter.message,
                   phases=tuple(names), rotate=set(phases.ROTATIONS.get(rotation, ())),
                   finish_rotation=rotation == "finish")
     totals = Counts()
@@ -205,18 +205,23 @@ def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, r
                 for item in items:
                     totals.add(action, item)
 
+    if plan:
+        reporter.message("plan: the run below is not committed; nothing is written, Nacos included", plan=True)
     try:
-        if dry_run:
-            phases.run_phases(ctx, names, report)
-        else:
-            with RunLock(settings.volumes_root, on_wait=lambda p: reporter.message(f"waiting for the lock {p}")):
-                _run_locked(ctx, reporter, names, report, rotation)
+        lock = contextlib.nullcontext() if plan else \
+            RunLock(settings.volumes_root, on_wait=lambda p: reporter.message(f"waiting for the lock {p}"))
+        with lock:
+            _run_locked(ctx, reporter, names, report, rotation)
     finally:
         ctx.close()
         writer.close()
     seconds = time.perf_counter() - started
-    reporter.emit("summary", f"{'plan' if dry_run else 'done':<14} {totals.summary():<40} {seconds:6.2f}s",
+    reporter.emit("summary", f"{'plan' if plan else 'done':<14} {totals.summary():<40} {seconds:6.2f}s",
                   actions={a: len(n) for a, n in totals.by_action.items()}, seconds=round(seconds, 3))
+    if plan:
+        changed = writer.planned
+        reporter.emit("planned", f"plan: run would write {len(changed)} files in {settings.volumes_root}"
+                      + (": " + ", ".join(changed) if changed else ""), files=changed)
     return EXIT_OK
 
 
@@ -224,7 +229,8 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> No
     settings, writer = ctx.settings, ctx.writer
     recovered = writer.recover()
     if recovered:
-        reporter.message(f"finished {recovered} file renames an interrupted run left behind")
+        reporter.message(f"{'would finish' if ctx.plan else 'finished'} {recovered} file renames an interrupted run "
+                         "left behind")
     if rotation:
         finished = ctx.start()
         reporter.message(f"rotation: {rotation}" + (f" (ending the overlap of {', '.join(finished)})"
@@ -251,6 +257,8 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> No
 
     phases.run_phases(ctx, names, record)
     writer.fix_owners()  # seed writes the file store after the write phase: its files and folders too
+    if ctx.plan:
+        return
     if full_run and ctx.renew_by:
         runstate.record(settings, writer.touched, min(ctx.renew_by), outcomes)
     else:

@@ -165,9 +165,6 @@ class NacosStore:
                 if wanted is None:
                     counts.add("kept", data_id)
                     break
-                if self.ctx.dry_run:
-                    counts.add("would update", data_id)
-                    break
                 try:
                     self.conn.compare_and_publish(data_id, DEFAULT_GROUP, wanted, md5(index))
                     counts.add("updated" if index else "created", data_id)
@@ -199,10 +196,34 @@ def index_with(content: str | None, members) -> str | None:
     return "".join(line + "\n" for line in kept + missing)
 
 
+class StagedNacos:
+    """Nacos as `plan` sees it: reads go to the server unless this run published the config;
+    publishing is kept here and never sent (the file store is staged by the PlanWriter)."""
+
+    def __init__(self, conn):
+        self.conn, self.published = conn, {}
+
+    @property
+    def calls(self) -> int:
+        return getattr(self.conn, "calls", 0)
+
+    def get(self, data_id: str, group: str) -> str | None:
+        key = (data_id, group)
+        return self.published[key] if key in self.published else self.conn.get(data_id, group)
+
+    def compare_and_publish(self, data_id: str, group: str, content: str, expected_md5) -> None:
+        if md5(self.get(data_id, group)) != expected_md5:
+            from .nacos import NacosConflict
+            raise NacosConflict(f"{group}/{data_id} changed since it was read")
+        self.published[(data_id, group)] = content
+
+
 def open_store(ctx):
     if ctx.settings.config_storage == "nacos":
         from . import nacos
         ctx.nacos = ctx.nacos or nacos.connect(ctx.settings, ctx.log)
+        if ctx.plan and not isinstance(ctx.nacos, StagedNacos):
+            ctx.nacos = StagedNacos(ctx.nacos)  # plan writes nothing, Nacos included
         return NacosStore(ctx, ctx.nacos)
     return FileStore(ctx)
 
@@ -214,6 +235,10 @@ def prepare(ctx, counts) -> None:
         return
     from . import nacos
     nacos.prepare(ctx, counts)
+    # nacos.prepare leaves the namespace to the commit under `plan` and words it its own way:
+    # plan reports what run does, in run's words
+    for name in counts.by_action.pop("would create", []):
+        counts.add("created", name)
 
 
 def _adopt(ctx):
@@ -234,9 +259,6 @@ def seed(ctx, counts) -> None:
     for obj in objs:
         raw = store.read(obj)
         if raw is None:
-            if ctx.dry_run:
-                counts.add("would create", obj.label)
-                continue
             text = render_text(obj, s, ctx.now, _adopt(ctx))
             new = store.encode(obj, text)
             faults.pause("seed:before-write")
@@ -244,9 +266,6 @@ def seed(ctx, counts) -> None:
             counts.add("created", obj.label)
         elif ctx.reseed and not obj.random:
             text = render_text(obj, s, ctx.now)
-            if ctx.dry_run:
-                counts.add("would update", obj.label)
-                continue
             faults.pause("reseed:after-read")
             new = store.encode(obj, text)
             store.replace(obj, new, raw)
@@ -258,15 +277,13 @@ def seed(ctx, counts) -> None:
         ctx.stored[obj.label] = new
         records[store.record_key(obj)] = md5(new)
     store.finish(counts, objs)
-    if not ctx.dry_run and set(counts.by_action) <= {"kept"}:
+    if set(counts.by_action) <= {"kept"}:
         ctx.log(f"{store.kind}: every base object is present (in the apiserver's form or ours): nothing written",
                 unchanged_store=True)
     if isinstance(store, NacosStore):
         calls = getattr(store.conn, "calls", 0)
         ctx.log(f"nacos: seeding made {calls - calls_before} HTTP calls, {calls} in this run",
                 seeding_calls=calls - calls_before, calls=calls)
-    if ctx.dry_run:
-        return
     if records:
         _record(ctx, SEEDED_FILE, records)
     ctx.writer.commit()  # the file store's objects and the record, in one journaled commit
@@ -330,15 +347,12 @@ def deliver(ctx, counts) -> None:
     written; a file edited here since the last delivery is never overwritten."""
     s = ctx.settings
     store = open_store(ctx)
-    if ctx.push_mesh and not ctx.dry_run:
+    if ctx.push_mesh:
         _push(ctx, store, counts)
     raw, data = _stored_config(ctx, store)
     if raw is None:
-        if not ctx.dry_run:
-            raise StateError(f"configmaps/higress-config is not in the {store.kind} ({store.where(HIGRESS_CONFIG)}): "
-                             "run phase seed first")
-        import yaml
-        data = yaml.safe_load(render_text(HIGRESS_CONFIG, s, ctx.now, _adopt(ctx)))["data"]
+        raise StateError(f"configmaps/higress-config is not in the {store.kind} ({store.where(HIGRESS_CONFIG)}): "
+                         "run phase seed first")
     problems = _problems(data)
     if problems:
         raise StateError(f"configmaps/higress-config in the {store.kind} ({store.where(HIGRESS_CONFIG)}): "
@@ -363,17 +377,12 @@ def deliver(ctx, counts) -> None:
             f"or drop it: remove the file and rerun, the stored text is delivered")
     records = {}
     for rel, text, action in plan:
-        if ctx.dry_run:
-            counts.add(f"would {action[:-1]}", rel)
-            continue
         ctx.writer.stage(rel, text)
         counts.add(action, rel)
     for rel, key in DELIVERED:
         digest = sha256(data[key].encode())
         if delivered.get(rel) != digest:
             records[rel] = digest
-    if ctx.dry_run:
-        return
     if records:
         _record(ctx, DELIVERED_FILE, records)
     if plan or records:
@@ -413,7 +422,7 @@ def _push(ctx, store, counts) -> None:
 def _status_store(settings, writer):
     """A read-only store for status: Nacos gets a short wait, not the run's NACOS_WAIT_TIMEOUT."""
     from types import SimpleNamespace
-    ctx = SimpleNamespace(settings=settings, writer=writer, nacos=None, dry_run=True, stored={},
+    ctx = SimpleNamespace(settings=settings, writer=writer, nacos=None, plan=True, stored={},
                           log=lambda *a, **k: None)
     if settings.config_storage == "nacos":
         from . import nacos

@@ -61,9 +61,12 @@ class Owners:
         finally:
             os.close(fd)
 
-    def enforce(self, files: dict[str, int | None], dirs: set[tuple[str, ...]], private_files=()) -> list[str]:
+    def enforce(self, files: dict[str, int | None], dirs: set[tuple[str, ...]], private_files=(),
+                dir_modes: dict | None = None) -> list[str]:
         """Set mode and owner of each existing managed file (rel -> staged mode or None) and
-        directory; returns the relative paths changed. The volumes root itself is the user's."""
+        directory (`dir_modes`: a folder a component writes into keeps the mode it needs);
+        returns the relative paths changed. The volumes root itself is the user's."""
+        dir_modes = dir_modes or {}
         changed = []
         for rel, staged_mode in sorted(files.items()):
             parts = parts_of(rel)
@@ -78,9 +81,10 @@ class Owners:
                 continue
             try:
                 st = os.fstat(fd)
-                if st.st_mode & 0o7777 != dir_mode(parts) or self.differs(st):
+                wanted = dir_modes.get(parts, dir_mode(parts))
+                if st.st_mode & 0o7777 != wanted or self.differs(st):
                     try:
-                        os.fchmod(fd, dir_mode(parts))
+                        os.fchmod(fd, wanted)
                         self.apply(fd, parts)
                     except PermissionError as err:
                         raise PermissionError(err.errno, f"{err.strerror} (setting the mode or owner; run as root)",

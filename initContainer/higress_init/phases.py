@@ -27,8 +27,7 @@ DATA_KEY_LENGTHS = (16, 24, 32)  # what the apiserver accepts from its key file 
 class Counts:
     """What a phase did, by action (created, kept, re-issued, ...), naming each artifact."""
 
-    ORDER = ("connected", "created", "reissued", "updated", "written", "owner set", "kept", "skipped", "would create",
-             "would reissue", "would update")
+    ORDER = ("connected", "created", "reissued", "updated", "written", "owner set", "kept", "skipped")
 
     def __init__(self):
         self.by_action: dict[str, list[str]] = {}
@@ -46,7 +45,7 @@ class Context:
     settings: Settings
     writer: VolumeWriter
     now: datetime
-    dry_run: bool = False
+    plan: bool = False                          # `plan`: the writer is a PlanWriter, Nacos is staged too
     rotate: set = field(default_factory=set)   # names to replace on purpose (see ROTATIONS)
     finish_rotation: bool = False
     reseed: bool = False
@@ -59,6 +58,11 @@ class Context:
     stored: dict = field(default_factory=dict)  # raw stored content of each base object, as read or written this run
 
     renew_by: list = field(default_factory=list)  # when something this run made or kept needs renewing
+
+    @property
+    def dry_run(self) -> bool:
+        """nacos.prepare's name for `plan` (it does not create the namespace then)."""
+        return self.plan
 
     @property
     def decisions(self) -> dict:
@@ -76,6 +80,8 @@ class Context:
                       if d.action in ("create", "reissue", "rotate") and d.spec.phase in self.phases}
             if "tokens" in self.phases:
                 wanted.update(tokens.keys_wanted(self))
+            if self.plan:  # throwaway keys: what they sign is never written; same kind, cheap size
+                wanted = {name: "rsa-2048" if a.startswith("rsa") else a for name, a in wanted.items()}
             self._keys = artifacts.KeyPool(wanted)
         return self._keys
 
@@ -86,17 +92,14 @@ class Context:
     def start(self) -> list[str]:
         """Work that precedes the phases: ending a rotation overlap drops the old roots."""
         from . import artifacts
-        return artifacts.finish_rotation(self.writer) if self.finish_rotation and not self.dry_run else []
+        return artifacts.finish_rotation(self.writer) if self.finish_rotation else []
 
     def stage(self, rel, data, name: str, counts: Counts, private=False) -> None:
         """Stage a derived file (bytes, or a function making them) and count what that does to it."""
         existing = self.writer.read(rel)
         data = data() if callable(data) else data
         action = "created" if existing is None else "updated"
-        if self.dry_run:
-            changed = existing != data
-            counts.add(f"would {action[:-1]}" if changed else "kept", name)
-        elif self.writer.stage(rel, data, private=private):
+        if self.writer.stage(rel, data, private=private):
             counts.add(action, name)
         else:
             counts.add("kept", name)
@@ -105,13 +108,6 @@ class Context:
 def _certificates(phase: str):
     def run(ctx: Context, counts: Counts) -> None:
         from . import artifacts
-        if ctx.dry_run:
-            for d in ctx.decisions.values():
-                if d.spec.phase == phase:
-                    counts.add("kept" if d.action in ("keep", "external") else
-                               f"would {d.action.replace('rotate', 'reissue')}",
-                               f"{d.spec.name}" + (f" ({d.reason})" if d.reason and d.action != "keep" else ""))
-            return
         ctx.keys  # start generating every key the run needs, in parallel, before signing
         artifacts.apply(phase, ctx.settings, ctx.writer, ctx.decisions, ctx.keys, ctx.now, counts)
         for d in ctx.decisions.values():
@@ -149,9 +145,6 @@ def data_key(ctx: Context, counts: Counts) -> None:
                              "NACOS_DATA_ENC_KEY or set it to the existing key")
         counts.add("kept", "nacos.key")
         return
-    if ctx.dry_run:
-        counts.add("would create", "nacos.key")
-        return
     import secrets
     import string
     key = wanted or "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32)).encode()
@@ -171,9 +164,6 @@ def kube_config(ctx: Context, counts: Counts) -> None:
     ca_file = ctx.decisions["apiserver-ca"].spec.cert_file
     for spec in kubeconfig.KUBECONFIGS:
         client = ctx.decisions[spec.client]
-        if ctx.dry_run and client.action != "keep":
-            counts.add("would update" if ctx.writer.exists(spec.file) else "would create", spec.name)
-            continue
         files = (ca_file, client.spec.cert_file, client.spec.key_file)
         parts = [ctx.writer.read(f) for f in files]
         if None in parts:
@@ -198,16 +188,7 @@ def writable_dirs(ctx: Context, counts: Counts) -> None:
                 if parent.is_symlink() or (parent.exists() and not parent.is_dir()):
                     raise StateError(f"{parent} is not a directory: {reader.service} writes into {rel}; "
                                      "move it away")
-            if ctx.dry_run:
-                counts.add("kept" if path.is_dir() else "would create", rel)
-                continue
-            existed = path.is_dir()
-            ctx.writer.ensure_dir(rel)
-            if path.stat().st_mode & 0o7777 != mode:
-                path.chmod(mode)
-                counts.add("updated" if existed else "created", rel)
-            else:
-                counts.add("kept" if existed else "created", rel)
+            counts.add(ctx.writer.ensure_dir(rel, mode), rel)
 
 
 def pod_config(ctx: Context, counts: Counts) -> None:
@@ -217,10 +198,6 @@ def pod_config(ctx: Context, counts: Counts) -> None:
 
 
 def write(ctx: Context, counts: Counts) -> None:
-    if ctx.dry_run:
-        for item in ctx.writer.changes():
-            counts.add("would update", str(item.path))
-        return
     written = ctx.writer.commit()
     for path in ctx.writer.fix_owners():
         counts.add("owner set", str(path))

@@ -130,10 +130,6 @@ def _retired(ctx, now: datetime) -> list[dict]:
 
 def phase(ctx, counts) -> None:
     s, now = ctx.settings, ctx.now
-    if ctx.dry_run:
-        if keys_wanted(ctx):
-            counts.add("would create", "token signing key")
-        return
     key, how = _signing_key(ctx)
     public = key.public_key()
     retired = [] if ctx.finish_rotation else _retired(ctx, now)

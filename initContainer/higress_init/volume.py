@@ -47,6 +47,7 @@ class VolumeWriter:
         self.staged: dict[Path, StagedFile] = {}
         self._disk: dict[Path, bytes | None] = {}  # each file is read from disk once per run
         self._dirs: set[tuple[str, ...]] = set()   # directories ensure_dir made managed
+        self._dir_modes: dict[tuple[str, ...], int] = {}  # ... and those given their own mode
         self.touched: set[Path] = set()             # every path this run read or wrote
 
     # --- paths: absolute paths are accepted only inside the root
@@ -108,11 +109,28 @@ class VolumeWriter:
     def changes(self) -> list[StagedFile]:
         return [s for s in self.staged.values() if self._differs(s)]
 
-    def ensure_dir(self, rel: str | Path) -> None:
+    def ensure_dir(self, rel: str | Path, mode: int | None = None) -> str:
+        """Make a directory (and its parents); with `mode`, give it that mode. Returns what that
+        did to it: created, updated (mode) or kept."""
         parts = self._parts(rel)
+        action = self._dir_action(parts, mode)
         self._make_root()
-        os.close(self.fs.open_dir(parts, create=self.owners.mkdir))
+        fd = self.fs.open_dir(parts, create=self.owners.mkdir)
+        try:
+            if mode is not None and os.fstat(fd).st_mode & 0o7777 != mode:
+                os.fchmod(fd, mode)  # a new folder too: it was made with the managed default
+        finally:
+            os.close(fd)
         self._dirs.add(parts)
+        if mode is not None:
+            self._dir_modes[parts] = mode
+        return action
+
+    def _dir_action(self, parts, mode: int | None) -> str:
+        st = self.fs.lstat(parts) if self.fs.exists() else None
+        if st is None:
+            return "created"
+        return "updated" if mode is not None and st.st_mode & 0o7777 != mode else "kept"
 
     def _make_root(self) -> None:
         if not self.root.is_dir():
@@ -167,7 +185,7 @@ class VolumeWriter:
             return []
         staged_modes = {self.rel(p): s.mode for p, s in self.staged.items() if s.data is not None}
         files = {self.rel(p): staged_modes.get(self.rel(p)) for p in self.touched}
-        changed = self.owners.enforce(files, set(self._dirs), self.private_files)
+        changed = self.owners.enforce(files, set(self._dirs), self.private_files, self._dir_modes)
         return [self.root / rel.rstrip("/") for rel in changed]
 
     def recover(self) -> int:
@@ -182,6 +200,62 @@ class VolumeWriter:
 
     def close(self) -> None:
         self.fs.close()
+
+
+class PlanWriter(VolumeWriter):
+    """The writer of `plan`: the same run, every phase staging as usual, but the commit writes
+    nothing. What a commit would have written stays readable (later phases see it, as they see
+    a real commit's files), and is listed in `planned`, by volume path."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.committed: dict[Path, StagedFile] = {}   # what the run would have written so far
+        self.planned: list[str] = []
+
+    def _disk_bytes(self, path: Path) -> bytes | None:
+        if path in self.committed:
+            return self.committed[path].data
+        return super()._disk_bytes(path)
+
+    def _differs(self, staged: StagedFile) -> bool:
+        if staged.path in self.committed:
+            done = self.committed[staged.path]
+            return (done.data, done.mode) != (staged.data, staged.mode if staged.data is not None else 0)
+        return super()._differs(staged)
+
+    def commit(self) -> list[Path]:
+        changed = self.changes()  # the same refusals as a real commit (links, foreign file types)
+        for item in changed:
+            self.committed[item.path] = item
+            self.planned.append(self.rel(item.path))
+        self.staged.clear()
+        return [item.path for item in changed]
+
+    def ensure_dir(self, rel: str | Path, mode: int | None = None) -> str:
+        parts = self._parts(rel)
+        action = self._dir_action(parts, mode)
+        if action != "kept":
+            self.planned.append("/".join(parts) + "/")
+        return action
+
+    def fix_owners(self) -> list[Path]:
+        """What a run would repair: files the run reads but does not rewrite, whose mode or
+        owner (or a directory's above them) is not what a run enforces."""
+        from .ownership import problems
+        if not self.fs.exists():
+            return []
+        written = set(self.committed) | set(self.staged)
+        return [p for p in sorted(self.touched - written)
+                if problems(self.fs, self.rel(p), self.uid, self.gid, self.private_files)]
+
+    def recover(self) -> int:
+        """A run would first finish an interrupted commit: how many renames it would do."""
+        if not self.fs.exists():
+            return 0
+        entries = journal.load(self.fs)
+        if entries:
+            journal.check(self.fs, entries)
+        return len(entries or ())
 
 
 class RunLock:
