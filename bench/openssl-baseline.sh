@@ -2,7 +2,9 @@
 # The baseline: the same keys and certificates as the initializer's PKI and token phases, made
 # the way a shell initializer does it, one openssl call per step.
 # Usage: openssl-baseline.sh OUT_DIR   (RSA-4096 CAs, RSA-2048 leaves and token key; SHA-256)
+# CA_BITS=2048 makes the CAs smaller (the tests check the shape, not the timing).
 set -euo pipefail
+ca_bits="${CA_BITS:-4096}"
 out="$1"
 mkdir -p "$out"/{api,pki,pilot/cacerts,pilot/kube,controller/kube,gateway/certs,tokens}
 cd "$out"
@@ -31,7 +33,7 @@ issue() {  # issue KEY SUBJECT CA_CERT CA_KEY DAYS OUT EXTENSION...
 leaf_usage="keyUsage=critical,digitalSignature,keyEncipherment"
 
 # apiserver CA, serving certificate, admin client certificate
-key pki/apiserver-ca.key 4096
+key pki/apiserver-ca.key "$ca_bits"
 root pki/apiserver-ca.key api/ca.crt "/CN=higress-apiserver-ca"
 key api/server.key 2048
 issue api/server.key "/CN=apiserver" api/ca.crt pki/apiserver-ca.key 365 api/server.crt \
@@ -49,9 +51,9 @@ for component in controller:controller/kube/client pilot:pilot/kube/client conso
 done
 
 # pilot plug-in CA: root, intermediate, chain
-key pki/pilot-root-ca.key 4096
+key pki/pilot-root-ca.key "$ca_bits"
 root pki/pilot-root-ca.key pilot/cacerts/root-cert.pem "/O=Higress/CN=Higress Root CA"
-key pilot/cacerts/ca-key.pem 4096
+key pilot/cacerts/ca-key.pem "$ca_bits"
 issue pilot/cacerts/ca-key.pem "/O=Higress/CN=Higress Intermediate CA" pilot/cacerts/root-cert.pem \
   pki/pilot-root-ca.key 730 pilot/cacerts/ca-cert.pem \
   "basicConstraints=critical,CA:TRUE,pathlen:0" "keyUsage=critical,digitalSignature,keyCertSign,cRLSign"

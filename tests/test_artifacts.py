@@ -7,7 +7,7 @@ import pytest
 
 from higress_init import artifacts, pki
 from higress_init.artifacts import CERTIFICATES, SPECS, KeyPool, StateError, apply, decide
-from higress_init.phases import Counts
+from higress_init.reporting import Counts
 from higress_init.settings import load
 from higress_init.volume import VolumeWriter
 

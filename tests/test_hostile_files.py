@@ -94,13 +94,15 @@ def test_a_leaf_not_valid_yet_is_reissued(initialized):
 
 
 def test_a_mesh_file_that_is_not_text_is_the_users_to_fix(initialized):
-    """The mesh files are the user's after the first run: never overwritten; status names the
-    file, and a reseed that needs its text fails with one line."""
+    """The mesh files follow the stored higress-config; one edited here (into garbage) is never
+    overwritten: status names it, run refuses with one line, and removing it has it re-delivered."""
     (initialized / "pilot/config/mesh").write_bytes(NOT_UTF8)
     checked = status(initialized)
     assert checked.returncode == 1 and "not UTF-8" in checked.stdout
-    result = run_cli("run", volumes=initialized, check=True)
+    result = run_cli("run", volumes=initialized)
+    assert result.returncode == REFUSED
+    one_line_error(result, "pilot/config/mesh", "--push-mesh")
     assert (initialized / "pilot/config/mesh").read_bytes() == NOT_UTF8
-    result = run_cli("run", "--reseed", volumes=initialized)
-    assert result.returncode == 1
-    one_line_error(result, "not UTF-8")
+    (initialized / "pilot/config/mesh").unlink()
+    run_cli("run", volumes=initialized, check=True)
+    assert status(initialized).returncode == 0

@@ -30,6 +30,10 @@ def _expected_file_mode(rel: str) -> int:
 
 
 def _expected_dir_mode(rel: str) -> int:
+    from higress_init import readers
+    own = {folder: mode for reader in readers.READERS for folder, mode in reader.writes}
+    if rel in own:  # a folder a component writes into keeps the mode its user needs, run after run
+        return own[rel]
     return 0o700 if rel.split("/")[0] in ("pki", ".higress-init", "backup") else 0o755
 
 

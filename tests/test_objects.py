@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from base_objects import openssl_decrypt
-from higress_init import configstore, objects
+from higress_init import configstore, objects, stores
 from higress_init.settings import load
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -55,10 +55,10 @@ def test_random_secret_values_differ_per_render():
 def test_encryption_matches_an_independent_reading_of_the_apiserver_rule(length, size):
     key = os.urandom(length)
     text = ("é" * size)[:size] if size else ""
-    stored = configstore.encrypt(text, key)
+    stored = stores.encrypt(text, key)
     assert openssl_decrypt(stored, key) == text
-    assert configstore.decrypt(stored, key) == text
-    assert configstore.decrypt("plain: yaml\n", key) == "plain: yaml\n"
+    assert stores.decrypt(stored, key) == text
+    assert stores.decrypt("plain: yaml\n", key) == "plain: yaml\n"
 
 
 def _members(*labels):
@@ -102,5 +102,5 @@ def test_a_secret_the_apiserver_rule_encrypted_independently_reads_back():
     ciphertext = subprocess.run([openssl, "enc", "-aes-256-cbc", "-K", key.hex(), "-iv", key[:16].hex()],
                                 input=text.encode(), capture_output=True, check=True).stdout
     stored = "enc|" + base64.urlsafe_b64encode(ciphertext).decode()
-    assert configstore.decrypt(stored, key) == text
-    assert configstore.encrypt(text, key) == stored  # the same rule, byte for byte (fixed IV)
+    assert stores.decrypt(stored, key) == text
+    assert stores.encrypt(text, key) == stored  # the same rule, byte for byte (fixed IV)

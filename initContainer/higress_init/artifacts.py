@@ -15,6 +15,7 @@ from cryptography import x509
 
 from . import pki
 from .errors import StateError
+from .reporting import expires_within
 from .settings import Settings
 
 
@@ -243,7 +244,7 @@ def leaf_problem(spec: CertSpec, settings: Settings, now: datetime, cert, key, p
     if cert.not_valid_before_utc > now + NOT_BEFORE_LEEWAY:
         return "not yet valid"
     if pki.expires(cert) - now <= settings.renew_before:
-        return f"expires within {settings.renew_before.days}d"
+        return expires_within(settings.renew_before)
     if issuer_cert is None or not pki.issued_by(cert, issuer_cert):
         return "not issued by the current CA"
     wanted = spec.request(settings)
@@ -335,7 +336,7 @@ def apply(phase: str, settings: Settings, writer, decisions: dict[str, Decision]
             writer.stage(spec.key_file, pki.key_to_pem(d.key), private=True)
             d.action = {"reissue": "reissued", "create": "created", "rotate": "reissued"}[d.action]
             writer.stage(spec.cert_file, cert_file_pem(spec, decisions, writer))
-            counts.add(d.action, spec.name)
+            counts.add("re-issued" if d.action == "reissued" else d.action, spec.name)
         elif d.action != "external" and writer.stage(spec.cert_file, cert_file_pem(spec, decisions, writer)):
             counts.add("updated", spec.name)  # same certificate; its chain or trusted roots changed
         else:

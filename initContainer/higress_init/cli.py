@@ -12,7 +12,8 @@ from datetime import datetime, timezone
 
 from . import phases, runstate, settings as settings_mod
 from .errors import StateError
-from .phases import PHASES, Context, Counts
+from .phases import PHASES, Context
+from .reporting import Counts, Reporter
 from .settings import SETTINGS, SettingsError
 from .volume import PlanWriter, RunLock, VolumeError, VolumeWriter, check_writable
 
@@ -20,26 +21,6 @@ from .volume import PlanWriter, RunLock, VolumeError, VolumeWriter, check_writab
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 1, 2, 3
 EXIT_NACOS_UNREACHABLE, EXIT_NACOS_AUTH, EXIT_NACOS_CONFLICT, EXIT_NACOS_REQUEST = 4, 5, 6, 7
 EXIT_INTERRUPTED = 130  # 128 + the signal number, as a shell reports it: SIGINT 130, SIGTERM 143
-
-
-class Reporter:
-    """One line per phase and event, as text or as one JSON object a line. Never key material."""
-
-    def __init__(self, fmt: str = "text", stream=None):
-        self.fmt, self.stream = fmt, stream or sys.stdout
-
-    def emit(self, event: str, text: str, **fields) -> None:
-        if self.fmt == "json":
-            print(json.dumps({"event": event, **fields}, sort_keys=False), file=self.stream, flush=True)
-        else:
-            print(text, file=self.stream, flush=True)
-
-    def phase(self, name: str, counts: Counts, seconds: float) -> None:
-        self.emit("phase", f"{name:<14} {counts.summary():<40} {seconds:6.2f}s", phase=name,
-                  actions={a: n for a, n in counts.by_action.items()}, seconds=round(seconds, 3))
-
-    def message(self, text: str, **fields) -> None:
-        self.emit("message", text, message=text, **fields)
 
 
 def _flag(setting) -> str:
@@ -143,7 +124,7 @@ def _main(argv: list[str] | None = None) -> int:
         if command == "watch":
             return _watch(settings, reporter, interval, args.once)
         names = [args.name] if command == "phase" else [p.name for p in PHASES]
-        if command == "phase" and args.name not in ("write", "seed"):
+        if command == "phase" and not phases.PHASES_BY_NAME[args.name].commits:
             names.append("write")  # a single phase still commits what it staged
         rotation = settings.rotate if command in ("run", "plan") else None
         if command == "rotate":
@@ -241,13 +222,13 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> No
         reporter.message("nothing the local phases read has changed since the last run: their files are kept",
                          unchanged=True)
         for name in names:
-            if name in runstate.LOCAL_PHASES:
+            if phases.PHASES_BY_NAME[name].local:
                 report(name, runstate.replay(kept, name), 0.0)
             else:
                 phases.run_phases(ctx, [name], report)  # Nacos is checked every time
         writer.fix_owners()  # what seed wrote after the write phase
         return
-    if {"apiserver-pki", "pilot-pki", "tokens"} & set(names):
+    if any(phases.PHASES_BY_NAME[name].makes_keys for name in names):
         ctx.keys  # start generating keys now, overlapping the wait for Nacos
     outcomes = {}
 
@@ -266,7 +247,7 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> No
 
 
 # What `watch` runs: every phase that renews files; not Nacos (the initializer seeded it at start).
-WATCH_PHASES = tuple(p.name for p in PHASES if p.name not in ("nacos", "seed", "deliver"))
+WATCH_PHASES = tuple(p.name for p in PHASES if not p.uses_store)
 
 
 def _watch(settings, reporter: Reporter, interval, once: bool) -> int:

@@ -12,23 +12,18 @@ Layouts (the apiserver's own):
 """
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
-from dataclasses import replace
-from datetime import timedelta
 
-from . import faults
+from . import faults, layout
 from .errors import StateError
-from .objects import DEFAULT_GROUP, HIGRESS_CONFIG, BaseObject, applicable, render_text
-from .phases import DATA_KEY_FILE, MESH_FILE, MESH_NETWORKS_FILE, data_key_problem
+from .objects import HIGRESS_CONFIG, BaseObject, applicable, render_text
 
 CONFIGMAP_NAME = HIGRESS_CONFIG.name
-SEEDED_FILE = ".higress-init/seeded.json"        # md5 of what each seeding wrote, for status' "as seeded"
-DELIVERED_FILE = ".higress-init/mesh-delivered.json"  # sha256 of the mesh files as last delivered
+SEEDED_FILE = layout.SEEDED                       # the name nacos.py imports
 EMPTY_INDEX = "EMPTY"                             # the apiserver's index of a type with no objects
 # The mesh files and the keys of higress-config they are delivered from.
-DELIVERED = ((MESH_FILE, "mesh"), (MESH_NETWORKS_FILE, "meshNetworks"))
+DELIVERED = ((layout.MESH, "mesh"), (layout.MESH_NETWORKS, "meshNetworks"))
 
 WHERE_TO_EDIT = ("edit configmaps/higress-config in the store (Higress console, or `kubectl --kubeconfig "
                  "kube/config -n {ns} edit configmap higress-config`)")
@@ -40,138 +35,6 @@ def md5(text: str | None) -> str | None:
 
 def sha256(data: bytes | None) -> str | None:
     return hashlib.sha256(data).hexdigest() if data is not None else None
-
-
-# --- the apiserver's Secret encryption in Nacos
-def encrypt(text: str, key: bytes) -> str:
-    from cryptography.hazmat.primitives import padding
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-    padder = padding.PKCS7(128).padder()
-    padded = padder.update(text.encode()) + padder.finalize()
-    encryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
-    return "enc|" + base64.urlsafe_b64encode(encryptor.update(padded) + encryptor.finalize()).decode()
-
-
-def decrypt(content: str, key: bytes) -> str:
-    from cryptography.hazmat.primitives import padding
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-    if not content.startswith("enc|"):
-        return content  # the apiserver reads an unencrypted Secret as is
-    decryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).decryptor()
-    padded = decryptor.update(base64.urlsafe_b64decode(content[4:])) + decryptor.finalize()
-    unpadder = padding.PKCS7(128).unpadder()
-    return (unpadder.update(padded) + unpadder.finalize()).decode()
-
-
-# --- the two stores
-class FileStore:
-    """The apiserver's `--storage file` root. Writes go through the volume writer (staged,
-    journaled, renamed into place), so no partial object ever carries a `.yaml` name."""
-
-    kind = "file store"
-
-    def __init__(self, ctx):
-        self.ctx, self.settings, self.writer = ctx, ctx.settings, ctx.writer
-
-    def path(self, obj: BaseObject):
-        return self.settings.file_root_dir / obj.plural / f"{obj.name}.yaml"
-
-    def where(self, obj: BaseObject) -> str:
-        return str(self.path(obj))
-
-    def record_key(self, obj: BaseObject) -> str:
-        return f"file:{obj.label}"
-
-    def read(self, obj: BaseObject) -> str | None:
-        data = self.writer.read(self.path(obj))
-        return None if data is None else data.decode("utf-8", "replace")
-
-    def text(self, obj: BaseObject, raw: str) -> str:
-        return raw
-
-    def encode(self, obj: BaseObject, text: str) -> str:
-        return text
-
-    def create(self, obj: BaseObject, raw: str) -> None:
-        self.writer.stage(self.path(obj), raw.encode())  # committed with the rest by finish()
-
-    def replace(self, obj: BaseObject, raw: str, expected: str) -> None:
-        # compare-and-swap as far as a file allows: what is on disk now must be what was read
-        data = self.writer.fs.read(self.writer._parts(self.path(obj)))  # fresh, no-follow, capped
-        current = None if data is None else data.decode("utf-8", "replace")
-        if current != expected:
-            raise StateError(f"{self.where(obj)} changed while the initializer was writing it: nothing was "
-                             "overwritten; rerun to try again")
-        self.writer.stage(self.path(obj), raw.encode())
-
-    def finish(self, counts, objs) -> None:
-        pass  # no index: the apiserver lists the folder
-
-
-class NacosStore:
-    kind = "Nacos"
-
-    def __init__(self, ctx, conn):
-        self.ctx, self.settings, self.conn = ctx, ctx.settings, conn
-        self._key = None
-
-    def where(self, obj: BaseObject) -> str:
-        return f"Nacos namespace {self.settings.nacos_namespace}, group {obj.group(self.settings)}, " \
-               f"dataId {obj.data_id}"
-
-    def record_key(self, obj: BaseObject) -> str:
-        return f"nacos:{self.settings.nacos_namespace}/{obj.group(self.settings)}/{obj.data_id}"
-
-    @property
-    def key(self) -> bytes:
-        if self._key is None:
-            data = self.ctx.writer.read(DATA_KEY_FILE)
-            if data is None:
-                raise StateError(f"Secrets in Nacos are encrypted with {DATA_KEY_FILE}, which is missing: run phase "
-                                 "apiserver-pki first")
-            problem = data_key_problem(data)
-            if problem:
-                raise StateError(f"{DATA_KEY_FILE} {problem}")
-            self._key = data
-        return self._key
-
-    def read(self, obj: BaseObject) -> str | None:
-        return self.conn.get(obj.data_id, obj.group(self.settings))
-
-    def text(self, obj: BaseObject, raw: str) -> str:
-        return decrypt(raw, self.key) if obj.secret else raw
-
-    def encode(self, obj: BaseObject, text: str) -> str:
-        return encrypt(text, self.key) if obj.secret else text
-
-    def create(self, obj: BaseObject, raw: str) -> None:
-        self.conn.compare_and_publish(obj.data_id, obj.group(self.settings), raw, None)
-
-    def replace(self, obj: BaseObject, raw: str, expected: str) -> None:
-        self.conn.compare_and_publish(obj.data_id, obj.group(self.settings), raw, md5(expected))
-
-    def finish(self, counts, objs) -> None:
-        """Each type's names index lists every seeded object: one read per type, one write when a line
-        is missing (the apiserver's refresh is triggered by a change of it)."""
-        from .nacos import NacosConflict
-        by_plural: dict[str, list[BaseObject]] = {}
-        for obj in objs:
-            by_plural.setdefault(obj.plural, []).append(obj)
-        for plural, members in by_plural.items():
-            data_id = f"{plural}.__names__"
-            for attempt in range(5):
-                index = self.conn.get(data_id, DEFAULT_GROUP)
-                wanted = index_with(index, [(o.group(self.settings), o) for o in members])
-                if wanted is None:
-                    counts.add("kept", data_id)
-                    break
-                try:
-                    self.conn.compare_and_publish(data_id, DEFAULT_GROUP, wanted, md5(index))
-                    counts.add("updated" if index else "created", data_id)
-                    break
-                except NacosConflict:
-                    if attempt == 4:
-                        raise  # the apiserver rewrites this index too: re-read and merge, a few times
 
 
 def index_lines(obj: BaseObject, group: str) -> set[str]:
@@ -196,51 +59,7 @@ def index_with(content: str | None, members) -> str | None:
     return "".join(line + "\n" for line in kept + missing)
 
 
-class StagedNacos:
-    """Nacos as `plan` sees it: reads go to the server unless this run published the config;
-    publishing is kept here and never sent (the file store is staged by the PlanWriter)."""
-
-    def __init__(self, conn):
-        self.conn, self.published = conn, {}
-
-    @property
-    def calls(self) -> int:
-        return getattr(self.conn, "calls", 0)
-
-    def get(self, data_id: str, group: str) -> str | None:
-        key = (data_id, group)
-        return self.published[key] if key in self.published else self.conn.get(data_id, group)
-
-    def compare_and_publish(self, data_id: str, group: str, content: str, expected_md5) -> None:
-        if md5(self.get(data_id, group)) != expected_md5:
-            from .nacos import NacosConflict
-            raise NacosConflict(f"{group}/{data_id} changed since it was read")
-        self.published[(data_id, group)] = content
-
-
-def open_store(ctx):
-    if ctx.settings.config_storage == "nacos":
-        from . import nacos
-        ctx.nacos = ctx.nacos or nacos.connect(ctx.settings, ctx.log)
-        if ctx.plan and not isinstance(ctx.nacos, StagedNacos):
-            ctx.nacos = StagedNacos(ctx.nacos)  # plan writes nothing, Nacos included
-        return NacosStore(ctx, ctx.nacos)
-    return FileStore(ctx)
-
-
 # --- phases
-def prepare(ctx, counts) -> None:
-    if ctx.settings.config_storage != "nacos":
-        counts.add("skipped", "file storage")
-        return
-    from . import nacos
-    nacos.prepare(ctx, counts)
-    # nacos.prepare leaves the namespace to the commit under `plan` and words it its own way:
-    # plan reports what run does, in run's words
-    for name in counts.by_action.pop("would create", []):
-        counts.add("created", name)
-
-
 def _adopt(ctx):
     def adopt(rel: str) -> str | None:
         data = ctx.writer.read(rel)
@@ -248,11 +67,10 @@ def _adopt(ctx):
     return adopt
 
 
-def seed(ctx, counts) -> None:
+def seed(ctx, store, counts) -> None:
     """Create every applicable object the store lacks; keep what is there (the user's to change);
-    --reseed re-makes the non-random ones on purpose, compare-and-swap."""
+    --reseed re-makes the non-random ones on purpose, compare-and-swap. `store`: stores.open_store."""
     s = ctx.settings
-    store = open_store(ctx)
     calls_before = getattr(getattr(ctx, "nacos", None), "calls", 0)
     records = {}
     objs = applicable(s)
@@ -280,7 +98,7 @@ def seed(ctx, counts) -> None:
     if set(counts.by_action) <= {"kept"}:
         ctx.log(f"{store.kind}: every base object is present (in the apiserver's form or ours): nothing written",
                 unchanged_store=True)
-    if isinstance(store, NacosStore):
+    if store.kind == "Nacos":
         calls = getattr(store.conn, "calls", 0)
         ctx.log(f"nacos: seeding made {calls - calls_before} HTTP calls, {calls} in this run",
                 seeding_calls=calls - calls_before, calls=calls)
@@ -333,20 +151,30 @@ def _problems(data: dict) -> list[str]:
     return problems
 
 
+def _file_problem(key: str, data: bytes) -> str | None:
+    """What pilot would find wrong with a mesh file as it is on disk (None: it can use it)."""
+    from . import meshconfig
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8 text"
+    check = meshconfig.mesh_problem if key == "mesh" else meshconfig.mesh_networks_problem
+    return check(text)
+
+
 def _delivered(writer) -> dict:
-    data = writer.read(DELIVERED_FILE)
+    data = writer.read(layout.MESH_DELIVERED)
     try:
         return json.loads(data) if data else {}
     except ValueError:
         return {}
 
 
-def deliver(ctx, counts) -> None:
+def deliver(ctx, store, counts) -> None:
     """pilot/config/mesh and meshNetworks from the stored higress-config, every run (the store is
     the truth, as a mounted ConfigMap is in Kubernetes). A stored mesh pilot could not use is not
     written; a file edited here since the last delivery is never overwritten."""
     s = ctx.settings
-    store = open_store(ctx)
     if ctx.push_mesh:
         _push(ctx, store, counts)
     raw, data = _stored_config(ctx, store)
@@ -356,7 +184,7 @@ def deliver(ctx, counts) -> None:
     problems = _problems(data)
     if problems:
         raise StateError(f"configmaps/higress-config in the {store.kind} ({store.where(HIGRESS_CONFIG)}): "
-                         f"{'; '.join(problems)}. Pilot cannot use it, so {MESH_FILE} and {MESH_NETWORKS_FILE} keep "
+                         f"{'; '.join(problems)}. Pilot cannot use it, so {layout.MESH} and {layout.MESH_NETWORKS} keep "
                          f"their last good text; " + WHERE_TO_EDIT.format(ns=s.namespace))
     delivered = _delivered(ctx.writer)
     plan, edited = [], []
@@ -384,7 +212,7 @@ def deliver(ctx, counts) -> None:
         if delivered.get(rel) != digest:
             records[rel] = digest
     if records:
-        _record(ctx, DELIVERED_FILE, records)
+        _record(ctx, layout.MESH_DELIVERED, records)
     if plan or records:
         ctx.writer.commit()  # the files and the record of what they were given, in one journaled commit
 
@@ -412,39 +240,22 @@ def _push(ctx, store, counts) -> None:
     obj["data"] = {**obj.get("data", {}), **texts}
     new = meshconfig.dump(obj)
     store.replace(HIGRESS_CONFIG, new, raw)
-    if isinstance(store, FileStore):
-        store.writer.commit()
+    store.commit()
     ctx.stored[HIGRESS_CONFIG.label] = new
     counts.add("updated", "configmaps/higress-config (pushed from the mesh files)")
 
 
 # --- status
-def _status_store(settings, writer):
-    """A read-only store for status: Nacos gets a short wait, not the run's NACOS_WAIT_TIMEOUT."""
-    from types import SimpleNamespace
-    ctx = SimpleNamespace(settings=settings, writer=writer, nacos=None, plan=True, stored={},
-                          log=lambda *a, **k: None)
-    if settings.config_storage == "nacos":
-        from . import nacos
-        ctx.nacos = nacos.connect(replace(settings, nacos_wait_timeout=timedelta(seconds=2)), ctx.log)
-        return ctx, NacosStore(ctx, ctx.nacos)
-    return ctx, FileStore(ctx)
-
-
-def status_rows(settings, writer) -> list[dict]:
+def status_rows(settings, writer, opened) -> list[dict]:
     """Rows for status: each object in the file store, and whether pilot's mesh files are what the
-    store holds (for Nacos the objects themselves are in the Nacos section)."""
+    store holds (for Nacos the objects themselves are in the Nacos section). `opened`: (ctx, store)
+    from stores.status_store, or the error that kept the store from being opened."""
     rows = []
-    if settings.config_storage == "nacos":
-        from .nacos import NacosError
-    else:
-        NacosError = StateError  # noqa: N806
-    try:
-        ctx, store = _status_store(settings, writer)
-    except (NacosError, OSError) as err:  # Nacos down: say so on the rows that need it
-        return [{"name": key, "file": rel, "state": f"cannot compare with the store: {err}"}
+    if isinstance(opened, Exception):  # Nacos down: say so on the rows that need it
+        return [{"name": key, "file": rel, "state": f"cannot compare with the store: {opened}"}
                 for rel, key in DELIVERED]
-    if isinstance(store, FileStore):
+    ctx, store = opened
+    if store.kind == "file store":
         import yaml
         for obj in applicable(settings):
             raw = store.read(obj)
@@ -469,10 +280,13 @@ def status_rows(settings, writer) -> list[dict]:
     delivered = _delivered(writer)
     for rel, key in DELIVERED:
         current = writer.read(rel)
+        own = _file_problem(key, current) if current is not None else None
         if problems:
             state = "stored higress-config unusable: " + "; ".join(problems) + " (fix it in the store)"
         elif current is None:
             state = "missing"
+        elif own:
+            state = f"{own}: pilot falls back to its defaults and the gateway cannot connect"
         elif current == data[key].encode():
             state = "ok"
         elif sha256(current) == delivered.get(rel):

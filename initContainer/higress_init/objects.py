@@ -17,7 +17,7 @@ from typing import Callable
 from urllib.parse import urlsplit
 
 from . import meshconfig
-from .phases import MESH_FILE, MESH_NETWORKS_FILE
+from . import layout
 from .settings import Settings
 
 DEFAULT_GROUP = "DEFAULT_GROUP"  # where the apiserver keeps cluster-scoped objects in Nacos (empty group)
@@ -90,8 +90,8 @@ def _higress_config(s: Settings, adopt: Adopt) -> dict:
         "labels": gateway_labels(s),
         "data": {
             "higress": meshconfig.higress_settings_text(),
-            "mesh": adopt(MESH_FILE) or meshconfig.mesh_text(s),
-            "meshNetworks": adopt(MESH_NETWORKS_FILE) or meshconfig.mesh_networks_text(),
+            "mesh": adopt(layout.MESH) or meshconfig.mesh_text(s),
+            "meshNetworks": adopt(layout.MESH_NETWORKS) or meshconfig.mesh_networks_text(),
         },
     }
 

@@ -23,7 +23,8 @@ def dir_mode(parts) -> int:
 
 
 def is_private(rel: str, private_files=()) -> bool:
-    return rel.endswith(PRIVATE_NAMES) or rel in private_files
+    # the initializer's own bookkeeping is root's alone, like the folder it is in
+    return rel.endswith(PRIVATE_NAMES) or rel in private_files or rel.startswith(ROOT_ONLY_DIRS[0] + "/")
 
 
 def file_mode_ok(mode: int, rel: str, private_files=(), staged_mode: int | None = None) -> tuple[bool, int]:

@@ -11,33 +11,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Callable
 
-from . import faults
+from . import datakey, faults, layout
 from .errors import StateError
+from .reporting import Counts
 from .settings import Settings
 from .volume import VolumeWriter
-
-DATA_KEY_FILE = "api/nacos.key"
-KUBECONFIG_FILE = "kube/config"
-LABELS_FILE = "gateway/podinfo/labels"
-MESH_FILE = "pilot/config/mesh"
-MESH_NETWORKS_FILE = "pilot/config/meshNetworks"
-DATA_KEY_LENGTHS = (16, 24, 32)  # what the apiserver accepts from its key file (AES-128/192/256), raw bytes
-
-
-class Counts:
-    """What a phase did, by action (created, kept, re-issued, ...), naming each artifact."""
-
-    ORDER = ("connected", "created", "reissued", "updated", "written", "owner set", "kept", "skipped")
-
-    def __init__(self):
-        self.by_action: dict[str, list[str]] = {}
-
-    def add(self, action: str, name: str) -> None:
-        self.by_action.setdefault(action, []).append(name)
-
-    def summary(self) -> str:
-        actions = sorted(self.by_action, key=lambda a: self.ORDER.index(a) if a in self.ORDER else 99)
-        return ", ".join(f"{a.replace('reissued', 're-issued')} {len(self.by_action[a])}" for a in actions) or "nothing to do"
 
 
 @dataclass
@@ -117,44 +95,9 @@ def _certificates(phase: str):
     return run
 
 
-def data_key_problem(data: bytes) -> str | None:
-    """Why the apiserver would refuse this key file (it uses the raw bytes: 16, 24 or 32 of them)."""
-    if len(data) in DATA_KEY_LENGTHS:
-        return None
-    if not data:
-        return "is empty"
-    if data != data.rstrip(b"\r\n") and len(data.rstrip(b"\r\n")) in DATA_KEY_LENGTHS:
-        return (f"is {len(data)} bytes: a key followed by a line break, which the apiserver reads as part of the "
-                "key and refuses to start")
-    return f"is {len(data)} bytes; the apiserver accepts only exactly 16, 24 or 32"
-
-
-def data_key(ctx: Context, counts: Counts) -> None:
-    """api/nacos.key: generated once, never replaced (Secrets in Nacos are encrypted with it)."""
-    existing = ctx.writer.read(DATA_KEY_FILE)
-    wanted = ctx.settings.nacos_data_key
-    if existing is not None:
-        problem = data_key_problem(existing)
-        if problem:
-            raise StateError(f"{DATA_KEY_FILE} {problem}. It is never replaced silently (Secrets stored with a key "
-                             "become unreadable without it): write the key's exact bytes into it (printf '%s' KEY), "
-                             "or, if nothing was ever stored with it, remove it to have a new key made")
-        if wanted is not None and existing != wanted:
-            raise StateError(f"NACOS_DATA_ENC_KEY differs from the existing {DATA_KEY_FILE}: the key is never "
-                             "replaced, since Secrets stored with it would become unreadable; unset "
-                             "NACOS_DATA_ENC_KEY or set it to the existing key")
-        counts.add("kept", "nacos.key")
-        return
-    import secrets
-    import string
-    key = wanted or "".join(secrets.choice(string.ascii_letters + string.digits) for _ in range(32)).encode()
-    ctx.writer.stage(DATA_KEY_FILE, key, private=True)
-    counts.add("created", "nacos.key")
-
-
 def apiserver_pki(ctx: Context, counts: Counts) -> None:
     _certificates("apiserver-pki")(ctx, counts)
-    data_key(ctx, counts)
+    datakey.phase(ctx, counts)
 
 
 def kube_config(ctx: Context, counts: Counts) -> None:
@@ -194,7 +137,7 @@ def writable_dirs(ctx: Context, counts: Counts) -> None:
 def pod_config(ctx: Context, counts: Counts) -> None:
     # the mesh files are not made here: `deliver` renders them from the stored higress-config
     from . import meshconfig
-    ctx.stage(LABELS_FILE, meshconfig.pod_labels(ctx.settings).encode(), "podinfo/labels", counts)
+    ctx.stage(layout.POD_LABELS, meshconfig.pod_labels(ctx.settings).encode(), "podinfo/labels", counts)
 
 
 def write(ctx: Context, counts: Counts) -> None:
@@ -207,18 +150,18 @@ def write(ctx: Context, counts: Counts) -> None:
 
 
 def seed(ctx: Context, counts: Counts) -> None:
-    from . import configstore
-    configstore.seed(ctx, counts)
+    from . import configstore, stores
+    configstore.seed(ctx, stores.open_store(ctx), counts)
 
 
 def deliver(ctx: Context, counts: Counts) -> None:
-    from . import configstore
-    configstore.deliver(ctx, counts)
+    from . import configstore, stores
+    configstore.deliver(ctx, stores.open_store(ctx), counts)
 
 
 def nacos_ready(ctx: Context, counts: Counts) -> None:
-    from . import configstore
-    configstore.prepare(ctx, counts)
+    from . import stores
+    stores.prepare(ctx, counts)
 
 
 def token_phase(ctx: Context, counts: Counts) -> None:
@@ -231,24 +174,33 @@ class Phase:
     name: str
     help: str
     run: Callable[[Context, Counts], None]
+    # Local: its only inputs are files and settings, so a rerun whose inputs are unchanged keeps
+    # its files without running it (runstate). Not local: it reads the store, every run.
+    local: bool = False
+    makes_keys: bool = False      # new keys are generated up front, in parallel, when it runs
+    commits: bool = False         # it commits what it staged itself (else `phase NAME` adds `write`)
+    uses_store: bool = False      # it talks to the store (Nacos or the file store); `watch` leaves it out
 
 
 PHASES: tuple[Phase, ...] = (
-    Phase("nacos", "wait for Nacos, log in, create the namespace (Nacos storage only)", nacos_ready),
-    Phase("apiserver-pki", "apiserver CA, server and admin client certificates, data encryption key", apiserver_pki),
+    Phase("nacos", "wait for Nacos, log in, create the namespace (Nacos storage only)", nacos_ready,
+          uses_store=True),
+    Phase("apiserver-pki", "apiserver CA, server and admin client certificates, data encryption key", apiserver_pki,
+          local=True, makes_keys=True),
     Phase("pilot-pki", "pilot plug-in CA (root, intermediate, chain) and the gateway certificate",
-          _certificates("pilot-pki")),
+          _certificates("pilot-pki"), local=True, makes_keys=True),
     Phase("kubeconfig", "one kubeconfig for the operator and each component: the apiserver's CA, its own "
-          "client certificate",
-          kube_config),
-    Phase("tokens", "token signing key, JWKS, OIDC discovery document and per-component tokens", token_phase),
-    Phase("pod-config", "gateway pod labels", pod_config),
-    Phase("write", "commit every staged file into the volumes, atomically", write),
+          "client certificate", kube_config, local=True),
+    Phase("tokens", "token signing key, JWKS, OIDC discovery document and per-component tokens", token_phase,
+          local=True, makes_keys=True),
+    Phase("pod-config", "gateway pod labels", pod_config, local=True),
+    Phase("write", "commit every staged file into the volumes, atomically", write, local=True, commits=True),
     Phase("writable-dirs", "the folders components write into: file store, controller and gateway logs and data",
           writable_dirs),
     Phase("seed", "seed the base objects (higress-config, McpBridge, Secrets, Gateway, ...) into Nacos or the "
-                  "file store; present ones are kept", seed),
-    Phase("deliver", "render pilot/config/mesh and meshNetworks from the stored higress-config (every run)", deliver),
+                  "file store; present ones are kept", seed, commits=True, uses_store=True),
+    Phase("deliver", "render pilot/config/mesh and meshNetworks from the stored higress-config (every run)", deliver,
+          commits=True, uses_store=True),
 )
 PHASES_BY_NAME = {p.name: p for p in PHASES}
 

@@ -15,22 +15,21 @@ import secrets
 from datetime import datetime
 from pathlib import Path
 
-from . import __version__
-from .phases import Counts
+from . import __version__, layout
+from .reporting import Counts
 
-STATE_FILE = ".higress-init/last-run.json"
+STATE_FILE = layout.LAST_RUN
 # The record is signed with a random key only root can read: an edited or planted record fails
 # the check and the run takes the full path, so the record can only ever make a run do more work,
 # never less. The same key makes the settings digest useless for guessing the Nacos password
 # offline. The key lives beside the record in .higress-init/ (0700, never given to VOLUMES_UID,
 # unlike pki/), and counts only when root owns it: whoever owns the volumes root could swap the
 # folder for one of their own, but can't make a file owned by root.
-KEY_FILE = ".higress-init/last-run.key"
-# The phases whose only inputs are files and settings. `nacos`, `seed` and `deliver` are not here,
-# so they run every time: the store (Nacos, or the file store the apiserver writes into) may have
-# changed without the volumes knowing, and its higress-config must reach the mesh files like a
-# ConfigMap reaches a pod.
-LOCAL_PHASES = ("apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "write")
+KEY_FILE = layout.LAST_RUN_KEY
+# Only the phases marked local (phases.Phase.local: files and settings are their only inputs) are
+# replayed. `nacos`, `seed` and `deliver` run every time: the store (Nacos, or the file store the
+# apiserver writes into) may have changed without the volumes knowing, and its higress-config must
+# reach the mesh files like a ConfigMap reaches a pod.
 
 
 def _root(settings):
@@ -150,7 +149,7 @@ def outcome(counts) -> dict[str, int]:
     result: dict[str, int] = {}
     for action, items in counts.by_action.items():
         if action not in ("written", "owner set"):
-            kind = "skipped" if action == "skipped" else "kept"
+            kind = "skipped" if action == "skipped" else "kept"  # noqa: SIM108
             result[kind] = result.get(kind, 0) + len(items)
     return result
 

@@ -1,9 +1,13 @@
 """`status`: every certificate, key and generated file, checked the way its consumer would."""
 from __future__ import annotations
 
+import json
 from datetime import datetime
 
-from . import artifacts, kubeconfig, phases, pki, tokens
+import jwt
+
+from . import artifacts, datakey, kubeconfig, layout, pki, tokens
+from .reporting import expires_within, timestamp
 from .settings import Settings
 
 
@@ -33,7 +37,7 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
         elif left.total_seconds() <= 0:
             state = "expired"
         elif left <= settings.renew_before:
-            state = f"expires within {settings.renew_before.days}d"
+            state = expires_within(settings.renew_before)
         else:
             state = "ok"
         if spec.chain and state == "ok":
@@ -41,21 +45,24 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
             if len(chain) < 2 or chain[1] != loaded.get(spec.issuer):
                 state = "chain file does not end with the current issuer"
         rows.append(_row(spec.name, spec.cert_file, subject=pki.describe_name(cert),
-                         issuer=pki.describe_name(cert, "issuer"), not_after=f"{pki.expires(cert):%Y-%m-%dT%H:%M:%SZ}",
+                         issuer=pki.describe_name(cert, "issuer"), not_after=timestamp(pki.expires(cert)),
                          days_left=left.days, chain_verified=chain_ok,
                          key_matches=key_ok if spec.ca or key_ok is not None else False,
                          state=state))
     rows.extend(_bundle_rows(writer, loaded))
     rows.extend(_kubeconfig_row(spec, writer, loaded) for spec in kubeconfig.KUBECONFIGS)
-    key = writer.read(phases.DATA_KEY_FILE)
-    rows.append(_row("nacos.key", phases.DATA_KEY_FILE, state="missing" if key is None else
-                     ("ok" if phases.data_key_problem(key) is None else phases.data_key_problem(key))))
-    rows.append(_file_row("podinfo/labels", phases.LABELS_FILE, writer, lambda d: bool(d.strip()), "empty"))
+    key = writer.read(layout.DATA_KEY)
+    rows.append(_row("nacos.key", layout.DATA_KEY, state="missing" if key is None else datakey.problem(key) or "ok"))
+    from . import meshconfig
+    wanted_labels = meshconfig.pod_labels(settings).encode()
+    rows.append(_file_row("podinfo/labels", layout.POD_LABELS, writer, lambda d: d == wanted_labels,
+                          "not the labels the settings give (the next run re-makes it)"))
     rows.extend(config_rows(settings, writer))
-    rows.extend(tokens.status_rows(settings, writer, now))
-    if writer.exists(tokens.RETIRED_KEYS_FILE):
-        rows.append(_file_row("retired token keys", tokens.RETIRED_KEYS_FILE, writer, _json_list, "not a JSON list"))
-    for rel in (tokens.PUBLIC_KEY_FILE, *tokens.JWKS_FILES, tokens.DISCOVERY_FILE):
+    rows.extend(token_rows(settings, writer, now))
+    if writer.exists(layout.TOKEN_RETIRED_KEYS):
+        rows.append(_file_row(layout.TOKEN_RETIRED_KEYS, layout.TOKEN_RETIRED_KEYS, writer, _json_list,
+                              "not a JSON list"))
+    for rel in (layout.TOKEN_PUBLIC_KEY, *tokens.JWKS_FILES, layout.OIDC_DISCOVERY):
         rows.append(_file_row(rel.rsplit("/", 1)[-1], rel, writer, lambda d: bool(d.strip()), "empty"))
     _check_permissions(settings, writer, rows)
     rows.extend(_journal_rows(writer))
@@ -65,9 +72,58 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
 def config_rows(settings: Settings, writer) -> list[dict]:
     """The base objects in the file store, and pilot's mesh files against the stored higress-config
     (where to edit: the store; the files follow it on every run)."""
-    from . import configstore
+    from . import configstore, stores
     return [_row(r["name"], r["file"], subject=r.get("subject", ""), state=r["state"])
-            for r in configstore.status_rows(settings, writer)]
+            for r in configstore.status_rows(settings, writer, stores.status_store(settings, writer))]
+
+
+def token_rows(settings, writer, now) -> list:
+    """The signing key, published in the JWKS; each token verified through the published JWKS."""
+    pem = writer.read(layout.TOKEN_SIGNING_KEY)
+    public = None
+    if pem is not None:
+        try:
+            public = pki.load_key(pem).public_key()
+        except (ValueError, TypeError):
+            pass
+    rows = [_row(tokens.SIGNING_KEY, layout.TOKEN_SIGNING_KEY, state="ok" if public else ("missing" if pem is None else "unparsable"),
+                 key_matches=None if public is None else _published(writer, public))]
+    if public is not None and not rows[0]["key_matches"]:
+        rows[0]["state"] = "not published in tokens/jwks.json"
+    kid = tokens.public_jwk(public)["kid"] if public else ""
+    jwks = writer.read(layout.JWKS)
+    for identity in settings.token_identities:
+        data = writer.read(identity.file)
+        if data is None:
+            rows.append(_row(f"token {identity.name}", identity.file, state="missing"))
+            continue
+        token = data.decode("utf-8", "replace").strip()
+        problem = tokens.token_problem(settings, identity, token, jwks, kid, now) if public else "no signing key"
+        try:
+            claims = jwt.decode(token, options={"verify_signature": False})
+            exp = datetime.fromtimestamp(claims["exp"], tz=now.tzinfo)
+        except (jwt.PyJWTError, KeyError):
+            rows.append(_row(f"token {identity.name}", identity.file, state="unparsable"))
+            continue
+        audience = claims.get("aud")
+        audience = ",".join(audience) if isinstance(audience, list) else str(audience)
+        rows.append(_row(f"token {identity.name}", identity.file, subject=f"{claims.get('sub', '')} aud={audience}",
+                         issuer=str(claims.get("iss", "")),
+                         not_after=timestamp(exp), days_left=(exp - now).days,
+                         chain_verified=not problem.startswith(("does not verify", "signed by", "no signing")),
+                         state=problem or "ok"))
+    return rows
+
+
+def _published(writer, public) -> bool:
+    data = writer.read(layout.JWKS)
+    if data is None:
+        return False
+    kid = tokens.public_jwk(public)["kid"]
+    try:
+        return any(isinstance(k, dict) and k.get("kid") == kid for k in json.loads(data).get("keys", []))
+    except (ValueError, AttributeError, TypeError):
+        return False
 
 
 def _journal_rows(writer) -> list[dict]:
@@ -135,8 +191,8 @@ def rotation_rows(writer) -> list[dict]:
             if spec.name == "apiserver-ca":
                 trusted_in += [k.file for k in kubeconfig.KUBECONFIGS]
             rows.append({"root": spec.name, "state": "overlap in progress",
-                         "old_root_not_after": f"{pki.expires(previous):%Y-%m-%dT%H:%M:%SZ}",
-                         "cross_signed_until": f"{pki.expires(cross):%Y-%m-%dT%H:%M:%SZ}",
+                         "old_root_not_after": timestamp(pki.expires(previous)),
+                         "cross_signed_until": timestamp(pki.expires(cross)),
                          "trusted_in": trusted_in,
                          "next": "restart every component, then: higress-init rotate --finish"})
     return rows
@@ -167,7 +223,7 @@ def _kubeconfig_row(spec, writer, loaded) -> dict:
     if state == "ok" and cert != loaded.get(spec.client):
         state = f"not the current {spec.client} certificate"
     return _row(spec.name, spec.file, subject=pki.describe_name(cert),
-                issuer=pki.describe_name(cert, "issuer"), not_after=f"{pki.expires(cert):%Y-%m-%dT%H:%M:%SZ}",
+                issuer=pki.describe_name(cert, "issuer"), not_after=timestamp(pki.expires(cert)),
                 days_left=(pki.expires(cert) - pki.utcnow()).days, chain_verified=chain_ok, key_matches=key_ok,
                 state=state)
 
@@ -180,7 +236,6 @@ def _file_row(name, rel, writer, check, complaint) -> dict:
 
 
 def _json_list(data: bytes) -> bool:
-    import json
     try:
         entries = json.loads(data)
         return isinstance(entries, list) and all(

@@ -13,14 +13,12 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import pki
+from . import layout, pki
+from .reporting import expires_within
 from .settings import TokenIdentity
 
-SIGNING_KEY_FILE = "pki/sa.key"          # private: pki/ is mounted by no component
-PUBLIC_KEY_FILE = "tokens/sa.pub"
-RETIRED_KEYS_FILE = "pki/sa-retired.json"  # replaced public keys, kept in the JWKS until their tokens expire
-JWKS_FILES = ("tokens/jwks.json", "tokens/.well-known/jwks.json")
-DISCOVERY_FILE = "tokens/.well-known/openid-configuration"
+SIGNING_KEY = "token-key"   # the artifact's one name: in output, status, rotation (ROTATIONS) and the key pool
+JWKS_FILES = (layout.JWKS, layout.JWKS_WELL_KNOWN)   # the same document, where each consumer looks
 
 
 def _b64url(data: bytes) -> str:
@@ -70,19 +68,28 @@ def claims_for(settings, identity: TokenIdentity, now: datetime) -> dict:
     }
 
 
-def token_problem(settings, identity: TokenIdentity, token: str | None, public_key, kid: str,
+def token_problem(settings, identity: TokenIdentity, token: str | None, jwks: bytes | None, kid: str,
                   now: datetime) -> str:
-    """Why an existing token can't be kept (empty when it can)."""
+    """Why an existing token can't be kept (empty when it can). It is verified as a consumer
+    does: through the published JWKS (`jwks`, the bytes of tokens/jwks.json), by its kid; it must
+    also be signed by the current key (`kid`), or it is re-issued."""
     if token is None:
         return "missing"
     try:
         header = jwt.get_unverified_header(token)
-        claims = jwt.decode(token, public_key, algorithms=[_jws_algorithm(public_key)],
+        keys = jwt.PyJWKSet.from_json(jwks.decode()) if jwks else None
+        if keys is None or not isinstance(header.get("kid"), str):
+            return f"does not verify (no key for it in {layout.JWKS})"
+        try:
+            key = keys[header["kid"]]
+        except KeyError:
+            return f"does not verify (its key is not in {layout.JWKS})"
+        claims = jwt.decode(token, key, algorithms=[key.algorithm_name],
                             audience=list(identity.audiences), issuer=settings.token_issuer,
                             options={"require": ["exp", "iat", "nbf", "sub", "jti"]}, leeway=300)
     except jwt.ExpiredSignatureError:
         return "expired"
-    except jwt.PyJWTError as err:
+    except (jwt.PyJWTError, UnicodeDecodeError, ValueError) as err:
         return f"does not verify ({err})"
     wanted = claims_for(settings, identity, now)
     if header.get("kid") != kid:
@@ -91,40 +98,40 @@ def token_problem(settings, identity: TokenIdentity, token: str | None, public_k
             sorted(claims["aud"] if isinstance(claims["aud"], list) else [claims["aud"]]) != sorted(identity.audiences):
         return "claims changed"
     if claims["exp"] - now.timestamp() <= settings.renew_before.total_seconds():
-        return f"expires within {settings.renew_before.days}d"
+        return expires_within(settings.renew_before)
     return ""
 
 
 def _signing_key(ctx):
     """(private key, how it was obtained): kept, created or rotated."""
-    pem = ctx.writer.read(SIGNING_KEY_FILE)
+    pem = ctx.writer.read(layout.TOKEN_SIGNING_KEY)
     if pem is not None:
         try:
             key = pki.load_key(pem)
         except (ValueError, TypeError):
             from .errors import StateError
-            raise StateError(f"{SIGNING_KEY_FILE} is not an unencrypted PEM private key: restore it, or move it away "
+            raise StateError(f"{layout.TOKEN_SIGNING_KEY} is not an unencrypted PEM private key: restore it, or move it away "
                              "to create a new signing key (every token is then re-issued)") from None
-        if "token-key" not in ctx.rotate:
+        if SIGNING_KEY not in ctx.rotate:
             return key, "kept"
-        return ctx.keys.get("token-signing"), "rotated"
-    return ctx.keys.get("token-signing"), "created"
+        return ctx.keys.get(SIGNING_KEY), "rotated"
+    return ctx.keys.get(SIGNING_KEY), "created"
 
 
 def keys_wanted(ctx) -> dict:
-    if ctx.writer.read(SIGNING_KEY_FILE) is None or "token-key" in ctx.rotate:
-        return {"token-signing": ctx.settings.token_key_algorithm}
+    if ctx.writer.read(layout.TOKEN_SIGNING_KEY) is None or SIGNING_KEY in ctx.rotate:
+        return {SIGNING_KEY: ctx.settings.token_key_algorithm}
     return {}
 
 
 def _retired(ctx, now: datetime) -> list[dict]:
-    data = ctx.writer.read(RETIRED_KEYS_FILE)
+    data = ctx.writer.read(layout.TOKEN_RETIRED_KEYS)
     try:
         entries = json.loads(data) if data else []
         return [e for e in entries if datetime.fromisoformat(e["keep_until"]) > now and isinstance(e["jwk"], dict)]
     except (ValueError, TypeError, KeyError):
         from .errors import StateError
-        raise StateError(f"{RETIRED_KEYS_FILE} is not the list of retired keys this tool writes: restore it, or "
+        raise StateError(f"{layout.TOKEN_RETIRED_KEYS} is not the list of retired keys this tool writes: restore it, or "
                          "remove it (tokens signed by a retired key are then no longer accepted)") from None
 
 
@@ -134,30 +141,30 @@ def phase(ctx, counts) -> None:
     public = key.public_key()
     retired = [] if ctx.finish_rotation else _retired(ctx, now)
     if how == "rotated":
-        old = pki.load_key(ctx.writer.read(SIGNING_KEY_FILE)).public_key()
+        old = pki.load_key(ctx.writer.read(layout.TOKEN_SIGNING_KEY)).public_key()
         # tokens signed by the old key live at most TOKEN_VALIDITY: keep it published that long
         keep_until = (now + s.token_validity + timedelta(minutes=5)).isoformat()
         retired = [e for e in retired if e["jwk"]["kid"] != public_jwk(old)["kid"]]
         retired.append({"jwk": public_jwk(old), "keep_until": keep_until})
     if how != "kept":
-        ctx.writer.stage(SIGNING_KEY_FILE, pki.key_to_pem(key), private=True)
-        counts.add("created" if how == "created" else "reissued", "token signing key")
+        ctx.writer.stage(layout.TOKEN_SIGNING_KEY, pki.key_to_pem(key), private=True)
+        counts.add("created" if how == "created" else "re-issued", SIGNING_KEY)
     else:
-        counts.add("kept", "token signing key")
-    if retired or ctx.writer.exists(RETIRED_KEYS_FILE):
-        ctx.writer.stage(RETIRED_KEYS_FILE, json.dumps(retired, indent=1).encode())
+        counts.add("kept", SIGNING_KEY)
+    if retired or ctx.writer.exists(layout.TOKEN_RETIRED_KEYS):
+        ctx.writer.stage(layout.TOKEN_RETIRED_KEYS, json.dumps(retired, indent=1).encode())
     jwk = public_jwk(public)
     jwks = {"keys": [jwk] + [e["jwk"] for e in retired if e["jwk"]["kid"] != jwk["kid"]]}
     jwks_bytes = json.dumps(jwks, indent=2).encode() + b"\n"
     pub_pem = public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-    ctx.stage(PUBLIC_KEY_FILE, pub_pem, "sa.pub", counts)
+    ctx.stage(layout.TOKEN_PUBLIC_KEY, pub_pem, layout.TOKEN_PUBLIC_KEY, counts)
     for rel in JWKS_FILES:
-        ctx.stage(rel, jwks_bytes, rel.removeprefix("tokens/"), counts)
-    ctx.stage(DISCOVERY_FILE, discovery_document(s, jwk["alg"]).encode(), "openid-configuration", counts)
+        ctx.stage(rel, jwks_bytes, rel, counts)
+    ctx.stage(layout.OIDC_DISCOVERY, discovery_document(s, jwk["alg"]).encode(), layout.OIDC_DISCOVERY, counts)
     for identity in s.token_identities:
         existing = ctx.writer.read(identity.file)
         text = existing.decode("utf-8", "replace").strip() if existing is not None else None
-        problem = token_problem(s, identity, text, public, jwk["kid"], now)
+        problem = token_problem(s, identity, text, jwks_bytes, jwk["kid"], now)
         if "tokens" in ctx.rotate and not problem:
             problem = "rotation"
         if not problem:
@@ -167,7 +174,7 @@ def phase(ctx, counts) -> None:
             claims = claims_for(s, identity, now)
             token = jwt.encode(claims, key, algorithm=jwk["alg"], headers={"kid": jwk["kid"], "typ": "JWT"})
             ctx.writer.stage(identity.file, token.encode(), private=True)
-            counts.add("created" if problem == "missing" else "reissued", f"token {identity.name}")
+            counts.add("created" if problem == "missing" else "re-issued", f"token {identity.name}")
             expiry = claims["exp"]
         ctx.renew_by.append(datetime.fromtimestamp(expiry, tz=now.tzinfo) - s.renew_before)
     ctx.renew_by.extend(datetime.fromisoformat(e["keep_until"]) for e in retired)  # the JWKS changes then
@@ -182,51 +189,3 @@ def discovery_document(s, algorithm: str) -> str:
         "id_token_signing_alg_values_supported": [algorithm],
     }
     return json.dumps(doc, indent=2) + "\n"
-
-
-def status_rows(settings, writer, now) -> list:
-    from .status import _row
-    pem = writer.read(SIGNING_KEY_FILE)
-    public = None
-    if pem is not None:
-        try:
-            public = pki.load_key(pem).public_key()
-        except (ValueError, TypeError):
-            pass
-    rows = [_row("token-signing-key", SIGNING_KEY_FILE, state="ok" if public else ("missing" if pem is None else "unparsable"),
-                 key_matches=None if public is None else _published(writer, public))]
-    if public is not None and not rows[0]["key_matches"]:
-        rows[0]["state"] = "not published in tokens/jwks.json"
-    kid = public_jwk(public)["kid"] if public else ""
-    for identity in settings.token_identities:
-        data = writer.read(identity.file)
-        if data is None:
-            rows.append(_row(f"token {identity.name}", identity.file, state="missing"))
-            continue
-        token = data.decode("utf-8", "replace").strip()
-        problem = token_problem(settings, identity, token, public, kid, now) if public else "no signing key"
-        try:
-            claims = jwt.decode(token, options={"verify_signature": False})
-            exp = datetime.fromtimestamp(claims["exp"], tz=now.tzinfo)
-        except (jwt.PyJWTError, KeyError):
-            rows.append(_row(f"token {identity.name}", identity.file, state="unparsable"))
-            continue
-        audience = claims.get("aud")
-        audience = ",".join(audience) if isinstance(audience, list) else str(audience)
-        rows.append(_row(f"token {identity.name}", identity.file, subject=f"{claims.get('sub', '')} aud={audience}",
-                         issuer=str(claims.get("iss", "")),
-                         not_after=f"{exp:%Y-%m-%dT%H:%M:%SZ}", days_left=(exp - now).days,
-                         chain_verified=not problem.startswith(("does not verify", "signed by", "no signing")),
-                         state=problem or "ok"))
-    return rows
-
-
-def _published(writer, public) -> bool:
-    data = writer.read(JWKS_FILES[0])
-    if data is None:
-        return False
-    kid = public_jwk(public)["kid"]
-    try:
-        return any(isinstance(k, dict) and k.get("kid") == kid for k in json.loads(data).get("keys", []))
-    except (ValueError, AttributeError, TypeError):
-        return False

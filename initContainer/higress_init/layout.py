@@ -1,0 +1,67 @@
+"""The volume layout: every path the product writes, relative to VOLUMES_ROOT, in one place.
+Imports nothing: every other module may use it. The tables that give these files their meaning
+(artifacts.CERTIFICATES, kubeconfig.KUBECONFIGS, readers.READERS, settings.DEFAULT_IDENTITIES)
+name them from here.
+
+pki/ is the initializer's own (no component mounts it); .higress-init/ and backup/ are root's."""
+
+# --- the apiserver (mounted at /etc/api by the apiserver)
+APISERVER_CA_CERT = "api/ca.crt"
+APISERVER_CA_KEY = "pki/apiserver-ca.key"
+APISERVER_CERT = "api/server.crt"
+APISERVER_KEY = "api/server.key"
+DATA_KEY = "api/nacos.key"                    # encrypts Secrets in Nacos; never replaced
+ADMIN_CERT, ADMIN_KEY = "pki/admin.crt", "pki/admin.key"
+CONTROLLER_CLIENT_CERT, CONTROLLER_CLIENT_KEY = "controller/kube/client.crt", "controller/kube/client.key"
+PILOT_CLIENT_CERT, PILOT_CLIENT_KEY = "pilot/kube/client.crt", "pilot/kube/client.key"
+CONSOLE_CLIENT_CERT, CONSOLE_CLIENT_KEY = "pki/console.crt", "pki/console.key"
+
+# --- kubeconfigs: the operator's and one per component calling the apiserver
+KUBECONFIG = "kube/config"
+CONTROLLER_KUBECONFIG = "controller/kube/config"
+PILOT_KUBECONFIG = "pilot/kube/config"
+CONSOLE_KUBECONFIG = "console/kube/config"
+
+# --- the pilot plug-in CA and the gateway
+PILOT_ROOT_CERT = "pilot/cacerts/root-cert.pem"
+PILOT_ROOT_KEY = "pki/pilot-root-ca.key"
+PILOT_CA_CERT = "pilot/cacerts/ca-cert.pem"
+PILOT_CA_KEY = "pilot/cacerts/ca-key.pem"
+PILOT_CHAIN = "pilot/cacerts/cert-chain.pem"
+GATEWAY_CERT_CHAIN = "gateway/certs/cert-chain.pem"
+GATEWAY_KEY = "gateway/certs/key.pem"
+GATEWAY_ROOT_CERT = "gateway/certs/root-cert.pem"
+PREVIOUS_ROOT = "pki/{}.previous.crt"         # during a root rotation: the old root ...
+CROSS_ROOT = "pki/{}.cross.crt"               # ... and the new root cross-signed by it
+
+# --- tokens
+TOKEN_SIGNING_KEY = "pki/sa.key"
+TOKEN_PUBLIC_KEY = "tokens/sa.pub"
+TOKEN_RETIRED_KEYS = "pki/sa-retired.json"   # replaced public keys, published until their tokens expire
+JWKS = "tokens/jwks.json"
+JWKS_WELL_KNOWN = "tokens/.well-known/jwks.json"
+OIDC_DISCOVERY = "tokens/.well-known/openid-configuration"
+GATEWAY_TOKEN = "gateway/tokens/istio-token"
+CONSOLE_TOKEN = "console/token"
+CONTROLLER_TOKEN = "controller/token"
+
+# --- pilot's and the gateway's config
+MESH = "pilot/config/mesh"
+MESH_NETWORKS = "pilot/config/meshNetworks"
+POD_LABELS = "gateway/podinfo/labels"
+FILE_STORE = "data"                           # the apiserver's file store (FILE_ROOT_DIR's default)
+
+# --- folders components write into, with the mode their image's user needs
+CONTROLLER_NACOS_LOGS = ("controller/log/nacos", 0o700)
+GATEWAY_ISTIO_DATA = ("gateway/istio/data", 0o755)
+GATEWAY_LOGS = ("gateway/log", 0o755)
+
+# --- the initializer's own bookkeeping (root's, never chowned)
+STATE_DIR = ".higress-init"
+LOCK = f"{STATE_DIR}/lock"
+JOURNAL = f"{STATE_DIR}/journal.json"
+LAST_RUN = f"{STATE_DIR}/last-run.json"
+LAST_RUN_KEY = f"{STATE_DIR}/last-run.key"
+SEEDED = f"{STATE_DIR}/seeded.json"           # md5 of what each seeding wrote
+MESH_DELIVERED = f"{STATE_DIR}/mesh-delivered.json"  # sha256 of the mesh files as last delivered
+BACKUP_DIR = "backup"                          # every replaced file, under backup/<UTC timestamp>/

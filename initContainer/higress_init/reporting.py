@@ -1,0 +1,82 @@
+"""Reporting: what a phase did (Counts) and how the command line prints it (Reporter), with the
+few shared words and formats (one timestamp format, one wording of "expires within").
+Imports nothing of the package."""
+from __future__ import annotations
+
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+
+# The actions a phase reports, in the order printed; text and JSON use the same words.
+ACTIONS = ("connected", "created", "re-issued", "updated", "written", "owner set", "kept", "skipped")
+CHANGES = ("created", "re-issued", "updated")   # what a phase changed (written: how the commit did it)
+
+
+def timestamp(moment: datetime) -> str:
+    """The one timestamp format of the output: UTC, second precision, ISO 8601 with Z."""
+    return f"{moment.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
+
+
+def expires_within(lead: timedelta) -> str:
+    return f"expires within {lead.days}d"
+
+
+class Counts:
+    """What a phase did, by action, naming each artifact."""
+
+    def __init__(self):
+        self.by_action: dict[str, list[str]] = {}
+
+    def add(self, action: str, name: str) -> None:
+        self.by_action.setdefault(action, []).append(name)
+
+    def summary(self) -> str:
+        actions = sorted(self.by_action, key=ACTIONS.index)
+        return ", ".join(f"{a} {len(self.by_action[a])}" for a in actions) or "nothing to do"
+
+
+class Reporter:
+    """One line per phase and event, as text or as one JSON object a line (with a timestamp).
+    Never key material. A closed stdout (`higress-init run | head -1`) does not stop the work:
+    the rest of the output is dropped."""
+
+    def __init__(self, fmt: str = "text", stream=None):
+        self.fmt, self.stream = fmt, stream or sys.stdout
+        self.closed = False
+
+    def _print(self, line: str, stream) -> None:
+        if self.closed and stream is self.stream:
+            return
+        try:
+            print(line, file=stream, flush=True)
+        except BrokenPipeError:
+            self.closed = True
+            try:  # later writes (and the interpreter's final flush) go nowhere instead of failing
+                import os
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                os.dup2(devnull, stream.fileno())
+                os.close(devnull)
+            except (OSError, ValueError):
+                pass
+
+    def emit(self, event: str, text: str, **fields) -> None:
+        if self.fmt == "json":
+            record = {"time": timestamp(datetime.now(timezone.utc)), "event": event, **fields}
+            self._print(json.dumps(record, sort_keys=False), self.stream)
+        else:
+            self._print(text, self.stream)
+
+    def phase(self, name: str, counts: Counts, seconds: float) -> None:
+        self.emit("phase", f"{name:<14} {counts.summary():<40} {seconds:6.2f}s", phase=name,
+                  actions=dict(counts.by_action), seconds=round(seconds, 3))
+
+    def message(self, text: str, **fields) -> None:
+        self.emit("message", text, message=text, **fields)
+
+    def problem(self, kind: str, text: str) -> None:
+        """An error or a refusal: one line on stderr, as text or as JSON (kind: error | refused)."""
+        if self.fmt == "json":
+            line = json.dumps({"time": timestamp(datetime.now(timezone.utc)), "event": kind, "message": text})
+        else:
+            line = f"higress-init: {kind}: {text}"
+        self._print(line, sys.stderr)

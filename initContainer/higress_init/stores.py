@@ -1,0 +1,212 @@
+"""The two stores behind the config phases: the apiserver's file store and Nacos, opened for a
+run (under `plan`, Nacos is staged: nothing is published) or for status. The phases themselves
+(seed, deliver) are in configstore and take the store they are given."""
+from __future__ import annotations
+
+import base64
+from dataclasses import replace
+from datetime import timedelta
+
+from . import datakey, layout
+from .configstore import index_with, md5
+from .errors import StateError
+from .objects import DEFAULT_GROUP, BaseObject
+
+
+# --- the apiserver's Secret encryption in Nacos
+def encrypt(text: str, key: bytes) -> str:
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    padder = padding.PKCS7(128).padder()
+    padded = padder.update(text.encode()) + padder.finalize()
+    encryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
+    return "enc|" + base64.urlsafe_b64encode(encryptor.update(padded) + encryptor.finalize()).decode()
+
+
+def decrypt(content: str, key: bytes) -> str:
+    from cryptography.hazmat.primitives import padding
+    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+    if not content.startswith("enc|"):
+        return content  # the apiserver reads an unencrypted Secret as is
+    decryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).decryptor()
+    padded = decryptor.update(base64.urlsafe_b64decode(content[4:])) + decryptor.finalize()
+    unpadder = padding.PKCS7(128).unpadder()
+    return (unpadder.update(padded) + unpadder.finalize()).decode()
+
+
+class FileStore:
+    """The apiserver's `--storage file` root. Writes go through the volume writer (staged,
+    journaled, renamed into place), so no partial object ever carries a `.yaml` name."""
+
+    kind = "file store"
+
+    def __init__(self, ctx):
+        self.ctx, self.settings, self.writer = ctx, ctx.settings, ctx.writer
+
+    def path(self, obj: BaseObject):
+        return self.settings.file_root_dir / obj.plural / f"{obj.name}.yaml"
+
+    def where(self, obj: BaseObject) -> str:
+        return str(self.path(obj))
+
+    def record_key(self, obj: BaseObject) -> str:
+        return f"file:{obj.label}"
+
+    def read(self, obj: BaseObject) -> str | None:
+        data = self.writer.read(self.path(obj))
+        return None if data is None else data.decode("utf-8", "replace")
+
+    def text(self, obj: BaseObject, raw: str) -> str:
+        return raw
+
+    def encode(self, obj: BaseObject, text: str) -> str:
+        return text
+
+    def create(self, obj: BaseObject, raw: str) -> None:
+        self.writer.stage(self.path(obj), raw.encode())  # committed with the rest by finish()
+
+    def replace(self, obj: BaseObject, raw: str, expected: str) -> None:
+        # compare-and-swap as far as a file allows: what is on disk now must be what was read
+        data = self.writer.fs.read(self.writer._parts(self.path(obj)))  # fresh, no-follow, capped
+        current = None if data is None else data.decode("utf-8", "replace")
+        if current != expected:
+            raise StateError(f"{self.where(obj)} changed while the initializer was writing it: nothing was "
+                             "overwritten; rerun to try again")
+        self.writer.stage(self.path(obj), raw.encode())
+
+    def finish(self, counts, objs) -> None:
+        pass  # no index: the apiserver lists the folder
+
+    def commit(self) -> None:
+        self.writer.commit()
+
+
+class NacosStore:
+    kind = "Nacos"
+
+    def __init__(self, ctx, conn):
+        self.ctx, self.settings, self.conn = ctx, ctx.settings, conn
+        self._key = None
+
+    def where(self, obj: BaseObject) -> str:
+        return f"Nacos namespace {self.settings.nacos_namespace}, group {obj.group(self.settings)}, " \
+               f"dataId {obj.data_id}"
+
+    def record_key(self, obj: BaseObject) -> str:
+        return f"nacos:{self.settings.nacos_namespace}/{obj.group(self.settings)}/{obj.data_id}"
+
+    @property
+    def key(self) -> bytes:
+        if self._key is None:
+            data = self.ctx.writer.read(layout.DATA_KEY)
+            if data is None:
+                raise StateError(f"Secrets in Nacos are encrypted with {layout.DATA_KEY}, which is missing: run phase "
+                                 "apiserver-pki first")
+            problem = datakey.problem(data)
+            if problem:
+                raise StateError(f"{layout.DATA_KEY} {problem}")
+            self._key = data
+        return self._key
+
+    def read(self, obj: BaseObject) -> str | None:
+        return self.conn.get(obj.data_id, obj.group(self.settings))
+
+    def text(self, obj: BaseObject, raw: str) -> str:
+        return decrypt(raw, self.key) if obj.secret else raw
+
+    def encode(self, obj: BaseObject, text: str) -> str:
+        return encrypt(text, self.key) if obj.secret else text
+
+    def create(self, obj: BaseObject, raw: str) -> None:
+        self.conn.compare_and_publish(obj.data_id, obj.group(self.settings), raw, None)
+
+    def replace(self, obj: BaseObject, raw: str, expected: str) -> None:
+        self.conn.compare_and_publish(obj.data_id, obj.group(self.settings), raw, md5(expected))
+
+    def finish(self, counts, objs) -> None:
+        """Each type's names index lists every seeded object: one read per type, one write when a line
+        is missing (the apiserver's refresh is triggered by a change of it)."""
+        from .nacos import NacosConflict
+        by_plural: dict[str, list[BaseObject]] = {}
+        for obj in objs:
+            by_plural.setdefault(obj.plural, []).append(obj)
+        for plural, members in by_plural.items():
+            data_id = f"{plural}.__names__"
+            for attempt in range(5):
+                index = self.conn.get(data_id, DEFAULT_GROUP)
+                wanted = index_with(index, [(o.group(self.settings), o) for o in members])
+                if wanted is None:
+                    counts.add("kept", data_id)
+                    break
+                try:
+                    self.conn.compare_and_publish(data_id, DEFAULT_GROUP, wanted, md5(index))
+                    counts.add("updated" if index else "created", data_id)
+                    break
+                except NacosConflict:
+                    if attempt == 4:
+                        raise  # the apiserver rewrites this index too: re-read and merge, a few times
+
+    def commit(self) -> None:
+        pass  # each publication is its own commit
+
+
+class StagedNacos:
+    """Nacos as `plan` sees it: reads go to the server unless this run published the config;
+    publishing is kept here and never sent (the file store is staged by the PlanWriter)."""
+
+    def __init__(self, conn):
+        self.conn, self.published = conn, {}
+
+    @property
+    def calls(self) -> int:
+        return getattr(self.conn, "calls", 0)
+
+    def get(self, data_id: str, group: str) -> str | None:
+        key = (data_id, group)
+        return self.published[key] if key in self.published else self.conn.get(data_id, group)
+
+    def compare_and_publish(self, data_id: str, group: str, content: str, expected_md5) -> None:
+        if md5(self.get(data_id, group)) != expected_md5:
+            from .nacos import NacosConflict
+            raise NacosConflict(f"{group}/{data_id} changed since it was read")
+        self.published[(data_id, group)] = content
+
+
+def open_store(ctx):
+    if ctx.settings.config_storage == "nacos":
+        from . import nacos
+        ctx.nacos = ctx.nacos or nacos.connect(ctx.settings, ctx.log)
+        if ctx.plan and not isinstance(ctx.nacos, StagedNacos):
+            ctx.nacos = StagedNacos(ctx.nacos)  # plan writes nothing, Nacos included
+        return NacosStore(ctx, ctx.nacos)
+    return FileStore(ctx)
+
+
+
+def status_store(settings, writer):
+    """(ctx, store) read-only, for status; Nacos gets a short wait, not the run's NACOS_WAIT_TIMEOUT.
+    The error instead when the store cannot be reached."""
+    from types import SimpleNamespace
+    ctx = SimpleNamespace(settings=settings, writer=writer, nacos=None, plan=True, stored={},
+                          log=lambda *a, **k: None)
+    if settings.config_storage != "nacos":
+        return ctx, FileStore(ctx)
+    from . import nacos
+    try:
+        ctx.nacos = nacos.connect(replace(settings, nacos_wait_timeout=timedelta(seconds=2)), ctx.log)
+    except (nacos.NacosError, OSError) as err:
+        return err
+    return ctx, NacosStore(ctx, ctx.nacos)
+
+
+# --- the phase that opens Nacos
+def prepare(ctx, counts) -> None:
+    if ctx.settings.config_storage != "nacos":
+        counts.add("skipped", "file storage")
+        return
+    from . import nacos
+    nacos.prepare(ctx, counts)
+    # nacos.prepare leaves the namespace to the commit under `plan` and words it its own way:
+    # plan reports what run does, in run's words
+    for name in counts.by_action.pop("would create", []):
+        counts.add("created", name)
