@@ -56,3 +56,23 @@ def test_the_walk_sees_imports_inside_functions():
 def test_no_import_cycle():
     cycles = _cycles(_imports())
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
+
+
+def test_layout_imports_nothing_and_names_every_file_a_run_writes(tmp_path, fast_env):
+    from conftest import run_cli
+    from higress_init import layout
+    tree = ast.parse((PACKAGE / "layout.py").read_text())
+    assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
+    paths = {v[0] if isinstance(v, tuple) else v for k, v in vars(layout).items() if k.isupper()}
+    named = {p for p in paths if "{}" not in p}
+    templates = [p.split("{}") for p in paths if "{}" in p]
+    volumes = tmp_path / "volumes"
+    run_cli("run", volumes=volumes, env=fast_env, check=True)
+    run_cli("rotate", "root", volumes=volumes, env=fast_env, check=True)  # the overlap's files too
+    for path in volumes.rglob("*"):
+        rel = str(path.relative_to(volumes))
+        if rel.startswith((layout.FILE_STORE + "/", layout.BACKUP_DIR + "/")) or rel in named:
+            continue
+        if path.is_dir() and any(p.startswith(rel + "/") for p in named):
+            continue
+        assert any(rel.startswith(a) and rel.endswith(b) for a, b in templates), f"{rel} is not in layout.py"

@@ -13,7 +13,7 @@ from typing import Callable
 
 from cryptography import x509
 
-from . import pki
+from . import layout, pki
 from .errors import StateError
 from .reporting import expires_within
 from .settings import Settings
@@ -67,30 +67,30 @@ class CertSpec:
 
 # Files under pki/ are the initializer's own: no component mounts that directory.
 CERTIFICATES: tuple[CertSpec, ...] = (
-    CertSpec("apiserver-ca", "apiserver-pki", "api/ca.crt", "pki/apiserver-ca.key", None,
+    CertSpec("apiserver-ca", "apiserver-pki", layout.APISERVER_CA_CERT, layout.APISERVER_CA_KEY, None,
              "higress-apiserver-ca", ca=True, validity="ca_validity", key_algorithm="ca_key_algorithm"),
-    CertSpec("apiserver", "apiserver-pki", "api/server.crt", "api/server.key", "apiserver-ca",
+    CertSpec("apiserver", "apiserver-pki", layout.APISERVER_CERT, layout.APISERVER_KEY, "apiserver-ca",
              "apiserver", server_auth=True, sans=_apiserver_sans),
-    CertSpec("apiserver-admin", "apiserver-pki", "pki/admin.crt", "pki/admin.key", "apiserver-ca",
+    CertSpec("apiserver-admin", "apiserver-pki", layout.ADMIN_CERT, layout.ADMIN_KEY, "apiserver-ca",
              "higress-admin", organizations=("system:masters",), client_auth=True),
     # One client certificate per component that calls the apiserver (kubeconfig.KUBECONFIGS): the
     # apiserver's log names the caller, and one component's credentials can be replaced alone.
     # system:masters is the only group the apiserver authorises. The controller's and pilot's sit
     # beside their kubeconfig, which names them by path (client-go re-reads them when renewed); the
     # console's kubeconfig embeds its certificate, so the files stay in pki/.
-    CertSpec("apiserver-controller", "apiserver-pki", "controller/kube/client.crt", "controller/kube/client.key",
+    CertSpec("apiserver-controller", "apiserver-pki", layout.CONTROLLER_CLIENT_CERT, layout.CONTROLLER_CLIENT_KEY,
              "apiserver-ca", "controller", organizations=("system:masters",), client_auth=True),
-    CertSpec("apiserver-pilot", "apiserver-pki", "pilot/kube/client.crt", "pilot/kube/client.key",
+    CertSpec("apiserver-pilot", "apiserver-pki", layout.PILOT_CLIENT_CERT, layout.PILOT_CLIENT_KEY,
              "apiserver-ca", "pilot", organizations=("system:masters",), client_auth=True),
-    CertSpec("apiserver-console", "apiserver-pki", "pki/console.crt", "pki/console.key",
+    CertSpec("apiserver-console", "apiserver-pki", layout.CONSOLE_CLIENT_CERT, layout.CONSOLE_CLIENT_KEY,
              "apiserver-ca", "console", organizations=("system:masters",), client_auth=True),
-    CertSpec("pilot-root-ca", "pilot-pki", "pilot/cacerts/root-cert.pem", "pki/pilot-root-ca.key", None,
+    CertSpec("pilot-root-ca", "pilot-pki", layout.PILOT_ROOT_CERT, layout.PILOT_ROOT_KEY, None,
              "Higress Root CA", organizations=("Higress",), ca=True, validity="ca_validity",
              key_algorithm="ca_key_algorithm"),
-    CertSpec("pilot-ca", "pilot-pki", "pilot/cacerts/ca-cert.pem", "pilot/cacerts/ca-key.pem", "pilot-root-ca",
+    CertSpec("pilot-ca", "pilot-pki", layout.PILOT_CA_CERT, layout.PILOT_CA_KEY, "pilot-root-ca",
              "Higress Intermediate CA", organizations=("Higress",), ca=True, path_length=0,
              validity="intermediate_validity", key_algorithm="ca_key_algorithm"),
-    CertSpec("gateway", "pilot-pki", "gateway/certs/cert-chain.pem", "gateway/certs/key.pem", "pilot-ca",
+    CertSpec("gateway", "pilot-pki", layout.GATEWAY_CERT_CHAIN, layout.GATEWAY_KEY, "pilot-ca",
              None, server_auth=True, client_auth=True, sans=_gateway_sans, chain=True),
 )
 SPECS = {spec.name: spec for spec in CERTIFICATES}
@@ -107,13 +107,13 @@ class Bundle:
 
 
 BUNDLES: tuple[Bundle, ...] = (
-    Bundle("pilot/cacerts/cert-chain.pem", "pilot-pki", ("pilot-ca", "cross:pilot-root-ca", "roots:pilot-root-ca")),
-    Bundle("gateway/certs/root-cert.pem", "pilot-pki", ("roots:pilot-root-ca",)),
+    Bundle(layout.PILOT_CHAIN, "pilot-pki", ("pilot-ca", "cross:pilot-root-ca", "roots:pilot-root-ca")),
+    Bundle(layout.GATEWAY_ROOT_CERT, "pilot-pki", ("roots:pilot-root-ca",)),
 )
 
 # During a root rotation the previous root and the cross-signed new root live beside the key.
-PREVIOUS_ROOT = "pki/{}.previous.crt"
-CROSS_ROOT = "pki/{}.cross.crt"
+PREVIOUS_ROOT = layout.PREVIOUS_ROOT
+CROSS_ROOT = layout.CROSS_ROOT
 
 
 @dataclass

@@ -12,13 +12,13 @@ import os
 import stat
 from datetime import datetime, timezone
 
-from . import faults
+from . import faults, layout
 from .safefs import (TMP_PREFIX, Refused, Root, check_regular, create_temp, lstat_at, parts_of, read_capped,
                      show, write_all)
 
-STATE_DIR = ".higress-init"
-JOURNAL = f"{STATE_DIR}/journal.json"
-BACKUP_DIR = "backup"
+STATE_DIR = layout.STATE_DIR
+JOURNAL = layout.JOURNAL
+BACKUP_DIR = layout.BACKUP_DIR
 PRIVATE_DIR_MODE = 0o700
 
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 import yaml
 
+from . import layout
 CLUSTER, USER, CONTEXT = "higress", "higress-admin", "higress"
 
 
@@ -43,12 +44,12 @@ class KubeconfigSpec:
 
 
 KUBECONFIGS: tuple[KubeconfigSpec, ...] = (
-    KubeconfigSpec("kubeconfig", "kube/config", "apiserver-admin", USER),   # the operator's; no component reads it
-    KubeconfigSpec("kubeconfig controller", "controller/kube/config", "apiserver-controller", "controller",
+    KubeconfigSpec("kubeconfig", layout.KUBECONFIG, "apiserver-admin", USER),   # the operator's; no component reads it
+    KubeconfigSpec("kubeconfig controller", layout.CONTROLLER_KUBECONFIG, "apiserver-controller", "controller",
                    mounted_at="/home/higress/.kube"),
-    KubeconfigSpec("kubeconfig pilot", "pilot/kube/config", "apiserver-pilot", "pilot",
+    KubeconfigSpec("kubeconfig pilot", layout.PILOT_KUBECONFIG, "apiserver-pilot", "pilot",
                    mounted_at="/var/run/secrets/remote"),
-    KubeconfigSpec("kubeconfig console", "console/kube/config", "apiserver-console", "console"),
+    KubeconfigSpec("kubeconfig console", layout.CONSOLE_KUBECONFIG, "apiserver-console", "console"),
 )
 
 

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import layout
+
 
 @dataclass(frozen=True)
 class Reader:
@@ -26,12 +28,12 @@ READERS: tuple[Reader, ...] = (
     Reader("apiserver", ("api",), rereads=("api/server.crt", "api/server.key"), store="data"),
     # its Nacos client keeps logs and a config cache there; uid 1337 cannot create /var/log/nacos
     Reader("controller", ("controller/kube",), rereads=("controller/kube/client.crt", "controller/kube/client.key"),
-           writes=(("controller/log/nacos", 0o700),)),
+           writes=(layout.CONTROLLER_NACOS_LOGS,)),
     Reader("pilot", ("pilot/kube", "pilot/cacerts", "pilot/config"),
            rereads=("pilot/kube/client.crt", "pilot/kube/client.key")),
     Reader("gateway", ("gateway/certs", "gateway/podinfo", "pilot/config"),
            rereads=("gateway/certs/cert-chain.pem", "gateway/certs/key.pem"),
-           writes=(("gateway/istio/data", 0o755), ("gateway/log", 0o755))),
+           writes=(layout.GATEWAY_ISTIO_DATA, layout.GATEWAY_LOGS)),
     Reader("console", ("console/kube",)),
 )
 

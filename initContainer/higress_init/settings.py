@@ -13,6 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from . import layout
+
 
 class SettingsError(Exception):
     """Bad input; the message names the setting and what is allowed (exit code 2)."""
@@ -43,9 +45,9 @@ class TokenIdentity:
 
 # Who gets a token, and where its component reads it. Overridable by TOKEN_IDENTITIES.
 DEFAULT_IDENTITIES = (
-    TokenIdentity("gateway", "gateway/tokens/istio-token", "higress-gateway", ("istio-ca",)),
-    TokenIdentity("console", "console/token", "higress-console", ("istio-ca",)),
-    TokenIdentity("controller", "controller/token", "higress-controller", ("istio-ca",)),
+    TokenIdentity("gateway", layout.GATEWAY_TOKEN, "higress-gateway", ("istio-ca",)),
+    TokenIdentity("console", layout.CONSOLE_TOKEN, "higress-console", ("istio-ca",)),
+    TokenIdentity("controller", layout.CONTROLLER_TOKEN, "higress-controller", ("istio-ca",)),
 )
 
 

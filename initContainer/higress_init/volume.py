@@ -18,12 +18,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import faults, journal
+from . import faults, journal, layout
 from .ownership import DIR_MODE, PRIVATE_DIRS, PRIVATE_MODE, PUBLIC_MODE, Owners, is_private  # noqa: F401
 from .safefs import TMP_PREFIX, Refused, Root, check_regular, create_temp, parts_of, refuse, write_all  # noqa: F401
 
 JOURNAL = journal.JOURNAL
-LOCK = f"{journal.STATE_DIR}/lock"
+LOCK = layout.LOCK
 
 
 class VolumeError(Exception):
