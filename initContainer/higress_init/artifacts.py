@@ -184,7 +184,7 @@ def decide(settings: Settings, writer, now: datetime, rotate: set[str] = frozens
             decisions[spec.name] = _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issuer,
                                               forced=spec.name in rotate, writer=writer)
         else:
-            decisions[spec.name] = _decide_leaf(spec, settings, now, cert, key, problem, issuer,
+            decisions[spec.name] = _decide_leaf(spec, settings, now, cert, key, problem, issuer, decisions,
                                                 forced=spec.name in rotate)
     return decisions
 
@@ -228,9 +228,52 @@ def _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issue
 NOT_BEFORE_LEEWAY = timedelta(minutes=5)  # clocks of hosts sharing the volumes differ a little
 
 
+def ca_problem(spec: CertSpec, settings: Settings, now: datetime, cert, key, problem: str, chain: list) -> str:
+    """What is wrong with an existing CA certificate (empty when nothing): a run refuses the
+    first four (a CA is never replaced silently), and warns of the last."""
+    if problem:
+        return problem
+    try:
+        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
+    except x509.ExtensionNotFound:
+        is_ca = False
+    if not is_ca:
+        return "not a CA certificate (basicConstraints CA:false)"
+    if key is not None and not pki.key_matches(cert, key):
+        return "key does not match"
+    if spec.issuer and not chain:
+        return f"its issuer {SPECS[spec.issuer].cert_file} is missing"
+    if not pki.issued_by(cert, chain[0] if spec.issuer else cert):
+        return "chain does not verify" if spec.issuer else "not self-signed"
+    if pki.expires(cert) <= now:
+        return "expired"
+    if pki.expires(cert) - now <= settings.renew_before:
+        return expires_within(settings.renew_before)
+    return ""
+
+
+def issuers(spec: CertSpec, certs: dict) -> list:
+    """The CA certificates above `spec`, its issuer first, the root last (`certs`: by name; a
+    missing one ends the list)."""
+    chain = []
+    while spec.issuer and certs.get(spec.issuer) is not None:
+        chain.append(certs[spec.issuer])
+        spec = SPECS[spec.issuer]
+    return chain
+
+
+def verify(spec: CertSpec, settings: Settings, cert, chain: list, now: datetime) -> str:
+    """The certificate as its consumer verifies it: to its root, at `now`, for its purpose
+    (a server by the first of its names, a client by its client EKU)."""
+    dns, ips, _ = spec.sans(settings) if spec.sans else ((), (), ())
+    server_name = (dns + ips)[0] if spec.server_auth and (dns or ips) else None
+    return pki.verify_chain(cert, chain[:-1], chain[-1:], now, server_name)
+
+
 def leaf_problem(spec: CertSpec, settings: Settings, now: datetime, cert, key, problem: str,
-                 issuer_cert) -> str:
-    """Why an existing leaf certificate can't be kept (empty when it can)."""
+                 chain: list | None) -> str:
+    """Why an existing leaf certificate can't be kept (empty when it can). `chain`: the current
+    CA certificates above it (issuers()), None when its CA is being replaced."""
     if problem:
         return problem
     if cert is None:
@@ -245,8 +288,11 @@ def leaf_problem(spec: CertSpec, settings: Settings, now: datetime, cert, key, p
         return "not yet valid"
     if pki.expires(cert) - now <= settings.renew_before:
         return expires_within(settings.renew_before)
-    if issuer_cert is None or not pki.issued_by(cert, issuer_cert):
+    if not chain or not pki.issued_by(cert, chain[0]):
         return "not issued by the current CA"
+    failed = verify(spec, settings, cert, chain, now)
+    if failed:
+        return failed
     wanted = spec.request(settings)
     if pki.san_values(cert) != wanted.san_values() or cert.subject != wanted.subject():
         return "names changed"
@@ -255,9 +301,10 @@ def leaf_problem(spec: CertSpec, settings: Settings, now: datetime, cert, key, p
     return ""
 
 
-def _decide_leaf(spec, settings, now, cert, key, problem, issuer, forced=False) -> Decision:
-    issuer_cert = issuer.cert if issuer.action in ("keep", "external") else None
-    reason = leaf_problem(spec, settings, now, cert, key, problem, issuer_cert)
+def _decide_leaf(spec, settings, now, cert, key, problem, issuer, decisions, forced=False) -> Decision:
+    chain = issuers(spec, {n: d.cert for n, d in decisions.items()}) if issuer.action in ("keep", "external") \
+        else None
+    reason = leaf_problem(spec, settings, now, cert, key, problem, chain)
     if issuer.action not in ("keep", "external") and reason != "missing":
         reason = "new CA"
     if forced and not reason:

@@ -64,6 +64,33 @@ def key_matches(cert: x509.Certificate, key) -> bool:
     return public_key_bytes(cert.public_key()) == public_key_bytes(key)
 
 
+def verify_chain(cert: x509.Certificate, intermediates: list, roots: list, now: datetime,
+                 server_name: str | None = None) -> str:
+    """Verify a certificate as its consumer would (cryptography's X.509 path validation: chain
+    to one of `roots`, validity at `now` of every certificate on the path, extended key usage,
+    and, for a server, `server_name`). Returns why it fails ('' when it verifies).
+    A client certificate needs no subjectAltName (the apiserver reads CN and O)."""
+    from cryptography.x509 import verification as v
+    if not roots:
+        return "no trusted root to verify it against"
+    builder = v.PolicyBuilder().store(v.Store(list(roots))).time(now)
+    try:
+        if server_name is not None:
+            try:
+                subject = v.IPAddress(ipaddress.ip_address(server_name))
+            except ValueError:
+                subject = v.DNSName(server_name)
+            builder.build_server_verifier(subject).verify(cert, list(intermediates))
+        else:
+            ee = v.ExtensionPolicy.webpki_defaults_ee().may_be_present(
+                x509.SubjectAlternativeName, v.Criticality.AGNOSTIC, None)
+            builder.extension_policies(ca_policy=v.ExtensionPolicy.webpki_defaults_ca(), ee_policy=ee) \
+                .build_client_verifier().verify(cert, list(intermediates))
+    except v.VerificationError as err:
+        return f"does not verify ({str(err).splitlines()[0][:160]})"
+    return ""
+
+
 def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
     """True when `issuer` signed `cert` (names, key identifiers and signature all agree)."""
     try:

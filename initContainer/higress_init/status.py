@@ -7,7 +7,7 @@ from datetime import datetime
 import jwt
 
 from . import artifacts, datakey, kubeconfig, layout, pki, tokens
-from .reporting import expires_within, timestamp
+from .reporting import timestamp
 from .settings import Settings
 
 
@@ -30,16 +30,9 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
         chain_ok = issuer_cert is not None and pki.issued_by(cert, issuer_cert)
         key_ok = pki.key_matches(cert, key) if key is not None else None
         left = pki.expires(cert) - now
-        if not spec.ca:  # what the next run would re-issue, for the same reason
-            state = artifacts.leaf_problem(spec, settings, now, cert, key, problem, issuer_cert) or "ok"
-        elif problem or not chain_ok or key_ok is False:
-            state = problem or ("chain does not verify" if not chain_ok else "key does not match")
-        elif left.total_seconds() <= 0:
-            state = "expired"
-        elif left <= settings.renew_before:
-            state = expires_within(settings.renew_before)
-        else:
-            state = "ok"
+        # the validators the run decides with: what a run would re-issue or refuse, for the same reason
+        check = artifacts.leaf_problem if not spec.ca else artifacts.ca_problem
+        state = check(spec, settings, now, cert, key, problem, artifacts.issuers(spec, loaded)) or "ok"
         if spec.chain and state == "ok":
             chain = pki.load_certs(writer.read(spec.cert_file))
             if len(chain) < 2 or chain[1] != loaded.get(spec.issuer):
