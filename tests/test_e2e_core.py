@@ -211,7 +211,7 @@ def test_permissions(initialized):
         rel = str(path.relative_to(initialized))
         if path.is_dir():
             assert mode == (0o700 if rel in ("pki", "controller/log/nacos") else 0o755), rel
-        elif rel.endswith((".key", "key.pem", "kube/config", "token", "istio-token")):
+        elif rel.endswith((".key", "key.pem", "kube/config", "token", "istio-token")) or rel.startswith("data/secrets/"):
             assert mode == 0o600, rel
         else:
             assert mode == 0o644, rel

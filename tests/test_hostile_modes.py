@@ -26,11 +26,12 @@ def _mode(path) -> int:
 
 
 def _expected_file_mode(rel: str) -> int:
-    return 0o600 if rel.endswith((".key", "key.pem", "kube/config", "token", "istio-token")) else 0o644
+    return 0o600 if rel.endswith((".key", "key.pem", "kube/config", "token", "istio-token")) or rel.startswith("data/secrets/") \
+        else 0o644
 
 
 def _expected_dir_mode(rel: str) -> int:
-    return 0o700 if rel.split("/")[0] in ("pki", ".higress-init", "backup") else 0o755
+    return 0o700 if rel.split("/")[0] in ("pki", ".higress-init", "backup") or rel == "controller/log/nacos" else 0o755
 
 
 def _loosen(volumes, rel, mode):

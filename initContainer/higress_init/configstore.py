@@ -93,7 +93,7 @@ class FileStore:
         return text
 
     def create(self, obj: BaseObject, raw: str) -> None:
-        self.writer.stage(self.path(obj), raw.encode())  # committed with the rest by finish()
+        self.writer.stage(self.path(obj), raw.encode(), private=obj.secret)  # committed with the rest by finish()
 
     def replace(self, obj: BaseObject, raw: str, expected: str) -> None:
         # compare-and-swap as far as a file allows: what is on disk now must be what was read
@@ -102,7 +102,7 @@ class FileStore:
         if current != expected:
             raise StateError(f"{self.where(obj)} changed while the initializer was writing it: nothing was "
                              "overwritten; rerun to try again")
-        self.writer.stage(self.path(obj), raw.encode())
+        self.writer.stage(self.path(obj), raw.encode(), private=obj.secret)
 
     def finish(self, counts, objs) -> None:
         pass  # no index: the apiserver lists the folder
@@ -282,7 +282,7 @@ def _record(ctx, rel: str, entries: dict) -> None:
     except ValueError:
         state = {}
     state.update(entries)
-    ctx.writer.stage(rel, json.dumps(state, indent=1, sort_keys=True).encode())
+    ctx.writer.stage(rel, json.dumps(state, indent=1, sort_keys=True).encode(), private=True)  # bookkeeping: root's
 
 
 def _stored_config(ctx, store) -> tuple[str | None, dict | None]:

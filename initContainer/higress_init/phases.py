@@ -187,27 +187,17 @@ def kube_config(ctx: Context, counts: Counts) -> None:
 
 def writable_dirs(ctx: Context, counts: Counts) -> None:
     """The folders components write into (readers.READERS), made after the commit with the owner
-    (VOLUMES_UID/GID) and mode their image's user needs; they are never emptied."""
+    (VOLUMES_UID/GID) and mode their image's user needs (ownership.dir_mode); never emptied. Made
+    through the writer, so a link or a file in the way is refused, never followed."""
     from . import readers
     for reader in readers.READERS:
-        for rel, mode in reader.writes:
-            path = ctx.writer.path(rel)
-            for parent in [path, *path.parents]:
-                if parent == ctx.settings.volumes_root:
-                    break
-                if parent.is_symlink() or (parent.exists() and not parent.is_dir()):
-                    raise StateError(f"{parent} is not a directory: {reader.service} writes into {rel}; "
-                                     "move it away")
+        for rel, _mode in reader.writes:
+            existed = ctx.writer.fs.exists() and ctx.writer.fs.lstat(ctx.writer._parts(rel)) is not None
             if ctx.dry_run:
-                counts.add("kept" if path.is_dir() else "would create", rel)
+                counts.add("kept" if existed else "would create", rel)
                 continue
-            existed = path.is_dir()
-            ctx.writer.ensure_dir(rel)
-            if path.stat().st_mode & 0o7777 != mode:
-                path.chmod(mode)
-                counts.add("updated" if existed else "created", rel)
-            else:
-                counts.add("kept" if existed else "created", rel)
+            ctx.writer.ensure_dir(rel)  # an existing one gets its mode and owner back with the rest
+            counts.add("kept" if existed else "created", rel)
 
 
 def pod_config(ctx: Context, counts: Counts) -> None:

@@ -50,7 +50,7 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
     key = writer.read(phases.DATA_KEY_FILE)
     rows.append(_row("nacos.key", phases.DATA_KEY_FILE, state="missing" if key is None else
                      ("ok" if phases.data_key_problem(key) is None else phases.data_key_problem(key))))
-    rows.append(_file_row("podinfo/labels", phases.LABELS_FILE, writer, lambda d: bool(d.strip()), "empty"))
+    rows.append(_file_row("podinfo/labels", phases.LABELS_FILE, writer, _text, "empty or not UTF-8 text"))
     rows.extend(config_rows(settings, writer))
     rows.extend(tokens.status_rows(settings, writer, now))
     if writer.exists(tokens.RETIRED_KEYS_FILE):
@@ -203,3 +203,10 @@ def format_table(rows) -> str:
          yes_no(r["key_matches"]), r["state"]) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)
+
+
+def _text(data: bytes) -> bool:
+    try:
+        return bool(data.decode("utf-8").strip())
+    except UnicodeDecodeError:
+        return False
