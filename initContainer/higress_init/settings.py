@@ -179,22 +179,34 @@ def _san(value: str) -> str:
 
 
 def _nacos_url(text: str) -> str:
-    """Normalise one Nacos URL to scheme://host:port/nacos (the context path the API lives under)."""
-    url = text.strip()
+    """Normalise one Nacos URL to http://host:port/nacos (the context path the API lives under).
+
+    The apiserver reads the same value (--nacos-server), so what it would misread is refused here:
+    it speaks plain http only, takes a URL without a port as port 80 and does not trim spaces."""
+    if text != text.strip():
+        raise SettingsError(f"NACOS_SERVER_URL: {text!r}: no spaces around the commas; the apiserver reads this "
+                            "value as it is and would not find that server")
+    url = text
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(f"NACOS_SERVER_URL: {url!r} is not an http(s) URL like http://nacos:8848/nacos")
+    if parts.scheme == "https":
+        raise SettingsError(f"NACOS_SERVER_URL: {url!r}: https is not allowed; the apiserver talks to Nacos over "
+                            "plain http only and would refuse this URL (e.g. http://nacos:8848/nacos)")
+    if parts.scheme != "http" or not parts.hostname:
+        raise SettingsError(f"NACOS_SERVER_URL: {url!r} is not an http URL like http://nacos:8848/nacos")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 8848)
+        port = parts.port
     except ValueError:
         raise SettingsError(f"NACOS_SERVER_URL: {url!r} has an invalid port") from None
+    if port is None:
+        raise SettingsError(f"NACOS_SERVER_URL: {url!r} has no port; the apiserver would use port 80, not Nacos's "
+                            "8848: write it out, e.g. http://nacos:8848/nacos")
     path = parts.path.rstrip("/")
     if path not in ("", "/nacos"):
         raise SettingsError(f"NACOS_SERVER_URL: {url!r}: the path must be empty or /nacos")
     if parts.query or parts.fragment or parts.username:
         raise SettingsError(f"NACOS_SERVER_URL: {url!r}: no query, fragment or user info allowed (use NACOS_USERNAME)")
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    return f"{parts.scheme}://{host}:{port}/nacos"
+    return f"http://{host}:{port}/nacos"
 
 
 def _owner(name: str, value: str | None) -> int | None:
