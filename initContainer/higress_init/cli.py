@@ -151,6 +151,8 @@ def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, r
             with RunLock(settings.volumes_root, on_wait=lambda p: reporter.message(f"waiting for the lock {p}")):
                 _run_locked(ctx, reporter, names, report, rotation)
     finally:
+        if ctx.nacos is not None:
+            ctx.nacos.close()  # ends the Nacos SDK's client at once, and says how many calls the run made
         ctx.close()
     seconds = time.perf_counter() - started
     reporter.emit("summary", f"{'plan' if dry_run else 'done':<14} {totals.summary():<40} {seconds:6.2f}s",
