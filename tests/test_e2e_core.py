@@ -22,7 +22,10 @@ CERT_FILES = ["api/ca.crt", "api/server.crt", "pki/admin.crt", "pilot/cacerts/ro
 EVERY_FILE = CERT_FILES + [
     "api/server.key", "api/nacos.key", "kube/config", "pilot/cacerts/ca-key.pem", "pilot/cacerts/cert-chain.pem",
     "gateway/certs/root-cert.pem", "gateway/certs/key.pem", "gateway/podinfo/labels", "pilot/config/mesh",
-    "pilot/config/meshNetworks", "data/configmaps/higress-config.yaml"]
+    "pilot/config/meshNetworks", "data/configmaps/higress-config.yaml", "data/mcpbridges/default.yaml",
+    "data/configmaps/higress-console.yaml", "data/secrets/higress-console.yaml",
+    "data/envoyfilters/higress-gateway-global-custom-response.yaml", "data/services/higress-gateway.yaml",
+    "data/gatewayclasses/higress-gateway.yaml", "data/gateways/higress-gateway.yaml"]
 
 
 def test_cold_run_writes_every_contract_file_and_status_is_clean(volumes, fast_env):
@@ -31,7 +34,7 @@ def test_cold_run_writes_every_contract_file_and_status_is_clean(volumes, fast_e
         assert (volumes / path).is_file(), path
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens",
-                                                   "pod-config", "write", "seed", "done"]
+                                                   "pod-config", "write", "seed", "deliver", "done"]
     status = run_cli("status", volumes=volumes, env=fast_env)
     assert status.returncode == 0, status.stdout
     for name in ("apiserver-ca", "apiserver", "apiserver-admin", "pilot-root-ca", "pilot-ca", "gateway", "kubeconfig"):
@@ -195,7 +198,7 @@ def test_rerun_rewrites_nothing(initialized):
     result = run_cli("run", volumes=initialized, check=True)
     assert snapshot(initialized) == before
     summary = result.stdout.splitlines()[-1]
-    assert "created" not in summary and "re-issued" not in summary and "kept 22" in summary, summary
+    assert "created" not in summary and "re-issued" not in summary and "kept 29" in summary, summary
 
 
 def test_permissions(initialized):
@@ -384,8 +387,11 @@ def test_user_edited_file_store_configmap_and_mesh_survive(initialized):
     cm = initialized / "data/configmaps/higress-config.yaml"
     edited = cm.read_text().replace("dnsRefreshRate: 200s", "dnsRefreshRate: 60s")
     cm.write_text(edited)
-    (initialized / "pilot/config/mesh").write_text("trustDomain: cluster.local\n")
     run_cli("run", volumes=initialized, check=True)
+    assert cm.read_text() == edited  # the store's copy is the user's; the mesh file follows it
+    assert "dnsRefreshRate: 60s" in (initialized / "pilot/config/mesh").read_text()
+    (initialized / "pilot/config/mesh").write_text("trustDomain: cluster.local\n")
+    assert run_cli("run", volumes=initialized).returncode == 3  # an edit of the file itself is never overwritten
     assert cm.read_text() == edited
     assert (initialized / "pilot/config/mesh").read_text() == "trustDomain: cluster.local\n"
 
@@ -398,7 +404,7 @@ def test_file_store_configmap_matches_the_mesh_files(initialized):
     assert cm["data"]["mesh"] == (initialized / "pilot/config/mesh").read_text()
     assert cm["data"]["meshNetworks"] == (initialized / "pilot/config/meshNetworks").read_text()
     mesh = yaml.safe_load(cm["data"]["mesh"])
-    assert mesh["configSources"] == [{"address": "xds://controller:15051"}]
+    assert mesh["configSources"] == [{"address": "xds://controller:15051"}, {"address": "k8s://"}]
     assert mesh["defaultConfig"]["discoveryAddress"] == "pilot:15012"
     assert mesh["ingressControllerMode"] == "OFF" and mesh["enableAutoMtls"] is False
     json.loads(mesh["accessLogFormat"])
@@ -427,7 +433,8 @@ def test_plan_writes_nothing_and_says_what_run_would_do(tmp_path, initialized):
 
 def test_phases_list_and_single_phase(volumes, fast_env):
     names = [l.split()[0] for l in run_cli("phases", check=True).stdout.splitlines()]
-    assert names == ["nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "write", "seed"]
+    assert names == ["nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "write", "seed",
+                     "deliver"]
     run_cli("phase", "pilot-pki", volumes=volumes, env=fast_env, check=True)
     assert (volumes / "gateway/certs/cert-chain.pem").is_file() and not (volumes / "api").exists()
     result = run_cli("phase", "kubeconfig", volumes=volumes, env=fast_env)

@@ -1,6 +1,5 @@
-"""meshconfig: the base config the contract asks for."""
-from datetime import datetime, timezone
-
+"""meshconfig: the base config the contract asks for, and the check a stored mesh must pass."""
+import pytest
 import yaml
 
 from higress_init import meshconfig
@@ -10,7 +9,8 @@ from higress_init.settings import load
 def test_mesh_defaults_follow_the_contract():
     mesh = yaml.safe_load(meshconfig.mesh_text(load(env={})))
     assert mesh["accessLogEncoding"] == "TEXT" and mesh["accessLogFile"] == "/dev/stdout"
-    assert mesh["configSources"] == [{"address": "xds://controller:15051"}]
+    assert mesh["configSources"] == [{"address": "xds://controller:15051"}, {"address": "k8s://"}]
+    assert mesh["mseIngressGlobalConfig"] == {"enableH3": False, "enableProxyProtocol": False}
     assert mesh["defaultConfig"] == {"disableAlpnH2": True, "discoveryAddress": "pilot:15012",
                                      "proxyStatsMatcher": {"inclusionRegexps": [".*"]}}
     assert (mesh["dnsRefreshRate"], mesh["protocolDetectionTimeout"]) == ("200s", "100ms")
@@ -20,15 +20,38 @@ def test_mesh_defaults_follow_the_contract():
     assert yaml.safe_load(meshconfig.mesh_networks_text()) == {"networks": {}}
 
 
-def test_configmap_keeps_the_text_verbatim_as_literal_blocks():
+def test_the_default_mesh_passes_the_check_pilot_needs():
     s = load(env={})
-    text = meshconfig.dump(meshconfig.configmap(s, meshconfig.mesh_text(s), "networks: {}\n",
-                                                datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)))
-    assert "  mesh: |\n" in text
-    cm = yaml.safe_load(text)
-    assert cm["data"]["mesh"] == meshconfig.mesh_text(s) and cm["data"]["meshNetworks"] == "networks: {}\n"
-    assert cm["metadata"] == {"name": "higress-config", "namespace": "higress-system",
-                              "creationTimestamp": "2026-01-02T03:04:05Z"}
+    assert meshconfig.mesh_problem(meshconfig.mesh_text(s)) is None
+    assert meshconfig.mesh_networks_problem(meshconfig.mesh_networks_text()) is None
+
+
+@pytest.mark.parametrize("text, problem", [
+    ("defaultConfig: {discoveryAddress: pilot:15012}\n", None),
+    ("default_config: {discovery_address: pilot:15012}\nroot_namespace: x\n", None),  # proto field names
+    ("defaultConfig: {discoveryAddress: pilot:15012}\nmeshMTLS: {}\nmesh_mTLS: {}\n", None),
+    ("trustDomain: cluster.local\n", "discoveryAddress is not set"),
+    ("defaultConfig: {discoveryAddress: '  '}\n", "discoveryAddress is not set"),
+    ("defaultConfig: {discoveryAddress: pilot:15012}\nconfigSource: []\n", "unknown top-level key(s) configSource"),
+    ("", "not a YAML mapping"),
+    ("[1, 2]\n", "not a YAML mapping"),
+    ("a: [\n", "not valid YAML"),
+])
+def test_mesh_problem(text, problem):
+    found = meshconfig.mesh_problem(text)
+    assert found == problem if problem is None else problem in found
+
+
+def test_mesh_networks_problem():
+    assert meshconfig.mesh_networks_problem("networks: {}") is None
+    assert "not a YAML mapping" in meshconfig.mesh_networks_problem("x")
+    assert "networkz" in meshconfig.mesh_networks_problem("networkz: {}\n")
+
+
+def test_higress_settings_block():
+    block = yaml.safe_load(meshconfig.higress_settings_text())
+    assert block["downstream"]["connectionBufferLimits"] == 32768
+    assert block["upstream"] == {"connectionBufferLimits": 10485760, "idleTimeout": 10}
 
 
 def test_pod_labels():

@@ -224,7 +224,8 @@ def test_nacos_key_is_never_rotated(stack):
 _WRITTEN = ["nacos.key", "ca.crt", "server.crt", "server.key", "admin.crt", "admin.key", "apiserver-ca.key",
             "root-cert.pem", "pilot-root-ca.key", "ca-cert.pem", "ca-key.pem", "cert-chain.pem", "key.pem",
             "config", "sa.key", "sa.pub", "jwks.json", "openid-configuration", "istio-token", "token", "labels",
-            "mesh", "meshNetworks", "higress-config.yaml"]
+            "mesh", "meshNetworks", "higress-config.yaml", "default.yaml", "higress-console.yaml",
+            "higress-gateway-global-custom-response.yaml", "higress-gateway.yaml"]
 DIE_POINTS = ([f"phase:{p.name}" for p in PHASES] + [f"write:{name}" for name in _WRITTEN] +
               ["commit:journal", "rename:ca.crt", "rename:server.crt", "rename:ca-key.pem", "rename:cert-chain.pem",
                "rename:jwks.json"])

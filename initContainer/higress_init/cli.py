@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser("run", parents=[common], help="all phases in order (the default)")
     run.add_argument("--reseed", action="store_true", help="rewrite the base config on purpose (compare-and-swap)")
+    run.add_argument("--push-mesh", action="store_true",
+                     help="copy pilot/config/mesh and meshNetworks, edited here, into the stored higress-config once "
+                          "(compare-and-swap); afterwards edit it in the store")
     one = sub.add_parser("phase", parents=[common], help="run one phase only")
     one.add_argument("name", choices=[p.name for p in PHASES])
     sub.add_parser("phases", parents=[common], help="list the phases")
@@ -108,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
                 print("higress-init: error: rotate takes a kind or --finish, not both", file=sys.stderr)
                 return EXIT_BAD_INPUT
             rotation = "finish" if args.finish else (args.kind or "leaf")
-        return _execute(settings, reporter, names, reseed=getattr(args, "reseed", False), rotation=rotation)
+        return _execute(settings, reporter, names, reseed=getattr(args, "reseed", False), rotation=rotation,
+                        push_mesh=getattr(args, "push_mesh", False))
     except StateError as err:
         print(f"higress-init: refused: {err}", file=sys.stderr)
         return EXIT_REFUSED
@@ -129,10 +133,10 @@ def _nacos_errors():
     return NacosError
 
 
-def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, rotation=None) -> int:
+def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, rotation=None, push_mesh=False) -> int:
     started = time.perf_counter()
     writer = VolumeWriter(settings.volumes_root, settings.volumes_uid, settings.volumes_gid)
-    ctx = Context(settings, writer, utcnow(), dry_run=dry_run, reseed=reseed, log=reporter.message,
+    ctx = Context(settings, writer, utcnow(), dry_run=dry_run, reseed=reseed, push_mesh=push_mesh, log=reporter.message,
                   phases=tuple(names), rotate=set(phases.ROTATIONS.get(rotation, ())),
                   finish_rotation=rotation == "finish")
     totals = Counts()

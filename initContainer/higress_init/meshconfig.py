@@ -1,17 +1,17 @@
-"""The base config: MeshConfig, MeshNetworks, the gateway's pod labels and the ConfigMap
-`higress-config` that carries the first two for the apiserver."""
+"""The base config: MeshConfig, MeshNetworks, Higress's global settings block, the gateway's pod
+labels, and the check a stored mesh must pass before it is delivered to pilot."""
 from __future__ import annotations
 
 import json
-from datetime import datetime
+import re
 
 import yaml
 
-from .configstore import CONFIGMAP_NAME
 from .settings import Settings
 
 # Envoy access log fields Higress logs by default, one JSON object a line.
 _ACCESS_LOG_FIELDS = {
+    "ai_log": "%FILTER_STATE(wasm.ai_log:PLAIN)%",
     "authority": "%REQ(X-ENVOY-ORIGINAL-HOST?:AUTHORITY)%",
     "bytes_received": "%BYTES_RECEIVED%",
     "bytes_sent": "%BYTES_SENT%",
@@ -43,7 +43,8 @@ def mesh(s: Settings) -> dict:
         "accessLogEncoding": "TEXT",
         "accessLogFile": "/dev/stdout",
         "accessLogFormat": json.dumps(_ACCESS_LOG_FIELDS, separators=(",", ":")) + "\n",
-        "configSources": [{"address": "xds://controller:15051"}],
+        # k8s://: without it pilot ignores the Istio resources (EnvoyFilters) kept in the apiserver
+        "configSources": [{"address": "xds://controller:15051"}, {"address": "k8s://"}],
         "defaultConfig": {
             "disableAlpnH2": True,
             "discoveryAddress": "pilot:15012",
@@ -53,6 +54,7 @@ def mesh(s: Settings) -> dict:
         "enableAutoMtls": False,
         "enablePrometheusMerge": True,
         "ingressControllerMode": "OFF",
+        "mseIngressGlobalConfig": {"enableH3": False, "enableProxyProtocol": False},
         "protocolDetectionTimeout": "100ms",
         "rootNamespace": s.namespace,
         "trustDomain": s.trust_domain,
@@ -83,15 +85,70 @@ def pod_labels(s: Settings) -> str:
     return f'app="higress-gateway"\nhigress="{s.namespace}-higress-gateway"\n'
 
 
-def configmap(s: Settings, mesh_text_: str, networks_text: str, created: datetime) -> dict:
-    """The ConfigMap as the apiserver stores it (same layout in Nacos and in the file store)."""
-    return {
-        "apiVersion": "v1",
-        "kind": "ConfigMap",
-        "metadata": {
-            "name": CONFIGMAP_NAME,
-            "namespace": s.namespace,
-            "creationTimestamp": created.strftime("%Y-%m-%dT%H:%M:%SZ"),
+def higress_settings_text() -> str:
+    """The `higress` key of higress-config: the controller's global settings, at Higress's defaults
+    (the controller falls back to the same defaults without it; stored so the console can edit it)."""
+    return dump({
+        "downstream": {
+            "connectionBufferLimits": 32768,
+            "http2": {"initialConnectionWindowSize": 1048576, "initialStreamWindowSize": 65535,
+                      "maxConcurrentStreams": 100},
+            "idleTimeout": 180,
+            "maxRequestHeadersKb": 60,
+            "routeTimeout": 0,
         },
-        "data": {"mesh": mesh_text_, "meshNetworks": networks_text},
-    }
+        "upstream": {"connectionBufferLimits": 10485760, "idleTimeout": 10},
+    })
+
+
+# Top-level fields of Istio's MeshConfig in the proto Higress builds pilot from (higress-group/api,
+# mesh/v1alpha1/config.proto), plus Higress's own `mseIngressGlobalConfig`. Pilot parses the mesh
+# with protobuf's JSON rules, which accept the lowerCamel JSON name and the proto field name.
+MESH_FIELDS = (
+    "proxyListenPort", "proxyInboundListenPort", "proxyHttpPort", "connectTimeout", "protocolDetectionTimeout",
+    "tcpKeepalive", "ingressClass", "ingressService", "ingressControllerMode", "ingressSelector", "enableTracing",
+    "accessLogFile", "accessLogFormat", "accessLogEncoding", "enableEnvoyAccessLogService",
+    "disableEnvoyListenerLog", "defaultConfig", "outboundTrafficPolicy", "configSources", "enableAutoMtls",
+    "trustDomain", "trustDomainAliases", "caCertificates", "defaultServiceExportTo",
+    "defaultVirtualServiceExportTo", "defaultDestinationRuleExportTo", "rootNamespace", "localityLbSetting",
+    "dnsRefreshRate", "h2UpgradePolicy", "inboundClusterStatName", "outboundClusterStatName", "certificates",
+    "serviceSettings", "enablePrometheusMerge", "verifyCertificateAtClient", "ca", "extensionProviders",
+    "defaultProviders", "discoverySelectors", "pathNormalization", "defaultHttpRetryPolicy", "meshMTLS",
+    "tlsDefaults", "mseIngressGlobalConfig",
+)
+_PROTO_NAMES = {"meshMTLS": "mesh_mTLS"}
+KNOWN_MESH_KEYS = frozenset(MESH_FIELDS) | frozenset(
+    _PROTO_NAMES.get(f, re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), f)) for f in MESH_FIELDS)
+
+
+def mesh_problem(text: str) -> str | None:
+    """Why pilot could not use this mesh (it would fall back to Istio's defaults, whose
+    discoveryAddress istiod.istio-system.svc:15012 no gateway here can reach); None when fine."""
+    try:
+        mesh = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        return f"not valid YAML ({str(err).splitlines()[0]})"
+    if not isinstance(mesh, dict):
+        return "not a YAML mapping"
+    unknown = sorted(str(k) for k in mesh if k not in KNOWN_MESH_KEYS)
+    if unknown:
+        return f"unknown top-level key(s) {', '.join(unknown)} (not a field of Istio's MeshConfig nor Higress's)"
+    default_config = mesh.get("defaultConfig", mesh.get("default_config"))
+    address = default_config.get("discoveryAddress", default_config.get("discovery_address")) \
+        if isinstance(default_config, dict) else None
+    if not isinstance(address, str) or not address.strip():
+        return "defaultConfig.discoveryAddress is not set (pilot would tell the gateway to dial istiod)"
+    return None
+
+
+def mesh_networks_problem(text: str) -> str | None:
+    try:
+        networks = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        return f"not valid YAML ({str(err).splitlines()[0]})"
+    if not isinstance(networks, dict):
+        return "not a YAML mapping"
+    unknown = sorted(str(k) for k in networks if k != "networks")
+    if unknown:
+        return f"unknown top-level key(s) {', '.join(unknown)} (MeshNetworks has only networks)"
+    return None

@@ -22,8 +22,6 @@ from urllib.parse import urlencode, urlsplit
 
 from tenacity import AsyncRetrying, Retrying, retry_if_exception_type, wait_exponential_jitter
 
-from . import faults
-from .configstore import CONFIGMAP_NAME
 from .errors import StateError
 
 DEFAULT_GROUP = "DEFAULT_GROUP"
@@ -32,7 +30,6 @@ REQUEST_TIMEOUT = 5.0       # one HTTP request or gRPC call
 REQUEST_BUDGET = 30.0       # one operation with its retries (long enough for a cluster to elect a leader)
 MAX_BODY = 16 * 1024 * 1024  # the largest HTTP answer read (a page of config search results)
 SEARCH_PAGE_SIZE = 50
-STATE_FILE = ".higress-init/nacos-seeded.json"
 
 
 class NacosError(Exception):
@@ -593,65 +590,6 @@ def prepare(ctx, counts) -> None:
     counts.add("connected", f"nacos {conn.generation} at {conn.active}")
 
 
-def _index_with(content: str | None, entry: str) -> str:
-    lines = [line for line in (content or "").splitlines() if line.strip()]
-    return "".join(line + "\n" for line in lines + ([entry] if entry not in lines else []))
-
-
-def seed(ctx, counts) -> None:
-    from .configstore import base_configmap
-    s = ctx.settings
-    conn = ctx.nacos or connect(s, ctx.log)
-    ctx.nacos = conn
-    calls_before = conn.calls
-    data_id, group = f"configmaps.{CONFIGMAP_NAME}", s.namespace
-    existing = conn.get(data_id, group)
-    name = f"{group}/{data_id}"
-    if ctx.dry_run:
-        counts.add("would create" if existing is None else "kept", name)
-        return
-    wanted = base_configmap(ctx)
-    faults.pause("seed:before-write")
-    if existing is None:
-        conn.compare_and_publish(data_id, group, wanted, None)
-        counts.add("created", name)
-        _record(ctx, data_id, group, wanted)
-    elif ctx.reseed:
-        faults.pause("reseed:after-read")
-        conn.compare_and_publish(data_id, group, wanted, _md5(existing))
-        counts.add("updated", name)
-        _record(ctx, data_id, group, wanted)
-    else:
-        counts.add("kept", name)  # present: the user's to change, never overwritten
-    entry = f"{group}/{CONFIGMAP_NAME}"
-    for attempt in range(5):
-        index = conn.get("configmaps.__names__", DEFAULT_GROUP)
-        if entry in (index or "").splitlines():
-            counts.add("kept", "configmaps.__names__")
-            break
-        try:
-            conn.compare_and_publish("configmaps.__names__", DEFAULT_GROUP, _index_with(index, entry), _md5(index))
-            counts.add("updated" if index else "created", "configmaps.__names__")
-            break
-        except NacosConflict:
-            if attempt == 4:
-                raise  # the apiserver keeps this index too: re-read and merge, a few times
-    ctx.log(f"nacos: seeding made {conn.calls - calls_before} HTTP calls, {conn.calls} in this run",
-            seeding_calls=conn.calls - calls_before, calls=conn.calls)
-
-
-def _record(ctx, data_id, group, content) -> None:
-    """Remember the md5 of what was seeded, so status can tell whether a user changed it."""
-    path = ctx.settings.volumes_root / STATE_FILE
-    try:
-        state = json.loads(path.read_text())
-    except (OSError, ValueError):
-        state = {}
-    state[f"{ctx.settings.nacos_namespace}/{group}/{data_id}"] = _md5(content)
-    ctx.writer.stage(STATE_FILE, json.dumps(state, indent=1, sort_keys=True).encode())
-    ctx.writer.commit()
-
-
 def status(settings, writer) -> dict:
     report = {"servers": list(settings.nacos_servers), "reachable": False, "version": None,
               "namespace": settings.nacos_namespace, "namespace_present": False, "configs": [], "healthy": False}
@@ -663,26 +601,39 @@ def status(settings, writer) -> dict:
             login(conn, settings.nacos_username, settings.nacos_password)
         report["server_version"] = _server_version(conn)
         report["namespace_present"] = namespace_exists(conn, settings.nacos_namespace)
-        try:
-            seeded = json.loads((settings.volumes_root / STATE_FILE).read_text())
-        except (OSError, ValueError):
-            seeded = {}
-        group = settings.namespace
-        for data_id, grp in ((f"configmaps.{CONFIGMAP_NAME}", group),
-                             ("configmaps.__names__", DEFAULT_GROUP)):
-            content = conn.get(data_id, grp)
-            record = seeded.get(f"{settings.nacos_namespace}/{grp}/{data_id}")
-            entry = {"group": grp, "dataId": data_id, "present": content is not None,
-                     "as_seeded": None if record is None or content is None else _md5(content) == record}
-            if data_id.endswith("__names__") and content is not None:
-                entry["as_seeded"] = f"{group}/{CONFIGMAP_NAME}" in content.splitlines()
-            report["configs"].append(entry)
+        report["configs"] = _config_report(settings, conn)
         report["healthy"] = report["namespace_present"] and all(c["present"] for c in report["configs"])
     except NacosError as err:
         report["error"] = str(err)
     finally:
         conn.close()
     return report
+
+
+def _config_report(settings, conn) -> list[dict]:
+    """Each seeded object and each type's names index: present, and still as seeded (the md5 of
+    what the initializer wrote; an index: lists every seeded object in one of its forms)."""
+    from .configstore import SEEDED_FILE, index_lines, md5
+    from .objects import applicable
+    try:
+        seeded = json.loads((settings.volumes_root / SEEDED_FILE).read_text())
+    except (OSError, ValueError):
+        seeded = {}
+    configs, by_plural = [], {}
+    for obj in applicable(settings):
+        group = obj.group(settings)
+        by_plural.setdefault(obj.plural, []).append((group, obj))
+        content = conn.get(obj.data_id, group)
+        record = seeded.get(f"nacos:{settings.nacos_namespace}/{group}/{obj.data_id}")
+        configs.append({"group": group, "dataId": obj.data_id, "present": content is not None,
+                        "as_seeded": None if record is None or content is None else md5(content) == record})
+    for plural, members in by_plural.items():
+        content = conn.get(f"{plural}.__names__", DEFAULT_GROUP)
+        lines = set((content or "").split())
+        configs.append({"group": DEFAULT_GROUP, "dataId": f"{plural}.__names__", "present": content is not None,
+                        "as_seeded": None if content is None else
+                        all(index_lines(obj, group) & lines for group, obj in members)})
+    return configs
 
 
 def _server_version(conn: Connection) -> str | None:

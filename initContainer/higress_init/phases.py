@@ -21,6 +21,7 @@ KUBECONFIG_FILE = "kube/config"
 LABELS_FILE = "gateway/podinfo/labels"
 MESH_FILE = "pilot/config/mesh"
 MESH_NETWORKS_FILE = "pilot/config/meshNetworks"
+DATA_KEY_LENGTHS = (16, 24, 32)  # what the apiserver accepts from its key file (AES-128/192/256), raw bytes
 
 
 class Counts:
@@ -49,11 +50,13 @@ class Context:
     rotate: set = field(default_factory=set)   # names to replace on purpose (see ROTATIONS)
     finish_rotation: bool = False
     reseed: bool = False
+    push_mesh: bool = False                     # copy the mesh files' text into the stored higress-config once
     log: Callable = print
     phases: tuple[str, ...] = ()                # the phases this run executes
     _decisions: dict | None = None
     _keys: object | None = None            # artifacts.KeyPool, made on first use
     nacos: object | None = None
+    stored: dict = field(default_factory=dict)  # raw stored content of each base object, as read or written this run
 
     renew_by: list = field(default_factory=list)  # when something this run made or kept needs renewing
 
@@ -121,12 +124,29 @@ def _certificates(phase: str):
     return run
 
 
+def data_key_problem(data: bytes) -> str | None:
+    """Why the apiserver would refuse this key file (it uses the raw bytes: 16, 24 or 32 of them)."""
+    if len(data) in DATA_KEY_LENGTHS:
+        return None
+    if not data:
+        return "is empty"
+    if data != data.rstrip(b"\r\n") and len(data.rstrip(b"\r\n")) in DATA_KEY_LENGTHS:
+        return (f"is {len(data)} bytes: a key followed by a line break, which the apiserver reads as part of the "
+                "key and refuses to start")
+    return f"is {len(data)} bytes; the apiserver accepts only exactly 16, 24 or 32"
+
+
 def data_key(ctx: Context, counts: Counts) -> None:
     """api/nacos.key: generated once, never replaced (Secrets in Nacos are encrypted with it)."""
     existing = ctx.writer.read(DATA_KEY_FILE)
     wanted = ctx.settings.nacos_data_key
     if existing is not None:
-        if wanted is not None and existing.rstrip(b"\r\n") != wanted:
+        problem = data_key_problem(existing)
+        if problem:
+            raise StateError(f"{DATA_KEY_FILE} {problem}. It is never replaced silently (Secrets stored with a key "
+                             "become unreadable without it): write the key's exact bytes into it (printf '%s' KEY), "
+                             "or, if nothing was ever stored with it, remove it to have a new key made")
+        if wanted is not None and existing != wanted:
             raise StateError(f"NACOS_DATA_ENC_KEY differs from the existing {DATA_KEY_FILE}: the key is never "
                              "replaced, since Secrets stored with it would become unreadable; unset "
                              "NACOS_DATA_ENC_KEY or set it to the existing key")
@@ -162,13 +182,9 @@ def kube_config(ctx: Context, counts: Counts) -> None:
 
 
 def pod_config(ctx: Context, counts: Counts) -> None:
+    # the mesh files are not made here: `deliver` renders them from the stored higress-config
     from . import meshconfig
-    s = ctx.settings
-    ctx.stage(LABELS_FILE, meshconfig.pod_labels(s).encode(), "podinfo/labels", counts)
-    # Mesh files are the user's to edit after the first run: created, never overwritten.
-    ctx.stage(MESH_FILE, lambda: meshconfig.mesh_text(s).encode(), "mesh", counts, create_only=True)
-    ctx.stage(MESH_NETWORKS_FILE, lambda: meshconfig.mesh_networks_text().encode(), "meshNetworks", counts,
-              create_only=True)
+    ctx.stage(LABELS_FILE, meshconfig.pod_labels(ctx.settings).encode(), "podinfo/labels", counts)
 
 
 def write(ctx: Context, counts: Counts) -> None:
@@ -187,6 +203,11 @@ def write(ctx: Context, counts: Counts) -> None:
 def seed(ctx: Context, counts: Counts) -> None:
     from . import configstore
     configstore.seed(ctx, counts)
+
+
+def deliver(ctx: Context, counts: Counts) -> None:
+    from . import configstore
+    configstore.deliver(ctx, counts)
 
 
 def nacos_ready(ctx: Context, counts: Counts) -> None:
@@ -214,9 +235,11 @@ PHASES: tuple[Phase, ...] = (
     Phase("kubeconfig", "kube/config: verify the apiserver by its CA, authenticate by client certificate",
           kube_config),
     Phase("tokens", "token signing key, JWKS, OIDC discovery document and per-component tokens", token_phase),
-    Phase("pod-config", "gateway pod labels, MeshConfig and MeshNetworks files", pod_config),
+    Phase("pod-config", "gateway pod labels", pod_config),
     Phase("write", "commit every staged file into the volumes, atomically", write),
-    Phase("seed", "seed the base ConfigMap higress-config into Nacos or the file store", seed),
+    Phase("seed", "seed the base objects (higress-config, McpBridge, Secrets, Gateway, ...) into Nacos or the "
+                  "file store; present ones are kept", seed),
+    Phase("deliver", "render pilot/config/mesh and meshNetworks from the stored higress-config (every run)", deliver),
 )
 PHASES_BY_NAME = {p.name: p for p in PHASES}
 

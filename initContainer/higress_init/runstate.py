@@ -17,8 +17,10 @@ from . import __version__
 from .phases import Counts
 
 STATE_FILE = ".higress-init/last-run.json"
-# The phases whose only inputs are files and settings; `nacos` and `seed` always run (Nacos, or
-# the file store's ConfigMap, may have changed without the volumes knowing).
+# The phases whose only inputs are files and settings. `nacos`, `seed` and `deliver` are not here,
+# so they run every time: the store (Nacos, or the file store the apiserver writes into) may have
+# changed without the volumes knowing, and its higress-config must reach the mesh files like a
+# ConfigMap reaches a pod.
 LOCAL_PHASES = ("apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "write")
 
 

@@ -47,13 +47,21 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
                          state=state))
     rows.extend(_bundle_rows(writer, loaded))
     rows.append(_kubeconfig_row(writer, loaded))
-    rows.append(_file_row("nacos.key", phases.DATA_KEY_FILE, writer, lambda d: len(d.rstrip(b"\r\n")) == 32,
-                          "not 32 bytes"))
-    for name, rel in (("podinfo/labels", phases.LABELS_FILE), ("mesh", phases.MESH_FILE),
-                      ("meshNetworks", phases.MESH_NETWORKS_FILE)):
-        rows.append(_file_row(name, rel, writer, lambda d: bool(d.strip()), "empty"))
+    key = writer.read(phases.DATA_KEY_FILE)
+    rows.append(_row("nacos.key", phases.DATA_KEY_FILE, state="missing" if key is None else
+                     ("ok" if phases.data_key_problem(key) is None else phases.data_key_problem(key))))
+    rows.append(_file_row("podinfo/labels", phases.LABELS_FILE, writer, lambda d: bool(d.strip()), "empty"))
+    rows.extend(config_rows(settings, writer))
     rows.extend(tokens.status_rows(settings, writer, now))
     return rows
+
+
+def config_rows(settings: Settings, writer) -> list[dict]:
+    """The base objects in the file store, and pilot's mesh files against the stored higress-config
+    (where to edit: the store; the files follow it on every run)."""
+    from . import configstore
+    return [_row(r["name"], r["file"], subject=r.get("subject", ""), state=r["state"])
+            for r in configstore.status_rows(settings, writer)]
 
 
 def _bundle_rows(writer, loaded) -> list[dict]:

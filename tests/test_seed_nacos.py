@@ -1,0 +1,187 @@
+"""Seeding every base object into a real r-nacos, in the apiserver's data model, and delivering the
+stored higress-config from it."""
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from base_objects import (NS, assert_console_secret, assert_higress_config, assert_matches, expected,
+                          openssl_decrypt)
+from conftest import run_cli, snapshot
+from rnacos import RNacosNode
+
+UNCHANGED = "nothing the local phases read has changed"
+CM = ("configmaps.higress-config", NS)
+MESH, NETWORKS = "pilot/config/mesh", "pilot/config/meshNetworks"
+
+
+@pytest.fixture
+def node(tmp_path):
+    n = RNacosNode(tmp_path / "rnacos").start().wait_ready()
+    yield n
+    n.stop()
+
+
+@pytest.fixture
+def env(node, fast_env):
+    return dict(fast_env, NACOS_SERVER_URL=node.url, NACOS_WAIT_TIMEOUT="30s")
+
+
+def _group(plural):
+    return "DEFAULT_GROUP" if plural == "gatewayclasses" else NS
+
+
+def _stored(node, want) -> dict:
+    return {key: node.get_config(f"{key[0]}.{key[1]}", _group(key[0]), NS) for key in want}
+
+
+def _indexes(node, want) -> dict:
+    return {p: node.get_config(f"{p}.__names__", "DEFAULT_GROUP", NS) for p in {k[0] for k in want}}
+
+
+def _calls(output: str) -> int:
+    return int(re.search(r"seeding made (\d+) HTTP calls", output).group(1))
+
+
+def _check_every_object(node, volumes, want):
+    key = (volumes / "api/nacos.key").read_bytes()
+    for (plural, name), fields in want.items():
+        content = node.get_config(f"{plural}.{name}", _group(plural), NS)
+        assert content is not None, (plural, name)
+        if plural == "secrets":
+            # stored as the apiserver stores Secrets: read back with an independent implementation
+            assert content.startswith("enc|") and "data:" not in content
+            content = openssl_decrypt(content, key)
+        obj = assert_matches(content, fields, f"{plural}/{name}")
+        if name == "higress-config":
+            assert_higress_config(obj)
+            assert obj["data"]["mesh"] == (volumes / MESH).read_text()
+            assert obj["data"]["meshNetworks"] == (volumes / NETWORKS).read_text()
+        if (plural, name) == ("secrets", "higress-console"):
+            assert_console_secret(obj)
+        # nothing in the public namespace or another group
+        assert node.get_config(f"{plural}.{name}", _group(plural), "") is None
+
+
+def test_every_object_seeded_field_by_field_and_a_rerun_changes_nothing(node, env, volumes):
+    want = expected(nacos_host="127.0.0.1", nacos_port=node.http_port)
+    fresh = run_cli("run", volumes=volumes, env=env, check=True)
+    _check_every_object(node, volumes, want)
+    # each type's index lists its objects in the create form (cluster-scoped: `/<name>`)
+    assert _indexes(node, want) == {
+        "configmaps": "higress-system/higress-config\nhigress-system/higress-console\n",
+        "mcpbridges": "higress-system/default\n", "secrets": "higress-system/higress-console\n",
+        "envoyfilters": "higress-system/higress-gateway-global-custom-response\n",
+        "services": "higress-system/higress-gateway\n", "gatewayclasses": "/higress-gateway\n",
+        "gateways": "higress-system/higress-gateway\n"}
+    assert list((volumes / "data").iterdir()) == []  # the file store is not written with Nacos storage
+    configs, indexes, files = _stored(node, want), _indexes(node, want), snapshot(volumes)
+    rerun = run_cli("run", volumes=volumes, env=env, check=True)
+    assert _stored(node, want) == configs and _indexes(node, want) == indexes and snapshot(volumes) == files
+    fresh_calls, rerun_calls = _calls(fresh.stdout), _calls(rerun.stdout)
+    print(f"\nHTTP calls while seeding: fresh {fresh_calls}, rerun {rerun_calls}")
+    # a rerun reads each object and each index once, and writes nothing
+    assert rerun_calls <= len(want) + len(indexes) < fresh_calls
+    status = run_cli("status", "--output", "json", volumes=volumes, env=env)
+    report = json.loads(status.stdout)
+    assert status.returncode == 0, status.stdout
+    assert len(report["nacos"]["configs"]) == len(want) + len(indexes)
+    assert all(c["present"] and c["as_seeded"] for c in report["nacos"]["configs"])
+
+
+def test_with_credentials_the_auth_secret_and_the_bridge_reference_it(tmp_path, fast_env):
+    node = RNacosNode(tmp_path / "auth", auth=True, password="s3cret-pw").start().wait_ready()
+    try:
+        volumes = tmp_path / "v"
+        env = dict(fast_env, NACOS_SERVER_URL=node.url, NACOS_USERNAME="admin", NACOS_PASSWORD="s3cret-pw",
+                   NACOS_WAIT_TIMEOUT="60s")
+        result = run_cli("run", volumes=volumes, env=env, check=True)
+        assert "s3cret-pw" not in result.stdout + result.stderr
+        want = expected(nacos_host="127.0.0.1", nacos_port=node.http_port, credentials=("admin", "s3cret-pw"))
+        _check_every_object(node, volumes, want)
+        stored = node.get_config("secrets.nacos-auth-default", NS, NS)
+        assert "s3cret-pw" not in stored and "czNjcmV0LXB3" not in stored  # neither plain nor merely base64'd
+        assert node.get_config("secrets.__names__", "DEFAULT_GROUP", NS) == \
+            "higress-system/nacos-auth-default\nhigress-system/higress-console\n"
+    finally:
+        node.stop()
+
+
+def _as_the_apiserver_rewrites(node, want):
+    """What the apiserver's refresh loop leaves: every index as `<group>/<plural>.<name>` lines,
+    listing what a blur search for `<plural>.*` finds (on Nacos that includes the index itself)."""
+    for plural in {k[0] for k in want}:
+        lines = [f"{_group(p)}/{p}.{n}" for p, n in want if p == plural] + [f"DEFAULT_GROUP/{plural}.__names__"]
+        node.publish_config(f"{plural}.__names__", "DEFAULT_GROUP", NS, "\n".join(lines) + "\n")
+
+
+def test_a_rerun_against_a_store_the_apiserver_wrote_into_changes_nothing(node, env, volumes):
+    want = expected(nacos_host="127.0.0.1", nacos_port=node.http_port)
+    run_cli("run", volumes=volumes, env=env, check=True)
+    _as_the_apiserver_rewrites(node, want)
+    node.publish_config("ingresses.__names__", "DEFAULT_GROUP", NS, "EMPTY")  # a type with no objects
+    configs, indexes = _stored(node, want), _indexes(node, want)
+    result = run_cli("run", volumes=volumes, env=env, check=True)
+    assert _stored(node, want) == configs and _indexes(node, want) == indexes
+    assert node.get_config("ingresses.__names__", "DEFAULT_GROUP", NS) == "EMPTY"
+    seed = next(line for line in result.stdout.splitlines() if line.startswith("seed "))
+    assert seed.split()[1:3] == ["kept", str(len(want) + len(indexes))], seed
+    assert "every base object is present" in result.stdout  # and says so
+    assert run_cli("status", volumes=volumes, env=env).returncode == 0
+
+
+def test_an_empty_index_counts_as_no_lines(node, env, volumes):
+    run_cli("run", volumes=volumes, env=env, check=True)
+    # the user deleted the Service through the apiserver: it wrote EMPTY into the index
+    node.delete_config("services.higress-gateway", NS, NS)
+    node.publish_config("services.__names__", "DEFAULT_GROUP", NS, "EMPTY")
+    run_cli("run", volumes=volumes, env=env, check=True)
+    assert yaml.safe_load(node.get_config("services.higress-gateway", NS, NS))["kind"] == "Service"
+    assert node.get_config("services.__names__", "DEFAULT_GROUP", NS) == "higress-system/higress-gateway\n"
+
+
+def _edit_stored_mesh(node, change):
+    cm = yaml.safe_load(node.get_config(*CM, NS))
+    cm["data"]["mesh"] = change(cm["data"]["mesh"])
+    node.publish_config(*CM, NS, yaml.safe_dump(cm))
+    return cm["data"]["mesh"]
+
+
+def test_an_edit_in_nacos_reaches_the_mesh_files_even_on_the_fast_path(node, env, volumes):
+    run_cli("run", volumes=volumes, env=env, check=True)
+    new = _edit_stored_mesh(node, lambda m: m.replace("dnsRefreshRate: 200s", "dnsRefreshRate: 30s"))
+    result = run_cli("run", volumes=volumes, env=env, check=True)
+    assert UNCHANGED in result.stdout  # the local phases were skipped, delivery was not
+    assert (volumes / MESH).read_text() == new
+    assert run_cli("status", volumes=volumes, env=env).returncode == 0
+
+
+def test_a_broken_mesh_in_nacos_is_refused_and_the_files_keep_their_text(node, env, volumes):
+    run_cli("run", volumes=volumes, env=env, check=True)
+    files = {rel: (volumes / rel).read_bytes() for rel in (MESH, NETWORKS)}
+    _edit_stored_mesh(node, lambda m: m.replace("discoveryAddress: pilot:15012\n", ""))
+    result = run_cli("run", volumes=volumes, env=env)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "configmaps/higress-config" in result.stderr and "discoveryAddress" in result.stderr
+    assert f"dataId {CM[0]}" in result.stderr
+    assert {rel: (volumes / rel).read_bytes() for rel in files} == files
+    status = run_cli("status", volumes=volumes, env=env)
+    assert status.returncode == 1 and "discoveryAddress" in status.stdout
+
+
+def test_a_mesh_file_edited_here_is_refused_then_pushed_into_nacos(node, env, volumes):
+    run_cli("run", volumes=volumes, env=env, check=True)
+    edited = (volumes / MESH).read_text().replace("dnsRefreshRate: 200s", "dnsRefreshRate: 45s")
+    (volumes / MESH).write_text(edited)
+    stored = node.get_config(*CM, NS)
+    result = run_cli("run", volumes=volumes, env=env)
+    assert result.returncode == 3 and "--push-mesh" in result.stderr and "remove the file" in result.stderr
+    assert node.get_config(*CM, NS) == stored and (volumes / MESH).read_text() == edited
+    run_cli("run", "--push-mesh", volumes=volumes, env=env, check=True)
+    assert yaml.safe_load(node.get_config(*CM, NS))["data"]["mesh"] == edited
+    before = (node.get_config(*CM, NS), snapshot(volumes))
+    run_cli("run", volumes=volumes, env=env, check=True)
+    assert (node.get_config(*CM, NS), snapshot(volumes)) == before
