@@ -22,6 +22,10 @@ KEY_ALGORITHMS = ("rsa-2048", "rsa-3072", "rsa-4096", "ecdsa-p256", "ecdsa-p384"
 STORAGES = ("file", "nacos")
 LOG_FORMATS = ("text", "json")
 ROTATIONS = ("leaf", "intermediate", "root", "finish")
+ROLES = ("all", "gateway")
+# What a gateway-only host has no use for (its control plane lives on another host): setting one
+# there is a mistake, refused rather than ignored.
+CONTROL_PLANE_SETTINGS = ("ROTATE", "APISERVER_SANS", "TOKEN_IDENTITIES", "FILE_ROOT_DIR")
 
 _DNS_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 _DURATION = re.compile(r"^(\d+)([smhd]?)$")
@@ -83,6 +87,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("VOLUMES_UID", None, "owner uid of written files (default: unchanged)"),
     Setting("VOLUMES_GID", None, "owner gid of written files (default: unchanged)"),
     Setting("LOG_FORMAT", "text", "text or json (one JSON object a line)", flag="--log-format"),
+    Setting("ROLE", "all", "what this host runs: all (control plane and gateway) or gateway (a gateway-only host "
+                           "joining the deployment through Nacos; needs Nacos storage and the data key)", flag="--role"),
+    Setting("POD_NAME", "higress-gateway", "this host's gateway pod name, unique per host: in gateway/podinfo/labels "
+                                           "and the gateway certificate's subject"),
     Setting("ROTATE", None, "rotate first, then run: leaf, intermediate, root or finish (for `docker compose run -e ROTATE=...`)"),
 )
 SETTINGS_BY_ENV = {s.env: s for s in SETTINGS}
@@ -118,6 +126,8 @@ class Settings:
     token_validity: timedelta
     token_identities: tuple[TokenIdentity, ...]
     rotate: str | None
+    role: str = "all"
+    pod_name: str = "higress-gateway"
 
     @property
     def gateway_spiffe_id(self) -> str:
@@ -284,7 +294,11 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
         token_validity=parse_duration("TOKEN_VALIDITY", get("TOKEN_VALIDITY")),
         token_identities=_token_identities(get("TOKEN_IDENTITIES"), gateway_account=get("GATEWAY_SERVICE_ACCOUNT")),
         rotate=_choice("ROTATE", get("ROTATE"), ROTATIONS) if get("ROTATE") else None,
+        role=_choice("ROLE", get("ROLE"), ROLES),
+        pod_name=_k8s_name("POD_NAME", get("POD_NAME")),
     )
+    if settings.role == "gateway":
+        _check_gateway_role(settings, get)
     if settings.renew_before >= settings.cert_validity:
         raise SettingsError(
             f"RENEW_BEFORE={get('RENEW_BEFORE')}: must be shorter than CERT_VALIDITY={get('CERT_VALIDITY')}")
@@ -294,6 +308,22 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
     if settings.intermediate_validity > settings.ca_validity:
         raise SettingsError("INTERMEDIATE_VALIDITY: must not be longer than CA_VALIDITY")
     return settings
+
+
+def _check_gateway_role(settings: Settings, get) -> None:
+    """A gateway-only host takes its CA and config from Nacos, encrypted with the deployment's data key."""
+    if settings.config_storage != "nacos":
+        raise SettingsError("ROLE=gateway needs Nacos storage: set NACOS_SERVER_URL to the deployment's Nacos "
+                            "(CONFIG_STORAGE=nacos); a gateway-only host joins through it")
+    for name in CONTROL_PLANE_SETTINGS:
+        if get(name):
+            raise SettingsError(f"{name} is set, but ROLE=gateway has no use for it (it belongs to the control-plane "
+                                "host, ROLE=all): unset it")
+    key_file = settings.volumes_root / "api/nacos.key"
+    if settings.nacos_data_key is None and not key_file.is_file():
+        raise SettingsError("ROLE=gateway needs the deployment's data key: set NACOS_DATA_ENC_KEY (or "
+                            f"NACOS_DATA_ENC_KEY_FILE) to the control-plane host's api/nacos.key, or copy that file "
+                            f"to {key_file}")
 
 
 def _k8s_name(name: str, value: str) -> str:

@@ -15,6 +15,8 @@ def _row(name, file, **fields) -> dict:
 
 
 def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
+    if settings.role == "gateway":
+        return gateway_host_rows(settings, writer)
     rows, loaded = [], {}
     for spec in artifacts.CERTIFICATES:
         cert, key, problem, has_cert, has_key = artifacts._load(spec, writer)
@@ -53,7 +55,25 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
     rows.append(_file_row("podinfo/labels", phases.LABELS_FILE, writer, lambda d: bool(d.strip()), "empty"))
     rows.extend(config_rows(settings, writer))
     rows.extend(tokens.status_rows(settings, writer, now))
+    rows.extend(shared_ca_rows(settings, writer))
     return rows
+
+
+def gateway_host_rows(settings: Settings, writer) -> list[dict]:
+    """A gateway-only host has its gateway files and the delivered mesh; its CA is the published one."""
+    rows = shared_ca_rows(settings, writer)
+    rows.append(_file_row("podinfo/labels", phases.LABELS_FILE, writer, lambda d: bool(d.strip()), "empty"))
+    rows.extend(config_rows(settings, writer))
+    return rows
+
+
+def shared_ca_rows(settings: Settings, writer) -> list[dict]:
+    """With Nacos storage: the CA this host uses, whether it is the deployment's published one
+    (Secret cacerts), and, on a gateway host, its own certificate checked against that CA."""
+    if settings.config_storage != "nacos":
+        return []
+    from . import sharedca
+    return sharedca.status_rows(settings, writer)
 
 
 def config_rows(settings: Settings, writer) -> list[dict]:
