@@ -375,8 +375,10 @@ def connect(ctx, counts: Counts) -> None:
     """The `nacos` phase of a gateway host: wait for Nacos and log in; the namespace and everything
     in it are the control-plane host's to create."""
     from .configstore import open_store
+    from . import faults
     open_store(ctx)
     counts.add("connected", f"nacos {ctx.nacos.generation} at {ctx.nacos.active}")
+    faults.pause("gateway:connected")
 
 
 def _wait_published(ctx) -> Published:
