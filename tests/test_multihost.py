@@ -109,7 +109,7 @@ def test_hosts_started_at_once_on_empty_volumes_end_with_one_ca(cluster, tmp_pat
                  start(["run"], c, host_env(cluster, ns, role="gateway", POD_NAME="gateway-c"))]
         results = [finish(p) for p in procs]
         for r in results:
-            assert r.returncode == 0, (r.stdout, r.stderr)
+            assert r.returncode == 0, r.stdout + r.stderr
         # exactly one control-plane host published; the other took its CA, and says so
         publishers = [v for v, r in zip((a, b), results) if "published this host's pilot CA" in r.stdout]
         assert len(publishers) == 1, [r.stdout for r in results[:2]]
@@ -129,6 +129,46 @@ def test_hosts_started_at_once_on_empty_volumes_end_with_one_ca(cluster, tmp_pat
         # listed where the apiserver looks when kubectl lists Secrets
         index = cluster[1].get_config("secrets.__names__", "DEFAULT_GROUP", ns)
         assert "higress-system/cacerts" in index.split()
+
+
+def _paused(proc, pause: Path, point: str) -> None:
+    """Wait (bounded) until the run `proc` holds at a HIGRESS_INIT_PAUSE_AT point."""
+    marker = pause / (point.replace(":", "_") + ".paused")
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None and marker.exists(), finish(proc)
+
+
+def _resume(pause: Path, point: str) -> None:
+    (pause / (point.replace(":", "_") + ".resume")).touch()
+
+
+@pytest.mark.parametrize("point", ["shared-ca:before-publish", "shared-ca:published"])
+def test_the_host_that_loses_the_first_publication_discards_its_ca(cluster, tmp_path, ns, point):
+    """The two windows of a race, held open: A generated its CA and found none published, then B
+    publishes (before-publish: A's compare-and-swap finds B's); or A's write landed and read back as
+    its own, then a write that had passed its absent-check before A's lands (published: r-nacos does
+    not enforce casMd5, so A's second read finds it). Either way A discards its CA, takes B's, and
+    nothing of A's CA is ever written."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    proc = start(["run"], a, host_env(cluster, ns, HIGRESS_INIT_PAUSE_AT=f"{point}={pause}"))
+    _paused(proc, pause, point)
+    if point == "shared-ca:before-publish":
+        run_cli("run", volumes=b, env=host_env(cluster, ns), check=True)
+    else:   # B's CA, published elsewhere, overwrites A's (as a write that raced past its check would)
+        run_cli("run", volumes=b, env=host_env(cluster, ns + "-b"), check=True)
+        cluster[1].publish_config("secrets.cacerts", NS, ns, cluster[1].get_config("secrets.cacerts", NS, ns + "-b"))
+    _resume(pause, point)
+    result = finish(proc)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "discarded the one generated here" in result.stdout
+    assert local_ca(a) == local_ca(b) == published(cluster[2], ns)
+    assert not (a / "pki/pilot-root-ca.key").exists()
+    assert not (a / "backup").exists(), "the discarded CA was never written, so nothing was replaced"
+    assert_gateway_joins(a, b, tmp_path, "higress-gateway")
 
 
 @pytest.fixture
@@ -265,12 +305,9 @@ def test_a_nacos_node_stopped_during_the_gateway_run(cluster, deployment, tmp_pa
     env = host_env(cluster, ns, role="gateway", POD_NAME="gateway-b",
                    HIGRESS_INIT_PAUSE_AT=f"gateway:connected={pause}")
     proc = start(["run"], b, env)
-    deadline = time.monotonic() + 120
-    while not (pause / "gateway_connected.paused").exists() and proc.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert proc.poll() is None, finish(proc)
+    _paused(proc, pause, "gateway:connected")
     cluster[0].stop()   # the server the run found first, and talks to
-    (pause / "gateway_connected.resume").touch()
+    _resume(pause, "gateway:connected")
     result = finish(proc)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert_gateway_joins(b, deployment, tmp_path, "gateway-b")

@@ -317,10 +317,13 @@ def _publish(ctx, conn, counts, local, published, conflict_type) -> Published:
     s = ctx.settings
     raw = encrypt(_secret_text(ctx, local, published), data_key(ctx))
     group = CACERTS.group(s)
+    from . import faults
     try:
+        faults.pause("shared-ca:before-publish")
         conn.compare_and_publish(CACERTS.data_id, group, raw, published.md5 if published else None)
         current = conn.get(CACERTS.data_id, group)
         if current == raw and published is None:
+            faults.pause("shared-ca:published")
             time.sleep(SETTLE)    # a competing first write that passed its absent-check lands by now
             current = conn.get(CACERTS.data_id, group)
     except conflict_type:
