@@ -311,3 +311,31 @@ def test_a_nacos_node_stopped_during_the_gateway_run(cluster, deployment, tmp_pa
     result = finish(proc)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert_gateway_joins(b, deployment, tmp_path, "gateway-b")
+
+
+def test_the_gateway_host_compose_file(tmp_path):
+    """compose/docker-compose.gateway.yml: valid compose, just the initializer (ROLE=gateway) and the
+    gateway, which mounts exactly what a gateway host's run writes and reaches pilot by its name."""
+    import compose_schema
+    from higress_init import settings
+    path = compose_schema.REPO / "compose/docker-compose.gateway.yml"
+    env = compose_schema.parse_env_file(compose_schema.COMPOSE_ENV)
+    env.update(NACOS_SERVER_URL="http://10.0.0.5:8848/nacos", PILOT_ADDRESS="10.0.0.5", POD_NAME="gateway-2")
+    doc = yaml.safe_load(compose_schema.interpolate(path.read_text(), env))
+    for document in (yaml.safe_load(path.read_text()), doc):
+        result = compose_schema.validate(document)
+        assert result.returncode == 0, result.stdout + result.stderr
+    services = doc["services"]
+    assert set(services) == {"initializer", "gateway"}
+    init, gateway = services["initializer"], services["gateway"]
+    assert gateway["depends_on"] == {"initializer": {"condition": "service_completed_successfully"}}
+    assert init["environment"]["POD_NAME"] == gateway["environment"]["POD_NAME"] == "gateway-2"
+    assert "pilot:10.0.0.5" in gateway["extra_hosts"]
+    mounted = {spec.split(":")[0].replace("../volumes/", "") for spec in gateway["volumes"]}
+    assert mounted == {"gateway/certs", "gateway/podinfo", "pilot/config"}
+    # the initializer's settings as compose passes them are a valid gateway-only host (key file copied)
+    (tmp_path / "api").mkdir()
+    (tmp_path / "api/nacos.key").write_text(DATA_KEY)
+    compose_env = {k: "" if v is None else str(v) for k, v in init["environment"].items()}   # as compose passes them
+    loaded = settings.load(env={**compose_env, "VOLUMES_ROOT": str(tmp_path)})
+    assert loaded.role == "gateway" and loaded.pod_name == "gateway-2" and loaded.config_storage == "nacos"
