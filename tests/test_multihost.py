@@ -257,7 +257,7 @@ def test_rotation_on_the_control_plane_reaches_the_gateway_host(cluster, deploym
         assert _ok(_handshake(a, old_b, tmp_path)), f"after rotate {args}: new pilot, gateway host not rerun"
         rerun = run_cli("run", volumes=b, env=gateway, check=True)
         # a new intermediate: its gateway certificate re-issued; --finish: same certificate, fewer roots
-        picked_up = r"updated 2, kept 2" if args == ("--finish",) else r"re-issued 1,"
+        picked_up = r"updated 2, kept 1" if args == ("--finish",) else r"re-issued 1,"
         assert re.search(rf"^pilot-pki +{picked_up}", rerun.stdout, re.M), rerun.stdout
         assert_gateway_joins(b, a, tmp_path, "gateway-b")
         run_cli("run", volumes=a2, env=control, check=True)
@@ -293,7 +293,7 @@ def test_timing_of_a_gateway_host_run(cluster, deployment, tmp_path, ns):
             started = time.perf_counter()
             run_cli("run", volumes=volumes, env=env, check=True)
             times[kind].append(time.perf_counter() - started)
-    print(f"\ngateway-host run against the 3-node cluster (default key sizes): "
+    print("\ngateway-host run against the 3-node cluster (default key sizes): "
           + ", ".join(f"{k} {min(v):.2f}/{sorted(v)[1]:.2f}/{max(v):.2f}s" for k, v in times.items()))
 
 

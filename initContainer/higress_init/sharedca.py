@@ -282,7 +282,6 @@ def publish(ctx, counts: Counts) -> None:
     committed, so a lost race leaves no trace but the message."""
     from .configstore import open_store
     from .nacos import NacosConflict
-    s = ctx.settings
     open_store(ctx)
     conn = ctx.nacos
     warm = ctx._decisions is None   # the warm fast path kept the local files without deciding anything
@@ -435,9 +434,9 @@ def gateway_pki(ctx, counts: Counts) -> None:
     ctx._keys = artifacts.KeyPool(wanted)
     done = Counts()
     artifacts.apply("pilot-pki", s, view, ctx._decisions, ctx._keys, ctx.now, done)
-    for action, names in done.by_action.items():
+    for action, names in done.by_action.items():   # the CA's own files are not this host's: not counted
         for name in names:
-            if name not in ("pilot-root-ca", "pilot-ca"):
+            if name not in ("pilot-root-ca", "pilot-ca", _CHAIN.file):
                 counts.add(action, name)
     counts.add("kept", f"pilot CA from {where(s)} (in memory only)")
     ctx.log(f"shared CA: using the CA {published.by} published (intermediate {fingerprint(published.intermediate)}, "
