@@ -339,3 +339,8 @@ def test_the_gateway_host_compose_file(tmp_path):
     compose_env = {k: "" if v is None else str(v) for k, v in init["environment"].items()}   # as compose passes them
     loaded = settings.load(env={**compose_env, "VOLUMES_ROOT": str(tmp_path)})
     assert loaded.role == "gateway" and loaded.pod_name == "gateway-2" and loaded.config_storage == "nacos"
+
+
+def test_a_pod_name_that_is_no_kubernetes_name_is_bad_input(tmp_path):
+    result = run_cli("run", volumes=tmp_path / "v", env={"POD_NAME": "Gateway_2"})
+    assert result.returncode == 2 and "POD_NAME" in result.stderr and not (tmp_path / "v").exists()
