@@ -212,6 +212,8 @@ def _execute(settings, reporter: Reporter, names, dry_run=False, reseed=False, r
             with RunLock(settings.volumes_root, on_wait=lambda p: reporter.message(f"waiting for the lock {p}")):
                 _run_locked(ctx, reporter, names, report, rotation)
     finally:
+        if ctx.nacos is not None:
+            ctx.nacos.close()  # ends the Nacos SDK's client at once, and says how many calls the run made
         ctx.close()
         writer.close()
     seconds = time.perf_counter() - started

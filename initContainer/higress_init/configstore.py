@@ -240,7 +240,10 @@ def seed(ctx, counts) -> None:
             text = render_text(obj, s, ctx.now, _adopt(ctx))
             new = store.encode(obj, text)
             faults.pause("seed:before-write")
-            store.create(obj, new)
+            if not _create(store, obj, new):   # another host created it meanwhile: theirs is kept
+                counts.add("kept", obj.label)
+                ctx.stored[obj.label] = store.read(obj)
+                continue
             counts.add("created", obj.label)
         elif ctx.reseed and not obj.random:
             text = render_text(obj, s, ctx.now)
@@ -273,6 +276,22 @@ def seed(ctx, counts) -> None:
     if s.config_storage == "nacos":
         # the apiserver's compose service mounts the file store either way: create it owned as configured
         ctx.writer.ensure_dir(s.file_root_dir)
+
+
+def _create(store, obj: BaseObject, raw: str) -> bool:
+    """Create an absent object; False when another writer (a second control-plane host starting at
+    the same moment) created it first."""
+    if not isinstance(store, NacosStore):
+        store.create(obj, raw)
+        return True
+    from .nacos import NacosConflict
+    try:
+        store.create(obj, raw)
+    except NacosConflict:
+        if store.read(obj) is None:
+            raise
+        return False
+    return True
 
 
 def _record(ctx, rel: str, entries: dict) -> None:

@@ -57,6 +57,7 @@ class Context:
     _keys: object | None = None            # artifacts.KeyPool, made on first use
     nacos: object | None = None
     stored: dict = field(default_factory=dict)  # raw stored content of each base object, as read or written this run
+    shared_ca: object | None = None             # sharedca.Published: the pilot CA as published in Nacos, read this run
 
     renew_by: list = field(default_factory=list)  # when something this run made or kept needs renewing
 
@@ -69,6 +70,10 @@ class Context:
 
     @property
     def keys(self):
+        if self._keys is None and self.settings.role == "gateway" and self._decisions is None:
+            # a gateway host decides only once it has read the published CA (sharedca.gateway_pki)
+            from . import artifacts
+            return artifacts.KeyPool({})
         if self._keys is None:
             from . import artifacts, tokens
             s = self.settings
@@ -191,6 +196,8 @@ def writable_dirs(ctx: Context, counts: Counts) -> None:
     through the writer, so a link or a file in the way is refused, never followed."""
     from . import readers
     for reader in readers.READERS:
+        if ctx.settings.role == "gateway" and reader.service != "gateway":
+            continue  # a gateway-only host runs no other component
         for rel, _mode in reader.writes:
             existed = ctx.writer.fs.exists() and ctx.writer.fs.lstat(ctx.writer._parts(rel)) is not None
             if ctx.dry_run:
@@ -200,10 +207,39 @@ def writable_dirs(ctx: Context, counts: Counts) -> None:
             counts.add("kept" if existed else "created", rel)
 
 
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"  # Kubernetes' label naming one pod (selectable per host)
+
+
 def pod_config(ctx: Context, counts: Counts) -> None:
     # the mesh files are not made here: `deliver` renders them from the stored higress-config
     from . import meshconfig
-    ctx.stage(LABELS_FILE, meshconfig.pod_labels(ctx.settings).encode(), "podinfo/labels", counts)
+    from .settings import SETTINGS_BY_ENV
+    labels = meshconfig.pod_labels(ctx.settings)
+    if ctx.settings.pod_name != SETTINGS_BY_ENV["POD_NAME"].default:  # one of several gateway hosts
+        labels += f'{POD_NAME_LABEL}="{ctx.settings.pod_name}"\n'
+    ctx.stage(LABELS_FILE, labels.encode(), "podinfo/labels", counts)
+
+
+def pilot_pki(ctx: Context, counts: Counts) -> None:
+    """The pilot CA and the gateway certificate. With Nacos storage the CA is the deployment's, shared
+    through Nacos (sharedca): taken from there when published, else made here and published by the
+    `shared-ca` phase; a gateway-only host only issues its gateway certificate from it."""
+    if ctx.settings.role == "gateway":
+        from . import sharedca
+        sharedca.gateway_pki(ctx, counts)
+        return
+    if ctx.settings.config_storage == "nacos":
+        from . import sharedca
+        sharedca.adopt(ctx, counts)
+    _certificates("pilot-pki")(ctx, counts)
+
+
+def shared_ca(ctx: Context, counts: Counts) -> None:
+    if ctx.settings.config_storage != "nacos":
+        counts.add("skipped", "file storage")
+        return
+    from . import sharedca
+    sharedca.publish(ctx, counts)
 
 
 def write(ctx: Context, counts: Counts) -> None:
@@ -230,6 +266,10 @@ def deliver(ctx: Context, counts: Counts) -> None:
 
 
 def nacos_ready(ctx: Context, counts: Counts) -> None:
+    if ctx.settings.role == "gateway":
+        from . import sharedca
+        sharedca.connect(ctx, counts)
+        return
     from . import configstore
     configstore.prepare(ctx, counts)
 
@@ -244,24 +284,30 @@ class Phase:
     name: str
     help: str
     run: Callable[[Context, Counts], None]
+    roles: tuple[str, ...] = ("all",)   # settings.ROLES this phase runs for
+
+
+BOTH = ("all", "gateway")
 
 
 PHASES: tuple[Phase, ...] = (
-    Phase("nacos", "wait for Nacos, log in, create the namespace (Nacos storage only)", nacos_ready),
+    Phase("nacos", "wait for Nacos, log in, create the namespace (Nacos storage only)", nacos_ready, BOTH),
     Phase("apiserver-pki", "apiserver CA, server and admin client certificates, data encryption key", apiserver_pki),
-    Phase("pilot-pki", "pilot plug-in CA (root, intermediate, chain) and the gateway certificate",
-          _certificates("pilot-pki")),
+    Phase("pilot-pki", "pilot plug-in CA (root, intermediate, chain; with Nacos: the deployment's, shared) and the "
+                       "gateway certificate", pilot_pki, BOTH),
     Phase("kubeconfig", "one kubeconfig for the operator and each component: the apiserver's CA, its own "
-          "client certificate",
-          kube_config),
+          "client certificate", kube_config),
     Phase("tokens", "token signing key, JWKS, OIDC discovery document and per-component tokens", token_phase),
-    Phase("pod-config", "gateway pod labels", pod_config),
-    Phase("write", "commit every staged file into the volumes, atomically", write),
-    Phase("writable-dirs", "the folders components write into: file store, controller and gateway logs and data",
-          writable_dirs),
+    Phase("pod-config", "gateway pod labels", pod_config, BOTH),
+    Phase("shared-ca", "publish the pilot CA as Secret cacerts in Nacos, once, compare-and-swap (Nacos storage "
+                       "only)", shared_ca),
+    Phase("write", "commit every staged file into the volumes, atomically", write, BOTH),
+    Phase("writable-dirs", "the folders components write into: controller and gateway logs and data",
+          writable_dirs, BOTH),
     Phase("seed", "seed the base objects (higress-config, McpBridge, Secrets, Gateway, ...) into Nacos or the "
                   "file store; present ones are kept", seed),
-    Phase("deliver", "render pilot/config/mesh and meshNetworks from the stored higress-config (every run)", deliver),
+    Phase("deliver", "render pilot/config/mesh and meshNetworks from the stored higress-config (every run)", deliver,
+          BOTH),
 )
 PHASES_BY_NAME = {p.name: p for p in PHASES}
 
@@ -281,5 +327,8 @@ def run_phases(ctx: Context, names: list[str], report: Callable[[str, Counts, fl
         phase = PHASES_BY_NAME[name]
         started = time.perf_counter()
         counts = Counts()
-        phase.run(ctx, counts)
+        if ctx.settings.role in phase.roles:
+            phase.run(ctx, counts)
+        else:
+            counts.add("skipped", f"ROLE={ctx.settings.role}")
         report(name, counts, time.perf_counter() - started)

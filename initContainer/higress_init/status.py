@@ -15,6 +15,8 @@ def _row(name, file, **fields) -> dict:
 
 
 def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
+    if settings.role == "gateway":
+        return gateway_host_rows(settings, writer)
     rows, loaded = [], {}
     for spec in artifacts.CERTIFICATES:
         cert, key, problem, has_cert, has_key = artifacts._load(spec, writer)
@@ -57,9 +59,27 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
         rows.append(_file_row("retired token keys", tokens.RETIRED_KEYS_FILE, writer, _json_list, "not a JSON list"))
     for rel in (tokens.PUBLIC_KEY_FILE, *tokens.JWKS_FILES, tokens.DISCOVERY_FILE):
         rows.append(_file_row(rel.rsplit("/", 1)[-1], rel, writer, lambda d: bool(d.strip()), "empty"))
+    rows.extend(shared_ca_rows(settings, writer))
     _check_permissions(settings, writer, rows)
     rows.extend(_journal_rows(writer))
     return rows
+
+
+def gateway_host_rows(settings: Settings, writer) -> list[dict]:
+    """A gateway-only host has its gateway files and the delivered mesh; its CA is the published one."""
+    rows = shared_ca_rows(settings, writer)
+    rows.append(_file_row("podinfo/labels", phases.LABELS_FILE, writer, lambda d: bool(d.strip()), "empty"))
+    rows.extend(config_rows(settings, writer))
+    return rows
+
+
+def shared_ca_rows(settings: Settings, writer) -> list[dict]:
+    """With Nacos storage: the CA this host uses, whether it is the deployment's published one
+    (Secret cacerts), and, on a gateway host, its own certificate checked against that CA."""
+    if settings.config_storage != "nacos":
+        return []
+    from . import sharedca
+    return sharedca.status_rows(settings, writer)
 
 
 def config_rows(settings: Settings, writer) -> list[dict]:
