@@ -29,12 +29,14 @@ help: ## list the targets
 
 $(BIN)/higress-init: initContainer/requirements.lock initContainer/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --no-deps -r initContainer/requirements.lock
-	$(BIN)/pip install --quiet --no-deps -e initContainer
+	$(BIN)/pip install --quiet -r initContainer/requirements.lock
+	$(BIN)/pip install --quiet -e initContainer
+	$(BIN)/pip check
 	@touch $@
 
 $(VENV)/.test-deps: $(BIN)/higress-init tests/requirements.txt
 	$(BIN)/pip install --quiet -r tests/requirements.txt
+	$(BIN)/pip check
 	@touch $@
 
 $(RNACOS_BIN):

@@ -11,6 +11,10 @@ BAD_INPUTS = [
     ({"NACOS_SERVER_URL": "http://nacos:99999/nacos"}, "NACOS_SERVER_URL", "port"),
     ({"NACOS_SERVER_URL": "http://nacos:8848/other"}, "NACOS_SERVER_URL", "/nacos"),
     ({"NACOS_SERVER_URL": " , "}, "NACOS_SERVER_URL", "no server"),
+    # what the apiserver, which reads the same value, would get wrong
+    ({"NACOS_SERVER_URL": "https://nacos:8848/nacos"}, "NACOS_SERVER_URL", "apiserver talks to Nacos over plain http"),
+    ({"NACOS_SERVER_URL": "http://nacos/nacos"}, "NACOS_SERVER_URL", "apiserver would use port 80"),
+    ({"NACOS_SERVER_URL": "http://a:8848/nacos, http://b:8848/nacos"}, "NACOS_SERVER_URL", "no spaces around the commas"),
     ({"CONFIG_STORAGE": "etcd"}, "CONFIG_STORAGE", "file, nacos"),
     ({"CONFIG_STORAGE": "nacos"}, "NACOS_SERVER_URL", "CONFIG_STORAGE=nacos"),
     ({"CA_KEY_ALGORITHM": "dsa-1024"}, "CA_KEY_ALGORITHM", "rsa-4096"),

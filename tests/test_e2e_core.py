@@ -36,7 +36,7 @@ def test_cold_run_writes_every_contract_file_and_status_is_clean(volumes, fast_e
         assert (volumes / path).is_file(), path
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens",
-                                                   "pod-config", "write", "writable-dirs", "seed", "deliver", "done"]
+                                                   "pod-config", "shared-ca", "write", "writable-dirs", "seed", "deliver", "done"]
     status = run_cli("status", volumes=volumes, env=fast_env)
     assert status.returncode == 0, status.stdout
     for name in ("apiserver-ca", "apiserver", "apiserver-admin", "pilot-root-ca", "pilot-ca", "gateway", "kubeconfig"):
@@ -211,7 +211,7 @@ def test_permissions(initialized):
         rel = str(path.relative_to(initialized))
         if path.is_dir():
             assert mode == (0o700 if rel in ("pki", "controller/log/nacos") else 0o755), rel
-        elif rel.endswith((".key", "key.pem", "kube/config", "token", "istio-token")):
+        elif rel.endswith((".key", "key.pem", "kube/config", "token", "istio-token")) or rel.startswith("data/secrets/"):
             assert mode == 0o600, rel
         else:
             assert mode == 0o644, rel
@@ -435,9 +435,8 @@ def test_plan_writes_nothing_and_says_what_run_would_do(tmp_path, initialized):
 
 def test_phases_list_and_single_phase(volumes, fast_env):
     names = [l.split()[0] for l in run_cli("phases", check=True).stdout.splitlines()]
-    assert names == ["nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "write",
-                     "writable-dirs", "seed",
-                     "deliver"]
+    assert names == ["nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "shared-ca", "write",
+                     "writable-dirs", "seed", "deliver"]
     run_cli("phase", "pilot-pki", volumes=volumes, env=fast_env, check=True)
     assert (volumes / "gateway/certs/cert-chain.pem").is_file() and not (volumes / "api").exists()
     result = run_cli("phase", "kubeconfig", volumes=volumes, env=fast_env)

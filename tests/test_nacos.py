@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from conftest import run_cli, snapshot
-from rnacos import RNacosNode, free_port, start_cluster
+from rnacos import RNacosNode, free_port, rnacos, start_cluster  # noqa: F401 (rnacos: a fixture)
 
 NS = "higress-system"
 CM = ("configmaps.higress-config", NS)
@@ -20,10 +20,8 @@ INDEX = ("configmaps.__names__", "DEFAULT_GROUP")
 
 
 @pytest.fixture
-def node(tmp_path):
-    n = RNacosNode(tmp_path / "rnacos").start().wait_ready()
-    yield n
-    n.stop()
+def node(rnacos):
+    return rnacos()
 
 
 @pytest.fixture
@@ -158,22 +156,19 @@ def test_a_64_kib_config_round_trips(node, env, volumes):
     assert yaml.safe_load(node.get_config(*CM, NS))["data"]["mesh"] == big
 
 
-def test_auth_on_with_the_right_and_a_wrong_password(tmp_path, fast_env):
-    node = RNacosNode(tmp_path / "auth", auth=True, password="s3cret-pw").start().wait_ready()
-    try:
-        base = dict(fast_env, NACOS_SERVER_URL=node.url, NACOS_USERNAME="admin", NACOS_WAIT_TIMEOUT="600s")
-        wrong = run_cli("run", volumes=tmp_path / "v-wrong", env=dict(base, NACOS_PASSWORD="nope"), timeout=60)
-        assert wrong.returncode == 5, (wrong.stdout, wrong.stderr)
-        assert "rejected the login" in wrong.stderr and "admin" in wrong.stderr and "nope" not in wrong.stderr
-        assert not (tmp_path / "v-wrong/api").exists()
-        secret = tmp_path / "pw"
-        secret.write_text("s3cret-pw\n")
-        ok = run_cli("run", volumes=tmp_path / "v", env=dict(base, NACOS_PASSWORD_FILE=str(secret)))
-        assert ok.returncode == 0, (ok.stdout, ok.stderr)
-        assert "s3cret-pw" not in ok.stdout + ok.stderr
-        assert node.get_config(*CM, NS) is not None
-    finally:
-        node.stop()
+def test_auth_on_with_the_right_and_a_wrong_password(tmp_path, fast_env, rnacos):
+    node = rnacos("auth", auth=True, password="s3cret-pw")
+    base = dict(fast_env, NACOS_SERVER_URL=node.url, NACOS_USERNAME="admin", NACOS_WAIT_TIMEOUT="600s")
+    wrong = run_cli("run", volumes=tmp_path / "v-wrong", env=dict(base, NACOS_PASSWORD="nope"), timeout=60)
+    assert wrong.returncode == 5, (wrong.stdout, wrong.stderr)
+    assert "rejected the login" in wrong.stderr and "admin" in wrong.stderr and "nope" not in wrong.stderr
+    assert not (tmp_path / "v-wrong/api").exists()
+    secret = tmp_path / "pw"
+    secret.write_text("s3cret-pw\n")
+    ok = run_cli("run", volumes=tmp_path / "v", env=dict(base, NACOS_PASSWORD_FILE=str(secret)))
+    assert ok.returncode == 0, (ok.stdout, ok.stderr)
+    assert "s3cret-pw" not in ok.stdout + ok.stderr
+    assert node.get_config(*CM, NS) is not None
 
 
 def test_nacos_started_after_the_initializer(tmp_path, fast_env):
@@ -183,6 +178,7 @@ def test_nacos_started_after_the_initializer(tmp_path, fast_env):
     time.sleep(3)
     node.start()
     try:
+        node.wait_ready()  # restarts it if it hit its start-up panic; the initializer keeps trying
         out, err = proc.communicate(timeout=90)
         assert proc.returncode == 0, (out, err)
         assert "not ready (attempt 1" in out
@@ -218,6 +214,7 @@ def test_nacos_killed_during_seeding_then_a_rerun_completes(node, env, volumes, 
 
 def test_fresh_data_key_with_existing_secrets_is_refused(node, env, volumes, tmp_path):
     run_cli("phase", "nacos", volumes=tmp_path / "other", env=env, check=True)
+    node.publish_config("secrets.some-secret", NS, NS, "enc|c29tZQ==")
     node.publish_config("secrets.__names__", "DEFAULT_GROUP", NS, "higress-system/some-secret\n")
     result = run_cli("run", volumes=volumes, env=env)
     assert result.returncode == 3, (result.stdout, result.stderr)
@@ -230,6 +227,14 @@ def test_fresh_data_key_with_existing_secrets_is_refused(node, env, volumes, tmp
     # another namespace: fine
     run_cli("run", volumes=tmp_path / "v2", env=dict(env, NACOS_NS="other-ns"), check=True)
     assert node.get_config(*CM, "other-ns") is not None
+
+
+def test_a_secrets_index_left_holding_empty_is_no_secret(node, env, volumes, tmp_path):
+    """After the last Secret is deleted the apiserver leaves secrets.__names__ holding EMPTY."""
+    run_cli("phase", "nacos", volumes=tmp_path / "other", env=env, check=True)
+    node.publish_config("secrets.__names__", "DEFAULT_GROUP", NS, "EMPTY")
+    run_cli("run", volumes=volumes, env=env, check=True)
+    assert node.get_config(*CM, NS) is not None
 
 
 def test_three_node_cluster_with_the_first_node_down(tmp_path, fast_env):
@@ -249,3 +254,233 @@ def test_three_node_cluster_with_the_first_node_down(tmp_path, fast_env):
     finally:
         for node in nodes:
             node.stop()
+
+
+# --- every HTTP status the initializer maps, where r-nacos cannot produce it: a loopback server
+class _Scripted:
+    """A loopback HTTP server answering each (method, path) from a script: a list of answers,
+    the last one repeated; an answer is (status, body) or "drip" (a byte a second, forever)."""
+
+    def __init__(self, script: dict):
+        import http.server
+        import threading
+        self.script, self.seen = {k: list(v) for k, v in script.items()}, []
+        outer = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def _answer(self):
+                length = int(self.headers.get("Content-Length") or 0)
+                self.rfile.read(length)
+                path = self.path.split("?")[0]
+                outer.seen.append((self.command, path))
+                answers = outer.script.get((self.command, path)) or [(404, b"no such endpoint")]
+                answer = answers.pop(0) if len(answers) > 1 else answers[0]
+                if answer == "drip":
+                    for byte in b"HTTP/1.1 200 OK\r\n" * 1000:
+                        self.wfile.write(bytes([byte]))
+                        self.wfile.flush()
+                        time.sleep(1)
+                    return
+                status, body = answer
+                self.send_response(status)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            do_GET = do_POST = _answer
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/nacos"
+
+    def count(self, method: str, path: str) -> int:
+        return self.seen.count((method, "/nacos" + path))
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+READY = {("GET", "/nacos/v1/console/health/readiness"): [(200, b"OK")]}
+NAMESPACES = ("GET", "/nacos/v1/console/namespaces")
+NO_NAMESPACE = (200, b'{"code":200,"data":[{"namespace":""}]}')
+CREATED = {("POST", "/nacos/v1/console/namespaces"): [(200, b"true")]}
+BODY_MARKER = b"BODY-MUST-NOT-BE-SHOWN"
+
+
+@pytest.fixture
+def scripted():
+    servers = []
+
+    def make(script):
+        servers.append(_Scripted(script))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        server.close()
+
+
+def _phase_nacos(server, tmp_path, fast_env, **env):
+    return run_cli("phase", "nacos", volumes=tmp_path / "v",
+                   env=dict(fast_env, NACOS_SERVER_URL=server.url, NACOS_WAIT_TIMEOUT="60s", **env), timeout=120)
+
+
+def test_409_and_5xx_are_retried_until_an_answer(scripted, tmp_path, fast_env):
+    server = scripted({**READY, **CREATED, NAMESPACES: [(409, BODY_MARKER), (503, BODY_MARKER),
+                                                        (500, BODY_MARKER), NO_NAMESPACE]})
+    result = _phase_nacos(server, tmp_path, fast_env)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert server.count("GET", "/v1/console/namespaces") == 4
+    assert server.count("POST", "/v1/console/namespaces") == 1
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_401_and_403_are_an_auth_error_at_once(scripted, tmp_path, fast_env, status):
+    server = scripted({**READY, NAMESPACES: [(status, BODY_MARKER)]})
+    result = _phase_nacos(server, tmp_path, fast_env)
+    assert result.returncode == 5, (result.stdout, result.stderr)
+    assert f"HTTP {status}" in result.stderr and "NACOS_USERNAME" in result.stderr
+    assert server.count("GET", "/v1/console/namespaces") == 1  # not retried
+    assert BODY_MARKER.decode() not in result.stdout + result.stderr
+
+
+def test_401_on_login_is_an_auth_error_and_no_credential_is_shown(scripted, tmp_path, fast_env):
+    server = scripted({**READY, ("POST", "/nacos/v1/auth/login"): [(401, BODY_MARKER)]})
+    result = _phase_nacos(server, tmp_path, fast_env, NACOS_USERNAME="someone", NACOS_PASSWORD="pw-MUST-NOT-SHOW")
+    assert result.returncode == 5, (result.stdout, result.stderr)
+    assert "rejected the login of user 'someone'" in result.stderr
+    assert server.count("POST", "/v1/auth/login") == 1
+    assert "pw-MUST-NOT-SHOW" not in result.stdout + result.stderr
+    assert BODY_MARKER.decode() not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("status", [400, 405, 429])
+def test_other_4xx_are_final(scripted, tmp_path, fast_env, status):
+    server = scripted({**READY, NAMESPACES: [(status, BODY_MARKER)]})
+    result = _phase_nacos(server, tmp_path, fast_env)
+    assert result.returncode == 7, (result.stdout, result.stderr)
+    assert f"HTTP {status}" in result.stderr and "listing namespaces" in result.stderr
+    assert server.count("GET", "/v1/console/namespaces") == 1
+    assert BODY_MARKER.decode() not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("body", [b"<html>" + BODY_MARKER + b"</html>", b'{"data": 5, "x": "' + BODY_MARKER + b'"}'])
+def test_an_unparsable_answer_is_a_clear_error(scripted, tmp_path, fast_env, body):
+    server = scripted({**READY, NAMESPACES: [(200, body)]})
+    result = _phase_nacos(server, tmp_path, fast_env)
+    assert result.returncode == 7, (result.stdout, result.stderr)
+    assert "namespace" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert BODY_MARKER.decode() not in result.stdout + result.stderr
+
+
+def test_a_server_dripping_a_byte_a_second_does_not_outlast_the_wait(scripted, tmp_path, fast_env):
+    server = scripted({("GET", "/nacos/v1/console/health/readiness"): ["drip"]})
+    # the server never finishes its answer: without one deadline for the whole wait this run would
+    # never end (the subprocess timeout below would fail the test)
+    result = run_cli("phase", "nacos", volumes=tmp_path / "v", timeout=120,
+                     env=dict(fast_env, NACOS_SERVER_URL=server.url, NACOS_WAIT_TIMEOUT="3s"))
+    assert result.returncode == 4, (result.stdout, result.stderr)
+    assert "NACOS_WAIT_TIMEOUT" in result.stderr and "timed out" in result.stderr
+
+
+def test_no_nacos_api_at_the_url_is_final(scripted, tmp_path, fast_env):
+    server = scripted({})  # 404 for everything
+    result = _phase_nacos(server, tmp_path, fast_env)
+    assert result.returncode == 7, (result.stdout, result.stderr)
+    assert "no Nacos API there" in result.stderr and "NACOS_SERVER_URL" in result.stderr
+
+
+# --- the SDK in process: absent and empty, compare-and-swap, a clean end
+def _connect(node, tmp_path, **env):
+    from higress_init import nacos, settings
+    s = settings.load(env={"NACOS_SERVER_URL": node.url, "VOLUMES_ROOT": str(tmp_path / "v"), **env})
+    lines = []
+    return nacos.connect(s, lambda text, **fields: lines.append(text)), lines
+
+
+def test_absent_and_empty_configs_are_told_apart(node, tmp_path):
+    node.publish_config("present-but-empty", "g", "", "")
+    node.publish_config("with-content", "g", "", "x: 1\n")
+    conn, _ = _connect(node, tmp_path, NACOS_NS="")
+    try:
+        assert conn.get("never-written", "g") is None
+        assert conn.get("present-but-empty", "g") == ""
+        assert conn.get("with-content", "g") == "x: 1\n"
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def grpc_requests(monkeypatch):
+    """What the SDK sends over gRPC, recorded on its way to the real server (not answered here)."""
+    from v2.nacos.transport.grpc_connection import GrpcConnection
+    sent = []
+    real = GrpcConnection.request
+
+    async def recorded(self, request, timeout_millis):
+        sent.append(request)
+        return await real(self, request, timeout_millis)
+
+    monkeypatch.setattr(GrpcConnection, "request", recorded)
+    return sent
+
+
+def test_compare_and_swap_reads_again_and_sends_the_md5(node, tmp_path, grpc_requests):
+    """r-nacos ignores casMd5 (tests/README.md), so this proves what the client does: a fresh read
+    right before each write, the md5 of what was read sent as casMd5, and a stale md5 refused."""
+    from higress_init.nacos import NacosConflict, _md5
+    run_cli("phase", "nacos", volumes=tmp_path / "other", env={"NACOS_SERVER_URL": node.url}, check=True)
+    conn, lines = _connect(node, tmp_path)
+    try:
+        conn.compare_and_publish("cas-test", "g", "one\n", None)
+        conn.compare_and_publish("cas-test", "g", "two\n", _md5("one\n"))
+        kinds = [(type(r).__name__, getattr(r, "dataId", ""), getattr(r, "casMd5", None)) for r in grpc_requests]
+        writes = [k for k in kinds if k[1] == "cas-test"]
+        assert writes == [("ConfigQueryRequest", "cas-test", None), ("ConfigPublishRequest", "cas-test", ""),
+                          ("ConfigQueryRequest", "cas-test", None),
+                          ("ConfigPublishRequest", "cas-test", _md5("one\n"))]
+        assert all(r.tenant == NS for r in grpc_requests if getattr(r, "dataId", "") == "cas-test")
+        node.publish_config("cas-test", "g", NS, "changed by someone else\n")
+        with pytest.raises(NacosConflict, match="nothing was overwritten"):
+            conn.compare_and_publish("cas-test", "g", "three\n", _md5("two\n"))
+        assert node.get_config("cas-test", "g", NS) == "changed by someone else\n"
+        with pytest.raises(NacosConflict):  # creating what meanwhile exists
+            conn.compare_and_publish("cas-test", "g", "four\n", None)
+    finally:
+        conn.close()
+    assert lines[-1].startswith("nacos: ") and "gRPC calls" in lines[-1]
+
+
+def test_closing_ends_the_sdk_client_completely(node, tmp_path):
+    import glob
+    import tempfile
+    import threading
+    import psutil
+    threads_before = set(threading.enumerate())
+    dirs_before = set(glob.glob(tempfile.gettempdir() + "/higress-init-nacos-*"))
+    conn, _ = _connect(node, tmp_path)
+    assert conn.get("anything", "g") is None
+    grpc_port = int(node.url.split(":")[2].split("/")[0]) + 1000
+    me = psutil.Process()
+    assert any(c.raddr and c.raddr.port == grpc_port for c in me.net_connections())
+    conn.close()
+    assert not any(c.raddr and c.raddr.port == grpc_port and c.status == "ESTABLISHED" for c in me.net_connections())
+    assert [t for t in threading.enumerate() if t not in threads_before and not t.daemon] == []
+    assert set(glob.glob(tempfile.gettempdir() + "/higress-init-nacos-*")) == dirs_before
+    conn.close()  # twice is fine
+
+
+def test_a_file_store_run_never_imports_the_sdk(tmp_path, fast_env):
+    code = ("import sys; from higress_init import cli; rc = cli.main(['run', '--volumes', sys.argv[1]]); "
+            "loaded = [m for m in ('v2.nacos', 'grpc', 'nacos', 'aiohttp') if m in sys.modules]; "
+            "print(rc, loaded)")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NACOS_", "CONFIG_STORAGE"))}
+    result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "v")], env={**env, **fast_env},
+                            capture_output=True, text=True, timeout=120)
+    assert result.stdout.splitlines()[-1] == "0 []", (result.stdout, result.stderr)

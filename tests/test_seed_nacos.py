@@ -74,7 +74,7 @@ def test_every_object_seeded_field_by_field_and_a_rerun_changes_nothing(node, en
     # each type's index lists its objects in the create form (cluster-scoped: `/<name>`)
     assert _indexes(node, want) == {
         "configmaps": "higress-system/higress-config\nhigress-system/higress-console\n",
-        "mcpbridges": "higress-system/default\n", "secrets": "higress-system/higress-console\n",
+        "mcpbridges": "higress-system/default\n", "secrets": "higress-system/cacerts\nhigress-system/higress-console\n",
         "envoyfilters": "higress-system/higress-gateway-global-custom-response\n",
         "services": "higress-system/higress-gateway\n", "gatewayclasses": "/higress-gateway\n",
         "gateways": "higress-system/higress-gateway\n"}
@@ -106,7 +106,7 @@ def test_with_credentials_the_auth_secret_and_the_bridge_reference_it(tmp_path, 
         stored = node.get_config("secrets.nacos-auth-default", NS, NS)
         assert "s3cret-pw" not in stored and "czNjcmV0LXB3" not in stored  # neither plain nor merely base64'd
         assert node.get_config("secrets.__names__", "DEFAULT_GROUP", NS) == \
-            "higress-system/nacos-auth-default\nhigress-system/higress-console\n"
+            "higress-system/cacerts\nhigress-system/nacos-auth-default\nhigress-system/higress-console\n"
     finally:
         node.stop()
 
@@ -116,6 +116,8 @@ def _as_the_apiserver_rewrites(node, want):
     listing what a blur search for `<plural>.*` finds (on Nacos that includes the index itself)."""
     for plural in {k[0] for k in want}:
         lines = [f"{_group(p)}/{p}.{n}" for p, n in want if p == plural] + [f"DEFAULT_GROUP/{plural}.__names__"]
+        if plural == "secrets":   # the pilot CA every Nacos deployment shares (sharedca) is a Secret too
+            lines.append(f"{NS}/secrets.cacerts")
         node.publish_config(f"{plural}.__names__", "DEFAULT_GROUP", NS, "\n".join(lines) + "\n")
 
 

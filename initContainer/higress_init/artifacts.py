@@ -56,11 +56,12 @@ class CertSpec:
     validity: str = "cert_validity"                   # Settings attribute
     key_algorithm: str = "leaf_key_algorithm"         # Settings attribute
     chain: bool = False                               # cert_file holds the cert, then its issuer
+    name_setting: str | None = None                   # Settings attribute giving the common name (per host)
 
     def request(self, s: Settings) -> pki.CertificateRequest:
         dns, ips, uris = self.sans(s) if self.sans else ((), (), ())
         return pki.CertificateRequest(
-            common_name=self.common_name, organizations=self.organizations, is_ca=self.ca,
+            common_name=getattr(s, self.name_setting) if self.name_setting else self.common_name, organizations=self.organizations, is_ca=self.ca,
             path_length=self.path_length, server_auth=self.server_auth, client_auth=self.client_auth,
             dns_names=dns, ip_addresses=ips, uris=uris, validity=getattr(s, self.validity))
 
@@ -91,7 +92,7 @@ CERTIFICATES: tuple[CertSpec, ...] = (
              "Higress Intermediate CA", organizations=("Higress",), ca=True, path_length=0,
              validity="intermediate_validity", key_algorithm="ca_key_algorithm"),
     CertSpec("gateway", "pilot-pki", layout.GATEWAY_CERT_CHAIN, layout.GATEWAY_KEY, "pilot-ca",
-             None, server_auth=True, client_auth=True, sans=_gateway_sans, chain=True),
+             None, server_auth=True, client_auth=True, sans=_gateway_sans, chain=True, name_setting="pod_name"),
 )
 SPECS = {spec.name: spec for spec in CERTIFICATES}
 
@@ -207,6 +208,10 @@ def _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issue
         raise StateError(f"{spec.key_file} does not match {spec.cert_file}: restore the matching pair")
     replaced_issuer = issuer is not None and issuer.action == "rotate"
     if forced or replaced_issuer:
+        if issuer is not None and issuer.action == "external":
+            # e.g. a host that adopted the CA another host published (its root key stays there)
+            raise StateError(f"{spec.cert_file} can't be re-issued here: its issuer {issuer.spec.cert_file} has no "
+                             f"key on this host ({issuer.spec.key_file}); rotate on the host that holds it")
         if key is None:
             raise StateError(f"{spec.cert_file} is externally managed (no {spec.key_file}): rotate it where it "
                              "is managed, then put the new files in place")
@@ -452,3 +457,22 @@ def finish_rotation(writer) -> list[str]:
             writer.remove(CROSS_ROOT.format(spec.name))
             finished.append(spec.name)
     return finished
+
+
+# What each rotation replaces; everything issued under a replaced CA follows it.
+ROTATIONS = {
+    "leaf": {"apiserver", "apiserver-admin", "apiserver-controller", "apiserver-pilot", "apiserver-console",
+             "gateway", "tokens"},
+    "intermediate": {"pilot-ca"},
+    "root": {"apiserver-ca", "pilot-root-ca", "token-key"},
+}
+
+
+def certificates(phase: str, ctx, counts) -> None:
+    """The certificates of one phase (apiserver-pki, pilot-pki): decided, issued, staged."""
+    ctx.keys  # start generating every key the run needs, in parallel, before signing
+    apply(phase, ctx.settings, ctx.writer, ctx.decisions, ctx.keys, ctx.now, counts)
+    for d in ctx.decisions.values():
+        if d.spec.phase == phase and d.cert is not None:
+            lead = timedelta(0) if d.spec.ca else ctx.settings.renew_before
+            ctx.renew_by.append(d.cert.not_valid_after_utc - lead)

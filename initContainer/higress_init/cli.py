@@ -166,6 +166,13 @@ def _writer(settings, owners: bool = True, plan: bool = False) -> VolumeWriter:
                                                   settings.volumes_gid if owners else None, private_files=private)
 
 
+def _rotated(rotation: str | None) -> set[str]:
+    if rotation in (None, "finish"):
+        return set()
+    from .artifacts import ROTATIONS  # cryptography: only when something is rotated
+    return set(ROTATIONS[rotation])
+
+
 def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
              written: list | None = None, push_mesh=False, plan=False) -> int:
     """Run `names` under the lock; `written` collects the volume paths the commit changed.
@@ -173,7 +180,7 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
     started = time.perf_counter()
     writer = _writer(settings, plan=plan)
     ctx = Context(settings, writer, utcnow(), plan=plan, reseed=reseed, push_mesh=push_mesh, log=reporter.message,
-                  phases=tuple(names), rotate=set(phases.ROTATIONS.get(rotation, ())),
+                  phases=tuple(names), rotate=_rotated(rotation),
                   finish_rotation=rotation == "finish")
     totals = Counts()
 
@@ -194,6 +201,8 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
         with lock:
             _run_locked(ctx, reporter, names, report, rotation)
     finally:
+        if ctx.nacos is not None:
+            ctx.nacos.close()  # ends the Nacos SDK's client at once, and says how many calls the run made
         ctx.close()
         writer.close()
     seconds = time.perf_counter() - started

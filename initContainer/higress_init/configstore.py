@@ -80,7 +80,10 @@ def seed(ctx, store, counts) -> None:
             text = render_text(obj, s, ctx.now, _adopt(ctx))
             new = store.encode(obj, text)
             faults.pause("seed:before-write")
-            store.create(obj, new)
+            if not store.create(obj, new):   # another host created it meanwhile: theirs is kept
+                counts.add("kept", obj.label)
+                ctx.stored[obj.label] = store.read(obj)
+                continue
             counts.add("created", obj.label)
         elif ctx.reseed and not obj.random:
             text = render_text(obj, s, ctx.now)
@@ -117,7 +120,7 @@ def _record(ctx, rel: str, entries: dict) -> None:
     except ValueError:
         state = {}
     state.update(entries)
-    ctx.writer.stage(rel, json.dumps(state, indent=1, sort_keys=True).encode())
+    ctx.writer.stage(rel, json.dumps(state, indent=1, sort_keys=True).encode(), private=True)  # bookkeeping: root's
 
 
 def _stored_config(ctx, store) -> tuple[str | None, dict | None]:

@@ -81,8 +81,16 @@ def mesh_networks_text() -> str:
     return dump({"networks": {}})
 
 
+POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"  # Kubernetes' label naming one pod (selectable per host)
+
+
 def pod_labels(s: Settings) -> str:
-    return f'app="higress-gateway"\nhigress="{s.namespace}-higress-gateway"\n'
+    """gateway/podinfo/labels: the gateway's pod labels, and its pod name when one of several hosts."""
+    from .settings import SETTINGS_BY_ENV
+    labels = f'app="higress-gateway"\nhigress="{s.namespace}-higress-gateway"\n'
+    if s.pod_name != SETTINGS_BY_ENV["POD_NAME"].default:  # one of several gateway hosts
+        labels += f'{POD_NAME_LABEL}="{s.pod_name}"\n'
+    return labels
 
 
 def higress_settings_text() -> str:

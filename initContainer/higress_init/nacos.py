@@ -1,30 +1,35 @@
 """Nacos: wait for it, log in, create the namespace, and seed the base config the way the
 Higress apiserver reads it (one config per object, a names index per resource type).
 
-Config reads go through nacos-sdk-python's v1 HTTP client (failover across the listed servers).
-Readiness, login, namespaces and config writes, which must be compare-and-swap (casMd5) and
-which that client cannot send, are plain HTTP calls, the content in the form body.
+Every config read and write goes through nacos-sdk-python's v2 config service: gRPC on the HTTP
+port + 1000, as the apiserver's own Go SDK, with compare-and-swap (casMd5) and failover across the
+listed servers. What that SDK has no API for (the readiness probe, namespaces, server state, the
+config search) and the login (the SDK's sends the password in the URL and cannot tell a wrong
+password from a dead server) go through `HttpClient`, one small plain-HTTP client that maps every
+status explicitly. Neither ever puts a response body or a credential into a message.
 """
 from __future__ import annotations
 
+import atexit
 import hashlib
+import http.client
 import json
-import logging
+import socket
 import tempfile
 import time
-import urllib.error
-import urllib.parse
-import urllib.request
 from dataclasses import dataclass, field
+from urllib.parse import urlencode, urlsplit
 
-from tenacity import (RetryError, Retrying, retry_if_exception, stop_after_attempt, stop_after_delay,
-                      wait_exponential_jitter)
+from tenacity import AsyncRetrying, Retrying, retry_if_exception_type, wait_exponential_jitter
 
 from .errors import StateError
 
 DEFAULT_GROUP = "DEFAULT_GROUP"
 SECRETS_INDEX = "secrets.__names__"
-REQUEST_TIMEOUT = 5.0
+REQUEST_TIMEOUT = 5.0       # one HTTP request or gRPC call
+REQUEST_BUDGET = 30.0       # one operation with its retries (long enough for a cluster to elect a leader)
+MAX_BODY = 16 * 1024 * 1024  # the largest HTTP answer read (a page of config search results)
+SEARCH_PAGE_SIZE = 50
 
 
 class NacosError(Exception):
@@ -43,130 +48,405 @@ class NacosConflict(NacosError):
     exit_code = 6
 
 
-class HttpStatusError(NacosError):
-    def __init__(self, url: str, status: int, body: str):
-        super().__init__(f"{url}: HTTP {status} {body[:200].strip()}")
-        self.status, self.body = status, body
+class _Transient(Exception):
+    """Worth another try: a refused or reset connection, a timeout, HTTP 409 or 5xx, a gRPC failure."""
 
 
-def _is_transient(err: BaseException) -> bool:
-    if isinstance(err, HttpStatusError):
-        return err.status >= 500
-    from nacos.exception import NacosRequestException
-    return isinstance(err, (OSError, NacosRequestException))  # resets, refusals, timeouts, all nodes down
+def _retrying(deadline: float, cls=Retrying, **kwargs):
+    """Retry transient failures with jittered exponential backoff, never past `deadline`."""
+    backoff = wait_exponential_jitter(initial=0.2, max=4.0)
+    return cls(retry=retry_if_exception_type(_Transient), reraise=True,
+               stop=lambda state: time.monotonic() >= deadline,
+               wait=lambda state: max(0.0, min(backoff(state), deadline - time.monotonic())), **kwargs)
 
 
-def with_retries(call, attempts: int = 10, within: float = 30.0):
-    """Transient server errors are retried with bounded backoff (long enough for a cluster to
-    elect a new leader); 4xx are final."""
-    try:
-        for attempt in Retrying(retry=retry_if_exception(_is_transient),
-                                stop=stop_after_attempt(attempts) | stop_after_delay(within),
-                                wait=wait_exponential_jitter(initial=0.2, max=4.0), reraise=True):
-            with attempt:
-                return call()
-    except NacosError:
-        raise
-    except Exception as err:
-        if _is_transient(err):
-            raise NacosError(f"Nacos request failed after {attempts} attempts: {err}") from None
-        raise NacosError(f"Nacos request failed: {err}") from None
+# --- plain HTTP: readiness, login, namespaces, server state, config search
+class _DeadlineSocket(socket.socket):
+    """A socket whose every send and receive is bounded by one deadline for the whole request: a
+    server that answers a byte a second cannot stretch a call (or a wait) past it."""
+    deadline = 0.0
+
+    def _arm(self) -> None:
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        self.settimeout(min(left, REQUEST_TIMEOUT))
+
+    def recv_into(self, *args, **kwargs):
+        self._arm()
+        return super().recv_into(*args, **kwargs)
+
+    def recv(self, *args, **kwargs):
+        self._arm()
+        return super().recv(*args, **kwargs)
+
+    def sendall(self, *args, **kwargs):
+        self._arm()
+        return super().sendall(*args, **kwargs)
+
+
+class _DeadlineConnection(http.client.HTTPConnection):
+    def __init__(self, host: str, port: int, deadline: float):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError("timed out")
+        super().__init__(host, port, timeout=min(left, REQUEST_TIMEOUT))
+        self.deadline = deadline
+
+    def connect(self) -> None:
+        super().connect()
+        plain = self.sock
+        self.sock = _DeadlineSocket(plain.family, plain.type, plain.proto, fileno=plain.detach())
+        self.sock.deadline = self.deadline
 
 
 @dataclass
-class Connection:
-    """The servers, the one that answered, its API generation and the access token."""
-    servers: tuple[str, ...]                 # scheme://host:port/nacos
-    namespace: str = ""                      # the Nacos namespace (tenant) configs live in
-    active: str = ""
-    generation: str = ""                     # "2.x" or "3.x"
+class HttpClient:
+    """Plain HTTP to the listed servers (NACOS_SERVER_URL is http only: the apiserver refuses https,
+    so no call of either client uses TLS). Each answer is mapped here: 200 the body; 404 absent
+    (None); 409, 5xx and connection errors or timeouts retried, the next server first; 401/403 an
+    auth error at once (exit 5); any other status final (exit 7)."""
+    servers: tuple[str, ...]                 # http://host:port/nacos
+    active: str = ""                         # the server that answered last
     token: str | None = None
     calls: int = 0
-    _sdk: object | None = field(default=None, repr=False)
-    _cache_dir: object | None = field(default=None, repr=False)
 
     def ordered(self) -> list[str]:
         return [self.active] + [s for s in self.servers if s != self.active] if self.active else list(self.servers)
 
-    def http(self, method: str, path: str, params: dict | None = None, form: dict | None = None,
-             server: str | None = None, timeout: float = REQUEST_TIMEOUT) -> tuple[int, str]:
-        """One plain HTTP call, failing over across servers on connection errors and 5xx."""
-        params = dict(params or {})
+    def send(self, server: str, method: str, path: str, deadline: float, params: dict | None = None,
+             form: dict | None = None) -> tuple[int, bytes]:
+        """One request to one server: (status, body). Raises _Transient when no answer came."""
+        parts = urlsplit(server)
+        query = urlencode(params or {})
+        body = urlencode(form).encode() if form is not None else None
+        headers = {"Content-Type": "application/x-www-form-urlencoded"} if body is not None else {}
         if self.token:
-            params["accessToken"] = self.token
-        last = None
-        for base in ([server] if server else self.ordered()):
-            url = base + path + ("?" + urllib.parse.urlencode(params) if params else "")
-            data = urllib.parse.urlencode(form).encode() if form is not None else None
-            request = urllib.request.Request(url, data=data, method=method)
-            self.calls += 1
+            headers["accessToken"] = self.token  # a header, not a query parameter: kept out of access logs
+        where = f"{server}{path}"
+        self.calls += 1
+        conn = None
+        try:
+            conn = _DeadlineConnection(parts.hostname, parts.port, deadline)
+            conn.request(method, parts.path + path + (f"?{query}" if query else ""), body=body, headers=headers)
+            response = conn.getresponse()
+            data = response.read(MAX_BODY + 1)
+        except OSError as err:
+            raise _Transient(f"{where}: {err.strerror or err or type(err).__name__}") from None
+        except http.client.HTTPException as err:  # not HTTP at all; its text may quote the answer: not shown
+            raise _Transient(f"{where}: not an HTTP answer ({type(err).__name__})") from None
+        finally:
+            if conn is not None:
+                conn.close()
+        if len(data) > MAX_BODY:
+            raise NacosError(f"{where}: the answer is larger than {MAX_BODY // 2**20} MiB")
+        return response.status, data
+
+    def request(self, method: str, path: str, what: str, params: dict | None = None, form: dict | None = None,
+                within: float = REQUEST_BUDGET) -> bytes | None:
+        """`what` names the operation in messages. Returns the body of a 200, None for a 404."""
+        deadline = time.monotonic() + within
+        last = ["no answer"]
+
+        def attempt():
+            for server in self.ordered():
+                try:
+                    status, body = self.send(server, method, path, deadline, params, form)
+                except _Transient as err:
+                    last[0] = str(err)
+                    continue
+                if status == 200:
+                    self.active = server
+                    return body
+                if status == 404:
+                    return None
+                if status in (401, 403):
+                    raise NacosAuthError(f"Nacos denied {what} (HTTP {status} from {server}{path}): check "
+                                         "NACOS_USERNAME/NACOS_PASSWORD and that user's permissions")
+                if status == 409 or status >= 500:
+                    last[0] = f"{server}{path}: HTTP {status}"
+                    continue
+                raise NacosError(f"Nacos refused {what}: HTTP {status} from {server}{path}")
+            raise _Transient(last[0])
+
+        try:
+            for retry in _retrying(deadline):
+                with retry:
+                    return attempt()
+        except _Transient:
+            raise NacosError(f"Nacos request failed: {what} did not succeed within {within:g}s; "
+                             f"last error: {last[0]}") from None
+
+    def json(self, method: str, path: str, what: str, **kwargs):
+        body = self.request(method, path, what, **kwargs)
+        return None if body is None else _parse(body, what)
+
+
+def _parse(body: bytes, what: str):
+    try:
+        return json.loads(body)
+    except ValueError:  # the body itself is not shown: it may hold anything
+        raise NacosError(f"Nacos answered {what} with a body that is not JSON") from None
+
+
+# --- the SDK: every config read and write
+class _IssuedToken:
+    """Stands in for the SDK's own login (see the module docstring): hands it our token."""
+
+    def __init__(self, token: str):
+        self.token = token
+
+    async def get_access_token(self, force_refresh: bool = False) -> str:
+        return self.token
+
+
+# gRPC result codes (Nacos's ResponseCode / the SDK's NacosException codes)
+_NOT_FOUND = 300                    # ConfigQueryResponse.CONFIG_NOT_FOUND
+_AUTH = (401, 403)
+_RETRIED = (400, 409, 500, 502, 503, -401, -500, -503)  # 400 on a query: "being modified concurrently"
+
+
+class ConfigService:
+    """nacos-sdk-python's v2 NacosConfigService on a private event loop, with plain calls.
+
+    The SDK is async; its background tasks (reconnection after a failed call included) run while
+    one of our calls runs, which is also when our backoff sleeps. Imported here, on first use: the
+    SDK and its dependencies take about 0.4 s to import, which a run without Nacos never pays."""
+
+    def __init__(self, servers: tuple[str, ...], namespace: str, token: str | None):
+        import asyncio
+        import logging
+        self.namespace, self.token, self.calls, self.connections = namespace, token, 0, 0
+        self.addresses = ",".join(urlsplit(s).netloc for s in servers)  # host:port; gRPC is port + 1000
+        # its log and cache directories (it creates both) live only as long as this object
+        self.tmp = tempfile.TemporaryDirectory(prefix="higress-init-nacos-")
+        self.loop = asyncio.new_event_loop()
+        self.service = None
+        # the SDK logs requests (contents, tokens) and, on reconnects, to the root logger: keep all
+        # of it out of our output while it is open
+        self.quiet = logging.NullHandler()
+        logging.getLogger().addHandler(self.quiet)
+        atexit.register(self.close)
+
+    def _run(self, coro, what: str, retried=_RETRIED):
+        """Run one SDK operation with retries until REQUEST_BUDGET is spent."""
+        return self.loop.run_until_complete(self._retried(coro, what, retried))
+
+    async def _retried(self, make, what: str, retried):
+        import asyncio
+        from v2.nacos import NacosException
+        deadline = time.monotonic() + REQUEST_BUDGET
+        last = ["no answer"]
+        try:
+            async for attempt in _retrying(deadline, AsyncRetrying, sleep=asyncio.sleep):
+                with attempt:
+                    try:
+                        if self.service is None:
+                            await self._open()
+                        self.calls += 1
+                        return await asyncio.wait_for(make(), REQUEST_TIMEOUT * 2)
+                    except NacosException as err:
+                        code = err.error_code
+                        if code in _AUTH:
+                            raise NacosAuthError(f"Nacos denied {what} (code {code}): check "
+                                                 "NACOS_USERNAME/NACOS_PASSWORD and that user's permissions") from None
+                        if code in retried:
+                            last[0] = f"code {code}"
+                            raise _Transient() from None
+                        raise NacosError(f"Nacos refused {what}: code {code}") from None
+                    except asyncio.TimeoutError:
+                        last[0] = "timed out"
+                        raise _Transient() from None
+        except _Transient:
+            raise NacosError(f"Nacos request failed: {what} did not succeed within {REQUEST_BUDGET:g}s "
+                             f"(gRPC to {self.addresses}); last error: {last[0]}") from None
+
+    async def _open(self) -> None:
+        from v2.nacos import ClientConfig, NacosConfigService
+        import logging
+        config = ClientConfig(server_addresses=self.addresses, namespace_id=self.namespace,
+                              log_dir=self.tmp.name + "/log", log_level=logging.CRITICAL)
+        config.set_cache_dir(self.tmp.name + "/cache")
+        config.disable_use_config_cache = True    # never answer from a local copy
+        config.grpc_config.grpc_timeout = int(REQUEST_TIMEOUT * 1000)
+        service = NacosConfigService(config)
+        for handler in list(service.logger.handlers):  # the log file it opened: closed, not written
+            service.logger.removeHandler(handler)
+            handler.close()
+        if self.token:
+            # our login's token rather than a second login with the password in a URL
+            service.grpc_client_proxy.nacos_server_connector.auth_client = _IssuedToken(self.token)
+            config.username, config.password = "higress-init", "token"
+        try:
+            self.connections += 1
+            await service.grpc_client_proxy.start()
+        except BaseException:
+            await self._shutdown(service)
+            raise
+        self.service = service
+
+    def get(self, data_id: str, group: str) -> str | None:
+        """The config's content; None when absent ("" is a config that exists and is empty).
+
+        The query is the SDK's own, sent without its get_config wrapper, which answers an absent
+        config as "" and a config being modified as its local cache."""
+        async def query():
+            from v2.nacos import NacosException
+            from v2.nacos.config.model.config_request import ConfigQueryRequest
+            from v2.nacos.config.model.config_response import ConfigQueryResponse
+            proxy = self.service.grpc_client_proxy
+            request = ConfigQueryRequest(group=group, dataId=data_id, tenant=self.namespace)
+            request.put_header("notify", "false")
             try:
-                with urllib.request.urlopen(request, timeout=timeout) as resp:
-                    return resp.status, resp.read().decode("utf-8", "replace")
-            except urllib.error.HTTPError as err:
-                body = err.read().decode("utf-8", "replace")
-                if err.code < 500:
-                    return err.code, body
-                last = HttpStatusError(base + path, err.code, body)
-            except (urllib.error.URLError, OSError) as err:
-                reason = getattr(err, "reason", err)
-                last = OSError(f"{base}: {reason}")
-        raise last
+                response = await proxy.request_config_server(await proxy.fetch_rpc_client(), request,
+                                                             ConfigQueryResponse)
+            except NacosException as err:
+                if err.error_code == _NOT_FOUND:
+                    return None
+                raise
+            return response.content or ""
+        return self._run(query, f"reading {group}/{data_id}")
 
-    def sdk(self):
-        """nacos-sdk-python's v1 client, pointed at the same servers (active first)."""
-        if self._sdk is None:
-            import nacos
-            log = logging.getLogger("nacos")
-            if not log.handlers:
-                # the SDK logs access tokens at INFO into a file: keep it quiet and in memory
-                log.addHandler(logging.NullHandler())
-                log.propagate = False
-                log.setLevel(logging.CRITICAL)
-            addresses = ",".join(s.removesuffix("/nacos") for s in self.ordered())
-            client = nacos.NacosClient(addresses, namespace=self.namespace,
-                                       logDir=tempfile.gettempdir())
-            # its local failover/snapshot caches must never answer for the server: an empty,
-            # temporary directory (removed with this object) keeps them out of the way
-            self._cache_dir = tempfile.TemporaryDirectory(prefix="higress-init-nacos-")
-            client.set_options(no_snapshot=True, default_timeout=REQUEST_TIMEOUT,
-                               failover_base=self._cache_dir.name + "/failover",
-                               snapshot_base=self._cache_dir.name + "/snapshot")
-            if self.token:
-                # reuse our login rather than have the SDK log in again with the password in a URL
-                client.username, client.password = "-", "-"
-                client.token, client.token_expire_time = self.token, float("inf")
-            inner = client._do_sync_req
+    def publish(self, data_id: str, group: str, content: str, cas_md5: str | None) -> bool:
+        """Publish; with cas_md5 the server applies it only if the config's md5 still is that."""
+        from v2.nacos import ConfigParam
+        param = ConfigParam(data_id=data_id, group=group, content=content, cas_md5=cas_md5 or "")
+        # not retried here: the caller re-reads to learn what a failed or lost write did
+        return self._run(lambda: self.service.publish_config(param.model_copy()), f"publishing {group}/{data_id}",
+                         retried=())
 
-            def counted(*args, **kwargs):
-                self.calls += 1
-                return inner(*args, **kwargs)
-            client._do_sync_req = counted
-            self._sdk = client
-        return self._sdk
+    def pause(self, seconds: float) -> None:
+        """Sleep, letting the SDK's background work (reconnecting) go on meanwhile."""
+        import asyncio
+        self.loop.run_until_complete(asyncio.sleep(seconds))
+
+    async def _shutdown(self, service) -> None:
+        import asyncio
+        # Why shutdown() took 5 s: it sets a stop flag and then awaits the config-listen task, which
+        # sits in a 5-second wait on its queue before it looks at that flag again. An item in the
+        # queue wakes it at once, it sees the flag and ends; then every gRPC client closes its channel.
+        service.grpc_client_proxy.execute_config_listen_channel.put_nowait(None)
+        await service.shutdown()
+        # what the SDK starts and does not stop: each connection's stream watcher, our own timeouts
+        rest = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in rest:
+            task.cancel()
+        await asyncio.gather(*rest, return_exceptions=True)
+
+    def close(self) -> None:
+        if self.loop.is_closed():
+            return
+        import logging
+        try:
+            if self.service is not None:
+                self.loop.run_until_complete(self._shutdown(self.service))
+            self.loop.run_until_complete(self.loop.shutdown_asyncgens())
+        finally:
+            self.loop.close()
+            self.service = None
+            logging.getLogger().removeHandler(self.quiet)
+            self.tmp.cleanup()
+            atexit.unregister(self.close)
+
+
+@dataclass
+class Connection:
+    """One run's way to Nacos: the HTTP client (found the server, logged in) and, opened on first
+    use, the SDK's config service."""
+    servers: tuple[str, ...]                 # http://host:port/nacos
+    namespace: str = ""                      # the Nacos namespace (tenant) configs live in
+    generation: str = ""                     # "2.x" or "3.x"
+    log: object = None
+    http: HttpClient = None
+    _configs: ConfigService | None = field(default=None, repr=False)
+
+    def __post_init__(self):
+        if self.http is None:
+            self.http = HttpClient(self.servers)
+
+    @property
+    def active(self) -> str:
+        return self.http.active
+
+    @property
+    def calls(self) -> int:
+        """Requests made so far, HTTP and gRPC."""
+        return self.http.calls + (self._configs.calls if self._configs else 0)
+
+    @property
+    def configs(self) -> ConfigService:
+        if self._configs is None:
+            self._configs = ConfigService(self.servers, self.namespace, self.http.token)
+        return self._configs
 
     # --- configs
     def get(self, data_id: str, group: str) -> str | None:
-        return with_retries(lambda: self.sdk().get_config(data_id, group, no_snapshot=True))
+        return self.configs.get(data_id, group)
 
     def compare_and_publish(self, data_id: str, group: str, content: str, expected: str | None) -> None:
         """Publish only if the config still is what was read (md5 `expected`, None: absent).
 
-        The md5 goes to the server as casMd5 (Nacos 2.x/3.x reject the write atomically if it
-        changed); the fresh read before the write also catches servers that ignore casMd5."""
-        current = self.get(data_id, group)
-        if _md5(current) != expected:
-            raise NacosConflict(f"{group}/{data_id} in namespace {self.namespace} changed while the "
-                                "initializer was writing it: nothing was overwritten; rerun to try again")
-        form = {"dataId": data_id, "group": group, "content": content, "tenant": self.namespace}
-        if expected is not None:
-            form["casMd5"] = expected
-        status, body = with_retries(lambda: self.http("POST", "/v1/cs/configs", form=form))
-        if status == 409 or (status == 200 and body.strip() == "false" and expected is not None):
-            raise NacosConflict(f"{group}/{data_id}: the server refused the compare-and-swap write "
-                                "(changed concurrently): nothing was overwritten; rerun to try again")
-        if status != 200 or body.strip() != "true":
-            raise NacosError(f"publishing {group}/{data_id} failed: HTTP {status} {body[:200]}")
+        Read again just before the write; the md5 also goes to the server as casMd5, so Nacos
+        2.x/3.x refuse the write atomically if it changed since. A write that failed or was
+        refused is judged by reading once more: ours landed, someone else's did (a lost race,
+        nothing overwritten), or neither (an error)."""
+        if _md5(self.get(data_id, group)) != expected:
+            raise self._conflict(data_id, group)
+        deadline = time.monotonic() + REQUEST_BUDGET
+        for attempt in range(1, 1000):
+            try:
+                accepted = self.configs.publish(data_id, group, content, expected)
+                failure = NacosError(f"Nacos did not accept {group}/{data_id}")
+            except NacosAuthError:
+                raise
+            except NacosError as err:
+                accepted, failure = False, err
+            if accepted:
+                return
+            now = self.get(data_id, group)
+            if now == content:
+                return  # ours landed (the answer was lost)
+            if _md5(now) != expected:
+                raise self._conflict(data_id, group)
+            if time.monotonic() >= deadline:
+                raise failure
+            self.configs.pause(min(0.2 * 2 ** attempt, 4.0))
+
+    def _conflict(self, data_id: str, group: str) -> NacosConflict:
+        return NacosConflict(f"{group}/{data_id} in namespace {self.namespace} changed while the initializer was "
+                             "writing it: nothing was overwritten; rerun to try again")
+
+    def data_ids(self, group: str | None, prefix: str) -> list[str]:
+        """The data ids in the namespace (in `group`, or any group) that start with `prefix`.
+
+        The SDK cannot search, so this is the HTTP config search. Nacos's blur search wants the
+        wildcard (`secrets.*`); r-nacos matches `*` literally and wants the bare prefix: both are
+        asked, and the answers filtered by the prefix here."""
+        found = set()
+        for pattern in (prefix + "*", prefix):
+            for page in range(1, 10_000):
+                params = {"search": "blur", "dataId": pattern, "group": group or "", "tenant": self.namespace,
+                          "pageNo": page, "pageSize": SEARCH_PAGE_SIZE}
+                answer = self.http.json("GET", "/v1/cs/configs", f"searching configs {pattern!r}", params=params)
+                try:
+                    items = [] if answer is None else answer.get("pageItems") or []
+                    found.update(i["dataId"] for i in items if i["dataId"].startswith(prefix))
+                    pages = int(answer.get("pagesAvailable") or 0) if answer is not None else 0
+                except (AttributeError, KeyError, TypeError, ValueError):
+                    raise NacosError(f"Nacos answered the config search {pattern!r} with unexpected JSON") from None
+                if page >= pages or not items:
+                    break
+        return sorted(found)
+
+    def close(self) -> None:
+        """End the SDK's client (at once) and say how many requests this run made."""
+        if self._configs is not None:
+            self._configs.close()
+        if self.log:
+            grpc = self._configs.calls if self._configs else 0
+            self.log(f"nacos: {self.http.calls} HTTP calls, {grpc} gRPC calls", http_calls=self.http.calls,
+                     grpc_calls=grpc)
+        self.log = None
 
 
 def _md5(content: str | None) -> str | None:
@@ -174,82 +454,112 @@ def _md5(content: str | None) -> str | None:
 
 
 def wait_ready(conn: Connection, timeout: float, log) -> None:
-    """Wait for any listed server to be ready; exponential backoff with jitter, one line an attempt."""
+    """Wait for any listed server to be ready, within one deadline for the whole wait; exponential
+    backoff with jitter, one line an attempt."""
     started = time.monotonic()
-    last_error = ["no attempt made"]
+    deadline = started + timeout
+    last = ["no attempt made"]
+    http_ = conn.http
+
+    def probe(server: str) -> str | None:
+        """The API generation if `server` is up, else None (last[0] says why)."""
+        status, _ = http_.send(server, "GET", "/v1/console/health/readiness", deadline)
+        if status in (200, 401, 403):  # 2.x; r-nacos with auth guards even this probe: it is up
+            return "2.x"
+        if status in (404, 410):       # 3.x moved it
+            status, _ = http_.send(server, "GET", "/v3/admin/core/state", deadline)
+            if status in (200, 401, 403):
+                return "3.x"
+            if status == 404:
+                raise NacosError(f"{server}: no Nacos API there (HTTP 404 on the 2.x and the 3.x readiness "
+                                 "endpoints); check NACOS_SERVER_URL")
+        if status == 409 or status >= 500:
+            last[0] = f"{server}: HTTP {status}"
+            return None
+        raise NacosError(f"{server}: the readiness probe answered HTTP {status}; check NACOS_SERVER_URL")
 
     def attempt():
+        final = []
         for server in conn.servers:
             try:
-                status, body = conn.http("GET", "/v1/console/health/readiness", server=server, timeout=3)
-                if status == 200 or (status in (401, 403) and "readiness" in body):
-                    # 2.x answers even with auth on; a 401/403 naming the path is a server that is up
-                    conn.active, conn.generation = server, "2.x"
-                    return
-                if status == 410 or (status == 404 and "No endpoint" in body):
-                    status, body = conn.http("GET", "/v3/admin/core/state", server=server, timeout=3)
-                    if status == 200:
-                        conn.active, conn.generation = server, "3.x"
-                        return
-                last_error[0] = f"{server}: HTTP {status}"
-            except (OSError, NacosError) as err:
-                last_error[0] = str(err)
-        raise NacosUnreachable(last_error[0])
+                generation = probe(server)
+            except _Transient as err:
+                last[0] = str(err)
+                continue
+            except NacosError as err:  # not a Nacos, or a status that will not change: try the others
+                final.append(err)
+                last[0] = str(err)
+                continue
+            if generation:
+                http_.active, conn.generation = server, generation
+                return
+        if len(final) == len(conn.servers):
+            raise final[0]
+        raise _Transient(last[0])
 
     def before_sleep(state):
-        log(f"nacos: not ready (attempt {state.attempt_number}, {time.monotonic() - started:.1f}s): "
-            f"{last_error[0]}")
+        log(f"nacos: not ready (attempt {state.attempt_number}, {time.monotonic() - started:.1f}s): {last[0]}")
 
     try:
-        for retry in Retrying(stop=stop_after_delay(timeout), wait=wait_exponential_jitter(initial=0.5, max=5.0),
-                              retry=retry_if_exception(lambda e: isinstance(e, NacosUnreachable)),
-                              before_sleep=before_sleep):
+        for retry in _retrying(deadline, before_sleep=before_sleep):
             with retry:
                 attempt()
-    except RetryError:
+    except _Transient:
         raise NacosUnreachable(f"Nacos at {', '.join(conn.servers)} was not ready within {timeout:g}s "
-                               f"(NACOS_WAIT_TIMEOUT); last error: {last_error[0]}") from None
+                               f"(NACOS_WAIT_TIMEOUT); last error: {last[0]}") from None
 
 
 def login(conn: Connection, username: str, password: str) -> None:
-    status, body = with_retries(lambda: conn.http("POST", "/v1/auth/login",
-                                                  form={"username": username, "password": password}))
-    if status in (401, 403) or (status == 200 and "accessToken" not in body):
-        raise NacosAuthError(f"Nacos rejected the login of user {username!r} (NACOS_USERNAME/NACOS_PASSWORD): "
-                             f"HTTP {status}")
-    if status != 200:
-        raise NacosError(f"Nacos login failed: HTTP {status} {body[:200]}")
-    conn.token = json.loads(body)["accessToken"]
+    try:
+        answer = conn.http.json("POST", "/v1/auth/login", "the login", form={"username": username, "password": password})
+    except NacosAuthError:
+        raise NacosAuthError(f"Nacos rejected the login of user {username!r} (NACOS_USERNAME/NACOS_PASSWORD)") from None
+    if answer is None:
+        raise NacosError("Nacos has no login endpoint (HTTP 404 on /v1/auth/login) though NACOS_USERNAME is set")
+    token = answer.get("accessToken") if isinstance(answer, dict) else None
+    if not isinstance(token, str) or not token:
+        # r-nacos answers a wrong password with 200 and no token
+        raise NacosAuthError(f"Nacos rejected the login of user {username!r} (NACOS_USERNAME/NACOS_PASSWORD)")
+    conn.http.token = token
 
 
 def namespace_exists(conn: Connection, namespace: str) -> bool:
-    if conn.generation == "3.x":
-        status, body = with_retries(lambda: conn.http("GET", "/v3/admin/core/namespace/list"))
-    else:
-        status, body = with_retries(lambda: conn.http("GET", "/v1/console/namespaces"))
-    _check(status, body, "listing namespaces")
-    return any(item.get("namespace") == namespace for item in json.loads(body).get("data") or [])
+    path = "/v3/admin/core/namespace/list" if conn.generation == "3.x" else "/v1/console/namespaces"
+    answer = conn.http.json("GET", path, "listing namespaces")
+    try:
+        return any(item["namespace"] == namespace for item in answer["data"] or [])
+    except (KeyError, TypeError):
+        raise NacosError("Nacos answered the namespace list with unexpected JSON") from None
 
 
 def create_namespace(conn: Connection, namespace: str) -> None:
     if conn.generation == "3.x":
         form = {"namespaceId": namespace, "namespaceName": namespace, "namespaceDesc": "Higress"}
-        status, body = with_retries(lambda: conn.http("POST", "/v3/admin/core/namespace", form=form))
+        path = "/v3/admin/core/namespace"
     else:
         form = {"customNamespaceId": namespace, "namespaceName": namespace, "namespaceDesc": "Higress"}
-        status, body = with_retries(lambda: conn.http("POST", "/v1/console/namespaces", form=form))
-    _check(status, body, f"creating namespace {namespace}")
+        path = "/v1/console/namespaces"
+    body = conn.http.request("POST", path, f"creating namespace {namespace}", form=form)
+    if body is None or not _true(body):
+        if namespace_exists(conn, namespace):  # created meanwhile by someone else: what we wanted
+            return
+        raise NacosError(f"Nacos did not create namespace {namespace}"
+                         + (" (HTTP 404)" if body is None else ""))
 
 
-def _check(status: int, body: str, what: str) -> None:
-    if status in (401, 403):
-        raise NacosAuthError(f"Nacos denied {what}: HTTP {status} (check NACOS_USERNAME/NACOS_PASSWORD)")
-    if status != 200:
-        raise NacosError(f"Nacos failed {what}: HTTP {status} {body[:200]}")
+def _true(body: bytes) -> bool:
+    """2.x answers `true`; 3.x a JSON result whose data is true."""
+    if body.strip() == b"true":
+        return True
+    try:
+        answer = json.loads(body)
+    except ValueError:
+        raise NacosError("Nacos answered the namespace creation with a body that is neither true nor JSON") from None
+    return isinstance(answer, dict) and answer.get("data") is True
 
 
 def connect(settings, log) -> Connection:
-    conn = Connection(settings.nacos_servers, settings.nacos_namespace)
+    conn = Connection(settings.nacos_servers, settings.nacos_namespace, log=log)
     wait_ready(conn, settings.nacos_wait_timeout.total_seconds(), log)
     if settings.nacos_username:
         login(conn, settings.nacos_username, settings.nacos_password)
@@ -263,9 +573,11 @@ def prepare(ctx, counts) -> None:
     ctx.nacos = conn
     present = namespace_exists(conn, s.nacos_namespace)
     fresh_key = s.nacos_data_key is None and not ctx.writer.exists("api/nacos.key")
-    if present and fresh_key and conn.get(SECRETS_INDEX, DEFAULT_GROUP) is not None:
+    # Secrets are `secrets.<name>` configs; the index `secrets.__names__` may outlive the last of
+    # them (holding just EMPTY), so it alone does not count
+    if present and fresh_key and any(d != SECRETS_INDEX for d in conn.data_ids(None, "secrets.")):
         raise StateError(
-            f"Nacos namespace {s.nacos_namespace} already holds Higress Secrets ({SECRETS_INDEX}), and a new data "
+            f"Nacos namespace {s.nacos_namespace} already holds Higress Secrets (secrets.* configs), and a new data "
             "key would make them unreadable: empty the namespace, use another one (NACOS_NS), or supply the old "
             "key (NACOS_DATA_ENC_KEY or api/nacos.key)")
     if present:
@@ -283,7 +595,7 @@ def status(settings, writer) -> dict:
               "namespace": settings.nacos_namespace, "namespace_present": False, "configs": [], "healthy": False}
     conn = Connection(settings.nacos_servers, settings.nacos_namespace)
     try:
-        wait_ready(conn, 0.1, lambda *_: None)
+        wait_ready(conn, REQUEST_TIMEOUT, lambda *_: None)  # a look, not a wait
         report["reachable"], report["version"], report["server"] = True, conn.generation, conn.active
         if settings.nacos_username:
             login(conn, settings.nacos_username, settings.nacos_password)
@@ -293,6 +605,8 @@ def status(settings, writer) -> dict:
         report["healthy"] = report["namespace_present"] and all(c["present"] for c in report["configs"])
     except NacosError as err:
         report["error"] = str(err)
+    finally:
+        conn.close()
     return report
 
 
@@ -325,13 +639,11 @@ def _config_report(settings, conn, writer) -> list[dict]:
 
 
 def _server_version(conn: Connection) -> str | None:
-    """The server's own version where it tells it (Nacos 2.x/3.x state endpoints; r-nacos does not)."""
+    """The server's own version where it tells it (Nacos 2.x/3.x state endpoints; r-nacos has none)."""
     path = "/v3/admin/core/state" if conn.generation == "3.x" else "/v1/console/server/state"
-    try:
-        status, body = conn.http("GET", path)
-        return json.loads(body).get("version") if status == 200 else None
-    except (NacosError, OSError, ValueError, AttributeError):
-        return None
+    answer = conn.http.json("GET", path, "the server state")
+    version = answer.get("version") if isinstance(answer, dict) else None
+    return version if isinstance(version, str) else None
 
 
 def format_status(report: dict) -> str:

@@ -19,7 +19,15 @@ PRIVATE_NAMES = (".key", "key.pem")           # every private key, whatever its 
 
 
 def dir_mode(parts) -> int:
-    return PRIVATE_DIR_MODE if parts[0] in PRIVATE_DIRS + ROOT_ONLY_DIRS else DIR_MODE
+    if parts[0] in PRIVATE_DIRS + ROOT_ONLY_DIRS:
+        return PRIVATE_DIR_MODE
+    return _writable_dir_modes().get("/".join(parts), DIR_MODE)
+
+
+def _writable_dir_modes() -> dict[str, int]:
+    """The folders components write into keep the mode their image's user needs (readers)."""
+    from .readers import READERS
+    return {rel: mode for reader in READERS for rel, mode in reader.writes}
 
 
 def is_private(rel: str, private_files=()) -> bool:

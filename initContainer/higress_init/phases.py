@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Callable
 
 from . import datakey, faults, layout
@@ -34,6 +34,7 @@ class Context:
     _keys: object | None = None            # artifacts.KeyPool, made on first use
     nacos: object | None = None
     stored: dict = field(default_factory=dict)  # raw stored content of each base object, as read or written this run
+    shared_ca: object | None = None             # sharedca.Published: the pilot CA as published in Nacos, read this run
 
     renew_by: list = field(default_factory=list)  # when something this run made or kept needs renewing
 
@@ -51,6 +52,10 @@ class Context:
 
     @property
     def keys(self):
+        if self._keys is None and self.settings.role == "gateway" and self._decisions is None:
+            # a gateway host decides only once it has read the published CA (sharedca.gateway_pki)
+            from . import artifacts
+            return artifacts.KeyPool({})
         if self._keys is None:
             from . import artifacts, tokens
             s = self.settings
@@ -58,10 +63,16 @@ class Context:
                       if d.action in ("create", "reissue", "rotate") and d.spec.phase in self.phases}
             if "tokens" in self.phases:
                 wanted.update(tokens.keys_wanted(self))
-            if self.plan:  # throwaway keys: what they sign is never written; same kind, cheap size
-                wanted = {name: "rsa-2048" if a.startswith("rsa") else a for name, a in wanted.items()}
-            self._keys = artifacts.KeyPool(wanted)
+            self._keys = self.key_pool(wanted)
         return self._keys
+
+    def key_pool(self, wanted: dict):
+        """The keys `wanted` (name -> algorithm), generated in parallel. Under `plan`, throwaway
+        keys: what they sign is never written; same kind, cheap size."""
+        from . import artifacts
+        if self.plan:
+            wanted = {name: "rsa-2048" if a.startswith("rsa") else a for name, a in wanted.items()}
+        return artifacts.KeyPool(wanted)
 
     def close(self):
         if self._keys:
@@ -83,20 +94,9 @@ class Context:
             counts.add("kept", name)
 
 
-def _certificates(phase: str):
-    def run(ctx: Context, counts: Counts) -> None:
-        from . import artifacts
-        ctx.keys  # start generating every key the run needs, in parallel, before signing
-        artifacts.apply(phase, ctx.settings, ctx.writer, ctx.decisions, ctx.keys, ctx.now, counts)
-        for d in ctx.decisions.values():
-            if d.spec.phase == phase and d.cert is not None:
-                lead = timedelta(0) if d.spec.ca else ctx.settings.renew_before
-                ctx.renew_by.append(d.cert.not_valid_after_utc - lead)
-    return run
-
-
 def apiserver_pki(ctx: Context, counts: Counts) -> None:
-    _certificates("apiserver-pki")(ctx, counts)
+    from . import artifacts
+    artifacts.certificates("apiserver-pki", ctx, counts)
     datakey.phase(ctx, counts)
 
 
@@ -120,24 +120,43 @@ def kube_config(ctx: Context, counts: Counts) -> None:
 
 def writable_dirs(ctx: Context, counts: Counts) -> None:
     """The folders components write into (readers.READERS), made after the commit with the owner
-    (VOLUMES_UID/GID) and mode their image's user needs; they are never emptied."""
+    (VOLUMES_UID/GID) and mode their image's user needs (ownership.dir_mode); never emptied. Made
+    through the writer, so a link or a file in the way is refused, never followed."""
     from . import readers
     for reader in readers.READERS:
+        if ctx.settings.role == "gateway" and reader.service != "gateway":
+            continue  # a gateway-only host runs no other component
         for rel, mode in reader.writes:
-            path = ctx.writer.path(rel)
-            for parent in [path, *path.parents]:
-                if parent == ctx.settings.volumes_root:
-                    break
-                if parent.is_symlink() or (parent.exists() and not parent.is_dir()):
-                    raise StateError(f"{parent} is not a directory: {reader.service} writes into {rel}; "
-                                     "move it away")
             counts.add(ctx.writer.ensure_dir(rel, mode), rel)
 
 
 def pod_config(ctx: Context, counts: Counts) -> None:
     # the mesh files are not made here: `deliver` renders them from the stored higress-config
     from . import meshconfig
-    ctx.stage(layout.POD_LABELS, meshconfig.pod_labels(ctx.settings).encode(), "podinfo/labels", counts)
+    ctx.stage(layout.POD_LABELS, meshconfig.pod_labels(ctx.settings).encode(), layout.POD_LABELS, counts)
+
+
+def pilot_pki(ctx: Context, counts: Counts) -> None:
+    """The pilot CA and the gateway certificate. With Nacos storage the CA is the deployment's, shared
+    through Nacos (sharedca): taken from there when published, else made here and published by the
+    `shared-ca` phase; a gateway-only host only issues its gateway certificate from it."""
+    if ctx.settings.role == "gateway":
+        from . import sharedca
+        sharedca.gateway_pki(ctx, counts)
+        return
+    if ctx.settings.config_storage == "nacos":
+        from . import sharedca
+        sharedca.adopt(ctx, counts)
+    from . import artifacts
+    artifacts.certificates("pilot-pki", ctx, counts)
+
+
+def shared_ca(ctx: Context, counts: Counts) -> None:
+    if ctx.settings.config_storage != "nacos":
+        counts.add("skipped", "file storage")
+        return
+    from . import sharedca
+    sharedca.publish(ctx, counts)
 
 
 def write(ctx: Context, counts: Counts) -> None:
@@ -160,6 +179,10 @@ def deliver(ctx: Context, counts: Counts) -> None:
 
 
 def nacos_ready(ctx: Context, counts: Counts) -> None:
+    if ctx.settings.role == "gateway":
+        from . import sharedca
+        sharedca.connect(ctx, counts)
+        return
     from . import stores
     stores.prepare(ctx, counts)
 
@@ -174,6 +197,7 @@ class Phase:
     name: str
     help: str
     run: Callable[[Context, Counts], None]
+    roles: tuple[str, ...] = ("all",)   # settings.ROLES this phase runs for
     # Local: its only inputs are files and settings, so a rerun whose inputs are unchanged keeps
     # its files without running it (runstate). Not local: it reads the store, every run.
     local: bool = False
@@ -182,36 +206,33 @@ class Phase:
     uses_store: bool = False      # it talks to the store (Nacos or the file store); `watch` leaves it out
 
 
+BOTH = ("all", "gateway")
+
+
 PHASES: tuple[Phase, ...] = (
-    Phase("nacos", "wait for Nacos, log in, create the namespace (Nacos storage only)", nacos_ready,
+    Phase("nacos", "wait for Nacos, log in, create the namespace (Nacos storage only)", nacos_ready, BOTH,
           uses_store=True),
     Phase("apiserver-pki", "apiserver CA, server and admin client certificates, data encryption key", apiserver_pki,
           local=True, makes_keys=True),
-    Phase("pilot-pki", "pilot plug-in CA (root, intermediate, chain) and the gateway certificate",
-          _certificates("pilot-pki"), local=True, makes_keys=True),
+    # with Nacos storage it reads the published CA: the fast path checks that phase each run (runstate)
+    Phase("pilot-pki", "pilot plug-in CA (root, intermediate, chain; with Nacos: the deployment's, shared) and the "
+                       "gateway certificate", pilot_pki, BOTH, local=True, makes_keys=True),
     Phase("kubeconfig", "one kubeconfig for the operator and each component: the apiserver's CA, its own "
           "client certificate", kube_config, local=True),
     Phase("tokens", "token signing key, JWKS, OIDC discovery document and per-component tokens", token_phase,
           local=True, makes_keys=True),
-    Phase("pod-config", "gateway pod labels", pod_config, local=True),
-    Phase("write", "commit every staged file into the volumes, atomically", write, local=True, commits=True),
-    Phase("writable-dirs", "the folders components write into: file store, controller and gateway logs and data",
-          writable_dirs),
+    Phase("pod-config", "gateway pod labels", pod_config, BOTH, local=True),
+    Phase("shared-ca", "publish the pilot CA as Secret cacerts in Nacos, once, compare-and-swap (Nacos storage "
+                       "only)", shared_ca, uses_store=True),
+    Phase("write", "commit every staged file into the volumes, atomically", write, BOTH, local=True, commits=True),
+    Phase("writable-dirs", "the folders components write into: controller and gateway logs and data",
+          writable_dirs, BOTH),
     Phase("seed", "seed the base objects (higress-config, McpBridge, Secrets, Gateway, ...) into Nacos or the "
                   "file store; present ones are kept", seed, commits=True, uses_store=True),
     Phase("deliver", "render pilot/config/mesh and meshNetworks from the stored higress-config (every run)", deliver,
-          commits=True, uses_store=True),
+          BOTH, commits=True, uses_store=True),
 )
 PHASES_BY_NAME = {p.name: p for p in PHASES}
-
-
-# What each rotation replaces; everything issued under a replaced CA follows it.
-ROTATIONS = {
-    "leaf": {"apiserver", "apiserver-admin", "apiserver-controller", "apiserver-pilot", "apiserver-console",
-             "gateway", "tokens"},
-    "intermediate": {"pilot-ca"},
-    "root": {"apiserver-ca", "pilot-root-ca", "token-key"},
-}
 
 
 def run_phases(ctx: Context, names: list[str], report: Callable[[str, Counts, float], None]) -> None:
@@ -220,5 +241,8 @@ def run_phases(ctx: Context, names: list[str], report: Callable[[str, Counts, fl
         phase = PHASES_BY_NAME[name]
         started = time.perf_counter()
         counts = Counts()
-        phase.run(ctx, counts)
+        if ctx.settings.role in phase.roles:
+            phase.run(ctx, counts)
+        else:
+            counts.add("skipped", f"ROLE={ctx.settings.role}")
         report(name, counts, time.perf_counter() - started)

@@ -8,7 +8,7 @@ import sys
 from datetime import datetime, timedelta, timezone
 
 # The actions a phase reports, in the order printed; text and JSON use the same words.
-ACTIONS = ("connected", "created", "re-issued", "updated", "written", "owner set", "kept", "skipped")
+ACTIONS = ("connected", "created", "re-issued", "updated", "discarded", "written", "owner set", "kept", "skipped")
 CHANGES = ("created", "re-issued", "updated")   # what a phase changed (written: how the commit did it)
 
 

@@ -24,6 +24,10 @@ KEY_ALGORITHMS = ("rsa-2048", "rsa-3072", "rsa-4096", "ecdsa-p256", "ecdsa-p384"
 STORAGES = ("file", "nacos")
 LOG_FORMATS = ("text", "json")
 ROTATIONS = ("leaf", "intermediate", "root", "finish")
+ROLES = ("all", "gateway")
+# What a gateway-only host has no use for (its control plane lives on another host): setting one
+# there is a mistake, refused rather than ignored.
+CONTROL_PLANE_SETTINGS = ("ROTATE", "APISERVER_SANS", "TOKEN_IDENTITIES", "FILE_ROOT_DIR")
 
 # fullmatch everywhere: `$` would also accept a trailing newline
 _DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
@@ -90,6 +94,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("VOLUMES_UID", None, "owner uid of written files (default: unchanged)"),
     Setting("VOLUMES_GID", None, "owner gid of written files (default: unchanged)"),
     Setting("LOG_FORMAT", "text", "text or json (one JSON object a line)", flag="--log-format"),
+    Setting("ROLE", "all", "what this host runs: all (control plane and gateway) or gateway (a gateway-only host "
+                           "joining the deployment through Nacos; needs Nacos storage and the data key)", flag="--role"),
+    Setting("POD_NAME", "higress-gateway", "this host's gateway pod name, unique per host: in gateway/podinfo/labels "
+                                           "and the gateway certificate's subject"),
     Setting("ROTATE", None, "rotate first, then run: leaf, intermediate, root or finish (for `docker compose run -e ROTATE=...`)"),
 )
 SETTINGS_BY_ENV = {s.env: s for s in SETTINGS}
@@ -125,6 +133,8 @@ class Settings:
     token_validity: timedelta
     token_identities: tuple[TokenIdentity, ...]
     rotate: str | None
+    role: str = "all"
+    pod_name: str = "higress-gateway"
 
     @property
     def gateway_spiffe_id(self) -> str:
@@ -203,22 +213,34 @@ def _san(value: str) -> str:
 
 
 def _nacos_url(text: str) -> str:
-    """Normalise one Nacos URL to scheme://host:port/nacos (the context path the API lives under)."""
-    url = text.strip()
+    """Normalise one Nacos URL to http://host:port/nacos (the context path the API lives under).
+
+    The apiserver reads the same value (--nacos-server), so what it would misread is refused here:
+    it speaks plain http only, takes a URL without a port as port 80 and does not trim spaces."""
+    if text != text.strip():
+        raise SettingsError(f"NACOS_SERVER_URL: {text!r}: no spaces around the commas; the apiserver reads this "
+                            "value as it is and would not find that server")
+    url = text
     parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise SettingsError(f"NACOS_SERVER_URL: {url!r} is not an http(s) URL like http://nacos:8848/nacos")
+    if parts.scheme == "https":
+        raise SettingsError(f"NACOS_SERVER_URL: {url!r}: https is not allowed; the apiserver talks to Nacos over "
+                            "plain http only and would refuse this URL (e.g. http://nacos:8848/nacos)")
+    if parts.scheme != "http" or not parts.hostname:
+        raise SettingsError(f"NACOS_SERVER_URL: {url!r} is not an http URL like http://nacos:8848/nacos")
     try:
-        port = parts.port or (443 if parts.scheme == "https" else 8848)
+        port = parts.port
     except ValueError:
         raise SettingsError(f"NACOS_SERVER_URL: {url!r} has an invalid port") from None
+    if port is None:
+        raise SettingsError(f"NACOS_SERVER_URL: {url!r} has no port; the apiserver would use port 80, not Nacos's "
+                            "8848: write it out, e.g. http://nacos:8848/nacos")
     path = parts.path.rstrip("/")
     if path not in ("", "/nacos"):
         raise SettingsError(f"NACOS_SERVER_URL: {url!r}: the path must be empty or /nacos")
     if parts.query or parts.fragment or parts.username:
         raise SettingsError(f"NACOS_SERVER_URL: {url!r}: no query, fragment or user info allowed (use NACOS_USERNAME)")
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
-    return f"{parts.scheme}://{host}:{port}/nacos"
+    return f"http://{host}:{port}/nacos"
 
 
 def _owner(name: str, value: str | None) -> int | None:
@@ -298,7 +320,11 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
         token_validity=parse_duration("TOKEN_VALIDITY", get("TOKEN_VALIDITY")),
         token_identities=_token_identities(get("TOKEN_IDENTITIES"), gateway_account=get("GATEWAY_SERVICE_ACCOUNT")),
         rotate=_choice("ROTATE", get("ROTATE"), ROTATIONS) if get("ROTATE") else None,
+        role=_choice("ROLE", get("ROLE"), ROLES),
+        pod_name=_k8s_name("POD_NAME", get("POD_NAME")),
     )
+    if settings.role == "gateway":
+        _check_gateway_role(settings, get)
     if settings.renew_before >= settings.cert_validity:
         raise SettingsError(
             f"RENEW_BEFORE={get('RENEW_BEFORE')}: must be shorter than CERT_VALIDITY={get('CERT_VALIDITY')}")
@@ -334,6 +360,22 @@ def _file_root(text: str | None, volumes_root: Path) -> Path:
     if any(rel == d or rel.startswith(d + "/") for d in MANAGED_DIRS if d != "data"):
         raise SettingsError(f"FILE_ROOT_DIR={text!r}: {rel} holds the initializer's own files; choose e.g. data")
     return path
+
+
+def _check_gateway_role(settings: Settings, get) -> None:
+    """A gateway-only host takes its CA and config from Nacos, encrypted with the deployment's data key."""
+    if settings.config_storage != "nacos":
+        raise SettingsError("ROLE=gateway needs Nacos storage: set NACOS_SERVER_URL to the deployment's Nacos "
+                            "(CONFIG_STORAGE=nacos); a gateway-only host joins through it")
+    for name in CONTROL_PLANE_SETTINGS:
+        if get(name):
+            raise SettingsError(f"{name} is set, but ROLE=gateway has no use for it (it belongs to the control-plane "
+                                "host, ROLE=all): unset it")
+    key_file = settings.volumes_root / "api/nacos.key"
+    if settings.nacos_data_key is None and not key_file.is_file():
+        raise SettingsError("ROLE=gateway needs the deployment's data key: set NACOS_DATA_ENC_KEY (or "
+                            f"NACOS_DATA_ENC_KEY_FILE) to the control-plane host's api/nacos.key, or copy that file "
+                            f"to {key_file}")
 
 
 def _k8s_name(name: str, value: str) -> str:

@@ -19,6 +19,8 @@ def _row(name, file, **fields) -> dict:
 
 
 def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
+    if settings.role == "gateway":
+        return gateway_host_rows(settings, writer)
     rows, loaded = [], {}
     for spec in artifacts.CERTIFICATES:
         cert, key, problem, has_cert, has_key = artifacts._load(spec, writer)
@@ -46,10 +48,7 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
     rows.extend(_kubeconfig_row(spec, writer, loaded) for spec in kubeconfig.KUBECONFIGS)
     key = writer.read(layout.DATA_KEY)
     rows.append(_row("nacos.key", layout.DATA_KEY, state="missing" if key is None else datakey.problem(key) or "ok"))
-    from . import meshconfig
-    wanted_labels = meshconfig.pod_labels(settings).encode()
-    rows.append(_file_row("podinfo/labels", layout.POD_LABELS, writer, lambda d: d == wanted_labels,
-                          "not the labels the settings give (the next run re-makes it)"))
+    rows.append(_labels_row(settings, writer))
     rows.extend(config_rows(settings, writer))
     rows.extend(token_rows(settings, writer, now))
     if writer.exists(layout.TOKEN_RETIRED_KEYS):
@@ -57,9 +56,35 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
                               "not a JSON list"))
     for rel in (layout.TOKEN_PUBLIC_KEY, *tokens.JWKS_FILES, layout.OIDC_DISCOVERY):
         rows.append(_file_row(rel.rsplit("/", 1)[-1], rel, writer, lambda d: bool(d.strip()), "empty"))
+    rows.extend(shared_ca_rows(settings, writer))
     _check_permissions(settings, writer, rows)
     rows.extend(_journal_rows(writer))
     return rows
+
+
+def gateway_host_rows(settings: Settings, writer) -> list[dict]:
+    """A gateway-only host has its gateway files and the delivered mesh; its CA is the published one."""
+    rows = shared_ca_rows(settings, writer)
+    rows.append(_labels_row(settings, writer))
+    rows.extend(config_rows(settings, writer))
+    return rows
+
+
+def _labels_row(settings: Settings, writer) -> dict:
+    """The labels file is derived from the settings alone: anything else is re-made by the next run."""
+    from . import meshconfig
+    wanted = meshconfig.pod_labels(settings).encode()
+    return _file_row(layout.POD_LABELS, layout.POD_LABELS, writer, lambda d: d == wanted,
+                     "not the labels the settings give (the next run re-makes it)")
+
+
+def shared_ca_rows(settings: Settings, writer) -> list[dict]:
+    """With Nacos storage: the CA this host uses, whether it is the deployment's published one
+    (Secret cacerts), and, on a gateway host, its own certificate checked against that CA."""
+    if settings.config_storage != "nacos":
+        return []
+    from . import sharedca
+    return sharedca.status_rows(settings, writer)
 
 
 def config_rows(settings: Settings, writer) -> list[dict]:
@@ -251,3 +276,4 @@ def format_table(rows) -> str:
          yes_no(r["key_matches"]), r["state"]) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)
+

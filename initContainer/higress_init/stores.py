@@ -62,8 +62,9 @@ class FileStore:
     def encode(self, obj: BaseObject, text: str) -> str:
         return text
 
-    def create(self, obj: BaseObject, raw: str) -> None:
-        self.writer.stage(self.path(obj), raw.encode())  # committed with the rest by finish()
+    def create(self, obj: BaseObject, raw: str) -> bool:
+        self.writer.stage(self.path(obj), raw.encode(), private=obj.secret)  # committed with the rest by finish()
+        return True
 
     def replace(self, obj: BaseObject, raw: str, expected: str) -> None:
         # compare-and-swap as far as a file allows: what is on disk now must be what was read
@@ -72,7 +73,7 @@ class FileStore:
         if current != expected:
             raise StateError(f"{self.where(obj)} changed while the initializer was writing it: nothing was "
                              "overwritten; rerun to try again")
-        self.writer.stage(self.path(obj), raw.encode())
+        self.writer.stage(self.path(obj), raw.encode(), private=obj.secret)
 
     def finish(self, counts, objs) -> None:
         pass  # no index: the apiserver lists the folder
@@ -117,8 +118,17 @@ class NacosStore:
     def encode(self, obj: BaseObject, text: str) -> str:
         return encrypt(text, self.key) if obj.secret else text
 
-    def create(self, obj: BaseObject, raw: str) -> None:
-        self.conn.compare_and_publish(obj.data_id, obj.group(self.settings), raw, None)
+    def create(self, obj: BaseObject, raw: str) -> bool:
+        """Create an absent object; False when another writer (a second control-plane host starting
+        at the same moment) created it first."""
+        from .nacos import NacosConflict
+        try:
+            self.conn.compare_and_publish(obj.data_id, obj.group(self.settings), raw, None)
+        except NacosConflict:
+            if self.read(obj) is None:
+                raise
+            return False
+        return True
 
     def replace(self, obj: BaseObject, raw: str, expected: str) -> None:
         self.conn.compare_and_publish(obj.data_id, obj.group(self.settings), raw, md5(expected))
@@ -154,8 +164,16 @@ class StagedNacos:
     """Nacos as `plan` sees it: reads go to the server unless this run published the config;
     publishing is kept here and never sent (the file store is staged by the PlanWriter)."""
 
+    staged = True   # nothing published: no race to wait out
+
     def __init__(self, conn):
         self.conn, self.published = conn, {}
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __getattr__(self, name):  # the connection's other attributes (generation, active, ...)
+        return getattr(self.conn, name)
 
     @property
     def calls(self) -> int:

@@ -1,0 +1,346 @@
+"""More hosts, one deployment: two (or three) volume roots stand for hosts, a real three-node r-nacos
+cluster on loopback for the Nacos cluster they share. The pilot CA travels as the Secret `cacerts`."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from base_objects import openssl_decrypt
+from conftest import _SETTING_VARS, run_cli, snapshot
+from consumers import openssl_verify
+from higress_init import pki
+from rnacos import start_cluster
+from test_rotation import _handshake, _ok
+
+NS = "higress-system"
+DATA_KEY = "k3yForSecretsInNacos-0123456789A"   # 32 characters: the deployment's data key
+CA_FILES = ("ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    nodes = start_cluster(tmp_path_factory.mktemp("cluster"))
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+
+
+_namespaces = iter(range(1, 1000))
+
+
+@pytest.fixture
+def ns():
+    """A fresh Nacos namespace per deployment: tests share the cluster, not the data."""
+    return f"multihost-{next(_namespaces)}-{os.getpid()}"
+
+
+def host_env(cluster, ns, role="all", **extra) -> dict:
+    env = {"CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256", "NACOS_WAIT_TIMEOUT": "60s",
+           "NACOS_SERVER_URL": ",".join(n.url for n in cluster), "NACOS_NS": ns, "ROLE": role,
+           "NACOS_DATA_ENC_KEY": DATA_KEY}
+    env.update(extra)
+    return {k: v for k, v in env.items() if v is not None}
+
+
+def start(args, volumes, env) -> subprocess.Popen:
+    full = {k: v for k, v in os.environ.items() if k not in _SETTING_VARS}
+    full.update(env)
+    return subprocess.Popen([sys.executable, "-m", "higress_init", *args, "--volumes", str(volumes)], env=full,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def finish(proc) -> subprocess.CompletedProcess:
+    out, err = proc.communicate(timeout=180)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def published(node, ns) -> dict:
+    """The Secret as the apiserver would read it: decrypted by its rule with openssl, not our code."""
+    raw = node.get_config("secrets.cacerts", NS, ns)
+    assert raw is not None and raw.startswith("enc|")
+    secret = yaml.safe_load(openssl_decrypt(raw, DATA_KEY.encode()))
+    assert secret["kind"] == "Secret" and secret["metadata"]["name"] == "cacerts"
+    assert secret["metadata"]["namespace"] == NS and secret["type"] == "Opaque"
+    import base64
+    return {k: base64.b64decode(secret["data"][k]) for k in CA_FILES}
+
+
+def local_ca(volumes: Path) -> dict:
+    return {k: (volumes / "pilot/cacerts" / k).read_bytes() for k in CA_FILES}
+
+
+def assert_gateway_joins(gateway_host: Path, control: Path, tmp: Path, pod_name: str):
+    """The gateway host's certificate chains to the control plane's root and passes a mutual-TLS
+    handshake with a pilot serving certificate issued from the control plane's intermediate."""
+    chain = gateway_host / "gateway/certs/cert-chain.pem"
+    ok, out = openssl_verify(control / "pilot/cacerts/root-cert.pem", chain, untrusted=chain, purpose="sslclient")
+    assert ok, out
+    leaf = pki.load_certs(chain.read_bytes())[0]
+    assert pki.describe_name(leaf) == f"CN={pod_name}"
+    assert pki.san_values(leaf) == {f"spiffe://cluster.local/ns/{NS}/sa/higress-gateway"}
+    outcome = _handshake(control, gateway_host, tmp)
+    assert _ok(outcome), outcome
+
+
+def assert_gateway_only_files(volumes: Path):
+    """A gateway host writes gateway/ files and the delivered mesh, and keeps no CA key."""
+    files = set(snapshot(volumes))
+    assert files == {"gateway/certs/cert-chain.pem", "gateway/certs/key.pem", "gateway/certs/root-cert.pem",
+                     "gateway/podinfo/labels", "pilot/config/mesh", "pilot/config/meshNetworks"}, files
+
+
+def test_hosts_started_at_once_on_empty_volumes_end_with_one_ca(cluster, tmp_path):
+    for round_ in range(3):   # the race must always converge
+        ns = f"race-{round_}-{os.getpid()}"
+        a, b, c = (tmp_path / f"r{round_}" / h for h in "abc")
+        procs = [start(["run"], a, host_env(cluster, ns)),
+                 start(["run"], b, host_env(cluster, ns)),
+                 start(["run"], c, host_env(cluster, ns, role="gateway", POD_NAME="gateway-c"))]
+        results = [finish(p) for p in procs]
+        for r in results:
+            assert r.returncode == 0, r.stdout + r.stderr
+        # exactly one control-plane host published; the other took its CA, and says so
+        publishers = [v for v, r in zip((a, b), results) if "published this host's pilot CA" in r.stdout]
+        assert len(publishers) == 1, [r.stdout for r in results[:2]]
+        winner = publishers[0]
+        other, other_result = (b, results[1]) if winner == a else (a, results[0])
+        assert "discarded the one generated here" in other_result.stdout or "took the CA" in other_result.stdout
+        secret = published(cluster[0], ns)
+        assert local_ca(a) == local_ca(b) == secret
+        assert (winner / "pki/pilot-root-ca.key").exists() and not (other / "pki/pilot-root-ca.key").exists()
+        # every host's gateway certificate works with every pilot
+        for host, name in ((c, "gateway-c"), (a, "higress-gateway"), (b, "higress-gateway")):
+            assert_gateway_joins(host, winner, tmp_path, name)
+        assert_gateway_joins(c, other, tmp_path, "gateway-c")
+        assert_gateway_only_files(c)
+        assert (c / "gateway/certs/root-cert.pem").read_bytes() == secret["root-cert.pem"]
+        assert 'statefulset.kubernetes.io/pod-name="gateway-c"' in (c / "gateway/podinfo/labels").read_text()
+        # listed where the apiserver looks when kubectl lists Secrets
+        index = cluster[1].get_config("secrets.__names__", "DEFAULT_GROUP", ns)
+        assert "higress-system/cacerts" in index.split()
+
+
+def _paused(proc, pause: Path, point: str) -> None:
+    """Wait (bounded) until the run `proc` holds at a HIGRESS_INIT_PAUSE_AT point."""
+    marker = pause / (point.replace(":", "_") + ".paused")
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None and marker.exists(), finish(proc)
+
+
+def _resume(pause: Path, point: str) -> None:
+    (pause / (point.replace(":", "_") + ".resume")).touch()
+
+
+@pytest.mark.parametrize("point", ["shared-ca:before-publish", "shared-ca:published"])
+def test_the_host_that_loses_the_first_publication_discards_its_ca(cluster, tmp_path, ns, point):
+    """The two windows of a race, held open: A generated its CA and found none published, then B
+    publishes (before-publish: A's compare-and-swap finds B's); or A's write landed and read back as
+    its own, then a write that had passed its absent-check before A's lands (published: r-nacos does
+    not enforce casMd5, so A's second read finds it). Either way A discards its CA, takes B's, and
+    nothing of A's CA is ever written."""
+    a, b = tmp_path / "a", tmp_path / "b"
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    proc = start(["run"], a, host_env(cluster, ns, HIGRESS_INIT_PAUSE_AT=f"{point}={pause}"))
+    _paused(proc, pause, point)
+    if point == "shared-ca:before-publish":
+        run_cli("run", volumes=b, env=host_env(cluster, ns), check=True)
+    else:   # B's CA, published elsewhere, overwrites A's (as a write that raced past its check would)
+        run_cli("run", volumes=b, env=host_env(cluster, ns + "-b"), check=True)
+        cluster[1].publish_config("secrets.cacerts", NS, ns, cluster[1].get_config("secrets.cacerts", NS, ns + "-b"))
+    _resume(pause, point)
+    result = finish(proc)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "discarded the one generated here" in result.stdout
+    assert local_ca(a) == local_ca(b) == published(cluster[2], ns)
+    assert not (a / "pki/pilot-root-ca.key").exists()
+    assert not (a / "backup").exists(), "the discarded CA was never written, so nothing was replaced"
+    assert_gateway_joins(a, b, tmp_path, "higress-gateway")
+
+
+@pytest.fixture
+def deployment(cluster, tmp_path, ns):
+    """Host A, the control plane, after its first run."""
+    a = tmp_path / "a"
+    run_cli("run", volumes=a, env=host_env(cluster, ns), check=True)
+    return a
+
+
+def test_gateway_host_with_the_copied_key_file(cluster, deployment, tmp_path, ns):
+    b = tmp_path / "b"
+    (b / "api").mkdir(parents=True)
+    shutil.copy(deployment / "api/nacos.key", b / "api/nacos.key")   # what to copy once
+    env = host_env(cluster, ns, role="gateway", NACOS_DATA_ENC_KEY=None, POD_NAME="gateway-b")
+    result = run_cli("run", volumes=b, env=env, check=True)
+    for phase in ("apiserver-pki", "kubeconfig", "tokens", "shared-ca", "seed"):   # the control plane's
+        assert re.search(rf"^{phase} +skipped 1 ", result.stdout, re.M), result.stdout
+    assert "shared CA: using the CA" in result.stdout
+    assert_gateway_joins(b, deployment, tmp_path, "gateway-b")
+    assert (b / "pilot/config/mesh").read_text() == (deployment / "pilot/config/mesh").read_text()
+    assert not (b / "pilot/cacerts").exists() and not (b / "pki").exists()
+    before = snapshot(b)
+    run_cli("run", volumes=b, env=env, check=True)
+    assert snapshot(b) == before, "a rerun with nothing changed keeps every file"
+    status = json.loads(run_cli("status", "--output", "json", volumes=b, env=env).stdout)
+    rows = {r["name"]: r for r in status["files"]}
+    assert status["healthy"], status
+    assert rows["ca-in-use"]["chain_verified"] and rows["gateway (this host)"]["subject"] == "CN=gateway-b"
+    assert rows["shared-ca"]["subject"] == rows["ca-in-use"]["subject"]
+    a_status = json.loads(run_cli("status", "--output", "json", volumes=deployment,
+                                  env=host_env(cluster, ns)).stdout)
+    assert a_status["healthy"] and {r["name"]: r for r in a_status["files"]}["ca-in-use"]["state"] == "ok"
+
+
+def _refused(result, volumes: Path, before: dict, code: int, *words):
+    assert result.returncode == code, (result.stdout, result.stderr)
+    assert all(w in result.stderr for w in words), result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert (snapshot(volumes) if volumes.exists() else {}) == before
+
+
+def test_refusals_write_nothing(cluster, deployment, tmp_path, ns):
+    secret_before = cluster[0].get_config("secrets.cacerts", NS, ns)
+    b = tmp_path / "b"
+    other_key = "another-key-0123456789abcdefghij"
+    result = run_cli("run", volumes=b, env=host_env(cluster, ns, role="gateway", NACOS_DATA_ENC_KEY=other_key))
+    _refused(result, b, {}, 3, "does not decrypt", "api/nacos.key")
+    result = run_cli("run", volumes=b, env=host_env(cluster, ns, role="gateway", NACOS_DATA_ENC_KEY=None))
+    _refused(result, b, {}, 2, "NACOS_DATA_ENC_KEY", "ROLE=gateway")
+    # settings that make no sense for a gateway-only host
+    for extra in ({"CONFIG_STORAGE": "file"}, {"ROTATE": "root"}, {"APISERVER_SANS": "gw.example"},
+                  {"ROLE": "edge"}):
+        result = run_cli("run", volumes=b, env={**host_env(cluster, ns, role="gateway"), **extra})
+        _refused(result, b, {}, 2, next(iter(extra)))
+
+    # a host with its own, older CA (it ran alone, on the file store): it is given the deployment's
+    # data key (it never stored a Secret in Nacos), then refused as a gateway host and as a control plane
+    run_cli("run", volumes=b, env={"CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256"}, check=True)
+    shutil.copy(deployment / "api/nacos.key", b / "api/nacos.key")
+    before = snapshot(b)
+    for role in ("gateway", "all"):
+        result = run_cli("run", volumes=b, env=host_env(cluster, ns, role=role, NACOS_DATA_ENC_KEY=None))
+        _refused(result, b, before, 3, "differs from the one", "secrets/cacerts", "pilot/cacerts", "NACOS_NS")
+    assert cluster[0].get_config("secrets.cacerts", NS, ns) == secret_before, "the published CA is never replaced"
+
+
+def test_rotation_on_the_control_plane_reaches_the_gateway_host(cluster, deployment, tmp_path, ns):
+    a = deployment
+    b, a2 = tmp_path / "b", tmp_path / "a2"
+    gateway = host_env(cluster, ns, role="gateway", POD_NAME="gateway-b")
+    control = host_env(cluster, ns)
+    run_cli("run", volumes=b, env=gateway, check=True)
+    second = run_cli("run", volumes=a2, env=control, check=True)   # a second control-plane host adopts
+    assert "took the CA" in second.stdout and local_ca(a2) == local_ca(a)
+    refused = run_cli("rotate", "intermediate", volumes=a2, env=control)
+    assert refused.returncode == 3 and "rotate on the host that holds it" in refused.stderr
+
+    def rotate(*args) -> Path:
+        """Rotate on A (which republishes), keep a copy of B as it was, rerun B and A2."""
+        old_b = tmp_path / f"b-before-{'-'.join(args)}"
+        shutil.copytree(b, old_b)
+        run_cli("rotate", *args, volumes=a, env=control, check=True)
+        assert published(cluster[2], ns) == local_ca(a)
+        # pilot restarted with the new files, the gateway host not yet rerun: still talking
+        assert _ok(_handshake(a, old_b, tmp_path)), f"after rotate {args}: new pilot, gateway host not rerun"
+        rerun = run_cli("run", volumes=b, env=gateway, check=True)
+        # a new intermediate: its gateway certificate re-issued; --finish: same certificate, fewer roots
+        picked_up = r"updated 2, kept 1" if args == ("--finish",) else r"re-issued 1,"
+        assert re.search(rf"^pilot-pki +{picked_up}", rerun.stdout, re.M), rerun.stdout
+        assert_gateway_joins(b, a, tmp_path, "gateway-b")
+        run_cli("run", volumes=a2, env=control, check=True)
+        assert local_ca(a2) == local_ca(a), "the second control-plane host follows the rotation"
+        assert _ok(_handshake(a2, b, tmp_path))
+        status = json.loads(run_cli("status", "--output", "json", volumes=b, env=gateway).stdout)
+        assert status["healthy"], [r for r in status["files"] if r["state"] != "ok"]
+        return old_b
+
+    before_intermediate = rotate("intermediate")
+    first_intermediate = pki.load_certs((before_intermediate / "gateway/certs/cert-chain.pem").read_bytes())[1]
+    assert pki.load_certs((b / "gateway/certs/cert-chain.pem").read_bytes())[1] != first_intermediate
+
+    old_a = tmp_path / "a-before-root"
+    shutil.copytree(a, old_a)
+    rotate("root")
+    roots = pki.load_certs((b / "gateway/certs/root-cert.pem").read_bytes())
+    assert len(roots) == 2, "during the overlap the gateway host trusts the new and the old root"
+    assert _ok(_handshake(old_a, b, tmp_path)), "a pilot still on the old root accepts the rerun gateway host"
+    rotate("--finish")
+    assert len(pki.load_certs((b / "gateway/certs/root-cert.pem").read_bytes())) == 1
+    assert not _ok(_handshake(old_a, b, tmp_path)), "after --finish the old root is no longer trusted"
+
+
+def test_timing_of_a_gateway_host_run(cluster, deployment, tmp_path, ns):
+    """For the record (no assertion on speed): a gateway-only host's cold and warm run."""
+    env = host_env(cluster, ns, role="gateway", POD_NAME="gateway-t", CA_KEY_ALGORITHM=None,
+                   LEAF_KEY_ALGORITHM=None)
+    times = {"cold": [], "warm": []}
+    for i in range(3):
+        volumes = tmp_path / f"t{i}"
+        for kind in ("cold", "warm"):
+            started = time.perf_counter()
+            run_cli("run", volumes=volumes, env=env, check=True)
+            times[kind].append(time.perf_counter() - started)
+    print("\ngateway-host run against the 3-node cluster (default key sizes): "
+          + ", ".join(f"{k} {min(v):.2f}/{sorted(v)[1]:.2f}/{max(v):.2f}s" for k, v in times.items()))
+
+
+def test_a_nacos_node_stopped_during_the_gateway_run(cluster, deployment, tmp_path, ns):
+    """Last in this module: it leaves the cluster with two nodes (still a majority)."""
+    b = tmp_path / "b"
+    pause = tmp_path / "pause"
+    pause.mkdir()
+    env = host_env(cluster, ns, role="gateway", POD_NAME="gateway-b",
+                   HIGRESS_INIT_PAUSE_AT=f"gateway:connected={pause}")
+    proc = start(["run"], b, env)
+    _paused(proc, pause, "gateway:connected")
+    cluster[0].stop()   # the server the run found first, and talks to
+    _resume(pause, "gateway:connected")
+    result = finish(proc)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert_gateway_joins(b, deployment, tmp_path, "gateway-b")
+
+
+def test_the_gateway_host_compose_file(tmp_path):
+    """compose/docker-compose.gateway.yml: valid compose, just the initializer (ROLE=gateway) and the
+    gateway, which mounts exactly what a gateway host's run writes and reaches pilot by its name."""
+    import compose_schema
+    from higress_init import settings
+    path = compose_schema.REPO / "compose/docker-compose.gateway.yml"
+    env = compose_schema.parse_env_file(compose_schema.COMPOSE_ENV)
+    env.update(NACOS_SERVER_URL="http://10.0.0.5:8848/nacos", PILOT_ADDRESS="10.0.0.5", POD_NAME="gateway-2")
+    doc = yaml.safe_load(compose_schema.interpolate(path.read_text(), env))
+    for document in (yaml.safe_load(path.read_text()), doc):
+        result = compose_schema.validate(document)
+        assert result.returncode == 0, result.stdout + result.stderr
+    services = doc["services"]
+    assert set(services) == {"initializer", "gateway"}
+    init, gateway = services["initializer"], services["gateway"]
+    assert gateway["depends_on"] == {"initializer": {"condition": "service_completed_successfully"}}
+    assert init["environment"]["POD_NAME"] == gateway["environment"]["POD_NAME"] == "gateway-2"
+    assert "pilot:10.0.0.5" in gateway["extra_hosts"]
+    mounted = {spec.split(":")[0].replace("../volumes/", "") for spec in gateway["volumes"]}
+    assert mounted == {"gateway/certs", "gateway/podinfo", "pilot/config"}
+    # the initializer's settings as compose passes them are a valid gateway-only host (key file copied)
+    (tmp_path / "api").mkdir()
+    (tmp_path / "api/nacos.key").write_text(DATA_KEY)
+    compose_env = {k: "" if v is None else str(v) for k, v in init["environment"].items()}   # as compose passes them
+    loaded = settings.load(env={**compose_env, "VOLUMES_ROOT": str(tmp_path)})
+    assert loaded.role == "gateway" and loaded.pod_name == "gateway-2" and loaded.config_storage == "nacos"
+
+
+def test_a_pod_name_that_is_no_kubernetes_name_is_bad_input(tmp_path):
+    result = run_cli("run", volumes=tmp_path / "v", env={"POD_NAME": "Gateway_2"})
+    assert result.returncode == 2 and "POD_NAME" in result.stderr and not (tmp_path / "v").exists()
