@@ -142,7 +142,7 @@ def test_plan_says_what_delivery_would_do(initialized):
     before = snapshot(initialized)
     line = next(li for li in run_cli("plan", volumes=initialized, check=True).stdout.splitlines()
                 if li.startswith("deliver "))
-    assert "updated 1" in line and snapshot(initialized) == before
+    assert "would update 1" in line and snapshot(initialized) == before
 
 
 # --- api/nacos.key: the apiserver reads raw bytes and accepts only 16, 24 or 32 of them

@@ -424,13 +424,13 @@ def test_plan_writes_nothing_and_says_what_run_would_do(tmp_path, initialized):
     fresh = tmp_path / "fresh"
     result = run_cli("plan", volumes=fresh, check=True)
     assert not fresh.exists()
-    assert "created" in result.stdout and "run would write" in result.stdout
+    assert "would create" in result.stdout and "run would write" in result.stdout
     (initialized / "api/server.crt").unlink()
     before = snapshot(initialized)
     result = run_cli("plan", volumes=initialized, check=True)
     assert snapshot(initialized) == before
     line = next(l for l in result.stdout.splitlines() if l.startswith("apiserver-pki"))
-    assert "created 1" in line and "kept 6" in line
+    assert "would create 1" in line and "kept 6" in line
 
 
 def test_phases_list_and_single_phase(volumes, fast_env):

@@ -21,7 +21,7 @@ MESH, NETWORKS = "pilot/config/mesh", "pilot/config/meshNetworks"
 @pytest.fixture
 def node(tmp_path):
     # r-nacos' start-up panic is frequent on a loaded machine: allow more fresh starts
-    n = RNacosNode(tmp_path / "rnacos").start().wait_ready(timeout=120, restarts=10)
+    n = RNacosNode(tmp_path / "rnacos").start().wait_ready(timeout=180)
     yield n
     n.stop()
 

@@ -117,7 +117,7 @@ def _main(argv: list[str] | None = None) -> int:
     except (SettingsError, VolumeError) as err:
         print(f"higress-init: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    reporter = Reporter(settings.log_format)
+    reporter = Reporter(settings.log_format, plan=command == "plan")
     try:
         if command == "status":
             return _status(settings, args.output)
@@ -206,7 +206,7 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
         ctx.close()
         writer.close()
     seconds = time.perf_counter() - started
-    reporter.emit("summary", f"{'plan' if plan else 'done':<14} {totals.summary():<40} {seconds:6.2f}s",
+    reporter.emit("summary", f"{'plan' if plan else 'done':<14} {totals.summary(plan):<40} {seconds:6.2f}s",
                   actions={a: len(n) for a, n in totals.by_action.items()}, seconds=round(seconds, 3))
     if plan:
         changed = writer.planned

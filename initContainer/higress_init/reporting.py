@@ -10,6 +10,9 @@ from datetime import datetime, timedelta, timezone
 # The actions a phase reports, in the order printed; text and JSON use the same words.
 ACTIONS = ("connected", "created", "re-issued", "updated", "discarded", "written", "owner set", "kept", "skipped")
 CHANGES = ("created", "re-issued", "updated")   # what a phase changed (written: how the commit did it)
+# How `plan` words the same actions in text (its JSON keeps the action words above, with plan: true).
+PLANNED = {"created": "would create", "re-issued": "would re-issue", "updated": "would update",
+           "discarded": "would discard", "written": "would write", "owner set": "would set owner"}
 
 
 def timestamp(moment: datetime) -> str:
@@ -30,9 +33,10 @@ class Counts:
     def add(self, action: str, name: str) -> None:
         self.by_action.setdefault(action, []).append(name)
 
-    def summary(self) -> str:
-        actions = sorted(self.by_action, key=ACTIONS.index)
-        return ", ".join(f"{a} {len(self.by_action[a])}" for a in actions) or "nothing to do"
+    def summary(self, plan: bool = False) -> str:
+        actions = sorted(self.by_action, key=lambda a: ACTIONS.index(a) if a in ACTIONS else len(ACTIONS))
+        words = PLANNED if plan else {}
+        return ", ".join(f"{words.get(a, a)} {len(self.by_action[a])}" for a in actions) or "nothing to do"
 
 
 class Reporter:
@@ -40,8 +44,9 @@ class Reporter:
     Never key material. A closed stdout (`higress-init run | head -1`) does not stop the work:
     the rest of the output is dropped."""
 
-    def __init__(self, fmt: str = "text", stream=None):
+    def __init__(self, fmt: str = "text", stream=None, plan: bool = False):
         self.fmt, self.stream = fmt, stream or sys.stdout
+        self.plan = plan        # `plan`: the text says what run would do
         self.closed = False
 
     def _print(self, line: str, stream) -> None:
@@ -62,12 +67,14 @@ class Reporter:
     def emit(self, event: str, text: str, **fields) -> None:
         if self.fmt == "json":
             record = {"time": timestamp(datetime.now(timezone.utc)), "event": event, **fields}
+            if self.plan:
+                record["plan"] = True
             self._print(json.dumps(record, sort_keys=False), self.stream)
         else:
             self._print(text, self.stream)
 
     def phase(self, name: str, counts: Counts, seconds: float) -> None:
-        self.emit("phase", f"{name:<14} {counts.summary():<40} {seconds:6.2f}s", phase=name,
+        self.emit("phase", f"{name:<14} {counts.summary(self.plan):<40} {seconds:6.2f}s", phase=name,
                   actions=dict(counts.by_action), seconds=round(seconds, 3))
 
     def message(self, text: str, **fields) -> None:

@@ -475,7 +475,8 @@ def status_rows(settings, writer) -> list[dict]:
         view = SharedView(writer, files_from(published))
         spec = artifacts.SPECS["gateway"]
         cert, key, problem, has_cert, _ = artifacts._load(spec, view)
-        state = artifacts.leaf_problem(spec, settings, pki.utcnow(), cert, key, problem, published.intermediate) or "ok"
+        chain = [published.intermediate, published.roots[0]]   # the published CA, up to its root
+        state = artifacts.leaf_problem(spec, settings, pki.utcnow(), cert, key, problem, chain) or "ok"
         if cert is None:
             rows.append(_row("gateway (this host)", spec.cert_file, state=state))
         else:
