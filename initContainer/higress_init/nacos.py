@@ -529,7 +529,7 @@ def login(conn: Connection, username: str, password: str) -> None:
         raise NacosError("Nacos has no login endpoint (HTTP 404 on /v1/auth/login) though NACOS_USERNAME is set")
     token = answer.get("accessToken") if isinstance(answer, dict) else None
     if not isinstance(token, str) or not token:
-        # r-nacos answers a wrong password with 200 and no token
+        # a 200 that carries no token is no login either
         raise NacosAuthError(f"Nacos rejected the login of user {username!r} (NACOS_USERNAME/NACOS_PASSWORD)")
     conn.http.token = token
 
