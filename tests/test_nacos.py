@@ -375,6 +375,17 @@ def test_an_unparsable_answer_is_a_clear_error(scripted, tmp_path, fast_env, bod
     assert BODY_MARKER.decode() not in result.stdout + result.stderr
 
 
+def test_404_is_absent(scripted, tmp_path, fast_env):
+    """The namespace exists and the data key is new, so the safety rule searches for Secrets:
+    a 404 from the search means there are none."""
+    present = (200, b'{"code":200,"data":[{"namespace":"higress-system"}]}')
+    server = scripted({**READY, NAMESPACES: [present], ("GET", "/nacos/v1/cs/configs"): [(404, BODY_MARKER)]})
+    result = _phase_nacos(server, tmp_path, fast_env)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert server.count("GET", "/v1/cs/configs") == 2  # secrets.* and secrets. (see data_ids)
+    assert server.count("POST", "/v1/console/namespaces") == 0
+
+
 def test_a_server_dripping_a_byte_a_second_does_not_outlast_the_wait(scripted, tmp_path, fast_env):
     server = scripted({("GET", "/nacos/v1/console/health/readiness"): ["drip"]})
     # the server never finishes its answer: without one deadline for the whole wait this run would
@@ -415,6 +426,21 @@ def test_absent_configs_are_none_and_content_comes_back_exactly(node, tmp_path):
         assert conn.get("blank", "g") == " "
         assert conn.get("with-content", "g") == "x: 1\n"
         assert conn.get("with-content", "other-group") is None
+    finally:
+        conn.close()
+
+
+def test_data_ids_finds_configs_by_prefix_on_r_nacos(node, tmp_path):
+    run_cli("phase", "nacos", volumes=tmp_path / "other", env={"NACOS_SERVER_URL": node.url}, check=True)
+    for data_id, group in [("secrets.a", NS), ("secrets.b", "other-group"), ("secretsX", NS),
+                           ("other.secrets.c", NS), ("secrets.__names__", "DEFAULT_GROUP")]:
+        node.publish_config(data_id, group, NS, "x")
+    node.publish_config("secrets.in-public", NS, "", "x")  # another namespace: not seen
+    conn, _ = _connect(node, tmp_path)
+    try:
+        assert conn.data_ids(None, "secrets.") == ["secrets.__names__", "secrets.a", "secrets.b"]
+        assert conn.data_ids(NS, "secrets.") == ["secrets.a"]
+        assert conn.data_ids(None, "nothing.") == []
     finally:
         conn.close()
 
