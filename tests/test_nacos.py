@@ -487,21 +487,20 @@ def test_compare_and_swap_reads_again_and_sends_the_md5(node, tmp_path, grpc_req
 
 
 def test_closing_ends_the_sdk_client_completely(node, tmp_path):
-    import glob
-    import tempfile
     import threading
     import psutil
     threads_before = set(threading.enumerate())
-    dirs_before = set(glob.glob(tempfile.gettempdir() + "/higress-init-nacos-*"))
     conn, _ = _connect(node, tmp_path)
     assert conn.get("anything", "g") is None
+    sdk_dir = Path(conn.configs.tmp.name)  # the SDK's log and cache directories live in it
+    assert sdk_dir.is_dir()
     grpc_port = int(node.url.split(":")[2].split("/")[0]) + 1000
     me = psutil.Process()
     assert any(c.raddr and c.raddr.port == grpc_port for c in me.net_connections())
     conn.close()
     assert not any(c.raddr and c.raddr.port == grpc_port and c.status == "ESTABLISHED" for c in me.net_connections())
     assert [t for t in threading.enumerate() if t not in threads_before] == []  # gRPC's poller included
-    assert set(glob.glob(tempfile.gettempdir() + "/higress-init-nacos-*")) == dirs_before
+    assert not sdk_dir.exists()
     conn.close()  # twice is fine
 
 
