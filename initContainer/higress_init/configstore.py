@@ -266,7 +266,7 @@ def seed(ctx, counts) -> None:
                 unchanged_store=True)
     if isinstance(store, NacosStore):
         calls = getattr(store.conn, "calls", 0)
-        ctx.log(f"nacos: seeding made {calls - calls_before} HTTP calls, {calls} in this run",
+        ctx.log(f"nacos: seeding made {calls - calls_before} calls (HTTP and gRPC), {calls} in this run",
                 seeding_calls=calls - calls_before, calls=calls)
     if ctx.dry_run:
         return
