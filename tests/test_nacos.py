@@ -379,6 +379,17 @@ def test_an_unparsable_answer_is_a_clear_error(scripted, tmp_path, fast_env, bod
     assert BODY_MARKER.decode() not in result.stdout + result.stderr
 
 
+def test_404_is_absent(scripted, tmp_path, fast_env):
+    """The namespace exists and the data key is new, so the safety rule searches for Secrets:
+    a 404 from the search means there are none."""
+    present = (200, b'{"code":200,"data":[{"namespace":"higress-system"}]}')
+    server = scripted({**READY, NAMESPACES: [present], ("GET", "/nacos/v1/cs/configs"): [(404, BODY_MARKER)]})
+    result = _phase_nacos(server, tmp_path, fast_env)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert server.count("GET", "/v1/cs/configs") == 2  # secrets.* and secrets. (see data_ids)
+    assert server.count("POST", "/v1/console/namespaces") == 0
+
+
 def test_a_server_dripping_a_byte_a_second_does_not_outlast_the_wait(scripted, tmp_path, fast_env):
     server = scripted({("GET", "/nacos/v1/console/health/readiness"): ["drip"]})
     # the server never finishes its answer: without one deadline for the whole wait this run would
@@ -404,14 +415,36 @@ def _connect(node, tmp_path, **env):
     return nacos.connect(s, lambda text, **fields: lines.append(text)), lines
 
 
-def test_absent_and_empty_configs_are_told_apart(node, tmp_path):
-    node.publish_config("present-but-empty", "g", "", "")
-    node.publish_config("with-content", "g", "", "x: 1\n")
-    conn, _ = _connect(node, tmp_path, NACOS_NS="")
+def test_absent_configs_are_none_and_content_comes_back_exactly(node, tmp_path):
+    """The SDK's get_config answers an absent config with "" (so did the run that created a config
+    without compare-and-swap); the initializer reads None. Nacos and r-nacos both refuse an empty
+    config, so the nearest present-but-blank content is whitespace."""
+    node.publish_config("blank", "g", NS, " ")
+    node.publish_config("with-content", "g", NS, "x: 1\n")
+    node.publish_config("deleted", "g", NS, "gone soon")
+    node.delete_config("deleted", "g", NS)
+    conn, _ = _connect(node, tmp_path)
     try:
         assert conn.get("never-written", "g") is None
-        assert conn.get("present-but-empty", "g") == ""
+        assert conn.get("deleted", "g") is None
+        assert conn.get("blank", "g") == " "
         assert conn.get("with-content", "g") == "x: 1\n"
+        assert conn.get("with-content", "other-group") is None
+    finally:
+        conn.close()
+
+
+def test_data_ids_finds_configs_by_prefix_on_r_nacos(node, tmp_path):
+    run_cli("phase", "nacos", volumes=tmp_path / "other", env={"NACOS_SERVER_URL": node.url}, check=True)
+    for data_id, group in [("secrets.a", NS), ("secrets.b", "other-group"), ("secretsX", NS),
+                           ("other.secrets.c", NS), ("secrets.__names__", "DEFAULT_GROUP")]:
+        node.publish_config(data_id, group, NS, "x")
+    node.publish_config("secrets.in-public", NS, "", "x")  # another namespace: not seen
+    conn, _ = _connect(node, tmp_path)
+    try:
+        assert conn.data_ids(None, "secrets.") == ["secrets.__names__", "secrets.a", "secrets.b"]
+        assert conn.data_ids(NS, "secrets.") == ["secrets.a"]
+        assert conn.data_ids(None, "nothing.") == []
     finally:
         conn.close()
 
@@ -458,21 +491,20 @@ def test_compare_and_swap_reads_again_and_sends_the_md5(node, tmp_path, grpc_req
 
 
 def test_closing_ends_the_sdk_client_completely(node, tmp_path):
-    import glob
-    import tempfile
     import threading
     import psutil
     threads_before = set(threading.enumerate())
-    dirs_before = set(glob.glob(tempfile.gettempdir() + "/higress-init-nacos-*"))
     conn, _ = _connect(node, tmp_path)
     assert conn.get("anything", "g") is None
+    sdk_dir = Path(conn.configs.tmp.name)  # the SDK's log and cache directories live in it
+    assert sdk_dir.is_dir()
     grpc_port = int(node.url.split(":")[2].split("/")[0]) + 1000
     me = psutil.Process()
     assert any(c.raddr and c.raddr.port == grpc_port for c in me.net_connections())
     conn.close()
     assert not any(c.raddr and c.raddr.port == grpc_port and c.status == "ESTABLISHED" for c in me.net_connections())
-    assert [t for t in threading.enumerate() if t not in threads_before and not t.daemon] == []
-    assert set(glob.glob(tempfile.gettempdir() + "/higress-init-nacos-*")) == dirs_before
+    assert [t for t in threading.enumerate() if t not in threads_before] == []  # gRPC's poller included
+    assert not sdk_dir.exists()
     conn.close()  # twice is fine
 
 

@@ -44,7 +44,7 @@ def _indexes(node, want) -> dict:
 
 
 def _calls(output: str) -> int:
-    return int(re.search(r"seeding made (\d+) HTTP calls", output).group(1))
+    return int(re.search(r"seeding made (\d+) calls", output).group(1))
 
 
 def _check_every_object(node, volumes, want):
@@ -83,7 +83,7 @@ def test_every_object_seeded_field_by_field_and_a_rerun_changes_nothing(node, en
     rerun = run_cli("run", volumes=volumes, env=env, check=True)
     assert _stored(node, want) == configs and _indexes(node, want) == indexes and snapshot(volumes) == files
     fresh_calls, rerun_calls = _calls(fresh.stdout), _calls(rerun.stdout)
-    print(f"\nHTTP calls while seeding: fresh {fresh_calls}, rerun {rerun_calls}")
+    print(f"\ncalls while seeding (HTTP and gRPC): fresh {fresh_calls}, rerun {rerun_calls}")
     # a rerun reads each object and each index once, and writes nothing
     assert rerun_calls <= len(want) + len(indexes) < fresh_calls
     status = run_cli("status", "--output", "json", volumes=volumes, env=env)

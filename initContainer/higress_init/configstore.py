@@ -103,7 +103,7 @@ def seed(ctx, store, counts) -> None:
                 unchanged_store=True)
     if store.kind == "Nacos":
         calls = getattr(store.conn, "calls", 0)
-        ctx.log(f"nacos: seeding made {calls - calls_before} HTTP calls, {calls} in this run",
+        ctx.log(f"nacos: seeding made {calls - calls_before} calls (HTTP and gRPC), {calls} in this run",
                 seeding_calls=calls - calls_before, calls=calls)
     if records:
         _record(ctx, SEEDED_FILE, records)

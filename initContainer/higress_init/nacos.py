@@ -11,6 +11,7 @@ status explicitly. Neither ever puts a response body or a credential into a mess
 from __future__ import annotations
 
 import atexit
+import gc
 import hashlib
 import http.client
 import json
@@ -20,7 +21,7 @@ import time
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
-from tenacity import AsyncRetrying, Retrying, retry_if_exception_type, wait_exponential_jitter
+from tenacity import AsyncRetrying, Retrying, retry_if_exception_type, wait_exponential, wait_random
 
 from .errors import StateError
 
@@ -54,7 +55,7 @@ class _Transient(Exception):
 
 def _retrying(deadline: float, cls=Retrying, **kwargs):
     """Retry transient failures with jittered exponential backoff, never past `deadline`."""
-    backoff = wait_exponential_jitter(initial=0.2, max=4.0)
+    backoff = wait_exponential(multiplier=0.2, max=4.0) + wait_random(0, 0.2)
     return cls(retry=retry_if_exception_type(_Transient), reraise=True,
                stop=lambda state: time.monotonic() >= deadline,
                wait=lambda state: max(0.0, min(backoff(state), deadline - time.monotonic())), **kwargs)
@@ -124,6 +125,8 @@ class HttpClient:
         if self.token:
             headers["accessToken"] = self.token  # a header, not a query parameter: kept out of access logs
         where = f"{server}{path}"
+        if time.monotonic() >= deadline:
+            raise _Transient("")  # no time left for this try; the last real error stays the one told
         self.calls += 1
         conn = None
         try:
@@ -153,7 +156,7 @@ class HttpClient:
                 try:
                     status, body = self.send(server, method, path, deadline, params, form)
                 except _Transient as err:
-                    last[0] = str(err)
+                    last[0] = str(err) or last[0]
                     continue
                 if status == 200:
                     self.active = server
@@ -344,6 +347,11 @@ class ConfigService:
         finally:
             self.loop.close()
             self.service = None
+            # gRPC stops its poller thread when the last of its channel objects is freed: free them now
+            gc.collect()
+            # The SDK's imports leave so many objects that the interpreter's collections at exit took
+            # 0.2 s more; what is left needs no collecting before this one-shot process ends.
+            gc.freeze()
             logging.getLogger().removeHandler(self.quiet)
             self.tmp.cleanup()
             atexit.unregister(self.close)
@@ -484,11 +492,11 @@ def wait_ready(conn: Connection, timeout: float, log) -> None:
             try:
                 generation = probe(server)
             except _Transient as err:
-                last[0] = str(err)
+                last[0] = str(err) or last[0]
                 continue
             except NacosError as err:  # not a Nacos, or a status that will not change: try the others
                 final.append(err)
-                last[0] = str(err)
+                last[0] = str(err) or last[0]
                 continue
             if generation:
                 http_.active, conn.generation = server, generation
@@ -518,7 +526,7 @@ def login(conn: Connection, username: str, password: str) -> None:
         raise NacosError("Nacos has no login endpoint (HTTP 404 on /v1/auth/login) though NACOS_USERNAME is set")
     token = answer.get("accessToken") if isinstance(answer, dict) else None
     if not isinstance(token, str) or not token:
-        # r-nacos answers a wrong password with 200 and no token
+        # a 200 that carries no token is no login either
         raise NacosAuthError(f"Nacos rejected the login of user {username!r} (NACOS_USERNAME/NACOS_PASSWORD)")
     conn.http.token = token
 
