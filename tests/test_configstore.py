@@ -158,7 +158,7 @@ def test_a_data_key_file_the_apiserver_would_refuse_is_refused(initialized, cont
     assert "api/nacos.key" in result.stderr and problem in result.stderr
     assert (initialized / "api/nacos.key").read_bytes() == content  # never kept, never replaced
     status = run_cli("status", "--output", "json", volumes=initialized)
-    row = next(r for r in json.loads(status.stdout)["files"] if r["name"] == "nacos.key")
+    row = next(r for r in json.loads(status.stdout)["files"] if r["file"] == "api/nacos.key")
     assert status.returncode == 1 and problem in row["state"]
 
 

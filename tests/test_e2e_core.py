@@ -424,7 +424,7 @@ def test_plan_writes_nothing_and_says_what_run_would_do(tmp_path, initialized):
     fresh = tmp_path / "fresh"
     result = run_cli("plan", volumes=fresh, check=True)
     assert not fresh.exists()
-    assert "would create" in result.stdout and "run would write" in result.stdout
+    assert "would create" in result.stdout and "would be written" in result.stdout
     (initialized / "api/server.crt").unlink()
     before = snapshot(initialized)
     result = run_cli("plan", volumes=initialized, check=True)

@@ -4,16 +4,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import signal
 import sys
 import time
 
 from datetime import datetime, timezone
 
-from . import phases, runstate, settings as settings_mod
+from . import __version__, phases, runstate, settings as settings_mod
 from .errors import StateError
 from .phases import PHASES, Context
-from .reporting import Counts, Reporter
+from .reporting import Counts, Reporter, say
 from .settings import SETTINGS, SettingsError
 from .volume import PlanWriter, RunLock, VolumeError, VolumeWriter, check_writable
 
@@ -27,9 +28,17 @@ def _flag(setting) -> str:
     return setting.flag or "--" + setting.env.lower().replace("_", "-")
 
 
-def _common_options() -> argparse.ArgumentParser:
-    parent = argparse.ArgumentParser(add_help=False)
-    group = parent.add_argument_group("settings (each overrides its environment variable)")
+class Parser(argparse.ArgumentParser):
+    """argparse, with a usage error in one line and a hint, not the whole usage."""
+
+    def error(self, message: str):
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
+
+
+def _add_settings(parser: argparse.ArgumentParser) -> None:
+    """The settings, after the command's own options: each flag overrides its environment variable."""
+    group = parser.add_argument_group("settings (each overrides its environment variable; secrets come only "
+                                      "from the environment or <NAME>_FILE)")
     for s in SETTINGS:
         if s.secret:
             continue  # secrets come from the environment or <NAME>_FILE, never the command line
@@ -37,36 +46,59 @@ def _common_options() -> argparse.ArgumentParser:
         long_name = "--" + s.env.lower().replace("_", "-")
         if long_name not in names:
             names.append(long_name)
-        group.add_argument(*names, dest=s.env, metavar=s.env, default=argparse.SUPPRESS, help=s.help)
-    return parent
+        shown = f" (default: {s.default})" if s.default not in (None, "") and "default:" not in s.help else ""
+        group.add_argument(*names, dest=s.env, metavar=s.env, default=argparse.SUPPRESS, help=s.help + shown)
+
+
+# Each command: what it does (its help leads with this), then its own options.
+COMMANDS = {
+    "run": "all phases in order (the default command): certificates, kubeconfigs, tokens, pod labels, commit, "
+           "writable folders, seed the store, deliver the mesh files",
+    "plan": "the same run without the commit: what run would create, re-issue, update and write; writes nothing, "
+            "Nacos included (ROTATE=... or --rotate plans a rotation)",
+    "status": "check every file the product writes (chains, expiry, names, modes, tokens, the mesh, the store); "
+              "exit 1 when something is wrong",
+    "rotate": "re-issue on purpose: leaf (the default), intermediate or root; `rotate finish` ends a root overlap",
+    "watch": "stay up: every --interval renew what comes within RENEW_BEFORE, say which services to restart; exit "
+             "non-zero when something cannot be renewed",
+    "phase": "run one phase only (and commit what it staged)",
+    "phases": "list the phases",
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    common = _common_options()
-    parser = argparse.ArgumentParser(
-        prog="higress-init", parents=[common],
-        description="Prepare certificates, kubeconfigs, tokens and base config for Higress standalone.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    run = sub.add_parser("run", parents=[common], help="all phases in order (the default)")
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = Parser(prog="higress-init", formatter_class=formatter, usage="%(prog)s [COMMAND] [OPTIONS] [SETTINGS]",
+                    description="Prepare certificates, kubeconfigs, tokens and base config for Higress standalone. "
+                                "With no command: run.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    commands = {}
+    for name, text in COMMANDS.items():
+        positional = {"phase": " NAME", "rotate": " [KIND]"}.get(name, "")
+        commands[name] = sub.add_parser(name, prog=f"higress-init {name}", help=text, description=text,
+                                        formatter_class=formatter,
+                                        usage=f"%(prog)s{positional} [OPTIONS] [SETTINGS]")
+    run = commands["run"]
     run.add_argument("--reseed", action="store_true", help="rewrite the base config on purpose (compare-and-swap)")
     run.add_argument("--push-mesh", action="store_true",
                      help="copy pilot/config/mesh and meshNetworks, edited here, into the stored higress-config once "
                           "(compare-and-swap); afterwards edit it in the store")
-    one = sub.add_parser("phase", parents=[common], help="run one phase only")
-    one.add_argument("name", choices=[p.name for p in PHASES])
-    sub.add_parser("phases", parents=[common], help="list the phases")
-    sub.add_parser("plan", parents=[common], help="the same run without the commit: what run would create, re-issue, update and write; writes nothing, Nacos included")
-    rot = sub.add_parser("rotate", parents=[common], help="re-issue on purpose: leaf (default), intermediate or root; "
-                                                          "--finish ends a root overlap")
-    rot.add_argument("kind", nargs="?", choices=("leaf", "intermediate", "root"), default=None)
-    rot.add_argument("--finish", action="store_true", help="drop the old roots once every component runs with the new ones")
-    st = sub.add_parser("status", parents=[common], help="check every certificate, key and generated file")
-    st.add_argument("--output", choices=("table", "json"), default="table")
-    wa = sub.add_parser("watch", parents=[common],
-                        help="stay up: every --interval renew what comes within RENEW_BEFORE, say which services "
-                             "to restart; exit non-zero when something cannot be renewed")
-    wa.add_argument("--interval", default="12h", help="time between checks (default 12h)")
+    commands["phase"].add_argument("name", choices=[p.name for p in PHASES], help="the phase")
+    rot = commands["rotate"]
+    rot.add_argument("kind", nargs="?", choices=("leaf", "intermediate", "root", "finish"), default="leaf",
+                     help="what to re-issue; finish: drop the old roots once every component runs with the new ones")
+    rot.add_argument("--finish", action="store_true", help="the same as `rotate finish`")
+    st = commands["status"]
+    st.add_argument("-o", "--output", choices=("table", "wide", "json"), default="table",
+                    help="table fits 120 columns; wide adds subject, issuer, expiry and checks; json has everything")
+    st.add_argument("--wide", action="store_const", dest="output", const="wide", help="the same as -o wide")
+    wa = commands["watch"]
+    wa.add_argument("--interval", default="12h", help="time between checks")
     wa.add_argument("--once", action="store_true", help="one check, then exit with its result")
+    _add_settings(parser)
+    for command in commands.values():
+        _add_settings(command)
     return parser
 
 
@@ -85,19 +117,16 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except KeyboardInterrupt:
-        print("higress-init: interrupted (SIGINT); the next run finishes or undoes what was started",
-              file=sys.stderr)
+        _problem("interrupted", "SIGINT; the next run finishes or undoes what was started")
         return EXIT_INTERRUPTED
     except Terminated:
-        print("higress-init: terminated (SIGTERM); the next run finishes or undoes what was started",
-              file=sys.stderr)
+        _problem("terminated", "SIGTERM; the next run finishes or undoes what was started")
         return 128 + signal.SIGTERM
     except RecursionError:
-        print("higress-init: error: input nested too deeply", file=sys.stderr)
+        _problem("error", "input nested too deeply")
         return EXIT_FAILED
     except Exception as err:  # noqa: BLE001 - the last resort: one line naming what went wrong
-        print(f"higress-init: error: {type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}",
-              file=sys.stderr)
+        _problem("error", f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}")
         return EXIT_FAILED
 
 
@@ -107,17 +136,20 @@ def _main(argv: list[str] | None = None) -> int:
     overrides = {s.env: getattr(args, s.env) for s in SETTINGS if hasattr(args, s.env)}
     if command == "phases":
         for p in PHASES:
-            print(f"{p.name:<14} {p.help}")
+            say(f"{p.name:<14} {p.help}")
         return EXIT_OK
+    global _REPORTER
+    _REPORTER = Reporter(overrides.get("LOG_FORMAT") or os.environ.get("LOG_FORMAT") or "text")
     try:
         settings = settings_mod.load(overrides=overrides)
+        _REPORTER = reporter = Reporter(settings.log_format, plan=command == "plan")
         interval = settings_mod.parse_duration("--interval", args.interval) if command == "watch" else None
-        if command in ("run", "phase", "watch"):
+        _check_default_root(settings, overrides)
+        if command in ("run", "phase", "watch", "rotate"):
             check_writable(settings.volumes_root)
     except (SettingsError, VolumeError) as err:
-        print(f"higress-init: error: {err}", file=sys.stderr)
+        _problem("error", str(err))
         return EXIT_BAD_INPUT
-    reporter = Reporter(settings.log_format, plan=command == "plan")
     try:
         if command == "status":
             return _status(settings, args.output)
@@ -128,25 +160,47 @@ def _main(argv: list[str] | None = None) -> int:
             names.append("write")  # a single phase still commits what it staged
         rotation = settings.rotate if command in ("run", "plan") else None
         if command == "rotate":
-            if args.finish and args.kind:
-                print("higress-init: error: rotate takes a kind or --finish, not both", file=sys.stderr)
+            if args.finish and args.kind not in ("leaf", "finish"):
+                reporter.problem("error", "rotate takes a kind or finish, not both")
                 return EXIT_BAD_INPUT
-            rotation = "finish" if args.finish else (args.kind or "leaf")
+            rotation = "finish" if args.finish else args.kind
         return _execute(settings, reporter, names, reseed=getattr(args, "reseed", False), rotation=rotation,
                         push_mesh=getattr(args, "push_mesh", False), plan=command == "plan")
     except StateError as err:
-        print(f"higress-init: refused: {err}", file=sys.stderr)
+        _problem("refused", str(err))
         return EXIT_REFUSED
     except _nacos_errors() as err:
-        print(f"higress-init: error: {err}", file=sys.stderr)
+        _problem("error", str(err))
         return err.exit_code
     except OSError as err:
-        print(f"higress-init: error: {err}", file=sys.stderr)
+        _problem("error", str(err))
         return EXIT_FAILED
     except UnicodeDecodeError as err:
-        print(f"higress-init: error: a file the run reads is not UTF-8 text ({err.reason} at byte {err.start})",
-              file=sys.stderr)
+        _problem("error", f"a file the run reads is not UTF-8 text ({err.reason} at byte {err.start})")
         return EXIT_FAILED
+
+
+_REPORTER: Reporter | None = None   # how errors are printed: the run's --log-format once it is known
+
+
+def _problem(kind: str, text: str) -> None:
+    """An error or refusal: one line on stderr, text or JSON (with a timestamp) as --log-format says."""
+    (_REPORTER or Reporter()).problem(kind, text)
+
+
+def _in_image() -> bool:
+    return os.path.exists("/.dockerenv") or os.path.exists("/run/.containerenv")
+
+
+def _check_default_root(settings, overrides) -> None:
+    """Outside the image (which sets VOLUMES_ROOT), a bare `higress-init` would make a PKI under
+    /mnt: refuse with a hint instead, unless the default folder is really there."""
+    given = "VOLUMES_ROOT" in overrides or "VOLUMES_ROOT" in os.environ or "VOLUMES_ROOT_FILE" in os.environ
+    default = settings_mod.SETTINGS_BY_ENV["VOLUMES_ROOT"].default
+    if not given and str(settings.volumes_root) == default and not settings.volumes_root.exists():
+        raise VolumeError(f"VOLUMES_ROOT: the default {default} does not exist"
+                          + ("" if _in_image() else " (this is not the initializer's container)")
+                          + ": pass --volumes DIR (e.g. --volumes ./volumes, as `make run` does) or set VOLUMES_ROOT")
 
 
 def utcnow() -> datetime:
@@ -206,12 +260,22 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
         ctx.close()
         writer.close()
     seconds = time.perf_counter() - started
-    reporter.emit("summary", f"{'plan' if plan else 'done':<14} {totals.summary(plan):<40} {seconds:6.2f}s",
-                  actions={a: len(n) for a, n in totals.by_action.items()}, seconds=round(seconds, 3))
+    files = writer.planned if plan else writer.written
+    root = settings.volumes_root
+    where = f"{len(files)} file{'s' if len(files) != 1 else ''} {'would be ' if plan else ''}written in {root}"
     if plan:
-        changed = writer.planned
-        reporter.emit("planned", f"plan: run would write {len(changed)} files in {settings.volumes_root}"
-                      + (": " + ", ".join(changed) if changed else ""), files=changed)
+        after = "to do it: higress-init run (same settings)"
+    elif any(phases.PHASES_BY_NAME[n].uses_store for n in names):
+        after = "check: higress-init status; start the stack: docker compose up -d (in compose/)"
+    else:
+        after = "check: higress-init status"
+    reporter.emit("summary", f"{'plan' if plan else 'done':<14} {totals.summary(plan)}; {where}; {after}",
+                  actions={a: len(n) for a, n in totals.by_action.items()}, files=len(files),
+                  volumes=str(root), next=after, seconds=round(seconds, 3))
+    if plan and files:
+        reporter.emit("planned", "plan: " + ", ".join(files), files=files)
+    elif plan:
+        reporter.emit("planned", "plan: nothing to write", files=files)
     return EXIT_OK
 
 
@@ -223,8 +287,12 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> No
                          "left behind")
     if rotation:
         finished = ctx.start()
-        reporter.message(f"rotation: {rotation}" + (f" (ending the overlap of {', '.join(finished)})"
-                                                    if finished else ""), rotation=rotation)
+        if rotation == "finish" and not finished:
+            reporter.message("rotate finish: no rotation is in progress (no old root kept beside a new one): "
+                             "nothing to finish", rotation=rotation, finished=[])
+        else:
+            reporter.message(f"rotation: {rotation}" + (f" (ending the overlap of {', '.join(finished)})"
+                                                        if finished else ""), rotation=rotation)
     full_run = list(names) == [p.name for p in PHASES]
     kept = runstate.unchanged(settings, ctx.now) if full_run and not (rotation or ctx.reseed) else None
     if kept is not None:
@@ -287,9 +355,9 @@ def _renew(settings, reporter: Reporter) -> int:
     rows = status_mod.certificate_rows(settings, VolumeWriter(settings.volumes_root), utcnow())
     failing = [r for r in rows if r["state"] != "ok"]
     for row in failing:
-        print(f"higress-init: watch: cannot renew {row['name']} ({row['file']}): {row['state']}"
-              + ("; a CA is replaced only on purpose: higress-init rotate root|intermediate" if
-                 row["name"].endswith("-ca") else ""), file=sys.stderr)
+        _problem("error", f"watch: cannot renew {row['name']} ({row['file']}): {row['state']}"
+                 + ("; a CA is replaced only on purpose: higress-init rotate root|intermediate" if
+                    row["name"].endswith("-ca") else ""))
     return EXIT_FAILED if failing else EXIT_OK
 
 
@@ -304,13 +372,14 @@ def _status(settings, output: str) -> int:
         report["nacos"] = nacos.status(settings, writer)
         report["healthy"] = report["healthy"] and report["nacos"]["healthy"]
     if output == "json":
-        print(json.dumps(report, indent=2))
+        say(json.dumps(report, indent=2))
     else:
-        print(status_mod.format_table(rows))
+        say(status_mod.format_table(rows, wide=output == "wide"))
+        if status_mod.nothing_present(rows):
+            say(f"\nnothing is present in {settings.volumes_root}: pass --volumes DIR, the folder run wrote into")
         for r in report["rotation"]:
-            print(f"\nROTATION {r['root']}: {r['state']}; old root valid until {r['old_root_not_after']}; "
+            say(f"\nROTATION {r['root']}: {r['state']}; old root valid until {r['old_root_not_after']}; "
                   f"both roots trusted in {', '.join(r['trusted_in'])}; next: {r['next']}")
         if "nacos" in report:
-            print()
-            print(nacos.format_status(report["nacos"]))
+            say("\n" + nacos.format_status(report["nacos"]))
     return EXIT_OK if report["healthy"] else EXIT_FAILED

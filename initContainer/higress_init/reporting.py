@@ -15,6 +15,22 @@ PLANNED = {"created": "would create", "re-issued": "would re-issue", "updated": 
            "discarded": "would discard", "written": "would write", "owner set": "would set owner"}
 
 
+def say(line: str, stream=None) -> None:
+    """Print a line. A reader that went away (`higress-init run | head -1`) does not stop the
+    work: the stream is pointed at /dev/null and the rest of the output is dropped."""
+    stream = stream or sys.stdout
+    try:
+        print(line, file=stream, flush=True)
+    except BrokenPipeError:
+        try:  # later writes (and the interpreter's final flush) go nowhere instead of failing
+            import os
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError):
+            pass
+
+
 def timestamp(moment: datetime) -> str:
     """The one timestamp format of the output: UTC, second precision, ISO 8601 with Z."""
     return f"{moment.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
@@ -41,28 +57,14 @@ class Counts:
 
 class Reporter:
     """One line per phase and event, as text or as one JSON object a line (with a timestamp).
-    Never key material. A closed stdout (`higress-init run | head -1`) does not stop the work:
-    the rest of the output is dropped."""
+    Never key material; a closed stdout does not stop the work (say)."""
 
     def __init__(self, fmt: str = "text", stream=None, plan: bool = False):
         self.fmt, self.stream = fmt, stream or sys.stdout
         self.plan = plan        # `plan`: the text says what run would do
-        self.closed = False
 
     def _print(self, line: str, stream) -> None:
-        if self.closed and stream is self.stream:
-            return
-        try:
-            print(line, file=stream, flush=True)
-        except BrokenPipeError:
-            self.closed = True
-            try:  # later writes (and the interpreter's final flush) go nowhere instead of failing
-                import os
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                os.dup2(devnull, stream.fileno())
-                os.close(devnull)
-            except (OSError, ValueError):
-                pass
+        say(line, stream)
 
     def emit(self, event: str, text: str, **fields) -> None:
         if self.fmt == "json":

@@ -11,6 +11,15 @@ from .reporting import timestamp
 from .settings import Settings
 
 
+# Rows are named by artifact (certificates by their table name; these files by what they are).
+FILE_NAMES = {
+    layout.PILOT_CHAIN: "pilot CA chain", layout.GATEWAY_ROOT_CERT: "gateway trusted roots",
+    layout.DATA_KEY: "data key", layout.POD_LABELS: "pod labels",
+    layout.TOKEN_PUBLIC_KEY: "token public key", layout.JWKS: "JWKS", layout.JWKS_WELL_KNOWN: "JWKS (well-known)",
+    layout.OIDC_DISCOVERY: "OIDC discovery", layout.TOKEN_RETIRED_KEYS: "retired token keys",
+}
+
+
 def _row(name, file, **fields) -> dict:
     row = {"name": name, "file": file, "subject": "", "issuer": "", "not_after": "", "days_left": None,
            "chain_verified": None, "key_matches": None, "state": "ok"}
@@ -47,15 +56,15 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
     rows.extend(_bundle_rows(writer, loaded))
     rows.extend(_kubeconfig_row(spec, writer, loaded) for spec in kubeconfig.KUBECONFIGS)
     key = writer.read(layout.DATA_KEY)
-    rows.append(_row("nacos.key", layout.DATA_KEY, state="missing" if key is None else datakey.problem(key) or "ok"))
+    rows.append(_row(FILE_NAMES[layout.DATA_KEY], layout.DATA_KEY, state="missing" if key is None else datakey.problem(key) or "ok"))
     rows.append(_labels_row(settings, writer))
     rows.extend(config_rows(settings, writer))
     rows.extend(token_rows(settings, writer, now))
     if writer.exists(layout.TOKEN_RETIRED_KEYS):
-        rows.append(_file_row(layout.TOKEN_RETIRED_KEYS, layout.TOKEN_RETIRED_KEYS, writer, _json_list,
+        rows.append(_file_row(FILE_NAMES[layout.TOKEN_RETIRED_KEYS], layout.TOKEN_RETIRED_KEYS, writer, _json_list,
                               "not a JSON list"))
     for rel in (layout.TOKEN_PUBLIC_KEY, *tokens.JWKS_FILES, layout.OIDC_DISCOVERY):
-        rows.append(_file_row(rel.rsplit("/", 1)[-1], rel, writer, lambda d: bool(d.strip()), "empty"))
+        rows.append(_file_row(FILE_NAMES[rel], rel, writer, lambda d: bool(d.strip()), "empty"))
     rows.extend(shared_ca_rows(settings, writer))
     _check_permissions(settings, writer, rows)
     rows.extend(_journal_rows(writer))
@@ -74,7 +83,7 @@ def _labels_row(settings: Settings, writer) -> dict:
     """The labels file is derived from the settings alone: anything else is re-made by the next run."""
     from . import meshconfig
     wanted = meshconfig.pod_labels(settings).encode()
-    return _file_row(layout.POD_LABELS, layout.POD_LABELS, writer, lambda d: d == wanted,
+    return _file_row(FILE_NAMES[layout.POD_LABELS], layout.POD_LABELS, writer, lambda d: d == wanted,
                      "not the labels the settings give (the next run re-makes it)")
 
 
@@ -184,16 +193,16 @@ def _bundle_rows(writer, loaded) -> list[dict]:
     for bundle in artifacts.BUNDLES:
         data = writer.read(bundle.file)
         if data is None:
-            rows.append(_row(bundle.file.rsplit("/", 1)[-1], bundle.file, state="missing"))
+            rows.append(_row(FILE_NAMES[bundle.file], bundle.file, state="missing"))
             continue
         try:
             certs = pki.load_certs(data)
         except ValueError:
-            rows.append(_row(bundle.file.rsplit("/", 1)[-1], bundle.file, state="unparsable"))
+            rows.append(_row(FILE_NAMES[bundle.file], bundle.file, state="unparsable"))
             continue
         wanted = [loaded.get(part.rpartition(":")[2]) for part in bundle.parts if not part.startswith("cross:")]
         ok = all(w is not None and w in certs for w in wanted)
-        rows.append(_row(bundle.file.rsplit("/", 1)[-1], bundle.file, subject=pki.describe_name(certs[0]),
+        rows.append(_row(FILE_NAMES[bundle.file], bundle.file, subject=pki.describe_name(certs[0]),
                          chain_verified=ok, state="ok" if ok else "does not hold the current CA certificates"))
     return rows
 
@@ -267,13 +276,35 @@ def healthy(rows) -> bool:
     return all(r["state"] == "ok" for r in rows)
 
 
-def format_table(rows) -> str:
-    yes_no = lambda v: "-" if v is None else ("yes" if v else "no")  # noqa: E731
-    header = ("NAME", "FILE", "SUBJECT", "ISSUER", "NOT AFTER", "DAYS", "CHAIN", "KEY", "STATE")
-    table = [header] + [
-        (r["name"], r["file"], r["subject"], r["issuer"], r["not_after"],
-         "" if r["days_left"] is None else str(r["days_left"]), yes_no(r["chain_verified"]),
-         yes_no(r["key_matches"]), r["state"]) for r in rows]
-    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in table)
+def nothing_present(rows) -> bool:
+    """No certificate at all: most likely the wrong folder (the hint names --volumes)."""
+    return all(r["state"] == "missing" for r in rows if r["name"] in artifacts.SPECS)
 
+
+WIDTH = 120   # the table fits a terminal this wide; -o wide and -o json show everything
+
+
+def format_table(rows, wide: bool = False) -> str:
+    """One row per artifact. Narrow: NAME, FILE, DAYS (left), STATE, cut to WIDTH columns;
+    wide: also SUBJECT, ISSUER, NOT AFTER, CHAIN and KEY (checked), never cut."""
+    yes_no = lambda v: "-" if v is None else ("yes" if v else "no")  # noqa: E731
+    days = lambda r: "" if r["days_left"] is None else str(r["days_left"])  # noqa: E731
+    if wide:
+        header = ("NAME", "FILE", "SUBJECT", "ISSUER", "NOT AFTER", "DAYS", "CHAIN", "KEY", "STATE")
+        table = [header] + [(r["name"], r["file"], r["subject"], r["issuer"], r["not_after"], days(r),
+                             yes_no(r["chain_verified"]), yes_no(r["key_matches"]), r["state"]) for r in rows]
+    else:
+        header = ("NAME", "FILE", "DAYS", "STATE")
+        table = [header] + [(r["name"], r["file"], days(r), r["state"]) for r in rows]
+    widths = [max(len(row[i]) for row in table) for i in range(len(header))]
+    if not wide:
+        widths[0], widths[1] = min(widths[0], 30), min(widths[1], 44)
+        widths[3] = max(10, WIDTH - sum(widths[:3]) - 2 * 3)
+    lines = []
+    for row in table:
+        cells = [cell if len(cell) <= w else cell[:w - 1] + "…" for cell, w in zip(row, widths)]
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip())
+    cut = [r for r in rows if not wide and len(r["state"]) > widths[3]]
+    if cut:  # what was cut, in full: one paragraph per artifact
+        lines += ["", "details:"] + [f"  {r['name']} ({r['file']}): {r['state']}" for r in cut]
+    return "\n".join(lines)

@@ -49,6 +49,7 @@ class VolumeWriter:
         self._dirs: set[tuple[str, ...]] = set()   # directories ensure_dir made managed
         self._dir_modes: dict[tuple[str, ...], int] = {}  # ... and those given their own mode
         self.touched: set[Path] = set()             # every path this run read or wrote
+        self.written: list[str] = []                # every file this run's commits wrote, by volume path
 
     # --- paths: absolute paths are accepted only inside the root
     def path(self, rel: str | Path) -> Path:
@@ -154,6 +155,7 @@ class VolumeWriter:
         journal.roll_forward(self.fs, entries)
         self.staged.clear()
         self._disk.clear()
+        self.written.extend(self.rel(item.path) for item in changed)
         return [item.path for item in changed]
 
     def _write_temporary(self, item: StagedFile) -> list:
