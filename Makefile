@@ -25,7 +25,8 @@ export COMPOSE_PLUGIN := $(COMPOSE_ROOT)/cli-plugins/docker-compose
 .PHONY: help run test lint bench image up down status rotate clean
 
 help: ## list the targets
-	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}' \
+	  | sed -e 's|$$(VOLUMES)|$(VOLUMES)|g' -e 's|$$(IMAGE)|$(IMAGE)|g'
 
 $(BIN)/higress-init: initContainer/requirements.lock initContainer/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -78,7 +79,7 @@ status: $(BIN)/higress-init ## check every certificate, key and generated file i
 	$(BIN)/higress-init status --volumes $(VOLUMES)
 
 rotate: $(BIN)/higress-init ## rotate leaf certificates in $(VOLUMES) (KIND=leaf|intermediate|root|finish)
-	$(BIN)/higress-init rotate $(if $(filter finish,$(KIND)),--finish,$(or $(KIND),leaf)) --volumes $(VOLUMES)
+	$(BIN)/higress-init rotate $(or $(KIND),leaf) --volumes $(VOLUMES)
 
 clean: ## remove .venv/, ./volumes and caches (not the tools cache: r-nacos, compose plugin)
 	rm -rf $(VENV) volumes .pytest_cache bench/results

@@ -66,7 +66,7 @@ def test_garbage_rotation_state_is_refused_by_run_and_status(initialized):
     (initialized / "pki/pilot-root-ca.cross.crt").write_bytes(PEM_GARBAGE)
     result = run_cli("run", volumes=initialized)
     assert result.returncode == REFUSED
-    line = one_line_error(result, "pki/pilot-root-ca.previous.crt", "rotate --finish")
+    line = one_line_error(result, "pki/pilot-root-ca.previous.crt", "rotate finish")
     checked = status(initialized)
     assert checked.returncode == REFUSED and one_line_error(checked) == line
 

@@ -159,7 +159,7 @@ def test_root_rotation_overlap_then_finish(stack, tmp_path):
     assert status["healthy"] and {r["root"] for r in status["rotation"]} == {"apiserver-ca", "pilot-root-ca"}
     # a second root rotation before finishing is refused
     refused = run_cli("rotate", "root", volumes=new)
-    assert refused.returncode == 3 and "rotate --finish" in refused.stderr
+    assert refused.returncode == 3 and "rotate finish" in refused.stderr
 
     mid = _copy(new, tmp_path / "mid")
     run_cli("rotate", "--finish", volumes=new, check=True)

@@ -163,7 +163,7 @@ def overlap(writer, root: str) -> tuple[x509.Certificate, x509.Certificate] | No
             certs.append(pki.load_certs(pem)[0])
         except (ValueError, IndexError):
             raise StateError(f"{rel} is not a PEM certificate: restore it, or end the rotation with "
-                             "'higress-init rotate --finish'") from None
+                             "'higress-init rotate finish'") from None
     return certs[0], certs[1]
 
 
@@ -217,7 +217,7 @@ def _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issue
                              "is managed, then put the new files in place")
         if forced and spec.issuer is None and overlap(writer, spec.name):
             raise StateError(f"a rotation of {spec.cert_file} is still in progress: finish it first with "
-                             "'higress-init rotate --finish'")
+                             "'higress-init rotate finish'")
         return Decision(spec, "rotate", "rotation" if forced else "new issuer", cert, key, cert, key)
     if pki.expires(cert) <= now:
         raise StateError(f"{spec.cert_file} expired on {pki.expires(cert):%Y-%m-%d}: "
@@ -404,7 +404,7 @@ def apply(phase: str, settings: Settings, writer, decisions: dict[str, Decision]
 
 def _start_overlap(spec: CertSpec, d: Decision, settings: Settings, writer, now: datetime) -> None:
     """Keep the old root trusted, and cross-sign the new one with it, so peers that still trust
-    only the old root accept certificates issued under the new one until `rotate --finish`."""
+    only the old root accept certificates issued under the new one until `rotate finish`."""
     request = spec.request(settings)
     # a certificate can't outlive its issuer
     remaining = pki.expires(d.old_cert) - now

@@ -92,7 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     st = commands["status"]
     st.add_argument("-o", "--output", choices=("table", "wide", "json"), default="table",
                     help="table fits 120 columns; wide adds subject, issuer, expiry and checks; json has everything")
-    st.add_argument("--wide", action="store_const", dest="output", const="wide", help="the same as -o wide")
+    st.add_argument("--wide", action="store_const", dest="output", const="wide", default=argparse.SUPPRESS,
+                    help="the same as -o wide")
     wa = commands["watch"]
     wa.add_argument("--interval", default="12h", help="time between checks")
     wa.add_argument("--once", action="store_true", help="one check, then exit with its result")

@@ -221,7 +221,7 @@ def rotation_rows(writer) -> list[dict]:
                          "old_root_not_after": timestamp(pki.expires(previous)),
                          "cross_signed_until": timestamp(pki.expires(cross)),
                          "trusted_in": trusted_in,
-                         "next": "restart every component, then: higress-init rotate --finish"})
+                         "next": "restart every component, then: higress-init rotate finish"})
     return rows
 
 

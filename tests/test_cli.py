@@ -1,0 +1,80 @@
+"""The command line as a user meets it: help, errors, output formats, pipes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from conftest import REPO, run_cli
+from higress_init import __version__
+
+
+def test_version():
+    result = run_cli("--version", check=True)
+    assert result.stdout.strip() == f"higress-init {__version__}"
+
+
+def test_a_command_help_leads_with_what_it_does_then_its_options_then_the_settings():
+    out = " ".join(run_cli("status", "--help", check=True).stdout.split())
+    assert out.index("check every file the product writes") < out.index("--output") < out.index("settings (")
+    assert "(default: /mnt/volumes)" in out and "(default: table)" in out
+
+
+def test_a_usage_error_is_one_line_with_a_hint():
+    result = run_cli("statsu")
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "--help" in lines[0] and "invalid choice" in lines[0]
+
+
+def test_errors_and_refusals_follow_the_log_format(initialized):
+    (initialized / "pki/apiserver-ca.key").write_text("garbage")
+    result = run_cli("run", "--log-format", "json", volumes=initialized)
+    assert result.returncode == 3
+    event = json.loads(result.stderr)
+    assert event["event"] == "refused" and "pki/apiserver-ca.key" in event["message"] and event["time"].endswith("Z")
+    bad = run_cli("run", "--log-format", "json", "--cert-validity", "soon", volumes=initialized)
+    assert bad.returncode == 2 and json.loads(bad.stderr)["event"] == "error"
+
+
+def test_a_closed_stdout_does_not_stop_the_work(volumes, fast_env):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NACOS_", "VOLUMES_", "CONFIG_STORAGE"))}
+    env.update(fast_env)
+    pipeline = f"{sys.executable} -m higress_init run --volumes {volumes} | head -1; exit ${{PIPESTATUS[0]}}"
+    result = subprocess.run(["bash", "-c", pipeline], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert len(result.stdout.splitlines()) == 1 and "Traceback" not in result.stderr
+    assert run_cli("status", volumes=volumes, env=fast_env).returncode == 0
+
+
+def test_finishing_without_a_rotation_says_so(initialized):
+    for args in (("rotate", "finish"), ("rotate", "--finish")):
+        result = run_cli(*args, volumes=initialized, check=True)
+        assert "no rotation is in progress" in result.stdout
+
+
+def test_no_pki_under_a_missing_default_volumes_root(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("VOLUMES_")}
+    result = subprocess.run([sys.executable, "-m", "higress_init"], env=env, capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
+    if os.path.exists("/mnt/volumes"):
+        return  # this machine has the folder: a run there would be what the user asked for
+    assert result.returncode == 2 and "--volumes" in result.stderr and "/mnt/volumes" in result.stderr
+    assert not os.path.exists("/mnt/volumes")
+
+
+def test_status_fits_120_columns_and_wide_shows_everything(initialized, tmp_path):
+    (initialized / "pilot/config/mesh").write_text("defaultConfig: [unclosed\n")
+    narrow = run_cli("status", volumes=initialized).stdout
+    table = narrow.split("\n\ndetails:")[0]
+    assert max(len(line) for line in table.splitlines()) <= 120
+    assert "pilot/config/mesh" in narrow.split("details:")[1]
+    wide = run_cli("status", "-o", "wide", volumes=initialized).stdout
+    assert "SUBJECT" in wide and "CN=higress-apiserver-ca" in wide and "SUBJECT" not in narrow
+    empty = run_cli("status", volumes=tmp_path / "elsewhere")
+    assert empty.returncode == 1 and "pass --volumes" in empty.stdout
+
+
+def test_make_help_prints_real_defaults():
+    result = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "$(" not in result.stdout and "./volumes" in result.stdout
