@@ -5,7 +5,6 @@ Issue order is table order: an issuer always comes before what it issues.
 """
 from __future__ import annotations
 
-import ipaddress
 import os
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -23,16 +22,8 @@ def _apiserver_sans(s: Settings):
     fixed = ("apiserver", "apiserver.svc", f"apiserver.{s.namespace}", f"apiserver.{s.namespace}.svc",
              "localhost", "127.0.0.1")
     names = tuple(dict.fromkeys(fixed + s.apiserver_sans))
-    ips = tuple(n for n in names if _is_ip(n))
+    ips = tuple(n for n in names if pki.is_ip(n))
     return tuple(n for n in names if n not in ips), ips, ()
-
-
-def _is_ip(name: str) -> bool:
-    try:
-        ipaddress.ip_address(name)
-    except ValueError:
-        return False
-    return True
 
 
 def _gateway_sans(s: Settings):

@@ -129,15 +129,21 @@ KNOWN_MESH_KEYS = frozenset(MESH_FIELDS) | frozenset(
     _PROTO_NAMES.get(f, re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), f)) for f in MESH_FIELDS)
 
 
+def _mapping(text: str) -> tuple[dict | None, str | None]:
+    """(the YAML mapping, None), or (None, why the text is not one)."""
+    try:
+        loaded = yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        return None, f"not valid YAML ({str(err).splitlines()[0]})"
+    return (loaded, None) if isinstance(loaded, dict) else (None, "not a YAML mapping")
+
+
 def mesh_problem(text: str) -> str | None:
     """Why pilot could not use this mesh (it would fall back to Istio's defaults, whose
     discoveryAddress istiod.istio-system.svc:15012 no gateway here can reach); None when fine."""
-    try:
-        mesh = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        return f"not valid YAML ({str(err).splitlines()[0]})"
-    if not isinstance(mesh, dict):
-        return "not a YAML mapping"
+    mesh, problem = _mapping(text)
+    if problem:
+        return problem
     unknown = sorted(str(k) for k in mesh if k not in KNOWN_MESH_KEYS)
     if unknown:
         return f"unknown top-level key(s) {', '.join(unknown)} (not a field of Istio's MeshConfig nor Higress's)"
@@ -150,12 +156,9 @@ def mesh_problem(text: str) -> str | None:
 
 
 def mesh_networks_problem(text: str) -> str | None:
-    try:
-        networks = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        return f"not valid YAML ({str(err).splitlines()[0]})"
-    if not isinstance(networks, dict):
-        return "not a YAML mapping"
+    networks, problem = _mapping(text)
+    if problem:
+        return problem
     unknown = sorted(str(k) for k in networks if k != "networks")
     if unknown:
         return f"unknown top-level key(s) {', '.join(unknown)} (MeshNetworks has only networks)"

@@ -15,20 +15,38 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 BACKDATE = timedelta(minutes=5)
 
 
+# The elliptic curves the settings allow: settings name -> (curve, JWS algorithm of a token signed with it).
+CURVES = {"ecdsa-p256": (ec.SECP256R1, "ES256"), "ecdsa-p384": (ec.SECP384R1, "ES384")}
+
+
 def generate_key(algorithm: str):
     """A new private key for an algorithm name from settings.KEY_ALGORITHMS."""
-    family, _, size = algorithm.partition("-")
-    if family == "rsa":
-        return rsa.generate_private_key(public_exponent=65537, key_size=int(size))
-    curve = {"p256": ec.SECP256R1(), "p384": ec.SECP384R1()}[size]
-    return ec.generate_private_key(curve)
+    if algorithm.startswith("rsa-"):
+        return rsa.generate_private_key(public_exponent=65537, key_size=int(algorithm.removeprefix("rsa-")))
+    return ec.generate_private_key(CURVES[algorithm][0]())
 
 
 def key_algorithm(key) -> str:
     """The settings name of a (private or public) key's algorithm."""
     if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
         return f"rsa-{key.key_size}"
-    return {"secp256r1": "ecdsa-p256", "secp384r1": "ecdsa-p384"}.get(key.curve.name, key.curve.name)
+    return next((name for name, (curve, _) in CURVES.items() if curve.name == key.curve.name), key.curve.name)
+
+
+def jws_algorithm(key) -> str:
+    """The JWS algorithm a token signed with this key declares."""
+    if isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
+        return "RS256"
+    return CURVES[key_algorithm(key)][1]
+
+
+def is_ip(name: str) -> bool:
+    """An IP address (a SAN of type IP), not a DNS name."""
+    try:
+        ipaddress.ip_address(name)
+    except ValueError:
+        return False
+    return True
 
 
 def key_to_pem(key) -> bytes:
@@ -76,10 +94,8 @@ def verify_chain(cert: x509.Certificate, intermediates: list, roots: list, now: 
     builder = v.PolicyBuilder().store(v.Store(list(roots))).time(now)
     try:
         if server_name is not None:
-            try:
-                subject = v.IPAddress(ipaddress.ip_address(server_name))
-            except ValueError:
-                subject = v.DNSName(server_name)
+            subject = v.IPAddress(ipaddress.ip_address(server_name)) if is_ip(server_name) \
+                else v.DNSName(server_name)
             builder.build_server_verifier(subject).verify(cert, list(intermediates))
         else:
             ee = v.ExtensionPolicy.webpki_defaults_ee().may_be_present(

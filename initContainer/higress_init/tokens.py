@@ -27,7 +27,7 @@ def _b64url(data: bytes) -> str:
 
 def public_jwk(public_key) -> dict:
     """The JWK of a public key, with kid = its RFC 7638 thumbprint."""
-    alg = _jws_algorithm(public_key)
+    alg = pki.jws_algorithm(public_key)
     if isinstance(public_key, rsa.RSAPublicKey):
         jwk = jwt.algorithms.RSAAlgorithm.to_jwk(public_key, as_dict=True)
         required = {k: jwk[k] for k in ("e", "kty", "n")}
@@ -36,12 +36,6 @@ def public_jwk(public_key) -> dict:
         required = {k: jwk[k] for k in ("crv", "kty", "x", "y")}
     thumbprint = _b64url(hashlib.sha256(json.dumps(required, sort_keys=True, separators=(",", ":")).encode()).digest())
     return {**required, "kid": thumbprint, "use": "sig", "alg": alg}
-
-
-def _jws_algorithm(public_key) -> str:
-    if isinstance(public_key, rsa.RSAPublicKey):
-        return "RS256"
-    return {"secp256r1": "ES256", "secp384r1": "ES384"}[public_key.curve.name]
 
 
 def service_account_uid(namespace: str, account: str) -> str:
