@@ -11,7 +11,7 @@ import yaml
 from base_objects import (NS, assert_console_secret, assert_higress_config, assert_matches, expected,
                           openssl_decrypt)
 from conftest import run_cli, snapshot
-from rnacos import RNacosNode
+from rnacos import rnacos  # noqa: F401 (a fixture)
 
 UNCHANGED = "nothing the local phases read has changed"
 CM = ("configmaps.higress-config", NS)
@@ -19,11 +19,8 @@ MESH, NETWORKS = "pilot/config/mesh", "pilot/config/meshNetworks"
 
 
 @pytest.fixture
-def node(tmp_path):
-    # r-nacos' start-up panic is frequent on a loaded machine: allow more fresh starts
-    n = RNacosNode(tmp_path / "rnacos").start().wait_ready(timeout=180)
-    yield n
-    n.stop()
+def node(rnacos):
+    return rnacos()  # restarted after r-nacos' start-up panic, stopped however the test ends
 
 
 @pytest.fixture
@@ -93,22 +90,19 @@ def test_every_object_seeded_field_by_field_and_a_rerun_changes_nothing(node, en
     assert all(c["present"] and c["as_seeded"] for c in report["nacos"]["configs"])
 
 
-def test_with_credentials_the_auth_secret_and_the_bridge_reference_it(tmp_path, fast_env):
-    node = RNacosNode(tmp_path / "auth", auth=True, password="s3cret-pw").start().wait_ready()
-    try:
-        volumes = tmp_path / "v"
-        env = dict(fast_env, NACOS_SERVER_URL=node.url, NACOS_USERNAME="admin", NACOS_PASSWORD="s3cret-pw",
-                   NACOS_WAIT_TIMEOUT="60s")
-        result = run_cli("run", volumes=volumes, env=env, check=True)
-        assert "s3cret-pw" not in result.stdout + result.stderr
-        want = expected(nacos_host="127.0.0.1", nacos_port=node.http_port, credentials=("admin", "s3cret-pw"))
-        _check_every_object(node, volumes, want)
-        stored = node.get_config("secrets.nacos-auth-default", NS, NS)
-        assert "s3cret-pw" not in stored and "czNjcmV0LXB3" not in stored  # neither plain nor merely base64'd
-        assert node.get_config("secrets.__names__", "DEFAULT_GROUP", NS) == \
-            "higress-system/cacerts\nhigress-system/nacos-auth-default\nhigress-system/higress-console\n"
-    finally:
-        node.stop()
+def test_with_credentials_the_auth_secret_and_the_bridge_reference_it(rnacos, tmp_path, fast_env):
+    node = rnacos("auth", auth=True, password="s3cret-pw")
+    volumes = tmp_path / "v"
+    env = dict(fast_env, NACOS_SERVER_URL=node.url, NACOS_USERNAME="admin", NACOS_PASSWORD="s3cret-pw",
+               NACOS_WAIT_TIMEOUT="60s")
+    result = run_cli("run", volumes=volumes, env=env, check=True)
+    assert "s3cret-pw" not in result.stdout + result.stderr
+    want = expected(nacos_host="127.0.0.1", nacos_port=node.http_port, credentials=("admin", "s3cret-pw"))
+    _check_every_object(node, volumes, want)
+    stored = node.get_config("secrets.nacos-auth-default", NS, NS)
+    assert "s3cret-pw" not in stored and "czNjcmV0LXB3" not in stored  # neither plain nor merely base64'd
+    assert node.get_config("secrets.__names__", "DEFAULT_GROUP", NS) == \
+        "higress-system/cacerts\nhigress-system/nacos-auth-default\nhigress-system/higress-console\n"
 
 
 def _as_the_apiserver_rewrites(node, want):
