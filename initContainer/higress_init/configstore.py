@@ -13,7 +13,6 @@ Layouts (the apiserver's own):
 from __future__ import annotations
 
 import hashlib
-import json
 
 from . import faults, layout
 from .errors import StateError
@@ -114,13 +113,7 @@ def seed(ctx, store, counts) -> None:
 
 
 def _record(ctx, rel: str, entries: dict) -> None:
-    data = ctx.writer.read(rel)
-    try:
-        state = json.loads(data) if data else {}
-    except ValueError:
-        state = {}
-    state.update(entries)
-    ctx.writer.stage(rel, json.dumps(state, indent=1, sort_keys=True).encode(), private=True)  # bookkeeping: root's
+    ctx.writer.stage_record(rel, {**ctx.writer.read_record(rel), **entries})
 
 
 def _stored_config(ctx, store) -> tuple[str | None, dict | None]:
@@ -166,11 +159,7 @@ def _file_problem(key: str, data: bytes) -> str | None:
 
 
 def _delivered(writer) -> dict:
-    data = writer.read(layout.MESH_DELIVERED)
-    try:
-        return json.loads(data) if data else {}
-    except ValueError:
-        return {}
+    return writer.read_record(layout.MESH_DELIVERED)
 
 
 def deliver(ctx, store, counts) -> None:

@@ -64,4 +64,5 @@ LAST_RUN = f"{STATE_DIR}/last-run.json"
 LAST_RUN_KEY = f"{STATE_DIR}/last-run.key"
 SEEDED = f"{STATE_DIR}/seeded.json"           # md5 of what each seeding wrote
 MESH_DELIVERED = f"{STATE_DIR}/mesh-delivered.json"  # sha256 of the mesh files as last delivered
+SHARED_CA_RECORD = f"{STATE_DIR}/shared-ca.json"    # digests of the pilot CA as last published or adopted here
 BACKUP_DIR = "backup"                          # every replaced file, under backup/<UTC timestamp>/

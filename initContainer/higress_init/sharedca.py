@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import socket
 import time
 from dataclasses import dataclass
@@ -43,7 +42,7 @@ ROOT_KEY = _ROOT.key_file
 PREVIOUS_ROOT = artifacts.PREVIOUS_ROOT.format(_ROOT.name)
 CROSS_ROOT = artifacts.CROSS_ROOT.format(_ROOT.name)
 PILOT_SPECS = tuple(spec.name for spec in artifacts.CERTIFICATES if spec.phase == "pilot-pki")
-RECORD_FILE = ".higress-init/shared-ca.json"   # digests of the CA files as last published or adopted here
+RECORD_FILE = layout.SHARED_CA_RECORD   # digests of the CA files as last published or adopted here
 SETTLE = 2.0                                   # seconds a first publication must stay unchanged to count
 PUBLISHED_AT, PUBLISHED_BY = "higress.io/published-at", "higress.io/published-by"
 
@@ -177,16 +176,13 @@ def _digests(files: dict) -> dict[str, str | None]:
 
 
 def recorded(writer) -> dict:
-    try:
-        return json.loads(writer.read(RECORD_FILE) or b"{}")
-    except ValueError:
-        return {}
+    return writer.read_record(RECORD_FILE)
 
 
 def record(ctx, published_md5: str) -> None:
     entry = {"files": _digests(local_files(ctx.writer)), "published_md5": published_md5}
     if recorded(ctx.writer) != entry:
-        ctx.writer.stage(RECORD_FILE, json.dumps(entry, indent=1, sort_keys=True).encode())
+        ctx.writer.stage_record(RECORD_FILE, entry)
 
 
 def _roots_of(files: dict) -> list:

@@ -78,6 +78,20 @@ class VolumeWriter:
     def exists(self, rel: str | Path) -> bool:
         return self.read(rel) is not None
 
+    # --- the initializer's small JSON records (.higress-init/): one way to read and write them
+    def read_record(self, rel: str) -> dict:
+        """A record as a dict; missing or garbage reads as empty (a record only ever saves work)."""
+        import json
+        try:
+            state = json.loads(self.read(rel) or b"{}")
+        except ValueError:
+            return {}
+        return state if isinstance(state, dict) else {}
+
+    def stage_record(self, rel: str, state: dict) -> None:
+        import json
+        self.stage(rel, json.dumps(state, indent=1, sort_keys=True).encode(), private=True)  # root's
+
     def _disk_bytes(self, path: Path) -> bytes | None:
         if path not in self._disk:
             self._disk[path] = self.fs.read(self._parts(path)) if self.fs.exists() else None
