@@ -106,14 +106,14 @@ def config_rows(settings: Settings, writer) -> list[dict]:
 
 def token_rows(settings, writer, now) -> list:
     """The signing key, published in the JWKS; each token verified through the published JWKS."""
-    pem = writer.read(layout.TOKEN_SIGNING_KEY)
-    public = None
-    if pem is not None:
-        try:
-            public = pki.load_key(pem).public_key()
-        except (ValueError, TypeError):
-            pass
-    rows = [_row(tokens.SIGNING_KEY, layout.TOKEN_SIGNING_KEY, state="ok" if public else ("missing" if pem is None else "unparsable"),
+    from .errors import StateError
+    try:
+        key = tokens.load_signing_key(writer)
+        state = "ok" if key is not None else "missing"
+    except StateError:
+        key, state = None, "unparsable (the next run refuses it)"
+    public = key.public_key() if key is not None else None
+    rows = [_row(tokens.SIGNING_KEY, layout.TOKEN_SIGNING_KEY, state=state,
                  key_matches=None if public is None else _published(writer, public))]
     if public is not None and not rows[0]["key_matches"]:
         rows[0]["state"] = "not published in tokens/jwks.json"

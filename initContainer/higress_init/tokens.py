@@ -97,19 +97,27 @@ def token_problem(settings, identity: TokenIdentity, token: str | None, jwks: by
 
 
 def _signing_key(ctx):
-    """(private key, how it was obtained): kept, created or rotated."""
-    pem = ctx.writer.read(layout.TOKEN_SIGNING_KEY)
-    if pem is not None:
-        try:
-            key = pki.load_key(pem)
-        except (ValueError, TypeError):
-            from .errors import StateError
-            raise StateError(f"{layout.TOKEN_SIGNING_KEY} is not an unencrypted PEM private key: restore it, or move it away "
-                             "to create a new signing key (every token is then re-issued)") from None
+    """(private key, how it was obtained, the key it replaces): kept, created or rotated."""
+    key = load_signing_key(ctx.writer)
+    if key is not None:
         if SIGNING_KEY not in ctx.rotate:
-            return key, "kept"
-        return ctx.keys.get(SIGNING_KEY), "rotated"
-    return ctx.keys.get(SIGNING_KEY), "created"
+            return key, "kept", None
+        return ctx.keys.get(SIGNING_KEY), "rotated", key
+    return ctx.keys.get(SIGNING_KEY), "created", None
+
+
+def load_signing_key(writer):
+    """The signing key on disk (None when absent); refused when it is not a key (never replaced
+    silently: every token would be re-issued)."""
+    pem = writer.read(layout.TOKEN_SIGNING_KEY)
+    if pem is None:
+        return None
+    try:
+        return pki.load_key(pem)
+    except (ValueError, TypeError):
+        from .errors import StateError
+        raise StateError(f"{layout.TOKEN_SIGNING_KEY} is not an unencrypted PEM private key: restore it, or move it "
+                         "away to create a new signing key (every token is then re-issued)") from None
 
 
 def keys_wanted(ctx) -> dict:
@@ -131,11 +139,11 @@ def _retired(ctx, now: datetime) -> list[dict]:
 
 def phase(ctx, counts) -> None:
     s, now = ctx.settings, ctx.now
-    key, how = _signing_key(ctx)
+    key, how, replaced = _signing_key(ctx)
     public = key.public_key()
     retired = [] if ctx.finish_rotation else _retired(ctx, now)
     if how == "rotated":
-        old = pki.load_key(ctx.writer.read(layout.TOKEN_SIGNING_KEY)).public_key()
+        old = replaced.public_key()
         # tokens signed by the old key live at most TOKEN_VALIDITY: keep it published that long
         keep_until = (now + s.token_validity + timedelta(minutes=5)).isoformat()
         retired = [e for e in retired if e["jwk"]["kid"] != public_jwk(old)["kid"]]
