@@ -264,7 +264,7 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
     root = settings.volumes_root
     where = f"{len(files)} file{'s' if len(files) != 1 else ''} {'would be ' if plan else ''}written in {root}"
     if plan:
-        after = "to do it: higress-init run (same settings)"
+        after = f"to do it: higress-init {'rotate ' + rotation if rotation else 'run'} (same settings)"
     elif any(phases.PHASES_BY_NAME[n].uses_store for n in names):
         after = "check: higress-init status; start the stack: docker compose up -d (in compose/)"
     else:
