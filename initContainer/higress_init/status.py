@@ -107,9 +107,12 @@ def config_rows(settings: Settings, writer) -> list[dict]:
 def token_rows(settings, writer, now) -> list:
     """The signing key, published in the JWKS; each token verified through the published JWKS."""
     from .errors import StateError
+    from .safefs import Refused
     try:
         key = tokens.load_signing_key(writer)
         state = "ok" if key is not None else "missing"
+    except Refused:
+        raise  # a link or foreign file: refused, as the next run refuses it
     except StateError:
         key, state = None, "unparsable (the next run refuses it)"
     public = key.public_key() if key is not None else None
