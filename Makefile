@@ -22,6 +22,17 @@ COMPOSE_VERSION := 2.40.3
 COMPOSE_ROOT ?= $(HOME)/.cache/higress-init/compose-v$(COMPOSE_VERSION)
 export COMPOSE_PLUGIN := $(COMPOSE_ROOT)/cli-plugins/docker-compose
 
+# Real Nacos 2.5.1 and 3.0.1, the servers the Nacos tests stand on: Maven Central does not publish
+# the Nacos server, so each is built once per machine from the upstream release source in
+# ../shared/nacos/ (every build dependency is on Maven Central) into the same cache, and reused.
+# Where ../shared is absent, the official release of the same version is taken instead.
+NACOS_VERSIONS := 2.5.1 3.0.1
+NACOS_SRC ?= $(abspath ../shared/nacos)
+export NACOS_CACHE ?= $(HOME)/.cache/higress-init
+NACOS_JARS := $(foreach v,$(NACOS_VERSIONS),$(NACOS_CACHE)/nacos-$(v)/nacos-server.jar)
+MVN_SKIP := -Dmaven.test.skip=true -Drat.skip=true -Dcheckstyle.skip=true -Dpmd.skip=true -Djacoco.skip=true \
+            -Dmaven.javadoc.skip=true -Dgpg.skip
+
 .PHONY: help run test lint bench image up down status rotate clean
 
 help: ## list the targets
@@ -53,10 +64,28 @@ $(COMPOSE_PLUGIN):
 	  -ldflags "-w -X github.com/docker/compose/v2/internal.Version=v$(COMPOSE_VERSION)" -o $@.partial ./cmd
 	mv $@.partial $@
 
+$(NACOS_CACHE)/nacos-%/nacos-server.jar:
+	@command -v java >/dev/null || { echo "java is needed to run Nacos $*: install a JDK 17 (apt-get install openjdk-17-jdk-headless)"; exit 1; }
+	rm -rf $(@D).partial && mkdir -p $(@D).partial
+	if [ -f $(NACOS_SRC)/nacos-$*-src.tar.gz ]; then \
+	  command -v mvn >/dev/null || { echo "mvn is needed to build Nacos $* from source: install Maven (apt-get install maven)"; exit 1; }; \
+	  module=$$(case $* in 2.*) echo console;; *) echo bootstrap;; esac); \
+	  tar -xzf $(NACOS_SRC)/nacos-$*-src.tar.gz -C $(@D).partial && \
+	  (cd $(@D).partial/nacos-$* && mvn -B -q -Prelease-nacos $(MVN_SKIP) -pl $$module -am package) && \
+	  cp $(@D).partial/nacos-$*/$$module/target/nacos-server.jar $(@D).partial/ && \
+	  cp -r $(@D).partial/nacos-$*/distribution/conf $(@D).partial/conf && \
+	  rm -rf $(@D).partial/nacos-$*; \
+	else \
+	  curl -fsSL https://github.com/alibaba/nacos/releases/download/$*/nacos-server-$*.tar.gz \
+	    | tar -xz -C $(@D).partial && mv $(@D).partial/nacos/target/nacos-server.jar $(@D).partial/ && \
+	  mv $(@D).partial/nacos/conf $(@D).partial/conf && rm -rf $(@D).partial/nacos; \
+	fi
+	rm -rf $(@D) && mv $(@D).partial $(@D)
+
 run: $(BIN)/higress-init ## install into .venv/ and run the initializer on the embedded default (file store)
 	$(BIN)/higress-init run --volumes $(VOLUMES)
 
-test: $(VENV)/.test-deps $(RNACOS_BIN) $(COMPOSE_PLUGIN) ## install what the tests need (r-nacos and the compose plugin included) and run them all
+test: $(VENV)/.test-deps $(RNACOS_BIN) $(COMPOSE_PLUGIN) $(NACOS_JARS) ## install what the tests need (real Nacos 2.5.1 and 3.0.1, r-nacos and the compose plugin) and run them all
 	$(BIN)/pytest -q tests
 
 lint: $(VENV)/.test-deps ## hadolint the Dockerfile and check the compose file against the compose-spec schema
@@ -81,6 +110,6 @@ status: $(BIN)/higress-init ## check every certificate, key and generated file i
 rotate: $(BIN)/higress-init ## rotate leaf certificates in $(VOLUMES) (KIND=leaf|intermediate|root|finish)
 	$(BIN)/higress-init rotate $(or $(KIND),leaf) --volumes $(VOLUMES)
 
-clean: ## remove .venv/, ./volumes and caches (not the tools cache: r-nacos, compose plugin)
+clean: ## remove .venv/, ./volumes and caches (not the tools cache: Nacos, r-nacos, compose plugin)
 	rm -rf $(VENV) volumes .pytest_cache bench/results
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

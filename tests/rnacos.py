@@ -191,6 +191,13 @@ class RNacosNode:
             self.proc.wait(30)
         _RUNNING.discard(self)
 
+    def env(self) -> dict:
+        """The initializer's settings to reach this node."""
+        env = {"NACOS_SERVER_URL": self.url}
+        if self.auth:
+            env.update(NACOS_USERNAME="admin", NACOS_PASSWORD=self.password)
+        return env
+
     # --- a client independent of the initializer's own, for checking what it left behind
     def token(self) -> str | None:
         if not self.auth:
