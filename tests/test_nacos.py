@@ -1,4 +1,5 @@
-"""Nacos storage, against a real r-nacos server (single node and a three-node raft cluster)."""
+"""Nacos storage, against real Nacos 2.5.1 and 3.0.1 and against r-nacos (tests/README.md says what each
+stands for): each test once per server, in a namespace of its own."""
 from __future__ import annotations
 
 import json
@@ -12,6 +13,7 @@ import pytest
 import yaml
 
 from conftest import run_cli, snapshot
+from nacos_server import nacos, real_nacos  # noqa: F401 (fixtures)
 from rnacos import RNacosNode, free_port, rnacos, start_cluster  # noqa: F401 (rnacos: a fixture)
 
 NS = "higress-system"
@@ -20,17 +22,17 @@ INDEX = ("configmaps.__names__", "DEFAULT_GROUP")
 
 
 @pytest.fixture
-def node(rnacos):
-    return rnacos()
+def node(nacos):
+    return nacos
 
 
 @pytest.fixture
 def env(node, fast_env):
-    return dict(fast_env, NACOS_SERVER_URL=node.url, NACOS_WAIT_TIMEOUT="30s")
+    return dict(fast_env, **node.env(), NACOS_WAIT_TIMEOUT="30s")
 
 
-def _configs(node, ns=NS) -> dict:
-    return {key: node.get_config(*key, ns) for key in (CM, INDEX)}
+def _configs(node) -> dict:
+    return {key: node.get_config(*key) for key in (CM, INDEX)}
 
 
 def _popen(args, env, volumes):
@@ -52,24 +54,25 @@ def _wait_for(path: Path, proc: subprocess.Popen, timeout=60):
 
 def test_fresh_seed_leaves_nacos_as_the_apiserver_expects(node, env, volumes):
     result = run_cli("run", volumes=volumes, env=env, check=True)
-    assert NS in node.namespaces()
-    content = node.get_config(*CM, NS)
+    assert node.ns in node.namespaces()
+    content = node.get_config(*CM)
     cm = yaml.safe_load(content)
     assert cm["kind"] == "ConfigMap" and cm["apiVersion"] == "v1"
     assert cm["metadata"]["name"] == "higress-config" and cm["metadata"]["namespace"] == NS
     assert "creationTimestamp" in cm["metadata"]
     assert cm["data"]["mesh"] == (volumes / "pilot/config/mesh").read_text()
     assert cm["data"]["meshNetworks"] == (volumes / "pilot/config/meshNetworks").read_text()
-    assert node.get_config(*INDEX, NS) == "higress-system/higress-config\nhigress-system/higress-console\n"
+    assert node.get_config(*INDEX) == "higress-system/higress-config\nhigress-system/higress-console\n"
     # configs live in the namespace, not in the public one
-    assert node.get_config(*CM, "") is None
+    assert node.get_config(*CM, tenant="") is None
     # in Nacos mode the file store is not written (its directory exists for the compose mount)
     assert list((volumes / "data").iterdir()) == []
     assert "seeding made" in result.stdout
     status = run_cli("status", "--output", "json", volumes=volumes, env=env)
     report = json.loads(status.stdout)
-    assert status.returncode == 0 and report["nacos"]["reachable"] and report["nacos"]["version"] == "2.x"
-    assert report["nacos"]["server_version"] is None  # r-nacos has no server state endpoint
+    assert status.returncode == 0 and report["nacos"]["reachable"]
+    assert report["nacos"]["version"] == node.generation
+    assert report["nacos"]["server_version"] == node.server_version  # r-nacos has no server state endpoint
     assert report["nacos"]["namespace_present"] is True
     assert all(c["present"] and c["as_seeded"] for c in report["nacos"]["configs"])
 
@@ -77,13 +80,13 @@ def test_fresh_seed_leaves_nacos_as_the_apiserver_expects(node, env, volumes):
 def test_plan_against_nacos_writes_nothing(node, env, volumes):
     result = run_cli("plan", volumes=volumes, env=env, check=True)
     assert "would create" in result.stdout and not volumes.exists()
-    assert NS not in node.namespaces() and node.get_config(*CM, NS) is None
+    assert node.ns not in node.namespaces() and node.get_config(*CM) is None
 
 
 def test_url_without_the_context_path_works(node, env, volumes):
     env["NACOS_SERVER_URL"] = node.url.removesuffix("/nacos")
     run_cli("run", volumes=volumes, env=env, check=True)
-    assert node.get_config(*CM, NS) is not None
+    assert node.get_config(*CM) is not None
 
 
 def test_rerun_changes_nothing(node, env, volumes):
@@ -96,18 +99,18 @@ def test_rerun_changes_nothing(node, env, volumes):
 
 def test_nacos_is_checked_even_when_the_volumes_are_unchanged(node, env, volumes):
     run_cli("run", volumes=volumes, env=env, check=True)
-    node.delete_config(*CM, NS)
+    node.delete_config(*CM)
     result = run_cli("run", volumes=volumes, env=env, check=True)
     assert "nothing the local phases read has changed" in result.stdout  # the fast path, and yet:
-    assert yaml.safe_load(node.get_config(*CM, NS))["metadata"]["name"] == "higress-config"
+    assert yaml.safe_load(node.get_config(*CM))["metadata"]["name"] == "higress-config"
 
 
 def test_user_edited_config_survives_and_status_says_so(node, env, volumes):
     run_cli("run", volumes=volumes, env=env, check=True)
-    edited = node.get_config(*CM, NS).replace("dnsRefreshRate: 200s", "dnsRefreshRate: 30s")
-    node.publish_config(*CM, NS, edited)
+    edited = node.get_config(*CM).replace("dnsRefreshRate: 200s", "dnsRefreshRate: 30s")
+    node.publish_config(*CM, edited)
     run_cli("run", volumes=volumes, env=env, check=True)
-    assert node.get_config(*CM, NS) == edited
+    assert node.get_config(*CM) == edited
     report = json.loads(run_cli("status", "--output", "json", volumes=volumes, env=env).stdout)
     cm = next(c for c in report["nacos"]["configs"] if c["dataId"] == CM[0])
     assert cm["present"] is True and cm["as_seeded"] is False
@@ -115,17 +118,17 @@ def test_user_edited_config_survives_and_status_says_so(node, env, volumes):
 
 def test_names_index_keeps_existing_lines(node, env, volumes):
     run_cli("phase", "nacos", volumes=volumes, env=env, check=True)
-    node.publish_config(*INDEX, NS, "higress-system/other-config\n")
+    node.publish_config(*INDEX, "higress-system/other-config\n")
     run_cli("run", volumes=volumes, env=env, check=True)
-    assert node.get_config(*INDEX, NS) == \
+    assert node.get_config(*INDEX) == \
         "higress-system/other-config\nhigress-system/higress-config\nhigress-system/higress-console\n"
 
 
 def test_reseed_rewrites_the_base_config(node, env, volumes):
     run_cli("run", volumes=volumes, env=env, check=True)
-    node.publish_config(*CM, NS, "user: edit\n")
+    node.publish_config(*CM, "user: edit\n")
     result = run_cli("run", "--reseed", volumes=volumes, env=env, check=True)
-    assert yaml.safe_load(node.get_config(*CM, NS))["kind"] == "ConfigMap"
+    assert yaml.safe_load(node.get_config(*CM))["kind"] == "ConfigMap"
     assert "updated" in result.stdout
 
 
@@ -135,12 +138,12 @@ def test_reseed_racing_a_concurrent_edit_never_loses_the_edit(node, env, volumes
     pause_dir.mkdir()
     proc = _popen(["run", "--reseed"], dict(env, HIGRESS_INIT_PAUSE_AT=f"reseed:after-read={pause_dir}"), volumes)
     _wait_for(pause_dir / "reseed_after-read.paused", proc)
-    node.publish_config(*CM, NS, "concurrent: edit\n")  # lands between the read and the write
+    node.publish_config(*CM, "concurrent: edit\n")  # lands between the read and the write
     (pause_dir / "reseed_after-read.resume").touch()
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 6, (out, err)
     assert "changed while the initializer was writing it" in err and "nothing was overwritten" in err
-    assert node.get_config(*CM, NS) == "concurrent: edit\n"
+    assert node.get_config(*CM) == "concurrent: edit\n"
 
 
 def test_a_64_kib_config_round_trips(node, env, volumes):
@@ -153,22 +156,30 @@ def test_a_64_kib_config_round_trips(node, env, volumes):
     mesh.parent.mkdir(parents=True)
     mesh.write_text(big)
     run_cli("run", volumes=volumes, env=env, check=True)
-    assert yaml.safe_load(node.get_config(*CM, NS))["data"]["mesh"] == big
+    assert yaml.safe_load(node.get_config(*CM))["data"]["mesh"] == big
 
 
-def test_auth_on_with_the_right_and_a_wrong_password(tmp_path, fast_env, rnacos):
-    node = rnacos("auth", auth=True, password="s3cret-pw")
-    base = dict(fast_env, NACOS_SERVER_URL=node.url, NACOS_USERNAME="admin", NACOS_WAIT_TIMEOUT="600s")
-    wrong = run_cli("run", volumes=tmp_path / "v-wrong", env=dict(base, NACOS_PASSWORD="nope"), timeout=60)
-    assert wrong.returncode == 5, (wrong.stdout, wrong.stderr)
-    assert "rejected the login" in wrong.stderr and "admin" in wrong.stderr and "nope" not in wrong.stderr
-    assert not (tmp_path / "v-wrong/api").exists()
+def test_auth_on_with_the_right_and_a_wrong_password(node, tmp_path, fast_env, rnacos):
+    """Wrong credentials are exit 5 at once, on every server: Nacos 3.x answers a wrong password
+    with HTTP 500, 2.x an unknown user (both mapped to a refused login, not retried)."""
+    if not node.real:
+        node = type(node)(node.kind, rnacos("auth", auth=True, password="s3cret-pw"), node.ns)
+    right = node.env()
+    base = dict(fast_env, NACOS_SERVER_URL=node.url, NACOS_NS=node.ns, NACOS_WAIT_TIMEOUT="600s")
+    for user, password in ((right["NACOS_USERNAME"], "nope"), ("nobody", "nope")):
+        wrong = run_cli("run", volumes=tmp_path / "v-wrong", timeout=60,
+                        env=dict(base, NACOS_USERNAME=user, NACOS_PASSWORD=password))
+        assert wrong.returncode == 5, (wrong.stdout, wrong.stderr)
+        assert "rejected the login" in wrong.stderr and repr(user) in wrong.stderr and "nope" not in wrong.stderr
+        assert len(wrong.stderr.strip().splitlines()) == 1 and "not ready" not in wrong.stdout
+        assert not (tmp_path / "v-wrong/api").exists()
     secret = tmp_path / "pw"
-    secret.write_text("s3cret-pw\n")
-    ok = run_cli("run", volumes=tmp_path / "v", env=dict(base, NACOS_PASSWORD_FILE=str(secret)))
+    secret.write_text(right["NACOS_PASSWORD"] + "\n")
+    ok = run_cli("run", volumes=tmp_path / "v",
+                 env=dict(base, NACOS_USERNAME=right["NACOS_USERNAME"], NACOS_PASSWORD_FILE=str(secret)))
     assert ok.returncode == 0, (ok.stdout, ok.stderr)
-    assert "s3cret-pw" not in ok.stdout + ok.stderr
-    assert node.get_config(*CM, NS) is not None
+    assert right["NACOS_PASSWORD"] not in ok.stdout + ok.stderr
+    assert node.get_config(*CM) is not None
 
 
 def test_nacos_started_after_the_initializer(tmp_path, fast_env):
@@ -196,7 +207,10 @@ def test_nacos_never_started(tmp_path, fast_env):
     assert not (volumes / "api").exists()
 
 
-def test_nacos_killed_during_seeding_then_a_rerun_completes(node, env, volumes, tmp_path):
+def test_nacos_killed_during_seeding_then_a_rerun_completes(rnacos, fast_env, volumes, tmp_path):
+    """r-nacos: a server killed and started again in a second (a real one's restart is the cluster's test)."""
+    node = rnacos()
+    env = dict(fast_env, **node.env(), NACOS_WAIT_TIMEOUT="30s")
     pause_dir = tmp_path / "pause"
     pause_dir.mkdir()
     proc = _popen(["run"], dict(env, HIGRESS_INIT_PAUSE_AT=f"seed:before-write={pause_dir}"), volumes)
@@ -214,27 +228,27 @@ def test_nacos_killed_during_seeding_then_a_rerun_completes(node, env, volumes, 
 
 def test_fresh_data_key_with_existing_secrets_is_refused(node, env, volumes, tmp_path):
     run_cli("phase", "nacos", volumes=tmp_path / "other", env=env, check=True)
-    node.publish_config("secrets.some-secret", NS, NS, "enc|c29tZQ==")
-    node.publish_config("secrets.__names__", "DEFAULT_GROUP", NS, "higress-system/some-secret\n")
+    node.publish_config("secrets.some-secret", NS, "enc|c29tZQ==")
+    node.publish_config("secrets.__names__", "DEFAULT_GROUP", "higress-system/some-secret\n")
     result = run_cli("run", volumes=volumes, env=env)
     assert result.returncode == 3, (result.stdout, result.stderr)
     for way in ("empty the namespace", "use another one", "supply the old key"):
         assert way in result.stderr
     assert [p.name for p in volumes.rglob("*") if p.is_file()] == ["lock"]
-    assert node.get_config(*CM, NS) is None
+    assert node.get_config(*CM) is None
     # the old key supplied: fine
     run_cli("run", volumes=volumes, env=dict(env, NACOS_DATA_ENC_KEY="k" * 32), check=True)
     # another namespace: fine
-    run_cli("run", volumes=tmp_path / "v2", env=dict(env, NACOS_NS="other-ns"), check=True)
-    assert node.get_config(*CM, "other-ns") is not None
+    run_cli("run", volumes=tmp_path / "v2", env=dict(env, NACOS_NS=node.ns + "-other"), check=True)
+    assert node.get_config(*CM, tenant=node.ns + "-other") is not None
 
 
 def test_a_secrets_index_left_holding_empty_is_no_secret(node, env, volumes, tmp_path):
     """After the last Secret is deleted the apiserver leaves secrets.__names__ holding EMPTY."""
     run_cli("phase", "nacos", volumes=tmp_path / "other", env=env, check=True)
-    node.publish_config("secrets.__names__", "DEFAULT_GROUP", NS, "EMPTY")
+    node.publish_config("secrets.__names__", "DEFAULT_GROUP", "EMPTY")
     run_cli("run", volumes=volumes, env=env, check=True)
-    assert node.get_config(*CM, NS) is not None
+    assert node.get_config(*CM) is not None
 
 
 def test_three_node_cluster_with_the_first_node_down(tmp_path, fast_env):
@@ -410,36 +424,48 @@ def test_no_nacos_api_at_the_url_is_final(scripted, tmp_path, fast_env):
 # --- the SDK in process: absent and empty, compare-and-swap, a clean end
 def _connect(node, tmp_path, **env):
     from higress_init import nacos, settings
-    s = settings.load(env={"NACOS_SERVER_URL": node.url, "VOLUMES_ROOT": str(tmp_path / "v"), **env})
+    s = settings.load(env={**node.env(), "VOLUMES_ROOT": str(tmp_path / "v"), **env})
     lines = []
     return nacos.connect(s, lambda text, **fields: lines.append(text)), lines
 
 
+def _namespace(node, tmp_path):
+    run_cli("phase", "nacos", volumes=tmp_path / "other", env=node.env(), check=True)
+
+
 def test_absent_configs_are_none_and_content_comes_back_exactly(node, tmp_path):
     """The SDK's get_config answers an absent config with "" (so did the run that created a config
-    without compare-and-swap); the initializer reads None. Nacos and r-nacos both refuse an empty
-    config, so the nearest present-but-blank content is whitespace."""
-    node.publish_config("blank", "g", NS, " ")
-    node.publish_config("with-content", "g", NS, "x: 1\n")
-    node.publish_config("deleted", "g", NS, "gone soon")
-    node.delete_config("deleted", "g", NS)
+    without compare-and-swap); the initializer reads None. Every server refuses an empty config;
+    r-nacos takes whitespace (the nearest present-but-blank content), Nacos refuses that too."""
+    import urllib.error
+    _namespace(node, tmp_path)
+    if node.real:
+        with pytest.raises(urllib.error.HTTPError, match="400"):
+            node.publish_config("blank", "g", " ")
+    else:
+        node.publish_config("blank", "g", " ")
+    node.publish_config("with-content", "g", "x: 1\n")
+    node.publish_config("deleted", "g", "gone soon")
+    node.delete_config("deleted", "g")
     conn, _ = _connect(node, tmp_path)
     try:
-        assert conn.get("never-written", "g") is None
-        assert conn.get("deleted", "g") is None
-        assert conn.get("blank", "g") == " "
-        assert conn.get("with-content", "g") == "x: 1\n"
+        assert conn.get("never-written", "g") is None and conn.get_stored("never-written", "g") is None
+        assert conn.get("deleted", "g") is None and conn.get_stored("deleted", "g") is None
+        assert conn.get("blank", "g") == (None if node.real else " ")
+        assert conn.get("with-content", "g") == conn.get_stored("with-content", "g") == "x: 1\n"
         assert conn.get("with-content", "other-group") is None
+        assert conn.server_version == node.server_version and conn.cas_enforced == node.real
     finally:
         conn.close()
 
 
-def test_data_ids_finds_configs_by_prefix_on_r_nacos(node, tmp_path):
-    run_cli("phase", "nacos", volumes=tmp_path / "other", env={"NACOS_SERVER_URL": node.url}, check=True)
+def test_data_ids_finds_configs_by_prefix(node, tmp_path):
+    """Nacos 3.x answers the v1 search with 410 (its admin API serves it); r-nacos takes `*` literally."""
+    _namespace(node, tmp_path)
     for data_id, group in [("secrets.a", NS), ("secrets.b", "other-group"), ("secretsX", NS),
                            ("other.secrets.c", NS), ("secrets.__names__", "DEFAULT_GROUP")]:
-        node.publish_config(data_id, group, NS, "x")
-    node.publish_config("secrets.in-public", NS, "", "x")  # another namespace: not seen
+        node.publish_config(data_id, group, "x")
+    node.publish_config("secrets.in-public", NS, "x", tenant="")  # another namespace: not seen
     conn, _ = _connect(node, tmp_path)
     try:
         assert conn.data_ids(None, "secrets.") == ["secrets.__names__", "secrets.a", "secrets.b"]
@@ -464,30 +490,75 @@ def grpc_requests(monkeypatch):
     return sent
 
 
-def test_compare_and_swap_reads_again_and_sends_the_md5(node, tmp_path, grpc_requests):
-    """r-nacos ignores casMd5 (tests/README.md), so this proves what the client does: a fresh read
-    right before each write, the md5 of what was read sent as casMd5, and a stale md5 refused."""
-    from higress_init.nacos import NacosConflict, _md5
-    run_cli("phase", "nacos", volumes=tmp_path / "other", env={"NACOS_SERVER_URL": node.url}, check=True)
+def test_compare_and_swap_is_decided_by_the_server(node, tmp_path, grpc_requests):
+    """On Nacos the server refuses a stale casMd5 and a creation of what exists (casMd5 CREATE_ONLY):
+    no read comes before a write, the answer decides. r-nacos accepts both (it ignores casMd5), so
+    there a read just before each write is the guard. Either way nothing is overwritten."""
+    from higress_init.nacos import CREATE_ONLY, NacosConflict, _md5
+    _namespace(node, tmp_path)
     conn, lines = _connect(node, tmp_path)
     try:
         conn.compare_and_publish("cas-test", "g", "one\n", None)
         conn.compare_and_publish("cas-test", "g", "two\n", _md5("one\n"))
-        kinds = [(type(r).__name__, getattr(r, "dataId", ""), getattr(r, "casMd5", None)) for r in grpc_requests]
-        writes = [k for k in kinds if k[1] == "cas-test"]
-        assert writes == [("ConfigQueryRequest", "cas-test", None), ("ConfigPublishRequest", "cas-test", ""),
-                          ("ConfigQueryRequest", "cas-test", None),
-                          ("ConfigPublishRequest", "cas-test", _md5("one\n"))]
-        assert all(r.tenant == NS for r in grpc_requests if getattr(r, "dataId", "") == "cas-test")
-        node.publish_config("cas-test", "g", NS, "changed by someone else\n")
+        assert conn.get("cas-test", "g") == "two\n"   # this run's write, as written (no lagging read)
+        assert node.get_config("cas-test", "g") == "two\n"
+        sent = [(type(r).__name__, getattr(r, "casMd5", None)) for r in grpc_requests
+                if getattr(r, "dataId", "") == "cas-test"]
+        publishes = [("ConfigPublishRequest", CREATE_ONLY), ("ConfigPublishRequest", _md5("one\n"))]
+        if node.real:
+            assert sent == publishes, sent
+        else:
+            assert sent == [("ConfigQueryRequest", None), publishes[0], ("ConfigQueryRequest", None), publishes[1]]
+        assert all(r.tenant == node.ns for r in grpc_requests if getattr(r, "dataId", "") == "cas-test")
+        node.publish_config("cas-test", "g", "changed by someone else\n")
+        conn.written.clear()   # what another run would know
         with pytest.raises(NacosConflict, match="nothing was overwritten"):
             conn.compare_and_publish("cas-test", "g", "three\n", _md5("two\n"))
-        assert node.get_config("cas-test", "g", NS) == "changed by someone else\n"
+        assert node.get_config("cas-test", "g") == "changed by someone else\n"
         with pytest.raises(NacosConflict):  # creating what meanwhile exists
             conn.compare_and_publish("cas-test", "g", "four\n", None)
+        assert node.get_config("cas-test", "g") == "changed by someone else\n"
     finally:
         conn.close()
     assert lines[-1].startswith("nacos: ") and "gRPC calls" in lines[-1]
+
+
+@pytest.mark.parametrize("version", ["2.5.1", "3.0.1"])
+def test_racing_creations_exactly_one_wins(real_nacos, version, tmp_path):
+    """Two clients create the same absent config at the same instant, 10 times: exactly one is
+    told it won, and the database holds its content. (A standalone Nacos answers the loser of a
+    racing insert "success" and drops its content: the initializer checks the database view.)"""
+    import threading
+    from nacos_server import Target, fresh_namespace
+    from higress_init.nacos import NacosConflict
+    node = Target(f"nacos-{version}", real_nacos(version), fresh_namespace("race"))
+    _namespace(node, tmp_path)
+    conns = [_connect(node, tmp_path)[0] for _ in range(2)]
+    try:
+        for conn in conns:
+            conn.get("warm-up", "g")   # both connected before the race
+        for i in range(10):
+            barrier, outcome = threading.Barrier(2), {}
+
+            def create(k):
+                barrier.wait()
+                try:
+                    conns[k].compare_and_publish(f"race-{i}", "g", f"from {k}\n", None)
+                    outcome[k] = "won"
+                except NacosConflict:
+                    outcome[k] = "lost"
+
+            threads = [threading.Thread(target=create, args=(k,)) for k in range(2)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(120)
+            assert sorted(outcome.values()) == ["lost", "won"], (i, outcome)
+            winner = next(k for k, v in outcome.items() if v == "won")
+            assert node.get_config(f"race-{i}", "g") == f"from {winner}\n"
+    finally:
+        for conn in conns:
+            conn.close()
 
 
 def test_closing_ends_the_sdk_client_completely(node, tmp_path):

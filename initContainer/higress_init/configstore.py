@@ -81,7 +81,7 @@ def seed(ctx, store, counts) -> None:
             faults.pause("seed:before-write")
             if not store.create(obj, new):   # another host created it meanwhile: theirs is kept
                 counts.add("kept", obj.label)
-                ctx.stored[obj.label] = store.read(obj)
+                ctx.stored[obj.label] = store.stored(obj)
                 continue
             counts.add("created", obj.label)
         elif ctx.reseed and not obj.random:

@@ -148,6 +148,12 @@ class HttpClient:
     def request(self, method: str, path: str, what: str, params: dict | None = None, form: dict | None = None,
                 within: float = REQUEST_BUDGET) -> bytes | None:
         """`what` names the operation in messages. Returns the body of a 200, None for a 404."""
+        return self.exchange(method, path, what, params, form, within)[1]
+
+    def exchange(self, method: str, path: str, what: str, params: dict | None = None, form: dict | None = None,
+                 within: float = REQUEST_BUDGET, accept: tuple[int, ...] = ()) -> tuple[int, bytes | None]:
+        """(status, body) of a 200, a 404 (body None) or a status in `accept` (the caller's to read:
+        some Nacos answers need their body to tell what they mean); every other status as mapped above."""
         deadline = time.monotonic() + within
         last = ["no answer"]
 
@@ -158,11 +164,11 @@ class HttpClient:
                 except _Transient as err:
                     last[0] = str(err) or last[0]
                     continue
-                if status == 200:
+                if status == 200 or status in accept:
                     self.active = server
-                    return body
+                    return status, body
                 if status == 404:
-                    return None
+                    return status, None
                 if status in (401, 403):
                     raise NacosAuthError(f"Nacos denied {what} (HTTP {status} from {server}{path}): check "
                                          "NACOS_USERNAME/NACOS_PASSWORD and that user's permissions")
@@ -357,16 +363,30 @@ class ConfigService:
             atexit.unregister(self.close)
 
 
+# The casMd5 of a creation: no content has this md5, so Nacos's compare-and-swap path inserts the
+# config when it is absent (a unique key makes exactly one of two racing inserts succeed) and
+# refuses it when it exists. An empty casMd5 would be a plain publish, which overwrites.
+CREATE_ONLY = "0" * 32
+
+
 @dataclass
 class Connection:
     """One run's way to Nacos: the HTTP client (found the server, logged in) and, opened on first
-    use, the SDK's config service."""
+    use, the SDK's config service.
+
+    Real Nacos does not read its own writes at once: for up to ~100 ms after an acknowledged
+    publish, a query still answers "not found" or the old content (on a cluster, after a refused
+    write, a node can serve the refused content for seconds). So what this run published is
+    remembered and read back from memory, every decision is taken from the publish answer, and
+    what another host wrote is read from the database view (`get_stored`)."""
     servers: tuple[str, ...]                 # http://host:port/nacos
     namespace: str = ""                      # the Nacos namespace (tenant) configs live in
     generation: str = ""                     # "2.x" or "3.x"
     log: object = None
     http: HttpClient = None
+    server_version: str | None = None        # Nacos tells it; r-nacos has no state endpoint
     _configs: ConfigService | None = field(default=None, repr=False)
+    written: dict = field(default_factory=dict)   # (dataId, group) -> content this run published
 
     def __post_init__(self):
         if self.http is None:
@@ -375,6 +395,11 @@ class Connection:
     @property
     def active(self) -> str:
         return self.http.active
+
+    @property
+    def cas_enforced(self) -> bool:
+        """Nacos 2.x/3.x refuse a stale casMd5 atomically; r-nacos (no version) accepts it."""
+        return self.server_version is not None
 
     @property
     def calls(self) -> int:
@@ -389,36 +414,78 @@ class Connection:
 
     # --- configs
     def get(self, data_id: str, group: str) -> str | None:
-        return self.configs.get(data_id, group)
+        """The config's content (None: absent); what this run published, as published."""
+        key = (data_id, group)
+        return self.written[key] if key in self.written else self.configs.get(data_id, group)
+
+    def get_stored(self, data_id: str, group: str) -> str | None:
+        """The config as the database holds it: the one view that never lags or shows a refused
+        write (the SDK's query answers from a node's local copy). HTTP: 3.x's admin API, 2.x's
+        exact config search (r-nacos serves it too)."""
+        what = f"reading {group}/{data_id} from the database view"
+        if self.generation == "3.x":
+            answer = self.http.json("GET", "/v3/admin/cs/config", what,
+                                    params={"dataId": data_id, "groupName": group, "namespaceId": self.namespace})
+            try:
+                return None if answer is None else answer["data"]["content"]
+            except (KeyError, TypeError):
+                raise NacosError(f"Nacos answered {what} with unexpected JSON") from None
+        params = {"search": "accurate", "dataId": data_id, "group": group, "tenant": self.namespace,
+                  "pageNo": 1, "pageSize": 10}
+        answer = self.http.json("GET", "/v1/cs/configs", what, params=params)
+        try:
+            items = [] if answer is None else answer.get("pageItems") or []
+            found = [i for i in items if i["dataId"] == data_id and i["group"] == group]
+            return found[0]["content"] if found else None
+        except (AttributeError, KeyError, TypeError):
+            raise NacosError(f"Nacos answered {what} with unexpected JSON") from None
 
     def compare_and_publish(self, data_id: str, group: str, content: str, expected: str | None) -> None:
-        """Publish only if the config still is what was read (md5 `expected`, None: absent).
+        """Publish only if the config still is what was read (md5 `expected`; None: absent).
 
-        Read again just before the write; the md5 also goes to the server as casMd5, so Nacos
-        2.x/3.x refuse the write atomically if it changed since. A write that failed or was
-        refused is judged by reading once more: ours landed, someone else's did (a lost race,
-        nothing overwritten), or neither (an error)."""
-        if _md5(self.get(data_id, group)) != expected:
+        Nacos decides atomically: casMd5 `expected` (or CREATE_ONLY) makes it refuse a write to a
+        config that changed (or exists). Its answer decides: accepted, this run wrote it; refused,
+        or no answer, the database view tells whether ours landed (the answer was lost), someone
+        else's did (a conflict: nothing overwritten), or neither (tried again, bounded).
+        r-nacos ignores casMd5: there, a read just before the write is the only guard."""
+        key = (data_id, group)
+        if not self.cas_enforced and _md5(self.get(data_id, group)) != expected:
             raise self._conflict(data_id, group)
         deadline = time.monotonic() + REQUEST_BUDGET
         for attempt in range(1, 1000):
             try:
-                accepted = self.configs.publish(data_id, group, content, expected)
+                accepted = self.configs.publish(data_id, group, content, expected or CREATE_ONLY)
                 failure = NacosError(f"Nacos did not accept {group}/{data_id}")
             except NacosAuthError:
                 raise
             except NacosError as err:
                 accepted, failure = False, err
+            if not accepted:
+                now = self.get_stored(data_id, group)
+                if now != content and _md5(now) != expected:
+                    raise self._conflict(data_id, group)
+                accepted = now == content   # ours landed, the answer was lost
+            if accepted and expected is None:
+                self._confirm_created(data_id, group, content)
             if accepted:
+                self.written[key] = content
                 return
-            now = self.get(data_id, group)
-            if now == content:
-                return  # ours landed (the answer was lost)
-            if _md5(now) != expected:
-                raise self._conflict(data_id, group)
             if time.monotonic() >= deadline:
                 raise failure
             self.configs.pause(min(0.2 * 2 ** attempt, 4.0))
+
+    def _confirm_created(self, data_id: str, group: str, content: str) -> None:
+        """A standalone Nacos (embedded Derby) answers the loser of two racing creations "success"
+        and drops its content (the duplicate key is swallowed), so an accepted creation counts only
+        once the database holds this content: someone else's there is a conflict. The database view
+        may not show a write for a moment (a follower applying the log): waited for, bounded."""
+        deadline = time.monotonic() + REQUEST_BUDGET
+        pause = 0.05
+        while (now := self.get_stored(data_id, group)) is None and time.monotonic() < deadline:
+            self.configs.pause(pause)
+            pause = min(pause * 2, 1.0)
+        if now != content:
+            raise self._conflict(data_id, group)
 
     def _conflict(self, data_id: str, group: str) -> NacosConflict:
         return NacosConflict(f"{group}/{data_id} in namespace {self.namespace} changed while the initializer was "
@@ -427,16 +494,24 @@ class Connection:
     def data_ids(self, group: str | None, prefix: str) -> list[str]:
         """The data ids in the namespace (in `group`, or any group) that start with `prefix`.
 
-        The SDK cannot search, so this is the HTTP config search. Nacos's blur search wants the
-        wildcard (`secrets.*`); r-nacos matches `*` literally and wants the bare prefix: both are
-        asked, and the answers filtered by the prefix here."""
+        The SDK cannot search, so this is the HTTP config search (3.x: its admin API; the v1 one
+        answers 410 there). Nacos's blur search wants the wildcard (`secrets.*`); r-nacos matches
+        `*` literally and wants the bare prefix: both are asked, the answers filtered here."""
         found = set()
-        for pattern in (prefix + "*", prefix):
+        v3 = self.generation == "3.x"
+        for pattern in (prefix + "*",) if v3 else (prefix + "*", prefix):
             for page in range(1, 10_000):
-                params = {"search": "blur", "dataId": pattern, "group": group or "", "tenant": self.namespace,
-                          "pageNo": page, "pageSize": SEARCH_PAGE_SIZE}
-                answer = self.http.json("GET", "/v1/cs/configs", f"searching configs {pattern!r}", params=params)
+                if v3:
+                    path, params = "/v3/admin/cs/config/list", {"search": "blur", "dataId": pattern,
+                                                                "groupName": group or "", "namespaceId": self.namespace}
+                else:
+                    path, params = "/v1/cs/configs", {"search": "blur", "dataId": pattern, "group": group or "",
+                                                      "tenant": self.namespace}
+                params.update(pageNo=page, pageSize=SEARCH_PAGE_SIZE)
+                answer = self.http.json("GET", path, f"searching configs {pattern!r}", params=params)
                 try:
+                    if v3 and answer is not None:
+                        answer = answer["data"]
                     items = [] if answer is None else answer.get("pageItems") or []
                     found.update(i["dataId"] for i in items if i["dataId"].startswith(prefix))
                     pages = int(answer.get("pagesAvailable") or 0) if answer is not None else 0
@@ -518,16 +593,25 @@ def wait_ready(conn: Connection, timeout: float, log) -> None:
 
 
 def login(conn: Connection, username: str, password: str) -> None:
+    """Log in over HTTP (3.x: its v3 endpoint). A refused login is exit 5 at once, whatever status
+    says so: 401/403, or 500, which Nacos 3.x answers for a wrong password and 2.x for an unknown
+    user (the server answered its readiness probe just before, so a 500 here is the login's)."""
+    path = "/v3/auth/user/login" if conn.generation == "3.x" else "/v1/auth/login"
+    rejected = f"Nacos rejected the login of user {username!r} (NACOS_USERNAME/NACOS_PASSWORD)"
     try:
-        answer = conn.http.json("POST", "/v1/auth/login", "the login", form={"username": username, "password": password})
+        status, body = conn.http.exchange("POST", path, "the login", form={"username": username, "password": password},
+                                          accept=(500,))
     except NacosAuthError:
-        raise NacosAuthError(f"Nacos rejected the login of user {username!r} (NACOS_USERNAME/NACOS_PASSWORD)") from None
-    if answer is None:
-        raise NacosError("Nacos has no login endpoint (HTTP 404 on /v1/auth/login) though NACOS_USERNAME is set")
+        raise NacosAuthError(rejected) from None
+    if status == 500:
+        raise NacosAuthError(f"{rejected}: HTTP 500, Nacos's answer to a wrong password or an unknown user")
+    if body is None:
+        raise NacosError(f"Nacos has no login endpoint (HTTP 404 on {path}) though NACOS_USERNAME is set")
+    answer = _parse(body, "the login")
     token = answer.get("accessToken") if isinstance(answer, dict) else None
     if not isinstance(token, str) or not token:
         # a 200 that carries no token is no login either
-        raise NacosAuthError(f"Nacos rejected the login of user {username!r} (NACOS_USERNAME/NACOS_PASSWORD)")
+        raise NacosAuthError(rejected)
     conn.http.token = token
 
 
@@ -540,14 +624,26 @@ def namespace_exists(conn: Connection, namespace: str) -> bool:
         raise NacosError("Nacos answered the namespace list with unexpected JSON") from None
 
 
+NAMESPACE_EXISTS = 22002   # Nacos 3.x's code (in an HTTP 400) for creating a namespace that exists
+
+
 def create_namespace(conn: Connection, namespace: str) -> None:
+    """Create it; one that exists (another host made it meanwhile) is what was wanted: 2.x answers
+    200 `false`, 3.x HTTP 400 with code 22002."""
     if conn.generation == "3.x":
         form = {"namespaceId": namespace, "namespaceName": namespace, "namespaceDesc": "Higress"}
         path = "/v3/admin/core/namespace"
     else:
         form = {"customNamespaceId": namespace, "namespaceName": namespace, "namespaceDesc": "Higress"}
         path = "/v1/console/namespaces"
-    body = conn.http.request("POST", path, f"creating namespace {namespace}", form=form)
+    what = f"creating namespace {namespace}"
+    status, body = conn.http.exchange("POST", path, what, form=form, accept=(400,))
+    if status == 400:
+        answer = _parse(body, what)
+        if isinstance(answer, dict) and answer.get("code") == NAMESPACE_EXISTS:
+            return
+        raise NacosError(f"Nacos refused {what}: HTTP 400 from {conn.active}{path}"
+                         + (f" (code {answer['code']})" if isinstance(answer, dict) and "code" in answer else ""))
     if body is None or not _true(body):
         if namespace_exists(conn, namespace):  # created meanwhile by someone else: what we wanted
             return
@@ -571,6 +667,7 @@ def connect(settings, log) -> Connection:
     wait_ready(conn, settings.nacos_wait_timeout.total_seconds(), log)
     if settings.nacos_username:
         login(conn, settings.nacos_username, settings.nacos_password)
+    conn.server_version = _server_version(conn)
     return conn
 
 
@@ -607,7 +704,7 @@ def status(settings, writer) -> dict:
         report["reachable"], report["version"], report["server"] = True, conn.generation, conn.active
         if settings.nacos_username:
             login(conn, settings.nacos_username, settings.nacos_password)
-        report["server_version"] = _server_version(conn)
+        report["server_version"] = conn.server_version = _server_version(conn)
         report["namespace_present"] = namespace_exists(conn, settings.nacos_namespace)
         report["configs"] = _config_report(settings, conn, writer)
         report["healthy"] = report["namespace_present"] and all(c["present"] for c in report["configs"])
@@ -650,6 +747,8 @@ def _server_version(conn: Connection) -> str | None:
     """The server's own version where it tells it (Nacos 2.x/3.x state endpoints; r-nacos has none)."""
     path = "/v3/admin/core/state" if conn.generation == "3.x" else "/v1/console/server/state"
     answer = conn.http.json("GET", path, "the server state")
+    if conn.generation == "3.x" and isinstance(answer, dict):
+        answer = answer.get("data")   # 3.x wraps it
     version = answer.get("version") if isinstance(answer, dict) else None
     return version if isinstance(version, str) else None
 

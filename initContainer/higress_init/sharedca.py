@@ -10,12 +10,13 @@ takes the CA from there:
 - a gateway-only host (ROLE=gateway) issues its own gateway certificate from it in memory and keeps
   no copy of the CA key; it writes only `gateway/` files (and `pilot/config/*`, by `deliver`).
 
-Publication is once, by compare-and-swap (expected: absent), before anything is committed locally:
-two hosts starting on empty volumes at the same moment end with the one CA that stays published,
-and the loser discards the one it generated. r-nacos ignores casMd5, so every write is read back,
-and a first publication is confirmed by a second read SETTLE seconds later: a competing write that
-passed its own absent-check before ours landed is seen then. Readers give a publication younger
-than SETTLE the same time before trusting it (its `published-at` annotation says when).
+Publication is once, by compare-and-swap (expected: absent, which Nacos enforces with a unique
+key), before anything is committed locally, and decided by the publish answer alone: accepted, this
+host's CA is the deployment's; refused, another host's is, read from the database view (a node's
+served copy can lag a write, or show a refused one, for seconds) and adopted, and the CA generated
+here is discarded. r-nacos ignores casMd5: there (no server version), every write is read back,
+and a first publication is confirmed by a second read SETTLE seconds later; readers give a
+publication younger than SETTLE the same time (its `published-at` annotation says when).
 A local CA that differs from the published one is never replaced silently, nor is the published one.
 """
 from __future__ import annotations
@@ -131,14 +132,19 @@ def parse(s, raw: str, key: bytes) -> Published:
 
 
 def read(ctx, conn) -> Published | None:
+    """The published CA as the database holds it (never a lagging or refused copy)."""
     s = ctx.settings
-    raw = conn.get(CACERTS.data_id, CACERTS.group(s))
+    key = (CACERTS.data_id, CACERTS.group(s))
+    raw = conn.written.get(key) if key in getattr(conn, "written", {}) else conn.get_stored(*key)
     return None if raw is None else parse(s, raw, data_key(ctx))
 
 
 def read_settled(ctx, conn) -> Published | None:
-    """The published CA, once no concurrent first publication can still replace it."""
+    """The published CA, once no concurrent first publication can still replace it: at once where
+    the server enforces compare-and-swap (an accepted first publication is final)."""
     published = read(ctx, conn)
+    if conn.cas_enforced:
+        return published
     for _ in range(10):   # each round waits out one publication; more than a few means someone keeps writing
         age = published.age() if published else None
         if age is None or age >= SETTLE:
@@ -310,15 +316,18 @@ def _publish(ctx, conn, counts, local, published, conflict_type) -> Published:
     try:
         faults.pause("shared-ca:before-publish")
         conn.compare_and_publish(CACERTS.data_id, group, raw, published.md5 if published else None)
-        current = conn.get(CACERTS.data_id, group)
-        if current == raw and published is None and not getattr(conn, "staged", False):  # plan: no race
-            faults.pause("shared-ca:published")
-            time.sleep(SETTLE)    # a competing first write that passed its absent-check lands by now
-            current = conn.get(CACERTS.data_id, group)
+        current = raw   # accepted: ours
+        if not conn.cas_enforced and published is None and not getattr(conn, "staged", False):
+            # r-nacos accepts a stale create too: read back, then again after SETTLE (plan: no race)
+            current = conn.get_stored(CACERTS.data_id, group)
+            if current == raw:
+                faults.pause("shared-ca:published")
+                time.sleep(SETTLE)    # a competing first write that passed its absent-check lands by now
+                current = conn.get_stored(CACERTS.data_id, group)
     except conflict_type:
         if published is not None:
             raise
-        current = conn.get(CACERTS.data_id, group)
+        current = None   # refused: another host's publication is the deployment's
     if current == raw:
         counts.add("created" if published is None else "updated", "secrets/cacerts")
         ctx.log(f"shared CA: published this host's pilot CA as {where(s)}")

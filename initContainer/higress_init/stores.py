@@ -56,6 +56,8 @@ class FileStore:
         data = self.writer.read(self.path(obj))
         return None if data is None else data.decode("utf-8", "replace")
 
+    stored = read   # what another writer made: the file is its own truth
+
     def text(self, obj: BaseObject, raw: str) -> str:
         return raw
 
@@ -112,6 +114,10 @@ class NacosStore:
     def read(self, obj: BaseObject) -> str | None:
         return self.conn.get(obj.data_id, obj.group(self.settings))
 
+    def stored(self, obj: BaseObject) -> str | None:
+        """What another writer made, from the database view: a node's copy may not show it yet."""
+        return self.conn.get_stored(obj.data_id, obj.group(self.settings))
+
     def text(self, obj: BaseObject, raw: str) -> str:
         return decrypt(raw, self.key) if obj.secret else raw
 
@@ -125,9 +131,7 @@ class NacosStore:
         try:
             self.conn.compare_and_publish(obj.data_id, obj.group(self.settings), raw, None)
         except NacosConflict:
-            if self.read(obj) is None:
-                raise
-            return False
+            return False   # refused: it exists (the answer, not a read, says so)
         return True
 
     def replace(self, obj: BaseObject, raw: str, expected: str) -> None:
@@ -143,7 +147,8 @@ class NacosStore:
         for plural, members in by_plural.items():
             data_id = f"{plural}.__names__"
             for attempt in range(5):
-                index = self.conn.get(data_id, DEFAULT_GROUP)
+                # after a refused write, the database view: a node's copy may lag the winner's
+                index = (self.conn.get if attempt == 0 else self.conn.get_stored)(data_id, DEFAULT_GROUP)
                 wanted = index_with(index, [(o.group(self.settings), o) for o in members])
                 if wanted is None:
                     counts.add("kept", data_id)
@@ -182,6 +187,14 @@ class StagedNacos:
     def get(self, data_id: str, group: str) -> str | None:
         key = (data_id, group)
         return self.published[key] if key in self.published else self.conn.get(data_id, group)
+
+    def get_stored(self, data_id: str, group: str) -> str | None:
+        key = (data_id, group)
+        return self.published[key] if key in self.published else self.conn.get_stored(data_id, group)
+
+    @property
+    def written(self) -> dict:
+        return self.published
 
     def compare_and_publish(self, data_id: str, group: str, content: str, expected_md5) -> None:
         if md5(self.get(data_id, group)) != expected_md5:
