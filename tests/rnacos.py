@@ -14,7 +14,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import threading
 import time
 import urllib.error
@@ -67,9 +66,15 @@ def _stop_all() -> None:
 
 
 atexit.register(_stop_all)
+def _terminated(*_):
+    # as Ctrl-C: pytest stops the session and runs every fixture's finalizer, then atexit runs (a
+    # SystemExit would be taken for one test's failure, and the session would go on)
+    raise KeyboardInterrupt("SIGTERM")
+
+
 if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
     # a SIGTERM would otherwise end the test process without running atexit
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
+    signal.signal(signal.SIGTERM, _terminated)
 
 
 class RNacosNode:
@@ -191,7 +196,7 @@ class RNacosNode:
             self.proc.wait(30)
         _RUNNING.discard(self)
 
-    def env(self) -> dict:
+    def client_env(self) -> dict:
         """The initializer's settings to reach this node."""
         env = {"NACOS_SERVER_URL": self.url}
         if self.auth:
