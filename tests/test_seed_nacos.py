@@ -1,7 +1,8 @@
-"""Seeding every base object into a real r-nacos, in the apiserver's data model, and delivering the
-stored higress-config from it."""
+"""Seeding every base object into real Nacos 2.5.1 and 3.0.1 (auth on) and r-nacos, in the
+apiserver's data model, and delivering the stored higress-config from it."""
 from __future__ import annotations
 
+import base64
 import json
 import re
 
@@ -11,6 +12,7 @@ import yaml
 from base_objects import (NS, assert_console_secret, assert_higress_config, assert_matches, expected,
                           openssl_decrypt)
 from conftest import run_cli, snapshot
+from nacos_server import nacos, real_nacos  # noqa: F401 (fixtures)
 from rnacos import rnacos  # noqa: F401 (a fixture)
 
 UNCHANGED = "nothing the local phases read has changed"
@@ -19,13 +21,20 @@ MESH, NETWORKS = "pilot/config/mesh", "pilot/config/meshNetworks"
 
 
 @pytest.fixture
-def node(rnacos):
-    return rnacos()  # restarted after r-nacos' start-up panic, stopped however the test ends
+def node(nacos):
+    return nacos
 
 
 @pytest.fixture
 def env(node, fast_env):
-    return dict(fast_env, NACOS_SERVER_URL=node.url, NACOS_WAIT_TIMEOUT="30s")
+    return dict(fast_env, **node.client_env(), NACOS_WAIT_TIMEOUT="30s")
+
+
+def _want(node):
+    """The objects seeded for this server's settings (with credentials: the auth Secret too)."""
+    env = node.client_env()
+    credentials = (env["NACOS_USERNAME"], env["NACOS_PASSWORD"]) if "NACOS_USERNAME" in env else None
+    return expected(nacos_host="127.0.0.1", nacos_port=node.server.http_port, credentials=credentials)
 
 
 def _group(plural):
@@ -33,11 +42,11 @@ def _group(plural):
 
 
 def _stored(node, want) -> dict:
-    return {key: node.get_config(f"{key[0]}.{key[1]}", _group(key[0]), NS) for key in want}
+    return {key: node.get_config(f"{key[0]}.{key[1]}", _group(key[0])) for key in want}
 
 
 def _indexes(node, want) -> dict:
-    return {p: node.get_config(f"{p}.__names__", "DEFAULT_GROUP", NS) for p in {k[0] for k in want}}
+    return {p: node.get_config(f"{p}.__names__", "DEFAULT_GROUP") for p in {k[0] for k in want}}
 
 
 def _calls(output: str) -> int:
@@ -47,7 +56,7 @@ def _calls(output: str) -> int:
 def _check_every_object(node, volumes, want):
     key = (volumes / "api/nacos.key").read_bytes()
     for (plural, name), fields in want.items():
-        content = node.get_config(f"{plural}.{name}", _group(plural), NS)
+        content = node.get_config(f"{plural}.{name}", _group(plural))
         assert content is not None, (plural, name)
         if plural == "secrets":
             # stored as the apiserver stores Secrets: read back with an independent implementation
@@ -61,17 +70,19 @@ def _check_every_object(node, volumes, want):
         if (plural, name) == ("secrets", "higress-console"):
             assert_console_secret(obj)
         # nothing in the public namespace or another group
-        assert node.get_config(f"{plural}.{name}", _group(plural), "") is None
+        assert node.get_config(f"{plural}.{name}", _group(plural), tenant="") is None
 
 
 def test_every_object_seeded_field_by_field_and_a_rerun_changes_nothing(node, env, volumes):
-    want = expected(nacos_host="127.0.0.1", nacos_port=node.http_port)
+    want = _want(node)
     fresh = run_cli("run", volumes=volumes, env=env, check=True)
     _check_every_object(node, volumes, want)
     # each type's index lists its objects in the create form (cluster-scoped: `/<name>`)
     assert _indexes(node, want) == {
         "configmaps": "higress-system/higress-config\nhigress-system/higress-console\n",
-        "mcpbridges": "higress-system/default\n", "secrets": "higress-system/cacerts\nhigress-system/higress-console\n",
+        "mcpbridges": "higress-system/default\n",
+        "secrets": "higress-system/cacerts\n" + ("higress-system/nacos-auth-default\n" if node.real else "")
+                   + "higress-system/higress-console\n",
         "envoyfilters": "higress-system/higress-gateway-global-custom-response\n",
         "services": "higress-system/higress-gateway\n", "gatewayclasses": "/higress-gateway\n",
         "gateways": "higress-system/higress-gateway\n"}
@@ -90,18 +101,21 @@ def test_every_object_seeded_field_by_field_and_a_rerun_changes_nothing(node, en
     assert all(c["present"] and c["as_seeded"] for c in report["nacos"]["configs"])
 
 
-def test_with_credentials_the_auth_secret_and_the_bridge_reference_it(rnacos, tmp_path, fast_env):
-    node = rnacos("auth", auth=True, password="s3cret-pw")
+def test_with_credentials_the_auth_secret_and_the_bridge_reference_it(node, rnacos, tmp_path, fast_env):
+    if not node.real:   # the real servers run with auth on; r-nacos is started with it here
+        node = type(node)(node.kind, rnacos("auth", auth=True, password="s3cret-pw"), node.ns)
     volumes = tmp_path / "v"
-    env = dict(fast_env, NACOS_SERVER_URL=node.url, NACOS_USERNAME="admin", NACOS_PASSWORD="s3cret-pw",
-               NACOS_WAIT_TIMEOUT="60s")
+    env = dict(fast_env, **node.client_env(), NACOS_WAIT_TIMEOUT="60s")
+    password = env["NACOS_PASSWORD"]
     result = run_cli("run", volumes=volumes, env=env, check=True)
-    assert "s3cret-pw" not in result.stdout + result.stderr
-    want = expected(nacos_host="127.0.0.1", nacos_port=node.http_port, credentials=("admin", "s3cret-pw"))
+    assert password not in result.stdout + result.stderr
+    want = _want(node)
+    assert ("secrets", "nacos-auth-default") in want
     _check_every_object(node, volumes, want)
-    stored = node.get_config("secrets.nacos-auth-default", NS, NS)
-    assert "s3cret-pw" not in stored and "czNjcmV0LXB3" not in stored  # neither plain nor merely base64'd
-    assert node.get_config("secrets.__names__", "DEFAULT_GROUP", NS) == \
+    stored = node.get_config("secrets.nacos-auth-default", NS)
+    # neither plain nor merely base64'd
+    assert password not in stored and base64.b64encode(password.encode()).decode() not in stored
+    assert node.get_config("secrets.__names__", "DEFAULT_GROUP") == \
         "higress-system/cacerts\nhigress-system/nacos-auth-default\nhigress-system/higress-console\n"
 
 
@@ -112,18 +126,18 @@ def _as_the_apiserver_rewrites(node, want):
         lines = [f"{_group(p)}/{p}.{n}" for p, n in want if p == plural] + [f"DEFAULT_GROUP/{plural}.__names__"]
         if plural == "secrets":   # the pilot CA every Nacos deployment shares (sharedca) is a Secret too
             lines.append(f"{NS}/secrets.cacerts")
-        node.publish_config(f"{plural}.__names__", "DEFAULT_GROUP", NS, "\n".join(lines) + "\n")
+        node.publish_config(f"{plural}.__names__", "DEFAULT_GROUP", "\n".join(lines) + "\n")
 
 
 def test_a_rerun_against_a_store_the_apiserver_wrote_into_changes_nothing(node, env, volumes):
-    want = expected(nacos_host="127.0.0.1", nacos_port=node.http_port)
+    want = _want(node)
     run_cli("run", volumes=volumes, env=env, check=True)
     _as_the_apiserver_rewrites(node, want)
-    node.publish_config("ingresses.__names__", "DEFAULT_GROUP", NS, "EMPTY")  # a type with no objects
+    node.publish_config("ingresses.__names__", "DEFAULT_GROUP", "EMPTY")  # a type with no objects
     configs, indexes = _stored(node, want), _indexes(node, want)
     result = run_cli("run", volumes=volumes, env=env, check=True)
     assert _stored(node, want) == configs and _indexes(node, want) == indexes
-    assert node.get_config("ingresses.__names__", "DEFAULT_GROUP", NS) == "EMPTY"
+    assert node.get_config("ingresses.__names__", "DEFAULT_GROUP") == "EMPTY"
     seed = next(line for line in result.stdout.splitlines() if line.startswith("seed "))
     assert seed.split()[1:3] == ["kept", str(len(want) + len(indexes))], seed
     assert "every base object is present" in result.stdout  # and says so
@@ -133,17 +147,17 @@ def test_a_rerun_against_a_store_the_apiserver_wrote_into_changes_nothing(node, 
 def test_an_empty_index_counts_as_no_lines(node, env, volumes):
     run_cli("run", volumes=volumes, env=env, check=True)
     # the user deleted the Service through the apiserver: it wrote EMPTY into the index
-    node.delete_config("services.higress-gateway", NS, NS)
-    node.publish_config("services.__names__", "DEFAULT_GROUP", NS, "EMPTY")
+    node.delete_config("services.higress-gateway", NS)
+    node.publish_config("services.__names__", "DEFAULT_GROUP", "EMPTY")
     run_cli("run", volumes=volumes, env=env, check=True)
-    assert yaml.safe_load(node.get_config("services.higress-gateway", NS, NS))["kind"] == "Service"
-    assert node.get_config("services.__names__", "DEFAULT_GROUP", NS) == "higress-system/higress-gateway\n"
+    assert yaml.safe_load(node.get_config("services.higress-gateway", NS))["kind"] == "Service"
+    assert node.get_config("services.__names__", "DEFAULT_GROUP") == "higress-system/higress-gateway\n"
 
 
 def _edit_stored_mesh(node, change):
-    cm = yaml.safe_load(node.get_config(*CM, NS))
+    cm = yaml.safe_load(node.get_config(*CM))
     cm["data"]["mesh"] = change(cm["data"]["mesh"])
-    node.publish_config(*CM, NS, yaml.safe_dump(cm))
+    node.publish_config(*CM, yaml.safe_dump(cm))
     return cm["data"]["mesh"]
 
 
@@ -173,37 +187,38 @@ def test_a_mesh_file_edited_here_is_refused_then_pushed_into_nacos(node, env, vo
     run_cli("run", volumes=volumes, env=env, check=True)
     edited = (volumes / MESH).read_text().replace("dnsRefreshRate: 200s", "dnsRefreshRate: 45s")
     (volumes / MESH).write_text(edited)
-    stored = node.get_config(*CM, NS)
+    stored = node.get_config(*CM)
     result = run_cli("run", volumes=volumes, env=env)
     assert result.returncode == 3 and "--push-mesh" in result.stderr and "remove the file" in result.stderr
-    assert node.get_config(*CM, NS) == stored and (volumes / MESH).read_text() == edited
+    assert node.get_config(*CM) == stored and (volumes / MESH).read_text() == edited
     run_cli("run", "--push-mesh", volumes=volumes, env=env, check=True)
-    assert yaml.safe_load(node.get_config(*CM, NS))["data"]["mesh"] == edited
-    before = (node.get_config(*CM, NS), snapshot(volumes))
+    assert yaml.safe_load(node.get_config(*CM))["data"]["mesh"] == edited
+    before = (node.get_config(*CM), snapshot(volumes))
     run_cli("run", volumes=volumes, env=env, check=True)
-    assert (node.get_config(*CM, NS), snapshot(volumes)) == before
+    assert (node.get_config(*CM), snapshot(volumes)) == before
 
 
 def test_reseed_remakes_the_objects_but_never_the_random_console_secret(node, env, volumes):
     run_cli("run", volumes=volumes, env=env, check=True)
-    console_secret = node.get_config("secrets.higress-console", NS, NS)
-    node.publish_config("services.higress-gateway", NS, NS, "user: edit\n")
+    console_secret = node.get_config("secrets.higress-console", NS)
+    node.publish_config("services.higress-gateway", NS, "user: edit\n")
     result = run_cli("run", "--reseed", volumes=volumes, env=env, check=True)
-    assert yaml.safe_load(node.get_config("services.higress-gateway", NS, NS))["kind"] == "Service"
-    assert node.get_config("secrets.higress-console", NS, NS) == console_secret
+    assert yaml.safe_load(node.get_config("services.higress-gateway", NS))["kind"] == "Service"
+    assert node.get_config("secrets.higress-console", NS) == console_secret
     seed = next(line for line in result.stdout.splitlines() if line.startswith("seed "))
-    assert "updated 7" in seed and "kept 8" in seed, seed  # 7 re-made, the console Secret and 7 indexes kept
+    remade = len(_want(node)) - 1   # all but the random console Secret (with credentials: the auth Secret too)
+    assert f"updated {remade}," in seed and "kept 8" in seed, seed  # the console Secret and 7 indexes kept
 
 
 def test_plan_writes_nothing_into_nacos_and_lists_what_run_does(node, env, volumes):
     from test_plan import _actions, _events
     plan = _events(run_cli("plan", "--log-format", "json", volumes=volumes, env=env, check=True))
-    assert NS not in node.namespaces() and not volumes.exists()
+    assert node.ns not in node.namespaces() and not volumes.exists()
     done = _events(run_cli("run", "--log-format", "json", volumes=volumes, env=env, check=True))
     assert _actions(plan) == _actions(done)
     assert ("seed", "created", "configmaps/higress-config") in _actions(plan)
-    node.delete_config("mcpbridges.default", NS, NS)
+    node.delete_config("mcpbridges.default", NS)
     plan = _events(run_cli("plan", "--log-format", "json", volumes=volumes, env=env, check=True))
-    assert node.get_config("mcpbridges.default", NS, NS) is None
+    assert node.get_config("mcpbridges.default", NS) is None
     done = _events(run_cli("run", "--log-format", "json", volumes=volumes, env=env, check=True))
     assert _actions(plan) == _actions(done) == {("seed", "created", "mcpbridges/default")}

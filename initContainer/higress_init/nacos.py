@@ -449,7 +449,7 @@ class Connection:
         else's did (a conflict: nothing overwritten), or neither (tried again, bounded).
         r-nacos ignores casMd5: there, a read just before the write is the only guard."""
         key = (data_id, group)
-        if not self.cas_enforced and _md5(self.get(data_id, group)) != expected:
+        if not self.cas_enforced and _md5(self.configs.get(data_id, group)) != expected:   # the server's, not memory
             raise self._conflict(data_id, group)
         deadline = time.monotonic() + REQUEST_BUDGET
         for attempt in range(1, 1000):
