@@ -75,14 +75,15 @@ class NacosServer:
     username = USERNAME
 
     def __init__(self, version: str, workdir: Path, auth: bool = True, password: str = PASSWORD,
-                 cluster: list[int] | None = None, port: int | None = None):
+                 cluster: list[int] | None = None, port: int | None = None, secret: str | None = None):
         self.version, self.workdir, self.auth, self.password = version, workdir, auth, password
         self.generation = "3.x" if version.startswith("3.") else "2.x"
         self.http_port = port or nacos_ports()
         self.cluster = cluster
         self.proc: subprocess.Popen | None = None
         self._token: tuple[float, str] | None = None
-        self.secret = base64.b64encode(os.urandom(32)).decode()
+        # the token signing key: a cluster's members share it (a token from one is valid on all)
+        self.secret = secret or base64.b64encode(os.urandom(32)).decode()
         workdir.mkdir(parents=True, exist_ok=True)
 
     @property
@@ -184,6 +185,12 @@ class NacosServer:
         self.stop()
         raise RuntimeError(f"Nacos {self.version} on {self.url} not ready after {timeout}s:\n{self.log_tail()}")
 
+    def started(self) -> bool:
+        """Nacos says it started (its log); the process must still run."""
+        log = self.workdir / "logs/nacos.log"
+        return (self.proc is not None and self.proc.poll() is None and log.exists()
+                and "started successfully" in log.read_text(errors="replace")[-200_000:])
+
     def _failed(self) -> bool:
         """Nacos 3.x serves on after one of its contexts failed, half-dead (no config dumps)."""
         log = self.workdir / "logs/nacos.log"
@@ -273,7 +280,7 @@ class NacosServer:
             answer = json.loads(self._call("GET", "/v1/console/namespaces", {}))
         return [n["namespace"] for n in answer["data"]]
 
-    def env(self) -> dict:
+    def client_env(self) -> dict:
         """The initializer's settings to reach this server."""
         env = {"NACOS_SERVER_URL": self.url}
         if self.auth:
@@ -282,20 +289,38 @@ class NacosServer:
 
 
 def start_cluster(workdir: Path, version: str = "2.5.1", size: int = 3) -> list[NacosServer]:
-    """A real Nacos cluster on loopback: embedded storage (Raft), membership from cluster.conf."""
+    """A real Nacos cluster on loopback: embedded storage (Raft), membership from cluster.conf.
+
+    Started all at once, a member sometimes hangs in its start for good (waiting in its config
+    dump for the Raft leader's data while the leader cannot reach it); one started again once the
+    others serve joins at once. So a member not up after START_WAIT is started again, a few times."""
     ports = [nacos_ports() for _ in range(size)]
-    nodes = [NacosServer(version, workdir / f"node{i + 1}", cluster=ports, port=port) for i, port in enumerate(ports)]
+    secret = base64.b64encode(os.urandom(32)).decode()
+    nodes = [NacosServer(version, workdir / f"node{i + 1}", cluster=ports, port=port, secret=secret)
+             for i, port in enumerate(ports)]
     try:
         for node in nodes:
             node.start()
+        for attempt in range(4):
+            deadline = time.monotonic() + CLUSTER_START_WAIT
+            while time.monotonic() < deadline and not all(n.started() for n in nodes):
+                time.sleep(0.5)
+            stuck = [n for n in nodes if not n.started()]
+            if not stuck:
+                break
+            for node in stuck:
+                node.restart()
         for node in nodes:
-            node.wait_ready(300)
+            node.wait_ready(120)
         _cluster_up(nodes)
     except BaseException:
         for node in nodes:
             node.stop()
         raise
     return nodes
+
+
+CLUSTER_START_WAIT = 90   # seconds; a healthy member starts in 15-45 s on a loaded 2-core machine
 
 
 def _cluster_up(nodes: list[NacosServer], timeout: float = 240) -> None:
@@ -377,8 +402,8 @@ class Target:
     def server_version(self) -> str | None:
         return self.kind.removeprefix("nacos-") if self.real else None   # r-nacos tells none
 
-    def env(self, **extra) -> dict:
-        return {**self.server.env(), "NACOS_NS": self.ns, **extra}
+    def client_env(self, **extra) -> dict:
+        return {**self.server.client_env(), "NACOS_NS": self.ns, **extra}
 
     def get_config(self, data_id: str, group: str, tenant: str | None = None) -> str | None:
         return self.server.get_config(data_id, group, self.ns if tenant is None else tenant)
@@ -400,3 +425,14 @@ def nacos(request, real_nacos, rnacos):
     kind = request.param
     server = real_nacos(kind.removeprefix("nacos-")) if kind != "rnacos" else rnacos()
     return Target(kind, server, fresh_namespace(kind.replace(".", "")))
+
+
+@pytest.fixture(scope="session")
+def real_cluster(tmp_path_factory):
+    """A real three-node Nacos 2.5.1 cluster (auth on), started once per session on first use."""
+    nodes = start_cluster(tmp_path_factory.mktemp("nacos-cluster"))
+    try:
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()

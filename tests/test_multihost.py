@@ -1,5 +1,7 @@
-"""More hosts, one deployment: two (or three) volume roots stand for hosts, a real three-node r-nacos
-cluster on loopback for the Nacos cluster they share. The pilot CA travels as the Secret `cacerts`."""
+"""More hosts, one deployment: volume roots stand for hosts, a real three-node Nacos 2.5.1 cluster on
+loopback for the Nacos cluster they share (hosts pointed at different nodes). The pilot CA travels as
+the Secret `cacerts`. The races also run on a standalone Nacos 2.5.1 and 3.0.1 (whose database
+swallows a losing racing insert) and on r-nacos (which ignores casMd5: the settle path)."""
 from __future__ import annotations
 
 import json
@@ -18,7 +20,8 @@ from base_objects import openssl_decrypt
 from conftest import _SETTING_VARS, run_cli, snapshot
 from consumers import openssl_verify
 from higress_init import pki
-from rnacos import start_cluster
+from nacos_server import real_cluster, real_nacos  # noqa: F401 (fixtures)
+from rnacos import rnacos  # noqa: F401 (a fixture)
 from test_rotation import _handshake, _ok
 
 NS = "higress-system"
@@ -26,17 +29,25 @@ DATA_KEY = "k3yForSecretsInNacos-0123456789A"   # 32 characters: the deployment'
 CA_FILES = ("ca-cert.pem", "ca-key.pem", "root-cert.pem", "cert-chain.pem")
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    nodes = start_cluster(tmp_path_factory.mktemp("cluster"))
-    try:
-        yield nodes
-    finally:
-        for node in nodes:
-            node.stop()
+@pytest.fixture
+def cluster(real_cluster):
+    """The session's real cluster, every node running (a test may have stopped one)."""
+    for node in real_cluster:
+        if node.proc is None or node.proc.poll() is not None:
+            node.start().wait_ready()
+    return real_cluster
 
 
-_namespaces = iter(range(1, 1000))
+@pytest.fixture(params=["cluster-2.5.1", "nacos-3.0.1"])
+def servers(request, real_nacos):
+    """Where a deployment's hosts meet: the real 2.5.1 cluster (each host on another node), or
+    one standalone Nacos 3.0.1 (Higress 2.2.4's)."""
+    if request.param == "nacos-3.0.1":
+        return [real_nacos("3.0.1")]
+    return request.getfixturevalue("cluster")
+
+
+_namespaces = iter(range(1, 10_000))
 
 
 @pytest.fixture
@@ -45,9 +56,11 @@ def ns():
     return f"multihost-{next(_namespaces)}-{os.getpid()}"
 
 
-def host_env(cluster, ns, role="all", **extra) -> dict:
+def host_env(cluster, ns, role="all", node=0, **extra) -> dict:
+    """A host's settings: it talks to `cluster[node]` first, the others listed after it."""
+    ordered = cluster[node:] + cluster[:node]
     env = {"CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256", "NACOS_WAIT_TIMEOUT": "60s",
-           "NACOS_SERVER_URL": ",".join(n.url for n in cluster), "NACOS_NS": ns, "ROLE": role,
+           **ordered[0].client_env(), "NACOS_SERVER_URL": ",".join(n.url for n in ordered), "NACOS_NS": ns, "ROLE": role,
            "NACOS_DATA_ENC_KEY": DATA_KEY}
     env.update(extra)
     return {k: v for k, v in env.items() if v is not None}
@@ -100,35 +113,87 @@ def assert_gateway_only_files(volumes: Path):
                      "gateway/podinfo/labels", "pilot/config/mesh", "pilot/config/meshNetworks"}, files
 
 
-def test_hosts_started_at_once_on_empty_volumes_end_with_one_ca(cluster, tmp_path):
-    for round_ in range(3):   # the race must always converge
+def race(servers, tmp: Path, ns: str, controls: int, gateway: bool = True, held: bool = True):
+    """`controls` control-plane hosts on fresh volumes (host i talks to servers[i % len]) and a
+    gateway host, started at once; with `held`, every control plane is held just before it
+    publishes its CA, then all are released together. Returns the control planes' volumes and
+    results, and the gateway host's."""
+    hosts = [tmp / f"cp{i}" for i in range(controls)]
+    procs, pauses = [], []
+    for i, volumes in enumerate(hosts):
+        extra = {}
+        if held:
+            pause = tmp / f"pause{i}"
+            pause.mkdir(parents=True)
+            pauses.append(pause)
+            extra["HIGRESS_INIT_PAUSE_AT"] = f"shared-ca:before-publish={pause}"
+        procs.append(start(["run"], volumes, host_env(servers, ns, node=i % len(servers), **extra)))
+    gw = tmp / "gw"
+    gw_proc = start(["run"], gw, host_env(servers, ns, role="gateway", node=(controls) % len(servers),
+                                          POD_NAME="gateway-c")) if gateway else None
+    for proc, pause in zip(procs, pauses):
+        _paused(proc, pause, "shared-ca:before-publish")
+    for pause in pauses:
+        _resume(pause, "shared-ca:before-publish")
+    results = [finish(p) for p in procs]
+    return hosts, results, gw, (finish(gw_proc) if gw_proc else None)
+
+
+def assert_one_ca(servers, hosts, results, ns, tmp: Path, gw=None, gw_result=None):
+    """Every host exited 0 with no rerun; exactly one published and holds the root key; every
+    host's CA is the published one; the gateway host's certificate works with every pilot."""
+    for r in results + ([gw_result] if gw_result else []):
+        assert r.returncode == 0, r.stdout + r.stderr
+    publishers = [h for h, r in zip(hosts, results) if "published this host's pilot CA" in r.stdout]
+    assert len(publishers) == 1, [r.stdout for r in results]
+    winner = publishers[0]
+    secret = published(servers[-1], ns)
+    for host, r in zip(hosts, results):
+        assert local_ca(host) == secret, host
+        if host != winner:
+            assert "discarded the one generated here" in r.stdout or "took the CA" in r.stdout, r.stdout
+    assert [h for h in hosts if (h / "pki/pilot-root-ca.key").exists()] == [winner]
+    if gw is not None:
+        assert (gw / "gateway/certs/root-cert.pem").read_bytes() == secret["root-cert.pem"]
+        assert_gateway_joins(gw, winner, tmp, "gateway-c")
+        assert_gateway_only_files(gw)
+    index = servers[0].get_config("secrets.__names__", "DEFAULT_GROUP", ns)
+    assert "higress-system/cacerts" in index.split()   # where the apiserver looks when kubectl lists Secrets
+    return winner
+
+
+def test_two_hosts_held_at_the_publication_on_the_cluster(cluster, tmp_path):
+    """20 races of two control planes on different nodes, both released at the moment of publishing,
+    with a gateway host on the third node: one CA, one root key, every run and rerun exit 0."""
+    for round_ in range(20):
+        ns = f"race2-{round_}-{os.getpid()}"
+        hosts, results, gw, gw_result = race(cluster, tmp_path / f"r{round_}", ns, controls=2)
+        winner = assert_one_ca(cluster, hosts, results, ns, tmp_path, gw, gw_result)
+        other = next(h for h in hosts if h != winner)
+        assert_gateway_joins(winner, other, tmp_path, "higress-gateway")
+        for i, host in enumerate(hosts):
+            before = snapshot(host)
+            rerun = run_cli("run", volumes=host, env=host_env(cluster, ns, node=i))
+            assert rerun.returncode == 0 and snapshot(host) == before, rerun.stdout + rerun.stderr
+
+
+def test_three_hosts_held_at_the_publication_on_the_cluster(cluster, tmp_path):
+    for round_ in range(10):
+        ns = f"race3-{round_}-{os.getpid()}"
+        hosts, results, gw, gw_result = race(cluster, tmp_path / f"r{round_}", ns, controls=3)
+        assert_one_ca(cluster, hosts, results, ns, tmp_path, gw, gw_result)
+
+
+@pytest.mark.parametrize("server", ["nacos-2.5.1", "nacos-3.0.1", "rnacos"])
+def test_hosts_racing_on_one_standalone_server(server, real_nacos, rnacos, tmp_path):
+    """Standalone Nacos answers the loser of two racing inserts "success" and keeps the winner's
+    row: the database view decides. r-nacos ignores casMd5: its settle wait decides (3 races)."""
+    node = rnacos() if server == "rnacos" else real_nacos(server.removeprefix("nacos-"))
+    for round_ in range(3 if server == "rnacos" else 10):
         ns = f"race-{round_}-{os.getpid()}"
-        a, b, c = (tmp_path / f"r{round_}" / h for h in "abc")
-        procs = [start(["run"], a, host_env(cluster, ns)),
-                 start(["run"], b, host_env(cluster, ns)),
-                 start(["run"], c, host_env(cluster, ns, role="gateway", POD_NAME="gateway-c"))]
-        results = [finish(p) for p in procs]
-        for r in results:
-            assert r.returncode == 0, r.stdout + r.stderr
-        # exactly one control-plane host published; the other took its CA, and says so
-        publishers = [v for v, r in zip((a, b), results) if "published this host's pilot CA" in r.stdout]
-        assert len(publishers) == 1, [r.stdout for r in results[:2]]
-        winner = publishers[0]
-        other, other_result = (b, results[1]) if winner == a else (a, results[0])
-        assert "discarded the one generated here" in other_result.stdout or "took the CA" in other_result.stdout
-        secret = published(cluster[0], ns)
-        assert local_ca(a) == local_ca(b) == secret
-        assert (winner / "pki/pilot-root-ca.key").exists() and not (other / "pki/pilot-root-ca.key").exists()
-        # every host's gateway certificate works with every pilot
-        for host, name in ((c, "gateway-c"), (a, "higress-gateway"), (b, "higress-gateway")):
-            assert_gateway_joins(host, winner, tmp_path, name)
-        assert_gateway_joins(c, other, tmp_path, "gateway-c")
-        assert_gateway_only_files(c)
-        assert (c / "gateway/certs/root-cert.pem").read_bytes() == secret["root-cert.pem"]
-        assert 'statefulset.kubernetes.io/pod-name="gateway-c"' in (c / "gateway/podinfo/labels").read_text()
-        # listed where the apiserver looks when kubectl lists Secrets
-        index = cluster[1].get_config("secrets.__names__", "DEFAULT_GROUP", ns)
-        assert "higress-system/cacerts" in index.split()
+        hosts, results, gw, gw_result = race([node], tmp_path / f"r{round_}", ns, controls=2,
+                                             held=server != "rnacos")
+        assert_one_ca([node], hosts, results, ns, tmp_path, gw, gw_result)
 
 
 def _paused(proc, pause: Path, point: str) -> None:
@@ -144,46 +209,40 @@ def _resume(pause: Path, point: str) -> None:
     (pause / (point.replace(":", "_") + ".resume")).touch()
 
 
-@pytest.mark.parametrize("point", ["shared-ca:before-publish", "shared-ca:published"])
-def test_the_host_that_loses_the_first_publication_discards_its_ca(cluster, tmp_path, ns, point):
-    """The two windows of a race, held open: A generated its CA and found none published, then B
-    publishes (before-publish: A's compare-and-swap finds B's); or A's write landed and read back as
-    its own, then a write that had passed its absent-check before A's lands (published: r-nacos does
-    not enforce casMd5, so A's second read finds it). Either way A discards its CA, takes B's, and
-    nothing of A's CA is ever written."""
+def test_the_host_that_loses_the_first_publication_discards_its_ca(servers, tmp_path, ns):
+    """A generated its CA and found none published, then B (on another node) publishes: A's
+    creation is refused, A discards its CA, takes B's from the database view, and nothing of A's
+    CA is ever written."""
+    point = "shared-ca:before-publish"
     a, b = tmp_path / "a", tmp_path / "b"
     pause = tmp_path / "pause"
     pause.mkdir()
-    proc = start(["run"], a, host_env(cluster, ns, HIGRESS_INIT_PAUSE_AT=f"{point}={pause}"))
+    proc = start(["run"], a, host_env(servers, ns, HIGRESS_INIT_PAUSE_AT=f"{point}={pause}"))
     _paused(proc, pause, point)
-    if point == "shared-ca:before-publish":
-        run_cli("run", volumes=b, env=host_env(cluster, ns), check=True)
-    else:   # B's CA, published elsewhere, overwrites A's (as a write that raced past its check would)
-        run_cli("run", volumes=b, env=host_env(cluster, ns + "-b"), check=True)
-        cluster[1].publish_config("secrets.cacerts", NS, ns, cluster[1].get_config("secrets.cacerts", NS, ns + "-b"))
+    run_cli("run", volumes=b, env=host_env(servers, ns, node=1), check=True)
     _resume(pause, point)
     result = finish(proc)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "discarded the one generated here" in result.stdout
-    assert local_ca(a) == local_ca(b) == published(cluster[2], ns)
+    assert local_ca(a) == local_ca(b) == published(servers[-1], ns)
     assert not (a / "pki/pilot-root-ca.key").exists()
     assert not (a / "backup").exists(), "the discarded CA was never written, so nothing was replaced"
     assert_gateway_joins(a, b, tmp_path, "higress-gateway")
 
 
 @pytest.fixture
-def deployment(cluster, tmp_path, ns):
+def deployment(servers, tmp_path, ns):
     """Host A, the control plane, after its first run."""
     a = tmp_path / "a"
-    run_cli("run", volumes=a, env=host_env(cluster, ns), check=True)
+    run_cli("run", volumes=a, env=host_env(servers, ns), check=True)
     return a
 
 
-def test_gateway_host_with_the_copied_key_file(cluster, deployment, tmp_path, ns):
+def test_gateway_host_with_the_copied_key_file(servers, deployment, tmp_path, ns):
     b = tmp_path / "b"
     (b / "api").mkdir(parents=True)
     shutil.copy(deployment / "api/nacos.key", b / "api/nacos.key")   # what to copy once
-    env = host_env(cluster, ns, role="gateway", NACOS_DATA_ENC_KEY=None, POD_NAME="gateway-b")
+    env = host_env(servers, ns, role="gateway", NACOS_DATA_ENC_KEY=None, POD_NAME="gateway-b")
     result = run_cli("run", volumes=b, env=env, check=True)
     for phase in ("apiserver-pki", "kubeconfig", "tokens", "shared-ca", "seed"):   # the control plane's
         assert re.search(rf"^{phase} +skipped 1 ", result.stdout, re.M), result.stdout
@@ -200,7 +259,7 @@ def test_gateway_host_with_the_copied_key_file(cluster, deployment, tmp_path, ns
     assert rows["ca-in-use"]["chain_verified"] and rows["gateway (this host)"]["subject"] == "CN=gateway-b"
     assert rows["shared-ca"]["subject"] == rows["ca-in-use"]["subject"]
     a_status = json.loads(run_cli("status", "--output", "json", volumes=deployment,
-                                  env=host_env(cluster, ns)).stdout)
+                                  env=host_env(servers, ns)).stdout)
     assert a_status["healthy"] and {r["name"]: r for r in a_status["files"]}["ca-in-use"]["state"] == "ok"
 
 
@@ -211,18 +270,18 @@ def _refused(result, volumes: Path, before: dict, code: int, *words):
     assert (snapshot(volumes) if volumes.exists() else {}) == before
 
 
-def test_refusals_write_nothing(cluster, deployment, tmp_path, ns):
-    secret_before = cluster[0].get_config("secrets.cacerts", NS, ns)
+def test_refusals_write_nothing(servers, deployment, tmp_path, ns):
+    secret_before = servers[0].get_config("secrets.cacerts", NS, ns)
     b = tmp_path / "b"
     other_key = "another-key-0123456789abcdefghij"
-    result = run_cli("run", volumes=b, env=host_env(cluster, ns, role="gateway", NACOS_DATA_ENC_KEY=other_key))
+    result = run_cli("run", volumes=b, env=host_env(servers, ns, role="gateway", NACOS_DATA_ENC_KEY=other_key))
     _refused(result, b, {}, 3, "does not decrypt", "api/nacos.key")
-    result = run_cli("run", volumes=b, env=host_env(cluster, ns, role="gateway", NACOS_DATA_ENC_KEY=None))
+    result = run_cli("run", volumes=b, env=host_env(servers, ns, role="gateway", NACOS_DATA_ENC_KEY=None))
     _refused(result, b, {}, 2, "NACOS_DATA_ENC_KEY", "ROLE=gateway")
     # settings that make no sense for a gateway-only host
     for extra in ({"CONFIG_STORAGE": "file"}, {"ROTATE": "root"}, {"APISERVER_SANS": "gw.example"},
                   {"ROLE": "edge"}):
-        result = run_cli("run", volumes=b, env={**host_env(cluster, ns, role="gateway"), **extra})
+        result = run_cli("run", volumes=b, env={**host_env(servers, ns, role="gateway"), **extra})
         _refused(result, b, {}, 2, next(iter(extra)))
 
     # a host with its own, older CA (it ran alone, on the file store): it is given the deployment's
@@ -231,16 +290,16 @@ def test_refusals_write_nothing(cluster, deployment, tmp_path, ns):
     shutil.copy(deployment / "api/nacos.key", b / "api/nacos.key")
     before = snapshot(b)
     for role in ("gateway", "all"):
-        result = run_cli("run", volumes=b, env=host_env(cluster, ns, role=role, NACOS_DATA_ENC_KEY=None))
+        result = run_cli("run", volumes=b, env=host_env(servers, ns, role=role, NACOS_DATA_ENC_KEY=None))
         _refused(result, b, before, 3, "differs from the one", "secrets/cacerts", "pilot/cacerts", "NACOS_NS")
-    assert cluster[0].get_config("secrets.cacerts", NS, ns) == secret_before, "the published CA is never replaced"
+    assert servers[0].get_config("secrets.cacerts", NS, ns) == secret_before, "the published CA is never replaced"
 
 
-def test_rotation_on_the_control_plane_reaches_the_gateway_host(cluster, deployment, tmp_path, ns):
+def test_rotation_on_the_control_plane_reaches_the_gateway_host(servers, deployment, tmp_path, ns):
     a = deployment
     b, a2 = tmp_path / "b", tmp_path / "a2"
-    gateway = host_env(cluster, ns, role="gateway", POD_NAME="gateway-b")
-    control = host_env(cluster, ns)
+    gateway = host_env(servers, ns, role="gateway", POD_NAME="gateway-b")
+    control = host_env(servers, ns)
     run_cli("run", volumes=b, env=gateway, check=True)
     second = run_cli("run", volumes=a2, env=control, check=True)   # a second control-plane host adopts
     assert "took the CA" in second.stdout and local_ca(a2) == local_ca(a)
@@ -252,7 +311,7 @@ def test_rotation_on_the_control_plane_reaches_the_gateway_host(cluster, deploym
         old_b = tmp_path / f"b-before-{'-'.join(args)}"
         shutil.copytree(b, old_b)
         run_cli("rotate", *args, volumes=a, env=control, check=True)
-        assert published(cluster[2], ns) == local_ca(a)
+        assert published(servers[-1], ns) == local_ca(a)
         # pilot restarted with the new files, the gateway host not yet rerun: still talking
         assert _ok(_handshake(a, old_b, tmp_path)), f"after rotate {args}: new pilot, gateway host not rerun"
         rerun = run_cli("run", volumes=b, env=gateway, check=True)
@@ -282,9 +341,9 @@ def test_rotation_on_the_control_plane_reaches_the_gateway_host(cluster, deploym
     assert not _ok(_handshake(old_a, b, tmp_path)), "after --finish the old root is no longer trusted"
 
 
-def test_timing_of_a_gateway_host_run(cluster, deployment, tmp_path, ns):
+def test_timing_of_a_gateway_host_run(servers, deployment, tmp_path, ns):
     """For the record (no assertion on speed): a gateway-only host's cold and warm run."""
-    env = host_env(cluster, ns, role="gateway", POD_NAME="gateway-t", CA_KEY_ALGORITHM=None,
+    env = host_env(servers, ns, role="gateway", POD_NAME="gateway-t", CA_KEY_ALGORITHM=None,
                    LEAF_KEY_ALGORITHM=None)
     times = {"cold": [], "warm": []}
     for i in range(3):
@@ -293,12 +352,15 @@ def test_timing_of_a_gateway_host_run(cluster, deployment, tmp_path, ns):
             started = time.perf_counter()
             run_cli("run", volumes=volumes, env=env, check=True)
             times[kind].append(time.perf_counter() - started)
-    print("\ngateway-host run against the 3-node cluster (default key sizes): "
+    print(f"\ngateway-host run against {len(servers)} node(s) (default key sizes): "
           + ", ".join(f"{k} {min(v):.2f}/{sorted(v)[1]:.2f}/{max(v):.2f}s" for k, v in times.items()))
 
 
-def test_a_nacos_node_stopped_during_the_gateway_run(cluster, deployment, tmp_path, ns):
-    """Last in this module: it leaves the cluster with two nodes (still a majority)."""
+def test_a_nacos_node_killed_during_the_gateway_run_then_restarted(cluster, tmp_path, ns):
+    """The node the gateway host's run talks to is killed mid-run: the run goes on through the
+    others; the node comes back, and a rerun through it changes nothing."""
+    deployment = tmp_path / "a"
+    run_cli("run", volumes=deployment, env=host_env(cluster, ns, node=1), check=True)
     b = tmp_path / "b"
     pause = tmp_path / "pause"
     pause.mkdir()
@@ -311,6 +373,10 @@ def test_a_nacos_node_stopped_during_the_gateway_run(cluster, deployment, tmp_pa
     result = finish(proc)
     assert result.returncode == 0, (result.stdout, result.stderr)
     assert_gateway_joins(b, deployment, tmp_path, "gateway-b")
+    cluster[0].start().wait_ready()
+    before = snapshot(b)
+    rerun = run_cli("run", volumes=b, env=host_env(cluster, ns, role="gateway", POD_NAME="gateway-b"))
+    assert rerun.returncode == 0 and snapshot(b) == before, rerun.stdout + rerun.stderr
 
 
 def test_the_gateway_host_compose_file(tmp_path):

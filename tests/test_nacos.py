@@ -28,7 +28,7 @@ def node(nacos):
 
 @pytest.fixture
 def env(node, fast_env):
-    return dict(fast_env, **node.env(), NACOS_WAIT_TIMEOUT="30s")
+    return dict(fast_env, **node.client_env(), NACOS_WAIT_TIMEOUT="30s")
 
 
 def _configs(node) -> dict:
@@ -164,7 +164,7 @@ def test_auth_on_with_the_right_and_a_wrong_password(node, tmp_path, fast_env, r
     with HTTP 500, 2.x an unknown user (both mapped to a refused login, not retried)."""
     if not node.real:
         node = type(node)(node.kind, rnacos("auth", auth=True, password="s3cret-pw"), node.ns)
-    right = node.env()
+    right = node.client_env()
     base = dict(fast_env, NACOS_SERVER_URL=node.url, NACOS_NS=node.ns, NACOS_WAIT_TIMEOUT="600s")
     for user, password in ((right["NACOS_USERNAME"], "nope"), ("nobody", "nope")):
         wrong = run_cli("run", volumes=tmp_path / "v-wrong", timeout=60,
@@ -210,7 +210,7 @@ def test_nacos_never_started(tmp_path, fast_env):
 def test_nacos_killed_during_seeding_then_a_rerun_completes(rnacos, fast_env, volumes, tmp_path):
     """r-nacos: a server killed and started again in a second (a real one's restart is the cluster's test)."""
     node = rnacos()
-    env = dict(fast_env, **node.env(), NACOS_WAIT_TIMEOUT="30s")
+    env = dict(fast_env, **node.client_env(), NACOS_WAIT_TIMEOUT="30s")
     pause_dir = tmp_path / "pause"
     pause_dir.mkdir()
     proc = _popen(["run"], dict(env, HIGRESS_INIT_PAUSE_AT=f"seed:before-write={pause_dir}"), volumes)
@@ -424,13 +424,13 @@ def test_no_nacos_api_at_the_url_is_final(scripted, tmp_path, fast_env):
 # --- the SDK in process: absent and empty, compare-and-swap, a clean end
 def _connect(node, tmp_path, **env):
     from higress_init import nacos, settings
-    s = settings.load(env={**node.env(), "VOLUMES_ROOT": str(tmp_path / "v"), **env})
+    s = settings.load(env={**node.client_env(), "VOLUMES_ROOT": str(tmp_path / "v"), **env})
     lines = []
     return nacos.connect(s, lambda text, **fields: lines.append(text)), lines
 
 
 def _namespace(node, tmp_path):
-    run_cli("phase", "nacos", volumes=tmp_path / "other", env=node.env(), check=True)
+    run_cli("phase", "nacos", volumes=tmp_path / "other", env=node.client_env(), check=True)
 
 
 def test_absent_configs_are_none_and_content_comes_back_exactly(node, tmp_path):
