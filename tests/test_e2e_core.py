@@ -36,7 +36,8 @@ def test_cold_run_writes_every_contract_file_and_status_is_clean(volumes, fast_e
         assert (volumes / path).is_file(), path
     lines = result.stdout.splitlines()
     assert [line.split()[0] for line in lines] == ["nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens",
-                                                   "pod-config", "shared-ca", "write", "writable-dirs", "seed", "deliver", "done"]
+                                                   "pod-config", "write", "shared-ca", "writable-dirs", "seed", "deliver",
+                                                   "done"]
     status = run_cli("status", volumes=volumes, env=fast_env)
     assert status.returncode == 0, status.stdout
     for name in ("apiserver-ca", "apiserver", "apiserver-admin", "pilot-root-ca", "pilot-ca", "gateway", "kubeconfig"):
@@ -435,7 +436,7 @@ def test_plan_writes_nothing_and_says_what_run_would_do(tmp_path, initialized):
 
 def test_phases_list_and_single_phase(volumes, fast_env):
     names = [l.split()[0] for l in run_cli("phases", check=True).stdout.splitlines()]
-    assert names == ["nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "shared-ca", "write",
+    assert names == ["nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "write", "shared-ca",
                      "writable-dirs", "seed", "deliver"]
     run_cli("phase", "pilot-pki", volumes=volumes, env=fast_env, check=True)
     assert (volumes / "gateway/certs/cert-chain.pem").is_file() and not (volumes / "api").exists()

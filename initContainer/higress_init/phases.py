@@ -144,11 +144,14 @@ def pilot_pki(ctx: Context, counts: Counts) -> None:
         from . import sharedca
         sharedca.gateway_pki(ctx, counts)
         return
-    if ctx.settings.config_storage == "nacos":
-        from . import sharedca
-        sharedca.adopt(ctx, counts)
     from . import artifacts
+    if ctx.settings.config_storage != "nacos":
+        artifacts.certificates("pilot-pki", ctx, counts)
+        return
+    from . import sharedca
+    sharedca.adopt(ctx, counts)
     artifacts.certificates("pilot-pki", ctx, counts)
+    sharedca.stage_pending(ctx)   # a CA made or rotated here is committed, marked pending, before it is published
 
 
 def shared_ca(ctx: Context, counts: Counts) -> None:
@@ -222,9 +225,10 @@ PHASES: tuple[Phase, ...] = (
     Phase("tokens", "token signing key, JWKS, OIDC discovery document and per-component tokens", token_phase,
           local=True, makes_keys=True),
     Phase("pod-config", "gateway pod labels", pod_config, BOTH, local=True),
-    Phase("shared-ca", "publish the pilot CA as Secret cacerts in Nacos, once, compare-and-swap (Nacos storage "
-                       "only)", shared_ca, uses_store=True),
     Phase("write", "commit every staged file into the volumes, atomically", write, BOTH, local=True, commits=True),
+    # after `write`: what another host can see is never a key that exists nowhere (sharedca)
+    Phase("shared-ca", "publish the pilot CA as Secret cacerts in Nacos, once, compare-and-swap (Nacos storage "
+                       "only)", shared_ca, commits=True, uses_store=True),
     Phase("writable-dirs", "the folders components write into: controller and gateway logs and data",
           writable_dirs, BOTH),
     Phase("seed", "seed the base objects (higress-config, McpBridge, Secrets, Gateway, ...) into Nacos or the "

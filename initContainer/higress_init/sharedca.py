@@ -11,13 +11,21 @@ takes the CA from there:
   no copy of the CA key; it writes only `gateway/` files (and `pilot/config/*`, by `deliver`).
 
 Publication is once, by compare-and-swap (expected: absent, which Nacos enforces with a unique
-key), before anything is committed locally, and decided by the publish answer alone: accepted, this
-host's CA is the deployment's; refused, another host's is, read from the database view (a node's
-served copy can lag a write, or show a refused one, for seconds) and adopted, and the CA generated
-here is discarded. r-nacos ignores casMd5: there (no server version), every write is read back,
-and a first publication is confirmed by a second read SETTLE seconds later; readers give a
-publication younger than SETTLE the same time (its `published-at` annotation says when).
-A local CA that differs from the published one is never replaced silently, nor is the published one.
+key), and decided by the publish answer alone: accepted, this host's CA is the deployment's;
+refused, another host's is, read from the database view (a node's served copy can lag a write, or
+show a refused one, for seconds) and adopted.
+
+Nothing another host can see is ever unrecoverable here: a CA made or rotated by this run is
+committed into the volumes (with the data key that encrypts its Secret) before it is published,
+marked pending in the record (`.higress-init/shared-ca.json`) in that same commit. A run that ends
+between the commit and the end of the publication leaves a pending CA that the next run publishes
+(nothing published, or the published one is what it replaced), confirms (it was published), or,
+for a first publication another host won meanwhile, discards for the winner's (into backup/).
+
+r-nacos ignores casMd5: there (no server version), a first publication is confirmed by a second
+read SETTLE seconds later; readers give a publication younger than SETTLE the same time (its
+`published-at` annotation says when). A local CA that differs from the published one is never
+replaced silently, nor is the published one.
 """
 from __future__ import annotations
 
@@ -186,9 +194,38 @@ def recorded(writer) -> dict:
 
 
 def record(ctx, published_md5: str) -> None:
+    """This host's CA files are the published ones (md5 of the Secret as stored): nothing pending."""
     entry = {"files": _digests(local_files(ctx.writer)), "published_md5": published_md5}
     if recorded(ctx.writer) != entry:
         ctx.writer.stage_record(RECORD_FILE, entry)
+
+
+def pending(writer, local: dict) -> dict | None:
+    """The record's pending entry when it stands for exactly these local files: a CA this host made
+    (`replaces`: None) or rotated (`replaces`: the md5 of the Secret it replaces) and has not
+    published yet."""
+    entry = recorded(writer).get("pending")
+    if isinstance(entry, dict) and entry.get("files") == _digests(local):
+        return entry
+    return None
+
+
+def stage_pending(ctx) -> None:
+    """After pilot-pki, with Nacos storage: when this run made or rotated the CA (the local files
+    differ from the published ones), mark it pending, in the commit that writes it."""
+    local = local_files(ctx.writer)
+    published = ctx.shared_ca
+    if None in local.values() or (published is not None and all(local[k] == published.files[k] for k in CA_FILES)):
+        return
+    if pending(ctx.writer, local):
+        return
+    if published is not None and ctx.writer.read(ROOT_KEY) is None:
+        raise StateError(f"this run changed pilot/cacerts, but this host did not publish the deployment's CA (no "
+                         f"{ROOT_KEY}): rotate on the host that holds the root key; this host takes the result on "
+                         "its next run. Nothing was written")
+    entry = dict(recorded(ctx.writer))
+    entry["pending"] = {"files": _digests(local), "replaces": published.md5 if published else None}
+    ctx.writer.stage_record(RECORD_FILE, entry)
 
 
 def _roots_of(files: dict) -> list:
@@ -251,15 +288,30 @@ def adopt(ctx, counts: Counts) -> None:
         return
     local = local_files(ctx.writer)
     outcome = verdict(ctx.writer, local, published)
+    mine = pending(ctx.writer, local) if outcome == "differs" else None
+    if mine is not None and mine["replaces"] == published.md5:
+        return      # this host's rotation of the published CA, committed, not yet published: shared-ca does
+    if mine is not None and mine["replaces"] is None:
+        outcome = "lost"   # this host's first CA, committed; another host published first meanwhile
     if outcome == "differs":
         raise refusal(ctx.settings, local, published)
     if outcome == "same":
         return
+    if outcome == "lost":
+        _discard_root_key(ctx)
     stage_published(ctx, published)
     _redecide(ctx)
-    counts.add("created" if outcome == "adopt" else "updated", f"pilot CA from {where(ctx.settings)}")
-    ctx.log(f"shared CA: {'took' if outcome == 'adopt' else 'followed the rotation of'} the CA {published.by} published "
-            f"(intermediate {fingerprint(published.intermediate)}); its root key stays on that host")
+    counts.add({"adopt": "created", "lost": "discarded"}.get(outcome, "updated"), f"pilot CA from {where(ctx.settings)}")
+    ctx.log(f"shared CA: {'took' if outcome in ('adopt', 'lost') else 'followed the rotation of'} the CA {published.by} "
+            f"published (intermediate {fingerprint(published.intermediate)}); its root key stays on that host"
+            + ("; the CA this host made before and never published is in backup/" if outcome == "lost" else ""))
+
+
+def _discard_root_key(ctx) -> None:
+    """The root key of a CA this host made and lost the first publication with: removed (a
+    committed one goes to backup/ with the commit), never used."""
+    if ctx.writer.exists(ROOT_KEY):
+        ctx.writer.remove(ROOT_KEY)
 
 
 def _secret_text(ctx, files: dict, published: Published | None) -> str:
@@ -279,17 +331,18 @@ def _secret_text(ctx, files: dict, published: Published | None) -> str:
 
 
 def publish(ctx, counts: Counts) -> None:
-    """The `shared-ca` phase (ROLE=all, Nacos storage): publish this host's pilot CA when Nacos has
-    none, or when this run rotated it; list it in secrets.__names__; runs before anything is
-    committed, so a lost race leaves no trace but the message."""
+    """The `shared-ca` phase (ROLE=all, Nacos storage), after `write`: publish this host's pilot CA
+    when Nacos has none, or when this run rotated it (both committed here, pending, first); list it
+    in secrets.__names__; record what is published. A lost first publication takes the winner's CA."""
+    from . import faults
     from .nacos import NacosConflict
     open_store(ctx)
     conn = ctx.nacos
-    warm = ctx._decisions is None   # the warm fast path kept the local files without deciding anything
-    if warm:
+    if ctx._decisions is None:      # the warm fast path kept the local files without deciding anything
         adopt(ctx, counts)
         if ctx.writer.changes():    # following a rotation published meanwhile: issue under it now
             artifacts.certificates("pilot-pki", ctx, counts)
+        ctx.writer.commit()
     published = ctx.shared_ca
     local = local_files(ctx.writer)
     if None in local.values():
@@ -297,57 +350,52 @@ def publish(ctx, counts: Counts) -> None:
     if published is not None and all(local[k] == published.files[k] for k in CA_FILES):
         counts.add("kept", "secrets/cacerts")
     else:
-        if published is not None and ctx.writer.read(ROOT_KEY) is None:
-            raise StateError(f"this run changed pilot/cacerts, but this host did not publish the deployment's CA (no "
-                             f"{ROOT_KEY}): rotate on the host that holds the root key; this host takes the result on "
-                             "its next run. Nothing was written")
         published = _publish(ctx, conn, counts, local, published, NacosConflict)
+    faults.pause("shared-ca:published")
+    faults.point("shared-ca:published")
     NacosStore(ctx, conn).finish(counts, [CACERTS])   # the index kubectl lists Secrets by
     record(ctx, published.md5)
-    if warm:
-        ctx.writer.commit()   # the write phase was replayed, not run
+    ctx.writer.commit()
 
 
 def _publish(ctx, conn, counts, local, published, conflict_type) -> Published:
+    from . import faults
     s = ctx.settings
     raw = encrypt(_secret_text(ctx, local, published), data_key(ctx))
     group = CACERTS.group(s)
-    from . import faults
     try:
         faults.pause("shared-ca:before-publish")
+        faults.point("shared-ca:before-publish")
         conn.compare_and_publish(CACERTS.data_id, group, raw, published.md5 if published else None)
         current = raw   # accepted: ours
         if not conn.cas_enforced and published is None and not getattr(conn, "staged", False):
-            # r-nacos accepts a stale create too: read back, then again after SETTLE (plan: no race)
+            # r-nacos accepts a stale create too: read again after SETTLE (plan: no race)
+            time.sleep(SETTLE)    # a competing first write that passed its absent-check lands by now
             current = conn.get_stored(CACERTS.data_id, group)
-            if current == raw:
-                faults.pause("shared-ca:published")
-                time.sleep(SETTLE)    # a competing first write that passed its absent-check lands by now
-                current = conn.get_stored(CACERTS.data_id, group)
     except conflict_type:
         if published is not None:
-            raise
+            raise conflict_type(f"{where(s)} changed while this host was publishing its rotation: the rotated CA stays "
+                                "here, pending, unpublished; see which host changed it before you rerun") from None
         current = None   # refused: another host's publication is the deployment's
     if current == raw:
         counts.add("created" if published is None else "updated", "secrets/cacerts")
         ctx.log(f"shared CA: published this host's pilot CA as {where(s)}")
         return parse(s, raw, data_key(ctx))
-    if published is not None:
-        raise conflict_type(f"{where(s)} changed while this host was publishing its rotation: nothing was written "
-                            "here; rerun to try again")
-    root = ctx.decisions.get("pilot-root-ca")
     winner = read_settled(ctx, conn)
-    if winner is None or root is None or root.action != "created":
+    if winner is None or published is not None or pending(ctx.writer, local) is None:
         raise refusal(s, local, winner) if winner else StateError(f"{where(s)} vanished while publishing: rerun")
-    # lost the race for the first publication: nothing of ours was committed; take the winner's
-    ctx.writer.staged.pop(ctx.writer.path(ROOT_KEY), None)
+    # lost the race for the first publication: take the winner's CA; the one made here (committed,
+    # never published, never used by a component yet) goes to backup/ with its root key
+    faults.pause("shared-ca:adopting")
+    faults.point("shared-ca:adopting")
+    _discard_root_key(ctx)
     stage_published(ctx, winner)
     ctx.shared_ca = winner
     _redecide(ctx)
     artifacts.apply("pilot-pki", s, ctx.writer, ctx.decisions, ctx.keys, ctx.now, Counts())
     counts.add("discarded", "the pilot CA generated here")
     counts.add("re-issued", "gateway (under the published CA)")
-    ctx.log(f"shared CA: {winner.by} published its CA first; discarded the one generated here (never written) and "
+    ctx.log(f"shared CA: {winner.by} published its CA first; discarded the one generated here (kept in backup/) and "
             f"took that one (intermediate {fingerprint(winner.intermediate)})", lost_race=True)
     return winner
 
