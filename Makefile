@@ -86,7 +86,7 @@ run: $(BIN)/higress-init ## install into .venv/ and run the initializer on the e
 	$(BIN)/higress-init run --volumes $(VOLUMES)
 
 test: $(VENV)/.test-deps $(RNACOS_BIN) $(COMPOSE_PLUGIN) $(NACOS_JARS) ## install what the tests need (real Nacos 2.5.1 and 3.0.1, r-nacos and the compose plugin) and run them all
-	$(BIN)/pytest -q tests
+	$(BIN)/pytest -q --durations=25 tests
 
 lint: $(VENV)/.test-deps ## hadolint the Dockerfile and check the compose file against the compose-spec schema
 	$(BIN)/hadolint Dockerfile
