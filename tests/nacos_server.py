@@ -75,11 +75,13 @@ class NacosServer:
     username = USERNAME
 
     def __init__(self, version: str, workdir: Path, auth: bool = True, password: str = PASSWORD,
-                 cluster: list[int] | None = None, port: int | None = None, secret: str | None = None):
+                 cluster: list[int] | None = None, port: int | None = None, secret: str | None = None,
+                 properties: dict | None = None):
         self.version, self.workdir, self.auth, self.password = version, workdir, auth, password
         self.generation = "3.x" if version.startswith("3.") else "2.x"
         self.http_port = port or nacos_ports()
         self.cluster = cluster
+        self.extra_properties = properties or {}
         self.proc: subprocess.Popen | None = None
         self._token: tuple[float, str] | None = None
         # the token signing key: a cluster's members share it (a token from one is valid on all)
@@ -103,6 +105,7 @@ class NacosServer:
             "nacos.core.auth.server.identity.key": "test-identity", "nacos.core.auth.server.identity.value": "x",
             "nacos.inetutils.ip-address": "127.0.0.1", "server.tomcat.accesslog.enabled": "false",
             "nacos.core.member.lookup.type": "file",
+            **self.extra_properties,
         }
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
@@ -350,6 +353,13 @@ def fresh_namespace(prefix: str = "t") -> str:
 
 
 SERVERS = tuple(f"nacos-{v}" for v in VERSIONS) + ("rnacos",)
+# Nacos 3.0.1 as upstream's Higress 2.2.4 deployment runs it: auth off (the admin API's too), the v1
+# compatibility switches on
+UPSTREAM = "3.0.1-upstream"
+UPSTREAM_PROPERTIES = {"nacos.core.api.compatibility.console.enabled": "true",
+                       "nacos.core.api.compatibility.core.enabled": "true",
+                       "nacos.core.api.compatibility.admin.enabled": "true",
+                       "nacos.core.auth.admin.enabled": "false", "nacos.core.auth.console.enabled": "false"}
 
 
 @pytest.fixture(scope="session")
@@ -359,7 +369,12 @@ def real_nacos(tmp_path_factory):
     servers: dict[str, NacosServer] = {}
 
     def get(version: str) -> NacosServer:
-        if not servers:
+        if version == UPSTREAM:   # started on its own, only when a test asks for it
+            if version not in servers:
+                servers[version] = NacosServer("3.0.1", tmp_path_factory.mktemp("nacos-upstream"), auth=False,
+                                               properties=UPSTREAM_PROPERTIES).start().wait_ready()
+            return servers[version]
+        if not servers.keys() & set(VERSIONS):
             try:
                 for v in VERSIONS:
                     servers[v] = NacosServer(v, tmp_path_factory.mktemp(f"nacos-{v}")).start()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -587,3 +588,32 @@ def test_a_file_store_run_never_imports_the_sdk(tmp_path, fast_env):
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path / "v")], env={**env, **fast_env},
                             capture_output=True, text=True, timeout=120)
     assert result.stdout.splitlines()[-1] == "0 []", (result.stdout, result.stderr)
+
+
+# --- Nacos 3 as upstream's 2.2.4 deployment runs it, and its admin API without credentials
+def test_nacos_3_as_upstream_runs_it(real_nacos, tmp_path, fast_env):
+    """Auth off (its admin API's too), the v1 compatibility switches on: a cold run, a rerun that
+    writes nothing, a clean status naming the version, a second control-plane host taking the CA."""
+    from nacos_server import UPSTREAM
+    server = real_nacos(UPSTREAM)
+    env = dict(fast_env, NACOS_SERVER_URL=server.url, NACOS_NS="upstream", NACOS_WAIT_TIMEOUT="30s")
+    a, b = tmp_path / "a", tmp_path / "b"
+    run_cli("run", volumes=a, env=env, check=True)
+    files = snapshot(a)
+    rerun = run_cli("run", volumes=a, env=env, check=True)
+    assert snapshot(a) == files and " 0 files written" in rerun.stdout.splitlines()[-1]
+    report = json.loads(run_cli("status", "--output", "json", volumes=a, env=env).stdout)
+    assert report["healthy"] and report["nacos"]["server_version"] == "3.0.1", report["nacos"]
+    shutil.copy(a / "api/nacos.key", tmp_path / "key")
+    second = run_cli("run", volumes=b, env=dict(env, NACOS_DATA_ENC_KEY_FILE=str(tmp_path / "key")), check=True)
+    assert "took the CA" in second.stdout
+    assert (b / "pilot/cacerts/ca-cert.pem").read_bytes() == (a / "pilot/cacerts/ca-cert.pem").read_bytes()
+
+
+def test_nacos_3_admin_api_without_credentials_says_they_are_needed(real_nacos, tmp_path, fast_env):
+    server = real_nacos("3.0.1")   # auth on: its admin API (namespaces) wants a login
+    volumes = tmp_path / "v"
+    result = run_cli("run", volumes=volumes, env=dict(fast_env, NACOS_SERVER_URL=server.url, NACOS_NS="no-login"))
+    assert result.returncode == 5, (result.stdout, result.stderr)
+    assert "requires credentials" in result.stderr and "NACOS_USERNAME and NACOS_PASSWORD" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and not (volumes / "api").exists()

@@ -169,6 +169,10 @@ class HttpClient:
                     return status, body
                 if status == 404:
                     return status, None
+                if status in (401, 403) and not self.token:
+                    raise NacosAuthError(f"Nacos requires credentials for {what} (HTTP {status} from {server}{path}): "
+                                         "set NACOS_USERNAME and NACOS_PASSWORD (Nacos 3's admin API needs them "
+                                         "unless its nacos.core.auth.admin.enabled=false)")
                 if status in (401, 403):
                     raise NacosAuthError(f"Nacos denied {what} (HTTP {status} from {server}{path}): check "
                                          "NACOS_USERNAME/NACOS_PASSWORD and that user's permissions")
