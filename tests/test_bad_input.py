@@ -11,6 +11,8 @@ BAD_INPUTS = [
     ({"NACOS_SERVER_URL": "http://nacos:99999/nacos"}, "NACOS_SERVER_URL", "port"),
     ({"NACOS_SERVER_URL": "http://nacos:8848/other"}, "NACOS_SERVER_URL", "/nacos"),
     ({"NACOS_SERVER_URL": " , "}, "NACOS_SERVER_URL", "no server"),
+    # a host no resolver takes (a label over 63 characters) was a raw codec error
+    ({"NACOS_SERVER_URL": f"http://{'a' * 64}.example:8848/nacos"}, "NACOS_SERVER_URL", "not a valid DNS name"),
     # what the apiserver, which reads the same value, would get wrong
     ({"NACOS_SERVER_URL": "https://nacos:8848/nacos"}, "NACOS_SERVER_URL", "apiserver talks to Nacos over plain http"),
     ({"NACOS_SERVER_URL": "http://nacos/nacos"}, "NACOS_SERVER_URL", "apiserver would use port 80"),
@@ -66,6 +68,13 @@ def test_unwritable_volumes_root(tmp_path):
     assert result.returncode == 2 and "VOLUMES_ROOT" in result.stderr and "writable" in result.stderr
     result = run_cli("run", volumes=blocker)
     assert result.returncode == 2 and "VOLUMES_ROOT" in result.stderr
+
+
+def test_a_volumes_root_that_cannot_be_made_is_bad_input():
+    """/proc takes no new directory: exit 2 naming the setting (it was exit 1 with a bare errno)."""
+    result = run_cli("run", volumes="/proc/higress-init-volumes")
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    assert result.stderr.count("\n") == 1 and "VOLUMES_ROOT=/proc/higress-init-volumes: cannot be created" in result.stderr
 
 
 def test_secret_on_the_command_line_is_not_offered():

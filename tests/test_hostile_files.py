@@ -3,6 +3,7 @@ run derives is re-made, a CA or state it must not replace silently is refused wi
 and neither `run` nor `status` ever ends in a traceback."""
 from __future__ import annotations
 
+import re
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -31,6 +32,8 @@ CASES = [
     ("gateway/tokens/istio-token", b"a.b.c", 0, ["re-issued 1"]),
     ("tokens/jwks.json", b"{garbage", 0, ["updated"]),
     ("tokens/jwks.json", b'{"keys": [1, "x"]}', 0, ["updated"]),
+    ("tokens/jwks.json", b"[]", 0, ["updated"]),     # JSON, but no JWKS: status crashed on these
+    ("tokens/jwks.json", b"null", 0, ["updated"]),
     ("kube/config", b"\x00\x01garbage", 0, ["updated"]),
     ("kube/config", b"apiVersion: v1\nclusters: [[[\n", 0, ["updated"]),
     ("gateway/podinfo/labels", NOT_UTF8, 0, ["updated"]),
@@ -49,6 +52,7 @@ def test_garbage_in_a_file_the_run_reads(rel, content, code, words, initialized,
     (initialized / rel).write_bytes(content)
     checked = status(initialized)
     assert checked.returncode in (1, REFUSED) and "Traceback" not in checked.stderr
+    assert not re.search(r"error: \w+(Error|Exception)\b", checked.stderr), checked.stderr   # no raw Python error
     result = run_cli("run", volumes=initialized)
     assert result.returncode == code, result.stdout + result.stderr
     if code:

@@ -169,6 +169,9 @@ def _main(argv: list[str] | None = None) -> int:
     except StateError as err:
         _problem("refused", str(err))
         return EXIT_REFUSED
+    except VolumeError as err:   # found only once the run starts (the root cannot be made)
+        _problem("error", str(err))
+        return EXIT_BAD_INPUT
     except _nacos_errors() as err:
         _problem("error", str(err))
         return err.exit_code

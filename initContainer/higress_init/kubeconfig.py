@@ -77,7 +77,10 @@ def render(server: str, ca_pem: bytes, client_cert: bytes | str, client_key: byt
 def parse(data: bytes, open_path=None) -> dict:
     """The parts a consumer uses: server, CA, client certificate and key (PEM bytes). A certificate
     or key named by path is read with `open_path(path) -> bytes`."""
-    config = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    try:
+        config = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
+    except (yaml.YAMLError, RecursionError) as err:   # garbage or nesting without end: unparsable, as any bad field
+        raise ValueError(f"not YAML ({type(err).__name__})") from None
     context = next(c["context"] for c in config["contexts"] if c["name"] == config["current-context"])
     cluster = next(c["cluster"] for c in config["clusters"] if c["name"] == context["cluster"])
     user = next(u["user"] for u in config["users"] if u["name"] == context["user"])

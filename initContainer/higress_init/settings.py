@@ -239,6 +239,8 @@ def _nacos_url(text: str) -> str:
         raise SettingsError(f"NACOS_SERVER_URL: {url!r}: the path must be empty or /nacos")
     if parts.query or parts.fragment or parts.username:
         raise SettingsError(f"NACOS_SERVER_URL: {url!r}: no query, fragment or user info allowed (use NACOS_USERNAME)")
+    if ":" not in parts.hostname:
+        _dns_name(f"NACOS_SERVER_URL: {url!r}: host", parts.hostname)   # a resolver's limits, not a raw error
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     return f"http://{host}:{port}/nacos"
 

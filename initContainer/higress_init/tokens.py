@@ -85,6 +85,8 @@ def token_problem(settings, identity: TokenIdentity, token: str | None, jwks: by
         return "expired"
     except (jwt.PyJWTError, UnicodeDecodeError, ValueError) as err:
         return f"does not verify ({err})"
+    except (AttributeError, TypeError):   # JSON, but no JWKS (`[]`, `null`): PyJWKSet takes it for a mapping
+        return f"does not verify ({layout.JWKS} is not a JWKS)"
     wanted = claims_for(settings, identity, now)
     if header.get("kid") != kid:
         return "signed by another key"

@@ -287,8 +287,12 @@ class RunLock:
 
     def __enter__(self):
         if not os.path.isdir(self.root.path):
-            os.makedirs(self.root.path, mode=DIR_MODE)
-            os.chmod(self.root.path, DIR_MODE)
+            try:
+                os.makedirs(self.root.path, mode=DIR_MODE)
+                os.chmod(self.root.path, DIR_MODE)
+            except OSError as err:   # a read-only mount, /proc, a file on the way: the setting is wrong
+                raise VolumeError(f"VOLUMES_ROOT={self.root.path}: cannot be created ({err.strerror}); expected a "
+                                  "directory the initializer can write, e.g. /mnt/volumes") from None
         parts = parts_of(LOCK)
         dir_fd = self.root.open_dir(parts[:-1], create=journal.private_mkdir)
         try:
