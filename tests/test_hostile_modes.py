@@ -74,18 +74,38 @@ def test_a_changed_owner_is_reported_and_restored(settled, tmp_path):
     os.link(victim / "secret", settled / "gateway/tokens/hard")  # not managed: left alone
     before = state_of(victim)
     run_cli("run", volumes=settled, env=env, check=True)
-    os.chown(settled / "pki/apiserver-ca.key", 0, 0)
     os.chown(settled / "gateway/certs", 0, 0)
+    os.chown(settled / "pki/apiserver-ca.key", 4321, 4322)   # as a run before this rule left it
     checked = status(settled, env=env)
-    assert checked.returncode == 1 and "owned by 0:0" in checked.stdout
+    assert checked.returncode == 1 and "owned by 0:0" in checked.stdout and "root's alone" in checked.stdout
     run_cli("run", volumes=settled, env=env, check=True)
-    for rel in ("pki/apiserver-ca.key", "gateway/certs"):
-        st = os.lstat(settled / rel)
-        assert (st.st_uid, st.st_gid) == (4321, 4322), rel
+    st = os.lstat(settled / "gateway/certs")
+    assert (st.st_uid, st.st_gid) == (4321, 4322)
+    st = os.lstat(settled / "pki/apiserver-ca.key")
+    assert (st.st_uid, st.st_gid) == (0, 0)
     assert status(settled, env=env).returncode == 0
     root = os.lstat(settled)
     assert (root.st_uid, root.st_gid) == (0, 0)  # the volumes root itself is the user's
     assert state_of(victim) == before
+
+
+def test_keys_no_component_needs_stay_roots_whatever_volumes_uid_says(tmp_path, fast_env):
+    """With the compose default VOLUMES_UID=1337 (controller, pilot), the CA keys, the token
+    signing key, the admin key (pki/) and the data key are root's, 0600 (pki/ itself 0700); the
+    keys a uid-1337 component mounts are its."""
+    volumes = tmp_path / "volumes"
+    env = dict(fast_env, VOLUMES_UID="1337", VOLUMES_GID="1337")
+    run_cli("run", volumes=volumes, env=env, check=True)
+    root_only = ["pki/apiserver-ca.key", "pki/pilot-root-ca.key", "pki/sa.key", "pki/admin.key", "api/nacos.key"]
+    for rel in root_only:
+        st = os.lstat(volumes / rel)
+        assert (st.st_uid, st.st_gid, st.st_mode & 0o777) == (0, 0, 0o600), rel
+    st = os.lstat(volumes / "pki")
+    assert (st.st_uid, st.st_mode & 0o777) == (0, 0o700)
+    assert all(p.stat().st_uid == 0 for p in (volumes / "pki").rglob("*"))
+    for rel in ("pilot/cacerts/ca-key.pem", "pilot/kube/client.key", "controller/kube/client.key"):
+        assert os.lstat(volumes / rel).st_uid == 1337, rel
+    assert status(volumes, env=env).returncode == 0
 
 
 def test_umask_000_leaks_no_open_mode(tmp_path, fast_env):

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 
+from . import layout
 from .safefs import Root, check_regular, parts_of, refuse
 
 DIR_MODE = 0o755
@@ -16,6 +17,15 @@ PRIVATE_DIRS = ("pki",)                       # the initializer's own secrets: n
 ROOT_ONLY_DIRS = (".higress-init", "backup")  # bookkeeping: root's, never chowned
 PUBLIC_MODE, PRIVATE_MODE = 0o644, 0o600
 PRIVATE_NAMES = (".key", "key.pem")           # every private key, whatever its directory
+# Root's whatever VOLUMES_UID says: the CA keys, the token signing key and the admin key (pki/, which
+# no component mounts) and the data key (read by the apiserver, which runs as root). A uid-1337
+# component gets only the keys of the folders it mounts.
+ROOT_OWNED_DIRS = PRIVATE_DIRS
+ROOT_OWNED_FILES = (layout.DATA_KEY,)
+
+
+def root_owned(parts) -> bool:
+    return parts[0] in ROOT_OWNED_DIRS or "/".join(parts) in ROOT_OWNED_FILES
 
 
 def dir_mode(parts) -> int:
@@ -52,12 +62,20 @@ class Owners:
     def __init__(self, root: Root, uid: int | None, gid: int | None):
         self.root, self.uid, self.gid = root, uid, gid
 
-    def differs(self, st) -> bool:
-        return (self.uid is not None and st.st_uid != self.uid) or (self.gid is not None and st.st_gid != self.gid)
+    def wanted(self, parts) -> tuple[int | None, int | None]:
+        """The owner a managed path must have (None: whatever it has)."""
+        if root_owned(parts) and (self.uid is not None or self.gid is not None):
+            return os.geteuid(), os.getegid()   # the initializer's own (root in the image)
+        return self.uid, self.gid
+
+    def differs(self, st, parts) -> bool:
+        uid, gid = self.wanted(parts)
+        return (uid is not None and st.st_uid != uid) or (gid is not None and st.st_gid != gid)
 
     def apply(self, fd: int, parts) -> None:
-        if parts[0] not in ROOT_ONLY_DIRS and (self.uid is not None or self.gid is not None):
-            os.fchown(fd, -1 if self.uid is None else self.uid, -1 if self.gid is None else self.gid)
+        uid, gid = self.wanted(parts)
+        if parts[0] not in ROOT_ONLY_DIRS and (uid is not None or gid is not None):
+            os.fchown(fd, -1 if uid is None else uid, -1 if gid is None else gid)
 
     def mkdir(self, dir_fd: int, name: str, parts) -> None:
         """Create one managed directory: its mode whatever the umask, its owner as configured."""
@@ -91,7 +109,7 @@ class Owners:
             try:
                 st = os.fstat(fd)
                 wanted = dir_modes.get(parts, dir_mode(parts))
-                if st.st_mode & 0o7777 != wanted or self.differs(st):
+                if st.st_mode & 0o7777 != wanted or self.differs(st, parts):
                     try:
                         os.fchmod(fd, wanted)
                         self.apply(fd, parts)
@@ -121,7 +139,7 @@ class Owners:
             st = os.fstat(fd)
             check_regular(self.root.path, parts, st)
             ok, wanted = file_mode_ok(st.st_mode, rel, private_files, staged_mode)
-            if ok and not self.differs(st):
+            if ok and not self.differs(st, parts):
                 return False
             try:
                 os.fchmod(fd, wanted)
@@ -146,7 +164,7 @@ def problems(root: Root, rel: str, uid, gid, private_files=()) -> str:
             raise refuse(root.path, parts[:i], st, "a directory")
         if parts[0] not in ROOT_ONLY_DIRS and st.st_mode & 0o7777 != dir_mode(parts[:i]):
             return f"directory {'/'.join(parts[:i])} has mode {st.st_mode & 0o7777:04o}, want {dir_mode(parts[:i]):04o}"
-        if owners.differs(st):
+        if owners.differs(st, parts[:i]):
             return f"directory {'/'.join(parts[:i])} is owned by {st.st_uid}:{st.st_gid}"
     st = root.lstat(parts)
     if st is None:
@@ -155,7 +173,8 @@ def problems(root: Root, rel: str, uid, gid, private_files=()) -> str:
     ok, wanted = file_mode_ok(st.st_mode, rel, private_files)
     if not ok:
         return f"mode {st.st_mode & 0o7777:04o}, want {wanted:04o}"
-    if owners.differs(st):
-        return f"owned by {st.st_uid}:{st.st_gid}, want {uid if uid is not None else st.st_uid}:" \
-               f"{gid if gid is not None else st.st_gid}"
+    if owners.differs(st, parts):
+        want_uid, want_gid = owners.wanted(parts)
+        return f"owned by {st.st_uid}:{st.st_gid}, want {want_uid if want_uid is not None else st.st_uid}:" \
+               f"{want_gid if want_gid is not None else st.st_gid}" + (" (root's alone)" if root_owned(parts) else "")
     return ""

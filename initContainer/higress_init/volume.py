@@ -118,7 +118,7 @@ class VolumeWriter:
         check_regular(self.fs.path, self._parts(staged.path), st)
         if staged.data is None:
             return True
-        return (st.st_mode & 0o7777) != staged.mode or self.owners.differs(st) or \
+        return (st.st_mode & 0o7777) != staged.mode or self.owners.differs(st, self._parts(staged.path)) or \
             self._disk_bytes(staged.path) != staged.data
 
     def changes(self) -> list[StagedFile]:
