@@ -241,3 +241,26 @@ def test_a_record_signed_with_a_key_root_does_not_own_is_not_trusted(settled):
     (settled / "gateway/certs/key.pem").unlink()
     result = run_cli("run", volumes=settled, check=True)
     assert UNCHANGED not in result.stdout and (settled / "gateway/certs/key.pem").exists()
+
+
+def test_what_a_component_does_in_its_own_folder_never_stops_a_run(initialized):
+    """The controller nests 1000 folders in its log folder, the gateway keeps a folder named like
+    a temporary in its own: runs and `watch --once` go on (the sweep of leftover temporaries was a
+    walk of the whole root and failed on every run); a temporary a killed run left beside a managed
+    file is still swept."""
+    deep = initialized / "controller/log/nacos"
+    for _ in range(1000):
+        deep = deep / "d"
+        deep.mkdir()
+    (initialized / "gateway/log" / (TMP_PREFIX + "x")).mkdir()
+    (initialized / "gateway/log" / (TMP_PREFIX + "y")).write_bytes(b"the gateway's own")
+    leftover = initialized / "gateway/certs" / (TMP_PREFIX + "left.tmp")
+    leftover.write_bytes(b"a killed run's")
+    for _ in range(2):
+        result = run_cli("run", volumes=initialized)
+        assert result.returncode == 0, result.stdout + result.stderr
+    assert not leftover.exists()
+    assert (initialized / "gateway/log" / (TMP_PREFIX + "y")).read_bytes() == b"the gateway's own"
+    assert deep.is_dir()
+    watched = run_cli("watch", "--once", volumes=initialized)
+    assert watched.returncode == 0, watched.stdout + watched.stderr

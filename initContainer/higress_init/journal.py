@@ -181,14 +181,31 @@ def _backup(root: Root, dir_parts, dir_fd: int, name: str, stamp: str) -> None:
         os.close(target_fd)
 
 
+# Where temporaries are never looked for: the folders components write into (theirs, whatever they
+# put there), and anything deeper than any folder the initializer writes (backup/<stamp>/ included).
+COMPONENT_DIRS = frozenset(rel for rel, _ in (layout.CONTROLLER_NACOS_LOGS, layout.GATEWAY_ISTIO_DATA,
+                                               layout.GATEWAY_LOGS))
+SWEEP_DEPTH = 8
+
+
 def sweep_temporaries(root: Root) -> int:
-    """Unlink temporaries a killed run left (unlink never follows a link)."""
+    """Unlink temporaries a killed run left (unlink never follows a link), in the folders the
+    initializer writes; a folder a component owns is not entered, and nothing found on the way
+    (a name that turned into a folder, a folder gone) stops the sweep."""
     removed = 0
-    for _, dirs, files, dir_fd in os.fwalk(".", dir_fd=root.fd(), follow_symlinks=False):
-        for name in files + dirs:
+    for top, dirs, files, dir_fd in os.fwalk(".", dir_fd=root.fd(), follow_symlinks=False):
+        rel = os.path.normpath(top)
+        depth = 0 if rel == "." else rel.count("/") + 1
+        names = files + dirs   # a link named like a temporary is listed with the folders
+        dirs[:] = [d for d in dirs if depth + 1 < SWEEP_DEPTH
+                   and (d if rel == "." else f"{rel}/{d}") not in COMPONENT_DIRS]
+        for name in names:
             if name.startswith(TMP_PREFIX):
-                st = lstat_at(dir_fd, name)
-                if st is not None and not stat.S_ISDIR(st.st_mode):
-                    os.unlink(name, dir_fd=dir_fd)
-                    removed += 1
+                try:
+                    st = lstat_at(dir_fd, name)
+                    if st is not None and not stat.S_ISDIR(st.st_mode):
+                        os.unlink(name, dir_fd=dir_fd)
+                        removed += 1
+                except OSError:
+                    continue   # changed under the sweep: not ours to fight over
     return removed
