@@ -18,6 +18,15 @@ BAD_INPUTS = [
     ({"NACOS_SERVER_URL": "http://nacos/nacos"}, "NACOS_SERVER_URL", "apiserver would use port 80"),
     ({"NACOS_SERVER_URL": "http://a:8848/nacos, http://b:8848/nacos"}, "NACOS_SERVER_URL", "no spaces around the commas"),
     ({"CONFIG_STORAGE": "etcd"}, "CONFIG_STORAGE", "file, nacos"),
+    # names Linux can never write (the journal of such a commit could never be applied)
+    ({"TOKEN_IDENTITIES": f"x=tok/{'t' * 256}:sa:aud"}, "TOKEN_IDENTITIES", "at most 255 bytes"),
+    ({"TOKEN_IDENTITIES": "x=" + "/".join(["d" * 200] * 21) + ":sa:aud"}, "TOKEN_IDENTITIES", "under 4096"),
+    ({"FILE_ROOT_DIR": "d" * 256}, "FILE_ROOT_DIR", "at most 255 bytes"),
+    # a token or the file store among a component's own files
+    ({"TOKEN_IDENTITIES": "x=controller/kube/client.key:sa:aud"}, "TOKEN_IDENTITIES", "controller/kube/"),
+    ({"TOKEN_IDENTITIES": "x=gateway/log/token:sa:aud"}, "TOKEN_IDENTITIES", "gateway/log/"),
+    ({"FILE_ROOT_DIR": "controller/kube"}, "FILE_ROOT_DIR", "a component's own files"),
+    ({"FILE_ROOT_DIR": "console"}, "FILE_ROOT_DIR", "a component's own files"),
     ({"CONFIG_STORAGE": "nacos"}, "NACOS_SERVER_URL", "CONFIG_STORAGE=nacos"),
     ({"CA_KEY_ALGORITHM": "dsa-1024"}, "CA_KEY_ALGORITHM", "rsa-4096"),
     ({"LEAF_KEY_ALGORITHM": "rsa-1024"}, "LEAF_KEY_ALGORITHM", "ecdsa-p256"),

@@ -13,6 +13,7 @@ import stat
 from datetime import datetime, timezone
 
 from . import faults, layout
+from .errors import StateError
 from .safefs import (TMP_PREFIX, Refused, Root, check_regular, create_temp, lstat_at, parts_of, read_capped,
                      show, write_all)
 
@@ -108,6 +109,10 @@ def check(root: Root, entries: list) -> None:
     """Refuse, before any rename, a journal whose directories, temporaries or targets are links
     or anything but regular files."""
     for directory, tmp, final in entries:
+        if any(len(name.encode()) > NAME_MAX for name in [*(directory or "").split("/"), final]):
+            raise StateError(f"{JOURNAL}: an interrupted commit names {directory}/{final}, longer than {NAME_MAX} "
+                             f"bytes: it can never be written (an old setting made it). Remove {JOURNAL} and rerun: "
+                             "the rerun writes again whatever that commit did not")
         dir_parts = parts_of(directory) if directory else ()
         dir_fd = root.open_dir(dir_parts)  # a link on the way is refused here
         if dir_fd is None:
@@ -186,6 +191,7 @@ def _backup(root: Root, dir_parts, dir_fd: int, name: str, stamp: str) -> None:
 COMPONENT_DIRS = frozenset(rel for rel, _ in (layout.CONTROLLER_NACOS_LOGS, layout.GATEWAY_ISTIO_DATA,
                                                layout.GATEWAY_LOGS))
 SWEEP_DEPTH = 8
+NAME_MAX = 255   # bytes: a longer file name can never be written on Linux
 
 
 def sweep_temporaries(root: Root) -> int:

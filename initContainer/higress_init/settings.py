@@ -35,7 +35,13 @@ _DURATION = re.compile(r"([0-9]{1,12})([smhd]?)")
 MAX_DURATION = timedelta(days=36500)  # a hundred years: longer overflows dates and means nothing
 # Where TOKEN_IDENTITIES may not put a token: directories holding files the initializer manages.
 MANAGED_DIRS = ("api", "pki", "tokens", "kube", "pilot", "gateway/certs", "gateway/podinfo", "backup",
-                ".higress-init", "data")
+                ".higress-init", "data",
+                # a component's own mount or the folder it writes into: a token there would be written
+                # over its files (controller/kube/client.key) or among them
+                "controller/kube", "console/kube", "controller/log", "gateway/istio", "gateway/log")
+# The components' folders: the file store (Secrets included) is never put among them.
+COMPONENT_DIRS = ("controller", "console", "gateway")
+NAME_MAX, PATH_MAX = 255, 4096   # bytes, as Linux counts them: a longer name could never be written
 _DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 86400}
 
 
@@ -325,6 +331,8 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
         role=_choice("ROLE", get("ROLE"), ROLES),
         pod_name=_k8s_name("POD_NAME", get("POD_NAME")),
     )
+    for identity in settings.token_identities:   # a backup copy goes to backup/<stamp>/<file>
+        _fits("TOKEN_IDENTITIES", identity.file, volumes_root / identity.file, room=64)
     if settings.role == "gateway":
         _check_gateway_role(settings, get)
     if settings.renew_before >= settings.cert_validity:
@@ -359,9 +367,20 @@ def _file_root(text: str | None, volumes_root: Path) -> Path:
         raise SettingsError(f"FILE_ROOT_DIR={text!r}: must be a directory inside VOLUMES_ROOT={volumes_root} "
                             "(e.g. data)")
     rel = path.relative_to(volumes_root).as_posix()
-    if any(rel == d or rel.startswith(d + "/") for d in MANAGED_DIRS if d != "data"):
-        raise SettingsError(f"FILE_ROOT_DIR={text!r}: {rel} holds the initializer's own files; choose e.g. data")
+    if any(rel == d or rel.startswith(d + "/") for d in MANAGED_DIRS + COMPONENT_DIRS if d != "data"):
+        raise SettingsError(f"FILE_ROOT_DIR={text!r}: {rel} holds the initializer's or a component's own files; "
+                            "choose e.g. data")
+    _fits("FILE_ROOT_DIR", text, path, room=300)   # <plural>/<a 253-character name>.yaml below it
     return path
+
+
+def _fits(name: str, text: str, path: Path, room: int) -> None:
+    """Every part of `path` within NAME_MAX bytes and the whole, with `room` to spare (what goes
+    below it, or its copy under backup/<stamp>/), within PATH_MAX: checked before anything is
+    written, as a journal entry naming a longer one could never be applied."""
+    if any(len(part.encode()) > NAME_MAX for part in path.parts) or len(str(path).encode()) + room >= PATH_MAX:
+        raise SettingsError(f"{name}={text!r}: too long; each name at most {NAME_MAX} bytes, the whole path under "
+                            f"{PATH_MAX}")
 
 
 def _check_gateway_role(settings: Settings, get) -> None:
