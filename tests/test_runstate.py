@@ -69,3 +69,25 @@ def test_rotation_and_single_phases_never_take_it_and_plan_says_so(settled):
     assert UNCHANGED not in run_cli("phase", "pod-config", volumes=initialized, check=True).stdout
     assert UNCHANGED not in run_cli("rotate", "leaf", volumes=initialized, check=True).stdout
     assert UNCHANGED not in run_cli("run", volumes=initialized, env={"ROTATE": "leaf"}, check=True).stdout
+
+
+def test_a_run_after_the_clock_was_ahead_takes_the_full_path(tmp_path, fast_env):
+    """Leaves re-issued while the clock was 10 days ahead are valid only from then; once the clock
+    is right again, nothing the local phases read has changed, yet those files fail every TLS
+    peer: the next run takes the full path and re-issues them."""
+    import subprocess
+    import sys
+    volumes = tmp_path / "volumes"
+    run_cli("run", volumes=volumes, env=fast_env, check=True)
+    ahead = ("import sys; from datetime import timedelta; from higress_init import cli; real = cli.utcnow; "
+             "cli.utcnow = lambda: real() + timedelta(days=10); "
+             "sys.exit(cli.main(['rotate', 'leaf', '--volumes', sys.argv[1]]))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NACOS_", "CONFIG_STORAGE"))}
+    done = subprocess.run([sys.executable, "-c", ahead, str(volumes)], env={**env, **fast_env}, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    checked = run_cli("status", volumes=volumes, env=fast_env)
+    assert checked.returncode == 1 and "not yet valid" in checked.stdout
+    result = run_cli("run", volumes=volumes, env=fast_env, check=True)
+    assert UNCHANGED not in result.stdout and "re-issued" in result.stdout
+    assert run_cli("status", volumes=volumes, env=fast_env).returncode == 0

@@ -467,3 +467,4 @@ def certificates(phase: str, ctx, counts) -> None:
         if d.spec.phase == phase and d.cert is not None:
             lead = timedelta(0) if d.spec.ca else ctx.settings.renew_before
             ctx.renew_by.append(d.cert.not_valid_after_utc - lead)
+            ctx.valid_from.append(d.cert.not_valid_before_utc)

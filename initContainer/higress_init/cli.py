@@ -321,7 +321,8 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> No
     if ctx.plan:
         return
     if full_run and ctx.renew_by:
-        runstate.record(settings, writer.touched, min(ctx.renew_by), outcomes)
+        runstate.record(settings, writer.touched, min(ctx.renew_by), outcomes,
+                        valid_from=max(ctx.valid_from) if ctx.valid_from else None)
     else:
         runstate.forget(settings)
 

@@ -37,6 +37,7 @@ class Context:
     shared_ca: object | None = None             # sharedca.Published: the pilot CA as published in Nacos, read this run
 
     renew_by: list = field(default_factory=list)  # when something this run made or kept needs renewing
+    valid_from: list = field(default_factory=list)  # when each certificate this run made or kept becomes valid
 
     @property
     def dry_run(self) -> bool:

@@ -66,8 +66,11 @@ def _relative(settings, paths) -> list[str]:
     return sorted({str(Path(p).relative_to(root)) for p in paths if Path(p).is_relative_to(root)})
 
 
-def record(settings, paths, deadline: datetime | None, kept: dict[str, dict[str, int]]) -> None:
-    """Remember this run's inputs (called after a full run, with the lock held)."""
+def record(settings, paths, deadline: datetime | None, kept: dict[str, dict[str, int]],
+           valid_from: datetime | None = None) -> None:
+    """Remember this run's inputs (called after a full run, with the lock held). `valid_from`: when
+    the last of its certificates becomes valid; before that moment (a clock that was ahead during
+    the run, corrected since), a run takes the full path, which re-issues what is not valid yet."""
     from . import journal
     root = _root(settings)
     try:
@@ -80,6 +83,7 @@ def record(settings, paths, deadline: datetime | None, kept: dict[str, dict[str,
             journal.write_atomic(root, KEY_FILE, key, 0o600)
         files = _relative(settings, paths)
         body = json.dumps({"deadline": deadline.isoformat(), "kept": kept,
+                           "valid_from": valid_from.isoformat() if valid_from else None,
                            "files": {rel: _stat(root, rel) for rel in files}}, sort_keys=True)
         state = {"settings": _settings_digest(key, settings), "body": body,
                  "mac": _sign(key, _settings_digest(key, settings) + body)}
@@ -103,6 +107,8 @@ def unchanged(settings, now: datetime) -> dict[str, dict[str, int]] | None:
             return None
         body = json.loads(state["body"])
         if now >= datetime.fromisoformat(body["deadline"]):
+            return None
+        if body.get("valid_from") and now < datetime.fromisoformat(body["valid_from"]):
             return None
         if any(_stat(root, rel) != recorded for rel, recorded in body["files"].items()):
             return None
