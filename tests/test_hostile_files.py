@@ -110,3 +110,65 @@ def test_a_mesh_file_that_is_not_text_is_refused_never_overwritten(initialized):
     result = run_cli("run", "--push-mesh", volumes=initialized)
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert (initialized / "pilot/config/mesh").read_bytes() == NOT_UTF8
+
+
+def _self_signed_ca(key, now, not_before=None, ca=True, path_length=None, constraints=True, unknown_critical=False):
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.x509.oid import NameOID
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "hostile CA")])
+    builder = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+               .serial_number(x509.random_serial_number()).not_valid_before(not_before or now - timedelta(days=1))
+               .not_valid_after(now + timedelta(days=3650)))
+    if constraints:
+        builder = builder.add_extension(x509.BasicConstraints(ca=ca, path_length=path_length), critical=True)
+    if unknown_critical:
+        builder = builder.add_extension(x509.UnrecognizedExtension(x509.ObjectIdentifier("1.3.6.1.4.1.99999.1"),
+                                                                   b"\x05\x00"), critical=True)
+    return builder.sign(key, hashes.SHA256())
+
+
+CA_DEFECTS = {
+    "not yet valid": (dict(not_before=datetime.now(timezone.utc) + timedelta(days=30)), "is not valid before"),
+    "unknown critical extension": (dict(unknown_critical=True), "unknown critical extension"),
+    "pathlen 0": (dict(path_length=0), "pathlen 0"),
+    "no basicConstraints": (dict(constraints=False), "no basicConstraints"),
+}
+
+
+@pytest.mark.parametrize("defect", list(CA_DEFECTS))
+def test_a_root_that_cannot_validly_issue_is_refused_never_reissued_under(defect, initialized):
+    """The pilot root (same key) made unusable: the run refuses with one line naming the CA (it was
+    kept, and everything under it re-issued on every run, while status failed); status says why."""
+    options, words = CA_DEFECTS[defect]
+    key = pki.load_key((initialized / "pki/pilot-root-ca.key").read_bytes())
+    root = _self_signed_ca(key, datetime.now(timezone.utc), **options)
+    (initialized / "pilot/cacerts/root-cert.pem").write_bytes(pki.cert_to_pem(root))
+    before = state_of(initialized)
+    result = run_cli("run", volumes=initialized)
+    assert result.returncode == REFUSED, result.stdout + result.stderr
+    one_line_error(result, "pilot/cacerts/root-cert.pem", words, "rotate root")
+    assert state_of(initialized) == before
+    checked = status(initialized)
+    assert checked.returncode in (1, REFUSED) and words in checked.stdout + checked.stderr
+
+
+def test_rotate_root_replaces_an_expired_root(initialized):
+    """What the refusal of an expired root tells the user to run works."""
+    key = pki.load_key((initialized / "pki/pilot-root-ca.key").read_bytes())
+    now = datetime.now(timezone.utc)
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes
+    old = pki.load_certs((initialized / "pilot/cacerts/root-cert.pem").read_bytes())[0]
+    builder = x509.CertificateBuilder().subject_name(old.subject).issuer_name(old.subject).public_key(key.public_key())
+    builder = builder.serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=400))
+    builder = builder.not_valid_after(now - timedelta(days=1))
+    for ext in old.extensions:
+        builder = builder.add_extension(ext.value, ext.critical)
+    (initialized / "pilot/cacerts/root-cert.pem").write_bytes(pki.cert_to_pem(builder.sign(key, hashes.SHA256())))
+    refused = run_cli("run", volumes=initialized)
+    assert refused.returncode == REFUSED and "rotate root" in refused.stderr
+    rotated = run_cli("rotate", "root", volumes=initialized)
+    assert rotated.returncode == 0, rotated.stdout + rotated.stderr
+    assert "Traceback" not in rotated.stderr
+    assert run_cli("run", volumes=initialized).returncode == 0

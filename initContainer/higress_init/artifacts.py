@@ -193,8 +193,10 @@ def _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issue
     if has_key and not has_cert:
         raise StateError(f"{spec.key_file} exists without its certificate {spec.cert_file}: restore "
                          f"{spec.cert_file}, or move {spec.key_file} away to create a new CA")
-    if not cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca:
-        raise StateError(f"{spec.cert_file} is not a CA certificate (basicConstraints CA:false)")
+    unusable = cannot_issue(spec, cert, now)
+    if unusable and not forced:
+        raise StateError(f"{spec.cert_file} {unusable}: a CA is never replaced silently; fix it, or replace it with "
+                         f"'higress-init rotate {'root' if spec.issuer is None else 'intermediate'}'")
     if key is not None and not pki.key_matches(cert, key):
         raise StateError(f"{spec.key_file} does not match {spec.cert_file}: restore the matching pair")
     replaced_issuer = issuer is not None and issuer.action == "rotate"
@@ -224,17 +226,38 @@ def _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issue
 NOT_BEFORE_LEEWAY = timedelta(minutes=5)  # clocks of hosts sharing the volumes differ a little
 
 
+def cannot_issue(spec: CertSpec, cert, now: datetime) -> str:
+    """Why this CA certificate cannot validly issue what it must (empty when it can): every
+    verifier would refuse what it signs, so a run refuses it rather than re-issue under it forever."""
+    try:
+        constraints = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
+    except x509.ExtensionNotFound:
+        return "has no basicConstraints: it is not a CA certificate"
+    except ValueError:
+        return "has extensions that do not parse"
+    if not constraints.ca:
+        return "is not a CA certificate (basicConstraints CA:false)"
+    issues_cas = any(child.ca and child.issuer == spec.name for child in CERTIFICATES)
+    if issues_cas and constraints.path_length == 0:
+        return "has pathlen 0: it cannot issue the intermediate CA under it"
+    unknown = [e.oid.dotted_string for e in cert.extensions
+               if e.critical and isinstance(e.value, x509.UnrecognizedExtension)]
+    if unknown:
+        return f"carries an unknown critical extension ({', '.join(unknown)}): verifiers refuse what it signs"
+    if cert.not_valid_before_utc > now + NOT_BEFORE_LEEWAY:
+        return (f"is not valid before {cert.not_valid_before_utc:%Y-%m-%d %H:%M} UTC (the clock was ahead when it was "
+                "made, or is behind now)")
+    return ""
+
+
 def ca_problem(spec: CertSpec, settings: Settings, now: datetime, cert, key, problem: str, chain: list) -> str:
     """What is wrong with an existing CA certificate (empty when nothing): a run refuses the
-    first four (a CA is never replaced silently), and warns of the last."""
+    first ones (a CA is never replaced silently), and warns of the last."""
     if problem:
         return problem
-    try:
-        is_ca = cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca
-    except x509.ExtensionNotFound:
-        is_ca = False
-    if not is_ca:
-        return "not a CA certificate (basicConstraints CA:false)"
+    unusable = cannot_issue(spec, cert, now)
+    if unusable:
+        return unusable
     if key is not None and not pki.key_matches(cert, key):
         return "key does not match"
     if spec.issuer and not chain:
@@ -374,7 +397,8 @@ def apply(phase: str, settings: Settings, writer, decisions: dict[str, Decision]
                 request = pki.CertificateRequest(**{**request.__dict__, "validity": pki.expires(issuer.cert) - now})
             d.cert = pki.issue(request, d.key, issuer.cert if issuer else None,
                                issuer.key if issuer else None, now)
-            if d.action == "rotate" and issuer is None:
+            if d.action == "rotate" and issuer is None and pki.expires(d.old_cert) > now:
+                # an expired old root verifies nothing any more: no overlap to keep it trusted through
                 _start_overlap(spec, d, settings, writer, now)
             writer.stage(spec.key_file, pki.key_to_pem(d.key), private=True)
             d.action = {"reissue": "reissued", "create": "created", "rotate": "reissued"}[d.action]
