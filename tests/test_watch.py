@@ -148,3 +148,44 @@ def test_watch_exits_non_zero_when_a_ca_comes_within_renew_before(tmp_path):
 def test_watch_rejects_a_bad_interval(stack):
     result = run_cli("watch", "--interval", "soon", volumes=stack, env=FAST)
     assert result.returncode == 2 and "--interval" in result.stderr
+
+
+def _held(proc, pause: Path, point: str) -> Path:
+    """Wait (bounded) until `proc` holds at `point`; the file that resumes it."""
+    import time
+    marker = pause / (point.replace(":", "_") + ".paused")
+    deadline = time.monotonic() + 120
+    while not marker.exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert marker.exists(), proc.communicate()
+    return pause / (point.replace(":", "_") + ".resume")
+
+
+def test_watch_once_during_a_rotation_waits_for_it_instead_of_judging_half_renamed_files(stack, tmp_path):
+    """watch --once finds nothing changed and is about to judge the files; `rotate intermediate`
+    starts and is held between two renames of its commit (the new pilot CA in place, the gateway
+    certificate still the old one's). watch waits for the lock, then judges the finished rotation
+    and passes (it judged without the lock, half-way through the renames, and failed)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NACOS_", "VOLUMES_", "CONFIG_STORAGE"))}
+    env.update(FAST)
+    assert run_cli("run", volumes=stack, env=FAST, check=True)   # recorded: watch finds nothing changed
+    (tmp_path / "w").mkdir()
+    (tmp_path / "r").mkdir()
+    watch = subprocess.Popen([sys.executable, "-m", "higress_init", "watch", "--once", "--volumes", str(stack)],
+                             env={**env, "HIGRESS_INIT_PAUSE_AT": f"watch:judge={tmp_path / 'w'}"},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    resume_watch = _held(watch, tmp_path / "w", "watch:judge")
+    point = "rename:cert-chain.pem"
+    rotate = subprocess.Popen([sys.executable, "-m", "higress_init", "rotate", "intermediate", "--volumes", str(stack)],
+                              env={**env, "HIGRESS_INIT_PAUSE_AT": f"{point}={tmp_path / 'r'}"},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    resume_rotate = _held(rotate, tmp_path / "r", point)
+    resume_watch.touch()
+    line = watch.stdout.readline()
+    while line and "waiting for the lock" not in line:
+        line = watch.stdout.readline()
+    assert "waiting for the lock" in line, watch.communicate()
+    resume_rotate.touch()
+    assert rotate.wait(120) == 0, rotate.communicate()
+    out, err = watch.communicate(timeout=120)
+    assert watch.returncode == 0, out + err

@@ -10,7 +10,7 @@ import time
 
 from datetime import datetime, timezone
 
-from . import __version__, phases, runstate, settings as settings_mod
+from . import __version__, faults, phases, runstate, settings as settings_mod
 from .errors import StateError
 from .phases import PHASES, Context
 from .reporting import Counts, Reporter, say
@@ -356,7 +356,11 @@ def _renew(settings, reporter: Reporter) -> int:
             command = readers.restart_command(restart)
             reporter.message(f"watch: {', '.join(restart)} read renewed files only at start; restart them, in compose/: "
                              f"{command}", restart=restart, command=command)
-    rows = status_mod.certificate_rows(settings, VolumeWriter(settings.volumes_root), utcnow())
+    # judged under the lock: a `run` or `rotate` committing at this moment is waited for, never
+    # judged half-way through its renames
+    faults.pause("watch:judge")
+    with RunLock(settings.volumes_root, on_wait=lambda p: reporter.message(f"watch: waiting for the lock {p}")):
+        rows = status_mod.certificate_rows(settings, VolumeWriter(settings.volumes_root), utcnow())
     failing = [r for r in rows if r["state"] != "ok"]
     for row in failing:
         _problem("error", f"watch: cannot renew {row['name']} ({row['file']}): {row['state']}"

@@ -153,6 +153,7 @@ def roll_forward(root: Root, entries: list) -> int:
             if final_st is not None:
                 _backup(root, dir_parts, dir_fd, final, stamp)
             faults.point(f"rename:{final}")
+            faults.pause(f"rename:{final}")
             os.replace(tmp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             os.fsync(dir_fd)
             done += 1
