@@ -290,3 +290,21 @@ def test_a_journal_entry_that_can_never_be_applied_says_what_to_do(initialized):
     assert result.returncode == 3 and state_of(initialized) == before
     (initialized / JOURNAL).unlink()
     run_cli("run", volumes=initialized, check=True)
+
+
+@pytest.mark.parametrize("owned", ["journal", "folder"])
+def test_a_journal_planted_by_a_non_root_owner_of_the_volumes_is_not_obeyed(initialized, owned):
+    """Whoever owns the volumes root (not root) writes a journal that would rename the apiserver CA
+    key away: the run refuses it in one line and renames nothing; removed, the run goes on."""
+    key = initialized / "pki/apiserver-ca.key"
+    (initialized / "pki" / (TMP_PREFIX + "x.tmp")).write_bytes(b"not a key")
+    _journal(initialized, [["pki", TMP_PREFIX + "x.tmp", "apiserver-ca.key"]])
+    os.chown(initialized / (JOURNAL if owned == "journal" else ".higress-init"), 1000, 1000)
+    data = key.read_bytes()
+    result = run_cli("run", volumes=initialized)
+    one_line_error(result, JOURNAL, "not the initializer's", "owned by uid 1000")
+    assert result.returncode == 3 and key.read_bytes() == data
+    (initialized / JOURNAL).unlink()
+    os.chown(initialized / ".higress-init", 0, 0)
+    run_cli("run", volumes=initialized, check=True)
+    assert key.read_bytes() == data

@@ -59,11 +59,17 @@ def load(root: Root) -> list | None:
     data = root.read(parts_of(JOURNAL))
     if data is None:
         return None
+    name = show(root.path, parts_of(JOURNAL))
+    for parts in ((STATE_DIR,), parts_of(JOURNAL)):   # the journal renames CA keys: root's alone, or not obeyed
+        st = root.lstat(parts)
+        if st is not None and (st.st_uid != os.geteuid() or st.st_mode & 0o022):
+            raise Refused(f"{name}: not the initializer's ({'/'.join(parts)} is owned by uid {st.st_uid} or writable "
+                          "by others): a journal is followed only when root owns it and its folder; remove it and "
+                          "run again")
     try:
         entries = json.loads(data)
     except ValueError:
         return None  # torn while being written: written whole before any rename, so none began
-    name = show(root.path, parts_of(JOURNAL))
     if not isinstance(entries, list):
         raise Refused(f"{name}: not a list of renames: refused; remove it and run again")
     for entry in entries:
