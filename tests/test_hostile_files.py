@@ -16,6 +16,7 @@ from higress_init import pki
 NOT_UTF8 = b"\xff\xfe\xfd garbage \x00\x80"
 PEM_GARBAGE = b"-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n"
 REFUSED = 3
+DEEP = b"[" * 100_000 + b"]" * 100_000
 
 # (file, content, exit code of the run, words of its one-line error or of its output)
 CASES = [
@@ -32,6 +33,11 @@ CASES = [
     ("gateway/tokens/istio-token", b"a.b.c", 0, ["re-issued 1"]),
     ("tokens/jwks.json", b"{garbage", 0, ["updated"]),
     ("tokens/jwks.json", b'{"keys": [1, "x"]}', 0, ["updated"]),
+    # nesting without end (JSON and YAML flow): each was "input nested too deeply" without a name
+    ("pki/sa-retired.json", DEEP, REFUSED, ["pki/sa-retired.json"]),
+    ("tokens/jwks.json", DEEP, 0, ["updated"]),
+    ("kube/config", DEEP, 0, ["updated"]),
+    ("data/configmaps/higress-config.yaml", DEEP, REFUSED, ["configmaps/higress-config", "nested too deeply"]),
     ("tokens/jwks.json", b"[]", 0, ["updated"]),     # JSON, but no JWKS: status crashed on these
     ("tokens/jwks.json", b"null", 0, ["updated"]),
     ("kube/config", b"\x00\x01garbage", 0, ["updated"]),

@@ -308,3 +308,10 @@ def test_a_journal_planted_by_a_non_root_owner_of_the_volumes_is_not_obeyed(init
     os.chown(initialized / ".higress-init", 0, 0)
     run_cli("run", volumes=initialized, check=True)
     assert key.read_bytes() == data
+
+
+def test_a_journal_nested_without_end_is_refused_in_one_line(initialized):
+    _journal(initialized, None, raw=b"[" * 100_000 + b"]" * 100_000)
+    result = run_cli("run", volumes=initialized)
+    one_line_error(result, JOURNAL, "nested too deeply", "remove it")
+    assert result.returncode == 3

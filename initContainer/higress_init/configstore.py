@@ -126,9 +126,10 @@ def _stored_config(ctx, store) -> tuple[str | None, dict | None]:
         return None, None
     try:
         obj = yaml.safe_load(raw)
-    except yaml.YAMLError as err:
+    except (yaml.YAMLError, RecursionError) as err:
+        why = "nested too deeply" if isinstance(err, RecursionError) else str(err).splitlines()[0]
         raise StateError(f"configmaps/higress-config ({store.where(HIGRESS_CONFIG)}) is not valid YAML "
-                         f"({str(err).splitlines()[0]}): pilot's mesh files were not changed; "
+                         f"({why}): pilot's mesh files were not changed; "
                          + WHERE_TO_EDIT.format(ns=ctx.settings.namespace)) from None
     data = obj.get("data") if isinstance(obj, dict) else None
     return raw, data if isinstance(data, dict) else {}
@@ -257,7 +258,7 @@ def status_rows(settings, writer, opened) -> list[dict]:
                     loaded = yaml.safe_load(raw)
                     state = "ok" if isinstance(loaded, dict) and loaded.get("kind") == obj.kind else \
                         f"not a {obj.kind}"
-                except yaml.YAMLError:
+                except (yaml.YAMLError, RecursionError):
                     state = "not valid YAML (the apiserver will not start)"
             path = store.path(obj)
             shown = path.relative_to(settings.volumes_root) if path.is_relative_to(settings.volumes_root) else path

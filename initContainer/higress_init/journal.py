@@ -70,6 +70,8 @@ def load(root: Root) -> list | None:
         entries = json.loads(data)
     except ValueError:
         return None  # torn while being written: written whole before any rename, so none began
+    except RecursionError:
+        raise Refused(f"{name}: nested too deeply to be a list of renames: refused; remove it and run again") from None
     if not isinstance(entries, list):
         raise Refused(f"{name}: not a list of renames: refused; remove it and run again")
     for entry in entries:

@@ -135,6 +135,8 @@ def _mapping(text: str) -> tuple[dict | None, str | None]:
         loaded = yaml.safe_load(text)
     except yaml.YAMLError as err:
         return None, f"not valid YAML ({str(err).splitlines()[0]})"
+    except RecursionError:
+        return None, "not valid YAML (nested too deeply)"
     return (loaded, None) if isinstance(loaded, dict) else (None, "not a YAML mapping")
 
 

@@ -198,7 +198,7 @@ class HttpClient:
 def _parse(body: bytes, what: str):
     try:
         return json.loads(body)
-    except ValueError:  # the body itself is not shown: it may hold anything
+    except (ValueError, RecursionError):  # the body itself is not shown: it may hold anything
         raise NacosError(f"Nacos answered {what} with a body that is not JSON") from None
 
 

@@ -120,7 +120,7 @@ def parse(s, raw: str, key: bytes) -> Published:
                  "it is not the deployment's key. Use the control-plane host's api/nacos.key; nothing was written")
     try:
         obj = yaml.safe_load(decrypt(raw, key))
-    except (ValueError, UnicodeDecodeError, yaml.YAMLError):
+    except (ValueError, UnicodeDecodeError, yaml.YAMLError, RecursionError):
         raise StateError(wrong_key) from None
     if not isinstance(obj, dict) or obj.get("kind") != "Secret" or not isinstance(obj.get("data"), dict):
         raise StateError(wrong_key)

@@ -152,7 +152,7 @@ def _published(writer, public) -> bool:
     kid = tokens.public_jwk(public)["kid"]
     try:
         return any(isinstance(k, dict) and k.get("kid") == kid for k in json.loads(data).get("keys", []))
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, RecursionError):
         return False
 
 
@@ -271,7 +271,7 @@ def _json_list(data: bytes) -> bool:
         return isinstance(entries, list) and all(
             isinstance(e, dict) and isinstance(e.get("jwk"), dict) and isinstance(e.get("keep_until"), str)
             for e in entries)
-    except ValueError:
+    except (ValueError, RecursionError):
         return False
 
 

@@ -85,7 +85,7 @@ def token_problem(settings, identity: TokenIdentity, token: str | None, jwks: by
         return "expired"
     except (jwt.PyJWTError, UnicodeDecodeError, ValueError) as err:
         return f"does not verify ({err})"
-    except (AttributeError, TypeError):   # JSON, but no JWKS (`[]`, `null`): PyJWKSet takes it for a mapping
+    except (AttributeError, TypeError, RecursionError):   # JSON, but no JWKS (`[]`, `null`, nesting without end)
         return f"does not verify ({layout.JWKS} is not a JWKS)"
     wanted = claims_for(settings, identity, now)
     if header.get("kid") != kid:
@@ -133,7 +133,7 @@ def _retired(ctx, now: datetime) -> list[dict]:
     try:
         entries = json.loads(data) if data else []
         return [e for e in entries if datetime.fromisoformat(e["keep_until"]) > now and isinstance(e["jwk"], dict)]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         from .errors import StateError
         raise StateError(f"{layout.TOKEN_RETIRED_KEYS} is not the list of retired keys this tool writes: restore it, or "
                          "remove it (tokens signed by a retired key are then no longer accepted)") from None

@@ -84,7 +84,7 @@ class VolumeWriter:
         import json
         try:
             state = json.loads(self.read(rel) or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):
             return {}
         return state if isinstance(state, dict) else {}
 
