@@ -89,3 +89,21 @@ def test_a_volumes_root_that_cannot_be_made_is_bad_input():
 def test_secret_on_the_command_line_is_not_offered():
     result = run_cli("run", "--nacos-password", "x")
     assert result.returncode == 2 and "unrecognized arguments" in result.stderr
+
+
+def test_a_run_from_a_deleted_working_directory(tmp_path):
+    """The key workers' fork server starts in the working directory; one deleted under the command
+    failed every run with RSA keys. An absolute VOLUMES_ROOT works; a relative one is bad input."""
+    import os
+    import subprocess
+    import sys
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NACOS_", "CONFIG_STORAGE", "VOLUMES_"))}
+    env.update(CA_KEY_ALGORITHM="rsa-2048", LEAF_KEY_ALGORITHM="rsa-2048")
+    script = 'mkdir "$1/gone" && cd "$1/gone" && rmdir "$1/gone" && shift && exec "$@"'
+    command = ["sh", "-c", script, "sh", str(tmp_path), sys.executable, "-m", "higress_init", "run", "--volumes"]
+    done = subprocess.run(command + [str(tmp_path / "volumes")], env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "volumes/pki/apiserver-ca.key").is_file()
+    relative = subprocess.run(command + ["volumes"], env=env, capture_output=True, text=True, timeout=60)
+    assert relative.returncode == 2 and "VOLUMES_ROOT=volumes" in relative.stderr, relative.stderr
+    assert relative.stderr.count("\n") == 1

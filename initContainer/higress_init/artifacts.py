@@ -352,6 +352,10 @@ class KeyPool:
             import multiprocessing
             from concurrent.futures import ProcessPoolExecutor  # a warm rerun never needs it
             context = multiprocessing.get_context("forkserver")
+            try:
+                os.getcwd()
+            except FileNotFoundError:   # the fork server starts in the working directory: a deleted one fails it
+                os.chdir("/")           # every path is absolute by now (settings)
             from . import workers
             context.set_forkserver_preload([pki.__name__, workers.__name__])
             self.executor = ProcessPoolExecutor(max_workers=min(len(slow), _cpus()), mp_context=context,

@@ -270,7 +270,11 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
     volumes_text = get("VOLUMES_ROOT")
     if not volumes_text or not volumes_text.strip() or "\0" in volumes_text:
         raise SettingsError("VOLUMES_ROOT: empty; expected the directory holding the volumes, e.g. /mnt/volumes")
-    volumes_root = Path(os.path.normpath(Path(volumes_text).absolute()))
+    try:
+        volumes_root = Path(os.path.normpath(Path(volumes_text).absolute()))
+    except FileNotFoundError:   # relative to a working directory deleted under the command
+        raise SettingsError(f"VOLUMES_ROOT={volumes_text}: a relative path, and the working directory no longer "
+                            "exists: give an absolute path") from None
     if volumes_root == Path("/"):
         raise SettingsError("VOLUMES_ROOT=/: expected a directory of its own, e.g. /mnt/volumes")
     if volumes_root.exists() and not volumes_root.is_dir():
