@@ -27,7 +27,7 @@ export COMPOSE_PLUGIN := $(COMPOSE_ROOT)/cli-plugins/docker-compose
 # ../shared/nacos/ (every build dependency is on Maven Central) into the same cache, and reused.
 # Where ../shared is absent, the official release of the same version is taken instead.
 NACOS_VERSIONS := 2.5.1 3.0.1
-NACOS_SRC ?= $(abspath ../shared/nacos)
+NACOS_SRC ?= $(firstword $(wildcard $(abspath ../shared/nacos) /work/shared/nacos) $(abspath ../shared/nacos))
 export NACOS_CACHE ?= $(HOME)/.cache/higress-init
 NACOS_JARS := $(foreach v,$(NACOS_VERSIONS),$(NACOS_CACHE)/nacos-$(v)/nacos-server.jar)
 MVN_SKIP := -Dmaven.test.skip=true -Drat.skip=true -Dcheckstyle.skip=true -Dpmd.skip=true -Djacoco.skip=true \

@@ -143,7 +143,7 @@ def read(ctx, conn) -> Published | None:
     """The published CA as the database holds it (never a lagging or refused copy)."""
     s = ctx.settings
     key = (CACERTS.data_id, CACERTS.group(s))
-    raw = conn.written.get(key) if key in getattr(conn, "written", {}) else conn.get_stored(*key)
+    raw = conn.written[key] if key in conn.written else conn.get_stored(*key)   # this run's own write, as written
     return None if raw is None else parse(s, raw, data_key(ctx))
 
 
