@@ -524,6 +524,22 @@ def test_compare_and_swap_is_decided_by_the_server(node, tmp_path, grpc_requests
     assert lines[-1].startswith("nacos: ") and "gRPC calls" in lines[-1]
 
 
+def test_a_write_overwritten_since_is_not_read_back_from_memory(node, tmp_path):
+    """This run's writes are read back from memory (Nacos's reads lag), until the database view
+    shows another write over one (r-nacos accepts a create over a create): from then on the
+    stored content is the truth. The shared CA's lost-race path on r-nacos depends on it."""
+    _namespace(node, tmp_path)
+    conn, _ = _connect(node, tmp_path)
+    try:
+        conn.compare_and_publish("overwritten", "g", "mine\n", None)
+        assert conn.get("overwritten", "g") == "mine\n"
+        node.publish_config("overwritten", "g", "theirs\n")
+        assert conn.get_stored("overwritten", "g") == "theirs\n"
+        assert conn.get("overwritten", "g") == "theirs\n"
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("version", ["2.5.1", "3.0.1"])
 def test_racing_creations_exactly_one_wins(real_nacos, version, tmp_path):
     """Two clients create the same absent config at the same instant, 10 times: exactly one is

@@ -425,7 +425,14 @@ class Connection:
     def get_stored(self, data_id: str, group: str) -> str | None:
         """The config as the database holds it: the one view that never lags or shows a refused
         write (the SDK's query answers from a node's local copy). HTTP: 3.x's admin API, 2.x's
-        exact config search (r-nacos serves it too)."""
+        exact config search (r-nacos serves it too). Where it no longer holds what this run wrote
+        (r-nacos lets a later write overwrite an accepted creation), this run's copy is forgotten."""
+        stored = self._stored(data_id, group)
+        if self.written.get((data_id, group), stored) != stored:
+            del self.written[(data_id, group)]
+        return stored
+
+    def _stored(self, data_id: str, group: str) -> str | None:
         what = f"reading {group}/{data_id} from the database view"
         if self.generation == "3.x":
             answer = self.http.json("GET", "/v3/admin/cs/config", what,
