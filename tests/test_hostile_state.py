@@ -8,10 +8,11 @@ import hashlib
 import json
 import os
 import shutil
+import subprocess
 
 import pytest
 
-from conftest import run_cli
+from conftest import require_tool, run_cli, snapshot
 from hostile import make_victim, one_line_error, state_of, status
 from higress_init import __version__
 from higress_init.settings import load
@@ -315,3 +316,43 @@ def test_a_journal_nested_without_end_is_refused_in_one_line(initialized):
     result = run_cli("run", volumes=initialized)
     one_line_error(result, JOURNAL, "nested too deeply", "remove it")
     assert result.returncode == 3
+
+
+def _immutable(path, on: bool) -> None:
+    subprocess.run(["chattr", "+i" if on else "-i", str(path)], check=True)
+
+
+def _pair_matches(volumes, cert: str, key: str) -> bool:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import serialization
+    public = x509.load_pem_x509_certificate((volumes / cert).read_bytes()).public_key()
+    private = serialization.load_pem_private_key((volumes / key).read_bytes(), None)
+    der = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return public.public_bytes(*der) == private.public_key().public_bytes(*der)
+
+
+@pytest.mark.parametrize("stuck", ["api/server.key", "api/server.crt", "pilot/kube/client.key", "api"])
+def test_a_file_that_cannot_be_replaced_leaves_every_pair_whole(initialized, stuck):
+    """An immutable file (or folder) stops the commit half-way through its renames: what was already
+    renamed is put back, so no key is left beside a certificate of another run; once the file can be
+    written again, the rotation goes through."""
+    require_tool("chattr", "apt-get install e2fsprogs")
+    before = snapshot(initialized)
+    _immutable(initialized / stuck, True)
+    try:
+        result = run_cli("rotate", "leaf", volumes=initialized)
+    finally:
+        _immutable(initialized / stuck, False)
+    line = one_line_error(result, "cannot be", "chattr -i")
+    assert result.returncode == REFUSED, line
+    after = snapshot(initialized)
+    assert {k: v[0] for k, v in after.items() if not k.startswith("backup/")} == \
+           {k: v[0] for k, v in before.items() if not k.startswith("backup/")}
+    assert not (initialized / JOURNAL).exists()
+    leftovers = [p for p in initialized.rglob(TMP_PREFIX + "*") if "backup" not in p.parts]
+    assert leftovers == []
+    assert status(initialized).returncode == 0
+    run_cli("rotate", "leaf", volumes=initialized, check=True)
+    assert snapshot(initialized)["api/server.key"][0] != before["api/server.key"][0]
+    for cert, key in (("api/server.crt", "api/server.key"), ("pilot/kube/client.crt", "pilot/kube/client.key")):
+        assert _pair_matches(initialized, cert, key), cert

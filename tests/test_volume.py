@@ -150,3 +150,33 @@ def test_modes_are_enforced_without_loosening(tmp_path):
     assert fixed == {"kube/config", "pub/cert.pem", "pub"}
     modes = {rel: (tmp_path / rel).stat().st_mode & 0o7777 for rel in ("kube/config", "pub/cert.pem", "pub/own.conf", "pub")}
     assert modes == {"kube/config": 0o600, "pub/cert.pem": 0o644, "pub/own.conf": 0o600, "pub": 0o755}
+
+
+def test_a_journal_an_older_release_left_is_rolled_forward(tmp_path):
+    """Before commits could be undone the journal was a bare list of renames; a run killed under that
+    release is finished by this one."""
+    w = VolumeWriter(tmp_path)
+    w.stage("api/server.crt", b"old")
+    w.commit()
+    (tmp_path / "api" / (TMP_PREFIX + "a.tmp")).write_bytes(b"new")
+    (tmp_path / JOURNAL).write_text(json.dumps([["api", TMP_PREFIX + "a.tmp", "server.crt"]]))
+    assert VolumeWriter(tmp_path).recover() == 1
+    assert (tmp_path / "api/server.crt").read_bytes() == b"new" and not (tmp_path / JOURNAL).exists()
+
+
+def test_a_crash_after_the_journal_leaves_kept_files_the_rerun_finishes(tmp_path):
+    """The files a commit replaces are kept aside (hard links) until it is done: a crash between two
+    renames is rolled forward by the next run and the kept copies are dropped."""
+    w = VolumeWriter(tmp_path)
+    w.stage("a/key", b"k1")
+    w.stage("a/crt", b"c1")
+    w.commit()
+    w.stage("a/key", b"k2")
+    w.stage("a/crt", b"c2")
+    entries = [w._write_temporary(item) for item in w.changes()]
+    from higress_init import journal
+    journal.write(w.fs, entries)
+    journal._apply(w.fs, entries[0], "stamp")          # the first rename done, then the crash
+    assert sorted(p.name.endswith(".kept") for p in (tmp_path / "a").iterdir()).count(True) == 1
+    assert VolumeWriter(tmp_path).recover() == 1
+    assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == {"key": b"k2", "crt": b"c2"}

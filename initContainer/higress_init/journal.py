@@ -7,6 +7,7 @@ no-follow descriptors under the root.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -21,6 +22,7 @@ STATE_DIR = layout.STATE_DIR
 JOURNAL = layout.JOURNAL
 BACKUP_DIR = layout.BACKUP_DIR
 PRIVATE_DIR_MODE = 0o700
+KEEP_SUFFIX = ".kept"
 
 
 def private_mkdir(dir_fd: int, name: str, parts) -> None:
@@ -49,8 +51,13 @@ def write_atomic(root: Root, rel: str, data: bytes, mode: int = 0o600, mkdir=pri
         os.close(dir_fd)
 
 
+class UnkeptJournal(list):
+    """A journal an older release wrote (a bare list): it kept nothing aside, so it can be rolled
+    forward but not undone."""
+
+
 def write(root: Root, entries: list) -> None:
-    write_atomic(root, JOURNAL, json.dumps(entries).encode())
+    write_atomic(root, JOURNAL, json.dumps({"kept": True, "renames": entries}).encode())
 
 
 def load(root: Root) -> list | None:
@@ -72,6 +79,10 @@ def load(root: Root) -> list | None:
         return None  # torn while being written: written whole before any rename, so none began
     except RecursionError:
         raise Refused(f"{name}: nested too deeply to be a list of renames: refused; remove it and run again") from None
+    if isinstance(entries, dict) and entries.get("kept") is True:
+        entries = entries.get("renames")
+    elif isinstance(entries, list):
+        entries = UnkeptJournal(entries)
     if not isinstance(entries, list):
         raise Refused(f"{name}: not a list of renames: refused; remove it and run again")
     for entry in entries:
@@ -126,7 +137,7 @@ def check(root: Root, entries: list) -> None:
         if dir_fd is None:
             continue
         try:
-            for name in (tmp, final):
+            for name in (tmp, final, keep_name([directory, tmp, final])):
                 st = lstat_at(dir_fd, name) if name is not None else None
                 if st is not None:
                     check_regular(root.path, dir_parts + (name,), st)
@@ -134,41 +145,116 @@ def check(root: Root, entries: list) -> None:
             os.close(dir_fd)
 
 
+def keep_name(entry) -> str:
+    """Where the file an entry replaces or removes is kept (a hard link: same bytes, mode and owner)
+    until the whole commit is done, so a commit that cannot finish is undone, never left torn."""
+    directory, tmp, final = entry
+    if tmp is not None:
+        return tmp + KEEP_SUFFIX
+    return TMP_PREFIX + hashlib.sha256(f"{directory}/{final}".encode()).hexdigest()[:24] + KEEP_SUFFIX
+
+
 def roll_forward(root: Root, entries: list) -> int:
-    """Do the journaled renames and removals not done yet; each replaced file is backed up."""
+    """Do the journaled renames and removals not done yet; each replaced file is backed up.
+
+    A commit is all or nothing: a crash leaves the journal, which the next run rolls forward; an
+    error (a file that cannot be replaced: immutable, read-only, a full disk at its backup) undoes
+    every rename of the commit, so a key and its certificate are never left from different runs."""
     check(root, entries)
     stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
     done = 0
-    for directory, tmp, final in entries:
-        dir_parts = parts_of(directory) if directory else ()
-        dir_fd = root.open_dir(dir_parts)
+    for entry in entries:
+        try:
+            done += _apply(root, entry, stamp)
+        except OSError as err:
+            if isinstance(entries, UnkeptJournal):
+                raise
+            undone = undo(root, entries)
+            directory, _, final = entry
+            raise StateError(f"{'/'.join(filter(None, (directory, final)))}: cannot be replaced "
+                             f"({err.strerror or err}): the commit was undone ({undone} file(s) put back), every "
+                             "file is as before; make it writable (lsattr/chattr -i, a read-only mount) and run "
+                             "again") from None
+    remove(root)
+    _drop_kept(root, entries)
+    return done
+
+
+def _apply(root: Root, entry, stamp: str) -> int:
+    directory, tmp, final = entry
+    dir_parts = parts_of(directory) if directory else ()
+    dir_fd = root.open_dir(dir_parts)
+    if dir_fd is None:
+        return 0
+    try:
+        final_st = lstat_at(dir_fd, final)
+        if final_st is not None:
+            check_regular(root.path, dir_parts + (final,), final_st)
+        keep = keep_name(entry)
+        if tmp is None:  # a removal: the file is moved aside until the commit is done
+            if final_st is None:
+                return 0
+            _backup(root, dir_parts, dir_fd, final, stamp)
+            os.replace(final, keep, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            os.fsync(dir_fd)
+            return 1
+        tmp_st = lstat_at(dir_fd, tmp)
+        if tmp_st is None:
+            return 0  # renamed before the crash
+        check_regular(root.path, dir_parts + (tmp,), tmp_st)
+        if final_st is not None:
+            _backup(root, dir_parts, dir_fd, final, stamp)
+            if lstat_at(dir_fd, keep) is None:
+                os.link(final, keep, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
+        faults.point(f"rename:{final}")
+        faults.pause(f"rename:{final}")
+        os.replace(tmp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        os.fsync(dir_fd)
+        return 1
+    finally:
+        os.close(dir_fd)
+
+
+def undo(root: Root, entries: list) -> int:
+    """Put back what the entries replaced or removed, newest first, and drop the temporaries of those not
+    applied; then no journal is left."""
+    undone = 0
+    for entry in reversed(entries):
+        directory, tmp, final = entry
+        dir_fd = root.open_dir(parts_of(directory) if directory else ())
         if dir_fd is None:
             continue
         try:
-            final_st = lstat_at(dir_fd, final)
-            if final_st is not None:
-                check_regular(root.path, dir_parts + (final,), final_st)
-            if tmp is None:  # a removal
-                if final_st is not None:
-                    _backup(root, dir_parts, dir_fd, final, stamp)
-                    os.unlink(final, dir_fd=dir_fd)
-                    done += 1
+            keep = keep_name(entry)
+            kept = lstat_at(dir_fd, keep) is not None
+            if tmp is not None and lstat_at(dir_fd, tmp) is not None:
+                os.unlink(tmp, dir_fd=dir_fd)   # never renamed: only its temporary to drop
                 continue
-            tmp_st = lstat_at(dir_fd, tmp)
-            if tmp_st is None:
-                continue  # renamed before the crash
-            check_regular(root.path, dir_parts + (tmp,), tmp_st)
-            if final_st is not None:
-                _backup(root, dir_parts, dir_fd, final, stamp)
-            faults.point(f"rename:{final}")
-            faults.pause(f"rename:{final}")
-            os.replace(tmp, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+            if kept:
+                os.replace(keep, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+                undone += 1
+            elif tmp is not None and lstat_at(dir_fd, final) is not None:
+                os.unlink(final, dir_fd=dir_fd)   # new in this commit: there was nothing before it
+                undone += 1
             os.fsync(dir_fd)
-            done += 1
         finally:
             os.close(dir_fd)
     remove(root)
-    return done
+    return undone
+
+
+def _drop_kept(root: Root, entries: list) -> None:
+    """After the journal is gone the kept files are plain temporaries (a crash here leaves them to the sweep)."""
+    for entry in entries:
+        dir_fd = root.open_dir(parts_of(entry[0]) if entry[0] else ())
+        if dir_fd is None:
+            continue
+        try:
+            os.unlink(keep_name(entry), dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        finally:
+            os.close(dir_fd)
 
 
 def _backup(root: Root, dir_parts, dir_fd: int, name: str, stamp: str) -> None:

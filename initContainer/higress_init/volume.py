@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import faults, journal, layout
+from .errors import StateError
 from .ownership import DIR_MODE, PRIVATE_DIRS, PRIVATE_MODE, PUBLIC_MODE, Owners, is_private  # noqa: F401
 from .safefs import TMP_PREFIX, Refused, Root, check_regular, create_temp, parts_of, refuse, write_all  # noqa: F401
 
@@ -163,7 +164,15 @@ class VolumeWriter:
         if any(self.fs.lstat(self._parts(item.path)) is not None for item in changed):
             # replaced files are backed up: a planted backup/ link is refused before anything is renamed
             os.close(self.fs.open_dir((journal.BACKUP_DIR,), create=journal.private_mkdir))
-        entries = [self._write_temporary(item) for item in changed]
+        entries = []
+        for item in changed:
+            try:
+                entries.append(self._write_temporary(item))
+            except OSError as err:   # nothing renamed yet: drop this commit's temporaries, keep every file
+                journal.undo(self.fs, entries)
+                raise StateError(f"{self.rel(item.path)}: cannot be written ({err.strerror or err}): nothing of "
+                                 "this commit was applied; make it writable (lsattr/chattr -i, a read-only mount, "
+                                 "a full disk) and run again") from None
         journal.write(self.fs, entries)
         faults.point("commit:journal")
         journal.roll_forward(self.fs, entries)
