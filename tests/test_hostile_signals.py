@@ -17,14 +17,14 @@ from hostile import make_victim, one_line_error, state_of, status
 NO_WAIT = 600  # the failure detector: a run queued behind a leaked lock never ends
 
 
-def _start_paused(volumes, pause_dir, env=None):
+def _start_paused(volumes, pause_dir, env=None, point="keys:generating"):
     """A cold run (RSA keys, so the worker pool is used), paused while its workers generate keys."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NACOS_", "VOLUMES_", "CONFIG_STORAGE"))}
     full_env.update(env or {})
-    full_env["HIGRESS_INIT_PAUSE_AT"] = f"keys:generating={pause_dir}"
+    full_env["HIGRESS_INIT_PAUSE_AT"] = f"{point}={pause_dir}"
     proc = subprocess.Popen([sys.executable, "-m", "higress_init", "run", "--volumes", str(volumes)], env=full_env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    marker = pause_dir / "keys_generating.paused"
+    marker = pause_dir / (point.replace(":", "_") + ".paused")
     deadline = time.monotonic() + NO_WAIT
     while not marker.exists():
         assert proc.poll() is None, proc.communicate()
@@ -66,6 +66,40 @@ def test_a_run_killed_during_key_generation_leaves_no_lock_behind(sig, attempt, 
         _cleanup(proc)
     assert status(volumes).returncode == 0
     assert state_of(victim) == before
+
+
+def _session_members(sid: int) -> list[int]:
+    members = []
+    for entry in os.listdir("/proc"):
+        try:
+            if entry.isdigit() and os.getsid(int(entry)) == sid:
+                members.append(int(entry))
+        except ProcessLookupError:
+            continue
+    return members
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_while_the_key_workers_are_launched_ends_in_one_line(sig, tmp_path):
+    """Signalled between two workers' launch (`docker stop` early in a cold run): the signal waits until
+    the pool knows all its workers, which then stop with the run; no worker prints a traceback."""
+    volumes, pause_dir = tmp_path / "volumes", tmp_path / "pause"
+    pause_dir.mkdir()
+    proc = _start_paused(volumes, pause_dir, point="keys:launching")
+    try:
+        proc.send_signal(sig)
+        time.sleep(1)   # not a speed assumption: an unheld signal would end the run during this second
+        assert proc.poll() is None, "the signal was not held while the workers were launched"
+        (pause_dir / "keys_launching.resume").touch()
+        _, stderr = proc.communicate(timeout=NO_WAIT)
+        deadline = time.monotonic() + NO_WAIT
+        while _session_members(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.1)   # a worker ends with the run, at most its watch thread's wake-up later
+        assert _session_members(proc.pid) == [], "a key worker outlived the run"
+    finally:
+        _cleanup(proc)
+    assert proc.returncode == 128 + sig
+    assert "Traceback" not in stderr and len(stderr.strip().splitlines()) == 1, stderr
 
 
 def test_sigint_ends_a_run_with_one_line_and_exit_130(tmp_path):

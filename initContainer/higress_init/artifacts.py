@@ -356,15 +356,22 @@ class KeyPool:
                 os.getcwd()
             except FileNotFoundError:   # the fork server starts in the working directory: a deleted one fails it
                 os.chdir("/")           # every path is absolute by now (settings)
-            from . import workers
+            from . import faults, workers
             context.set_forkserver_preload([pki.__name__, workers.__name__])
-            self.executor = ProcessPoolExecutor(max_workers=min(len(slow), _cpus()), mp_context=context,
-                                                initializer=workers.exit_with, initargs=(os.getpid(),))
-            # largest keys first: they dominate the wall time
-            for name in sorted(slow, key=lambda n: -int(algorithms[n].split("-")[1])):
-                self.futures[name] = self.executor.submit(pki.generate_key_pem, algorithms[name])
-            from . import faults
-            faults.pause("keys:generating")  # tests interrupt a run here, its workers busy
+            # SIGTERM/SIGINT wait until the workers are launched and recorded: an interruption while a
+            # worker was half-launched let the run end under it, and the worker printed a traceback
+            try:
+                with workers.signals_held():
+                    self.executor = ProcessPoolExecutor(max_workers=min(len(slow), _cpus()), mp_context=context,
+                                                        initializer=workers.exit_with, initargs=(os.getpid(),))
+                    # largest keys first: they dominate the wall time
+                    for name in sorted(slow, key=lambda n: -int(algorithms[n].split("-")[1])):
+                        self.futures[name] = self.executor.submit(pki.generate_key_pem, algorithms[name])
+                        faults.pause("keys:launching")  # tests signal a run here, a worker half-launched
+                faults.pause("keys:generating")  # tests interrupt a run here, its workers busy
+            except BaseException:   # a held signal is raised here: nobody else holds this pool yet
+                self.close()
+                raise
         self.algorithms = algorithms
 
     def get(self, name: str):

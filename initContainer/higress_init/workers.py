@@ -5,9 +5,29 @@ queue nobody writes to any more (and keeps the fork server alive). Each worker t
 watches the run's process and exits when it is gone."""
 from __future__ import annotations
 
+import contextlib
 import os
 import select
+import signal
 import threading
+
+HELD = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextlib.contextmanager
+def signals_held():
+    """Defer SIGTERM and SIGINT while the pool launches its workers: raised on leaving, once the pool
+    knows every worker (and so can stop them). A handler, not a signal mask: the mask is per thread,
+    and a signal taken by any other thread still runs its handler in this one."""
+    caught: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: caught.append(signum)) for sig in HELD}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        if caught:
+            signal.raise_signal(caught[0])
 
 
 def exit_with(run_pid: int) -> None:
