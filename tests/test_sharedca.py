@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import _SETTING_VARS, run_cli
+from conftest import _SETTING_VARS, require_tool, run_cli
 from higress_init import pki
 from nacos_server import Target, fresh_namespace, real_nacos  # noqa: F401 (a fixture)
-from test_multihost import CA_FILES, DATA_KEY, assert_gateway_joins, local_ca, published
+from test_multihost import CA_FILES, DATA_KEY, NS, assert_gateway_joins, local_ca, published
 
 # where a run can end after its commit: before the phase, before the publish answer, after it
 FIRST = ("phase:shared-ca", "shared-ca:before-publish", "shared-ca:published")
@@ -154,3 +154,71 @@ def test_rotate_root_interrupted_then_the_rerun_publishes_the_new_root(node, tmp
     run_cli("run", volumes=b, env=gateway, check=True)
     assert_gateway_joins(b, a, tmp_path, "gw-b")
     assert set(CA_FILES) <= {p.name for p in (a / "pilot/cacerts").iterdir()}
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A filesystem of its own for the volumes (tmpfs), so a test can fill it: a real ENOSPC."""
+    require_tool("mount", "apt-get install mount")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64m", "tmpfs", str(disk)], check=True)
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _full_at_commit(args, volumes: Path, env: dict, tmp: Path) -> subprocess.CompletedProcess:
+    """Run until the `write` phase (where the CA is committed, before anything is published), fill the
+    disk there, let the run go on."""
+    full = {k: v for k, v in os.environ.items() if k not in _SETTING_VARS}
+    pause = tmp / "pause-full"
+    pause.mkdir(exist_ok=True)
+    full.update(env, HIGRESS_INIT_PAUSE_AT=f"phase:write={pause}")
+    proc = subprocess.Popen([sys.executable, "-m", "higress_init", *args, "--volumes", str(volumes)], env=full,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (pause / "phase_write.paused").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert (pause / "phase_write.paused").exists(), proc.communicate()
+    filler = subprocess.run(["dd", "if=/dev/zero", f"of={volumes.parent / 'filler'}", "bs=64k"], capture_output=True)
+    assert b"No space left" in filler.stderr, filler.stderr
+    (pause / "phase_write.resume").touch()
+    out, err = proc.communicate(timeout=120)
+    (volumes.parent / "filler").unlink()
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def test_a_full_disk_at_the_first_commit_publishes_nothing_and_the_rerun_completes(node, small_disk, tmp_path):
+    a = small_disk / "volumes"
+    env = env_for(node, NACOS_DATA_ENC_KEY=DATA_KEY)
+    failed = _full_at_commit(["run"], a, env, tmp_path)
+    assert failed.returncode == 3, failed.stdout + failed.stderr
+    lines = failed.stderr.strip().splitlines()
+    assert len(lines) == 1 and "No space left" in lines[0] and "Traceback" not in failed.stderr, failed.stderr
+    assert node.server.get_config("secrets.cacerts", NS, node.ns) is None, "a CA was published that no host committed"
+    assert not (a / "pki/pilot-root-ca.key").exists() and not list(a.rglob(".higress-init-tmp.*"))
+    rerun = run_cli("run", volumes=a, env=env)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert_recoverable(node, a)
+    b = tmp_path / "b"
+    run_cli("run", volumes=b, env=env_for(node, NACOS_DATA_ENC_KEY=DATA_KEY, ROLE="gateway", POD_NAME="gw-b"),
+            check=True)
+    assert_gateway_joins(b, a, tmp_path, "gw-b")
+
+
+def test_a_full_disk_at_the_commit_of_rotate_root_keeps_the_old_root_everywhere(node, small_disk, tmp_path):
+    a = small_disk / "volumes"
+    env = env_for(node, NACOS_DATA_ENC_KEY=DATA_KEY)
+    run_cli("run", volumes=a, env=env, check=True)
+    before = {p: (a / "pilot/cacerts" / p).read_bytes() for p in CA_FILES}
+    root_key = (a / "pki/pilot-root-ca.key").read_bytes()
+    failed = _full_at_commit(["rotate", "root"], a, env, tmp_path)
+    assert failed.returncode == 3 and "No space left" in failed.stderr, failed.stdout + failed.stderr
+    assert {p: (a / "pilot/cacerts" / p).read_bytes() for p in CA_FILES} == before
+    assert (a / "pki/pilot-root-ca.key").read_bytes() == root_key
+    assert published(node.server, node.ns)["root-cert.pem"] == before["root-cert.pem"]
+    run_cli("rotate", "root", volumes=a, env=env, check=True)
+    assert_recoverable(node, a)
+    assert published(node.server, node.ns)["root-cert.pem"] != before["root-cert.pem"]

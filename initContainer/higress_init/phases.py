@@ -243,6 +243,7 @@ PHASES_BY_NAME = {p.name: p for p in PHASES}
 def run_phases(ctx: Context, names: list[str], report: Callable[[str, Counts, float], None]) -> None:
     for name in names:
         faults.point(f"phase:{name}")
+        faults.pause(f"phase:{name}")
         phase = PHASES_BY_NAME[name]
         started = time.perf_counter()
         counts = Counts()

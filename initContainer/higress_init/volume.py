@@ -197,6 +197,9 @@ class VolumeWriter:
                 faults.point(f"write:{parts[-1]}")
                 write_all(fd, item.data[half:])
                 os.fsync(fd)
+            except OSError:
+                os.unlink(tmp, dir_fd=dir_fd)   # a full disk: not left for the sweep of a later run
+                raise
             finally:
                 os.close(fd)
         finally:
