@@ -633,3 +633,27 @@ def test_nacos_3_admin_api_without_credentials_says_they_are_needed(real_nacos, 
     assert result.returncode == 5, (result.stdout, result.stderr)
     assert "requires credentials" in result.stderr and "NACOS_USERNAME and NACOS_PASSWORD" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (volumes / "api").exists()
+
+
+def test_nacos_3_with_the_v1_search_off_is_refused_with_the_switch_to_set(tmp_path, fast_env):
+    """Nacos 3.0.1 as it ships (v1 console compatibility off): the apiserver's v1 blur search answers
+    410. The run needs no v1 API itself, yet stops (exit 7) with the switch to set, before writing
+    anything; plan and status say the same."""
+    from nacos_server import NacosServer
+    server = NacosServer("3.0.1", tmp_path / "nacos").start().wait_ready()
+    try:
+        env = dict(fast_env, **server.client_env(), NACOS_NS="v1-off", NACOS_WAIT_TIMEOUT="30s")
+        volumes = tmp_path / "v"
+        for command in ("run", "plan"):
+            result = run_cli(command, volumes=volumes, env=env)
+            assert result.returncode == 7, (command, result.stdout, result.stderr)
+            line, = result.stderr.strip().splitlines()
+            assert "HTTP 410" in line and "nacos.core.api.compatibility.console.enabled=true" in line
+            assert "NACOS_CORE_API_COMPATIBILITY_CONSOLE_ENABLED=true" in line
+        assert [p.name for p in volumes.rglob("*") if p.is_file()] == ["lock"]
+        assert "v1-off" not in server.namespaces()
+        status = run_cli("status", volumes=volumes, env=env)
+        assert status.returncode == 1 and "nacos.core.api.compatibility.console.enabled=true" in status.stdout
+    finally:
+        server.stop()
+
