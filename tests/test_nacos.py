@@ -631,7 +631,8 @@ def test_nacos_3_admin_api_without_credentials_says_they_are_needed(real_nacos, 
     volumes = tmp_path / "v"
     result = run_cli("run", volumes=volumes, env=dict(fast_env, NACOS_SERVER_URL=server.url, NACOS_NS="no-login"))
     assert result.returncode == 5, (result.stdout, result.stderr)
-    assert "requires credentials" in result.stderr and "NACOS_USERNAME and NACOS_PASSWORD" in result.stderr
+    assert "admin API needs credentials" in result.stderr and "NACOS_USERNAME and NACOS_PASSWORD" in result.stderr
+    assert "nacos.core.auth.admin.enabled=false" in result.stderr and "rejected" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (volumes / "api").exists()
 
 

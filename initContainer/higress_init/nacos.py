@@ -169,10 +169,14 @@ class HttpClient:
                     return status, body
                 if status == 404:
                     return status, None
+                if status in (401, 403) and not self.token and path.startswith("/v3/admin/"):
+                    raise NacosAuthError(f"Nacos 3's admin API needs credentials for {what} (HTTP {status} from "
+                                         f"{server}{path}): set NACOS_USERNAME and NACOS_PASSWORD (a user with the "
+                                         "admin role), or turn its admin API's auth off "
+                                         "(nacos.core.auth.admin.enabled=false)")
                 if status in (401, 403) and not self.token:
                     raise NacosAuthError(f"Nacos requires credentials for {what} (HTTP {status} from {server}{path}): "
-                                         "set NACOS_USERNAME and NACOS_PASSWORD (Nacos 3's admin API needs them "
-                                         "unless its nacos.core.auth.admin.enabled=false)")
+                                         "set NACOS_USERNAME and NACOS_PASSWORD, or turn its auth off")
                 if status in (401, 403):
                     raise NacosAuthError(f"Nacos denied {what} (HTTP {status} from {server}{path}): check "
                                          "NACOS_USERNAME/NACOS_PASSWORD and that user's permissions")
