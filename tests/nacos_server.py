@@ -283,6 +283,11 @@ class NacosServer:
             answer = json.loads(self._call("GET", "/v1/console/namespaces", {}))
         return [n["namespace"] for n in answer["data"]]
 
+    def delete_namespace(self, namespace: str) -> None:
+        """Delete the namespace (its configs stay behind: Nacos does not delete them)."""
+        path = "/v3/admin/core/namespace" if self.generation == "3.x" else "/v1/console/namespaces"
+        self._call("DELETE", path, {"namespaceId": namespace})
+
     def client_env(self) -> dict:
         """The initializer's settings to reach this server."""
         env = {"NACOS_SERVER_URL": self.url}

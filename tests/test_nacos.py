@@ -658,3 +658,25 @@ def test_nacos_3_with_the_v1_search_off_is_refused_with_the_switch_to_set(tmp_pa
     finally:
         server.stop()
 
+
+@pytest.mark.parametrize("version", ("2.5.1", "3.0.1"))
+def test_a_deleted_namespace_still_holding_secrets_refuses_a_fresh_data_key(real_nacos, version, tmp_path, fast_env):
+    """Deleting a namespace leaves its configs behind (they reappear with a namespace of that id): the
+    data-key rule is checked even when the namespace does not exist."""
+    from nacos_server import Target, fresh_namespace
+    node = Target(f"nacos-{version}", real_nacos(version), fresh_namespace("deleted"))
+    env = dict(fast_env, **node.client_env(), NACOS_WAIT_TIMEOUT="30s")
+    run_cli("phase", "nacos", volumes=tmp_path / "first", env=env, check=True)
+    node.publish_config("secrets.some-secret", NS, "enc|c29tZQ==")
+    node.publish_config("secrets.__names__", "DEFAULT_GROUP", "higress-system/some-secret\n")
+    node.server.delete_namespace(node.ns)
+    assert node.ns not in node.namespaces() and node.get_config("secrets.some-secret", NS) is not None
+    volumes = tmp_path / "v"
+    result = run_cli("run", volumes=volumes, env=env)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "already holds Higress Secrets" in result.stderr
+    for way in ("empty the namespace", "use another one", "supply the old key"):
+        assert way in result.stderr
+    assert [p.name for p in volumes.rglob("*") if p.is_file()] == ["lock"] and node.ns not in node.namespaces()
+    run_cli("run", volumes=volumes, env=dict(env, NACOS_DATA_ENC_KEY="k" * 32), check=True)
+    assert node.ns in node.namespaces()

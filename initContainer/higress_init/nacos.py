@@ -716,8 +716,10 @@ def prepare(ctx, counts) -> None:
     check_apiserver_search(conn, s.nacos_namespace)
     fresh_key = s.nacos_data_key is None and not ctx.writer.exists("api/nacos.key")
     # Secrets are `secrets.<name>` configs; the index `secrets.__names__` may outlive the last of
-    # them (holding just EMPTY), so it alone does not count
-    if present and fresh_key and any(d != SECRETS_INDEX for d in conn.data_ids(None, "secrets.")):
+    # them (holding just EMPTY), so it alone does not count. Asked even when the namespace is
+    # absent: deleting a namespace in Nacos leaves its configs behind, readable again once a
+    # namespace of that id exists.
+    if fresh_key and any(d != SECRETS_INDEX for d in conn.data_ids(None, "secrets.")):
         raise StateError(
             f"Nacos namespace {s.nacos_namespace} already holds Higress Secrets (secrets.* configs), and a new data "
             "key would make them unreadable: empty the namespace, use another one (NACOS_NS), or supply the old "
