@@ -76,6 +76,9 @@ def test_fresh_seed_leaves_nacos_as_the_apiserver_expects(node, env, volumes):
     assert report["nacos"]["server_version"] == node.server_version  # r-nacos has no server state endpoint
     assert report["nacos"]["namespace_present"] is True
     assert all(c["present"] and c["as_seeded"] for c in report["nacos"]["configs"])
+    table = run_cli("status", volumes=volumes, env=env).stdout   # the table names the server's version too
+    assert f"API {node.generation}" in table
+    assert (f"(server {node.server_version})" in table) == node.real
 
 
 def test_plan_against_nacos_writes_nothing(node, env, volumes):
