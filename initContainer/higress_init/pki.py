@@ -103,8 +103,16 @@ def verify_chain(cert: x509.Certificate, intermediates: list, roots: list, now: 
             builder.extension_policies(ca_policy=v.ExtensionPolicy.webpki_defaults_ca(), ee_policy=ee) \
                 .build_client_verifier().verify(cert, list(intermediates))
     except v.VerificationError as err:
-        return f"does not verify ({str(err).splitlines()[0][:160]})"
+        return f"does not verify ({_verification_reason(err)})"
     return ""
+
+
+def _verification_reason(err) -> str:
+    """cryptography's reason, without the Python repr of the certificate it may append
+    ("(encountered processing <Certificate(subject=...)>)"): a user's message names files, not objects."""
+    text = str(err).splitlines()[0] if str(err) else "no reason given"
+    cut = text.find(" (encountered processing <")
+    return (text[:cut] if cut >= 0 else text)[:160]
 
 
 def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
