@@ -142,8 +142,11 @@ class CertificateRequest:
     ip_addresses: tuple[str, ...] = ()
     uris: tuple[str, ...] = ()
     validity: timedelta = timedelta(days=365)
+    subject_name: x509.Name | None = None   # a name kept as it was (migrate re-signs an adopted root under its own)
 
     def subject(self) -> x509.Name:
+        if self.subject_name is not None:
+            return self.subject_name
         attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in self.organizations]
         if self.common_name:
             attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, self.common_name))
