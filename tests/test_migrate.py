@@ -197,3 +197,17 @@ def test_a_key_in_both_places_that_differ_is_refused(upstream, fast_env, tmp_pat
     line, = result.stderr.strip().splitlines()
     assert "api/ca.key" in line and "pki/apiserver-ca.key" in line and "differ" in line
     assert snapshot(upstream) == before and not (upstream / "backup").exists()
+
+
+def test_a_key_that_is_a_link_out_of_the_volumes_is_refused_and_never_read(upstream, fast_env, tmp_path):
+    outside = tmp_path / "elsewhere.key"
+    outside.write_bytes((upstream / "api/ca.key").read_bytes())
+    (upstream / "api/ca.key").unlink()
+    (upstream / "api/ca.key").symlink_to(outside)
+    before = snapshot(upstream)
+    result = run_cli("migrate", volumes=upstream, env=fast_env)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    line, = result.stderr.strip().splitlines()
+    assert "api/ca.key" in line and "link" in line
+    assert snapshot(upstream) == before and (upstream / "api/ca.key").is_symlink() and outside.exists()
+

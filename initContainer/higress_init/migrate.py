@@ -24,6 +24,7 @@ from datetime import datetime
 
 from . import layout
 from .errors import StateError
+from .safefs import Refused
 
 # Files only upstream's scripts write: one of them present means upstream's layout.
 MARKERS = ("api/ca.key", "pilot/cacerts/root-key.pem")
@@ -58,8 +59,19 @@ LEFTOVERS = ("api/client.crt", "api/client.key", "api/server.csr", "api/client.c
 
 
 def found(writer) -> list[str]:
-    """The files of upstream's layout present under the root (empty: not upstream's layout)."""
-    return [rel for rel in MARKERS if writer.exists(rel)]
+    """The files of upstream's layout present under the root (empty: not upstream's layout). Looked
+    at, not read (a run's recorded inputs stay what it reads); a link on the way is no marker: what
+    reads there refuses it."""
+    if not writer.fs.exists():
+        return []
+    present = []
+    for rel in MARKERS:
+        try:
+            if writer.fs.lstat(writer._parts(rel)) is not None:
+                present.append(rel)
+        except Refused:
+            continue
+    return present
 
 
 def hint(markers: list[str]) -> str:
