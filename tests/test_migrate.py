@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from conftest import require_tool, run_cli, snapshot
+from nacos_server import real_nacos  # noqa: F401 (a fixture)
 
 BITS = "4096"   # upstream's RSA_KEY_LENGTH
 
@@ -211,3 +212,28 @@ def test_a_key_that_is_a_link_out_of_the_volumes_is_refused_and_never_read(upstr
     assert "api/ca.key" in line and "link" in line
     assert snapshot(upstream) == before and (upstream / "api/ca.key").is_symlink() and outside.exists()
 
+
+def test_migrate_with_nacos_keeps_what_upstream_stored(real_nacos, upstream, fast_env):
+    """Nacos 3.0.1 as upstream's 2.2.4 runs it, holding what upstream's prepare.sh seeded (a Secret
+    encrypted with upstream's api/nacos.key): the key is adopted, the stored objects kept, the
+    adopted pilot root published as the deployment's CA."""
+    from higress_init.stores import decrypt, encrypt
+    from nacos_server import UPSTREAM, Target, fresh_namespace
+    node = Target("nacos-3.0.1", real_nacos(UPSTREAM), fresh_namespace("migrate"))
+    key = (upstream / "api/nacos.key").read_bytes()
+    secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: higress-console\n  namespace: higress-system\n" \
+             "data:\n  iv: YWJj\n  key: ZGVm\ntype: Opaque\n"
+    node.publish_config("secrets.higress-console", "higress-system", encrypt(secret, key))
+    node.publish_config("secrets.__names__", "DEFAULT_GROUP", "higress-system/secrets.higress-console\n")
+    env = dict(fast_env, **node.client_env(), NACOS_WAIT_TIMEOUT="30s")
+    refused = run_cli("run", volumes=upstream, env=env)
+    assert refused.returncode == 3 and "higress-init migrate" in refused.stderr
+    result = run_cli("migrate", volumes=upstream, env=env, check=True)
+    assert result.stdout.splitlines()[-1].startswith("migrated: 4 files adopted, 8 re-issued"), result.stdout
+    assert decrypt(node.get_config("secrets.higress-console", "higress-system"), key) == secret
+    assert node.get_config("secrets.cacerts", "higress-system") is not None   # the adopted root, published
+    files = snapshot(upstream)
+    rerun = run_cli("run", volumes=upstream, env=env, check=True)
+    assert " 0 files written" in rerun.stdout.splitlines()[-1] and snapshot(upstream) == files
+    status = run_cli("status", volumes=upstream, env=env)
+    assert status.returncode == 0, status.stdout
