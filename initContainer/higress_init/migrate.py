@@ -4,17 +4,17 @@ compose/scripts: precheck.sh, init.sh and prepare.sh, the same layout at v2.1.2 
 Their layout differs from this one in where the CA keys live (`api/ca.key` beside `api/ca.crt`,
 in the folder the apiserver mounts; `pilot/cacerts/root-key.pem` in the one pilot mounts) and in
 what they leave beside the mounted files (the admin client certificate and key, certificate
-requests, openssl configs). Their certificates are openssl's defaults: version-1 apiserver
-certificates without names, an intermediate whose basicConstraints is not critical, a gateway
-certificate without extended key usage; their kubeconfig skips TLS verification.
+requests, openssl configs). Their certificates are openssl's defaults: roots without keyUsage,
+version-1 apiserver certificates without names, an intermediate whose basicConstraints is not
+critical, a gateway certificate without extended key usage; their kubeconfig skips TLS verification.
 
-`adopt` moves each CA key to this layout's place, checks every CA with the validators a run uses
-(plus a throwaway certificate issued under it and verified as its consumer would), removes a CA
-that fails (and the CAs under it) so the run that follows makes it anew, and removes the
-leftovers. Every file replaced or removed goes to backup/ first; nothing leaves the volumes
-root; nothing outside upstream's files is touched (Nacos data under `nacos/`, logs, the
-component folders). The CLI then runs the normal phases, which re-issue every certificate that
-fails validation and re-render the chains and kubeconfigs."""
+`adopt` moves each CA key to this layout's place and checks every CA with the validators a run
+uses (plus a throwaway certificate issued under it, verified as its consumer would). A failing
+root keeps its key and name and is signed again (it stays the same CA); any other failing CA is
+removed, to be made anew. It removes the leftovers too. The CLI then runs the normal phases in the
+same commit: they re-issue every certificate that fails validation and re-render the chains and
+kubeconfigs. Every file replaced or removed goes to backup/ first; nothing leaves the volumes
+root; nothing but upstream's files is touched (Nacos data under `nacos/`, logs, component folders)."""
 from __future__ import annotations
 
 import hashlib
