@@ -76,6 +76,9 @@ def test_fresh_seed_leaves_nacos_as_the_apiserver_expects(node, env, volumes):
     assert report["nacos"]["server_version"] == node.server_version  # r-nacos has no server state endpoint
     assert report["nacos"]["namespace_present"] is True
     assert all(c["present"] and c["as_seeded"] for c in report["nacos"]["configs"])
+    table = run_cli("status", volumes=volumes, env=env).stdout   # the table names the server's version too
+    assert f"API {node.generation}" in table
+    assert (f"(server {node.server_version})" in table) == node.real
 
 
 def test_plan_against_nacos_writes_nothing(node, env, volumes):
@@ -631,5 +634,52 @@ def test_nacos_3_admin_api_without_credentials_says_they_are_needed(real_nacos, 
     volumes = tmp_path / "v"
     result = run_cli("run", volumes=volumes, env=dict(fast_env, NACOS_SERVER_URL=server.url, NACOS_NS="no-login"))
     assert result.returncode == 5, (result.stdout, result.stderr)
-    assert "requires credentials" in result.stderr and "NACOS_USERNAME and NACOS_PASSWORD" in result.stderr
+    assert "admin API needs credentials" in result.stderr and "NACOS_USERNAME and NACOS_PASSWORD" in result.stderr
+    assert "nacos.core.auth.admin.enabled=false" in result.stderr and "rejected" not in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and not (volumes / "api").exists()
+
+
+def test_nacos_3_with_the_v1_search_off_is_refused_with_the_switch_to_set(tmp_path, fast_env):
+    """Nacos 3.0.1 as it ships (v1 console compatibility off): the apiserver's v1 blur search answers
+    410. The run needs no v1 API itself, yet stops (exit 7) with the switch to set, before writing
+    anything; plan and status say the same."""
+    from nacos_server import NacosServer
+    server = NacosServer("3.0.1", tmp_path / "nacos").start().wait_ready()
+    try:
+        env = dict(fast_env, **server.client_env(), NACOS_NS="v1-off", NACOS_WAIT_TIMEOUT="30s")
+        volumes = tmp_path / "v"
+        for command in ("run", "plan"):
+            result = run_cli(command, volumes=volumes, env=env)
+            assert result.returncode == 7, (command, result.stdout, result.stderr)
+            line, = result.stderr.strip().splitlines()
+            assert "HTTP 410" in line and "nacos.core.api.compatibility.console.enabled=true" in line
+            assert "NACOS_CORE_API_COMPATIBILITY_CONSOLE_ENABLED=true" in line
+        assert [p.name for p in volumes.rglob("*") if p.is_file()] == ["lock"]
+        assert "v1-off" not in server.namespaces()
+        status = run_cli("status", volumes=volumes, env=env)
+        assert status.returncode == 1 and "nacos.core.api.compatibility.console.enabled=true" in status.stdout
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("version", ("2.5.1", "3.0.1"))
+def test_a_deleted_namespace_still_holding_secrets_refuses_a_fresh_data_key(real_nacos, version, tmp_path, fast_env):
+    """Deleting a namespace leaves its configs behind (they reappear with a namespace of that id): the
+    data-key rule is checked even when the namespace does not exist."""
+    from nacos_server import Target, fresh_namespace
+    node = Target(f"nacos-{version}", real_nacos(version), fresh_namespace("deleted"))
+    env = dict(fast_env, **node.client_env(), NACOS_WAIT_TIMEOUT="30s")
+    run_cli("phase", "nacos", volumes=tmp_path / "first", env=env, check=True)
+    node.publish_config("secrets.some-secret", NS, "enc|c29tZQ==")
+    node.publish_config("secrets.__names__", "DEFAULT_GROUP", "higress-system/some-secret\n")
+    node.server.delete_namespace(node.ns)
+    assert node.ns not in node.namespaces() and node.get_config("secrets.some-secret", NS) is not None
+    volumes = tmp_path / "v"
+    result = run_cli("run", volumes=volumes, env=env)
+    assert result.returncode == 3, (result.stdout, result.stderr)
+    assert "already holds Higress Secrets" in result.stderr
+    for way in ("empty the namespace", "use another one", "supply the old key"):
+        assert way in result.stderr
+    assert [p.name for p in volumes.rglob("*") if p.is_file()] == ["lock"] and node.ns not in node.namespaces()
+    run_cli("run", volumes=volumes, env=dict(env, NACOS_DATA_ENC_KEY="k" * 32), check=True)
+    assert node.ns in node.namespaces()

@@ -75,3 +75,23 @@ def test_pem_round_trip(ca):
     cert, key = ca
     assert pki.load_certs(pki.cert_to_pem(cert) * 2) == [cert, cert]
     assert pki.key_matches(cert, pki.load_key(pki.key_to_pem(key)))
+
+
+def test_a_verification_failure_names_no_python_object(tmp_path):
+    """A version-1 certificate (what `openssl x509 -req` makes without extensions, as upstream's
+    precheck.sh does): the reason says so, without the repr cryptography appends."""
+    import subprocess
+    from conftest import require_tool
+    openssl = require_tool("openssl", "apt-get install openssl")
+    for args in (["req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-days", "2",
+                  "-keyout", "ca.key", "-out", "ca.crt", "-subj", "/CN=test-root"],
+                 ["req", "-new", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-keyout", "l.key",
+                  "-out", "l.csr", "-subj", "/CN=leaf"],
+                 ["x509", "-req", "-in", "l.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-set_serial", "1", "-days",
+                  "1", "-out", "l.crt"]):
+        subprocess.run([openssl, *args], cwd=tmp_path, check=True, capture_output=True)
+    leaf = x509.load_pem_x509_certificate((tmp_path / "l.crt").read_bytes())
+    root = x509.load_pem_x509_certificate((tmp_path / "ca.crt").read_bytes())
+    assert leaf.version == x509.Version.v1
+    reason = pki.verify_chain(leaf, [], [root], NOW)
+    assert reason == "does not verify (validation failed: certificate must be an X509v3 certificate)", reason

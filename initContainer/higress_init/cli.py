@@ -60,6 +60,9 @@ COMMANDS = {
     "rotate": "re-issue on purpose: leaf (the default), intermediate or root; `rotate finish` ends a root overlap",
     "watch": "stay up: every --interval renew what comes within RENEW_BEFORE, say which services to restart; exit "
              "non-zero when something cannot be renewed",
+    "migrate": "take over volumes upstream's scripts prepared (api/ca.key, pilot/cacerts/root-key.pem): move their CA "
+               "keys into pki/, re-issue what fails validation, remove their leftovers (all backed up under "
+               "backup/), then run",
     "phase": "run one phase only (and commit what it staged)",
     "phases": "list the phases",
 }
@@ -145,7 +148,7 @@ def _main(argv: list[str] | None = None) -> int:
         _REPORTER = reporter = Reporter(settings.log_format, plan=command == "plan")
         interval = settings_mod.parse_duration("--interval", args.interval) if command == "watch" else None
         _check_default_root(settings, overrides)
-        if command in ("run", "phase", "watch", "rotate"):
+        if command in ("run", "phase", "watch", "rotate", "migrate"):
             check_writable(settings.volumes_root)
     except (SettingsError, VolumeError) as err:
         _problem("error", str(err))
@@ -155,6 +158,8 @@ def _main(argv: list[str] | None = None) -> int:
             return _status(settings, args.output)
         if command == "watch":
             return _watch(settings, reporter, interval, args.once)
+        if command == "migrate":
+            return _migrate(settings, reporter)
         names = [args.name] if command == "phase" else [p.name for p in PHASES]
         if command == "phase" and not phases.PHASES_BY_NAME[args.name].commits:
             names.append("write")  # a single phase still commits what it staged
@@ -231,9 +236,10 @@ def _rotated(rotation: str | None) -> set[str]:
 
 
 def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
-             written: list | None = None, push_mesh=False, plan=False) -> int:
+             written: list | None = None, push_mesh=False, plan=False, adopt=None) -> int:
     """Run `names` under the lock; `written` collects the volume paths the commit changed.
-    `plan` is the same run with a writer that commits nothing (and no lock: it writes nothing)."""
+    `plan` is the same run with a writer that commits nothing (and no lock: it writes nothing).
+    `adopt(ctx)` (migrate) stages the take-over of upstream's layout first, committed with the run."""
     started = time.perf_counter()
     writer = _writer(settings, plan=plan)
     ctx = Context(settings, writer, utcnow(), plan=plan, reseed=reseed, push_mesh=push_mesh, log=reporter.message,
@@ -256,7 +262,7 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
         lock = contextlib.nullcontext() if plan else \
             RunLock(settings.volumes_root, on_wait=lambda p: reporter.message(f"waiting for the lock {p}"))
         with lock:
-            _run_locked(ctx, reporter, names, report, rotation)
+            _run_locked(ctx, reporter, names, report, rotation, adopt)
     finally:
         if ctx.nacos is not None:
             ctx.nacos.close()  # ends the Nacos SDK's client at once, and says how many calls the run made
@@ -282,12 +288,17 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
     return EXIT_OK
 
 
-def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> None:
+def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation, adopt=None) -> None:
     settings, writer = ctx.settings, ctx.writer
     recovered = writer.recover()
     if recovered:
         reporter.message(f"{'would finish' if ctx.plan else 'finished'} {recovered} file renames an interrupted run "
                          "left behind")
+    from . import migrate
+    if adopt is not None:
+        adopt(ctx)
+    elif markers := migrate.found(writer):
+        raise StateError(migrate.hint(markers))
     if rotation:
         finished = ctx.start()
         if rotation == "finish" and not finished:
@@ -370,11 +381,14 @@ def _renew(settings, reporter: Reporter) -> int:
 
 
 def _status(settings, output: str) -> int:
-    from . import status as status_mod
+    from . import migrate, status as status_mod
     writer = _writer(settings, owners=False)  # status reads; it compares owners, never sets them
     rows = status_mod.certificate_rows(settings, writer, utcnow())
     report = {"volumes": str(settings.volumes_root), "healthy": status_mod.healthy(rows), "files": rows,
               "rotation": status_mod.rotation_rows(writer)}
+    markers = migrate.found(writer)
+    if markers:
+        report["healthy"], report["upstream_layout"] = False, {"files": markers, "next": migrate.hint(markers)}
     if settings.config_storage == "nacos":
         from . import nacos
         report["nacos"] = nacos.status(settings, writer)
@@ -390,4 +404,56 @@ def _status(settings, output: str) -> int:
                   f"both roots trusted in {', '.join(r['trusted_in'])}; next: {r['next']}")
         if "nacos" in report:
             say("\n" + nacos.format_status(report["nacos"]))
+        if markers:
+            say("\nUPSTREAM LAYOUT: " + migrate.hint(markers))
     return EXIT_OK if report["healthy"] else EXIT_FAILED
+
+
+def _migrate(settings, reporter: Reporter) -> int:
+    """Take over upstream's layout (migrate.adopt), committed with a full run; then say which of
+    upstream's files were adopted, re-issued or re-rendered, and what was backed up."""
+    from . import migrate
+    probe = _writer(settings, owners=False)
+    try:
+        markers = migrate.found(probe) if settings.volumes_root.is_dir() else []
+    finally:
+        probe.close()
+    if not markers:
+        reporter.emit("summary", f"migrate: nothing to migrate: no file of upstream's layout "
+                      f"({', '.join(migrate.MARKERS)}) in {settings.volumes_root}; a normal run is higress-init run",
+                      migrated=False)
+        return EXIT_OK
+    adoptions = []
+
+    def adopt(ctx):
+        before = set(migrate.backup_stamps(ctx.writer))
+        adoption = migrate.adopt(ctx.settings, ctx.writer, ctx.now)
+        adoptions.append((before, adoption))
+        for theirs, ours in adoption.moved:
+            reporter.message(f"migrate: {theirs} moves to {ours} (the CA is adopted)", moved=[theirs, ours])
+        for name, why in adoption.failed.items():
+            done = "re-signed by its own key, under its own name" if name in adoption.resigned else "made anew"
+            reporter.message(f"migrate: {name} fails validation ({why}): {done}", failed=name, reason=why)
+        if adoption.removed:
+            reporter.message(f"migrate: upstream's leftovers removed: {', '.join(adoption.removed)}",
+                             removed=adoption.removed)
+
+    code = _execute(settings, reporter, [p.name for p in PHASES], adopt=adopt)
+    before, adoption = adoptions[0]
+    reader = VolumeWriter(settings.volumes_root)
+    try:
+        result = migrate.outcome(adoption, reader, before)
+    finally:
+        reader.close()
+    for label, files in (("adopted", result.adopted), ("re-issued", result.reissued),
+                         ("re-rendered", result.rerendered)):
+        if files:
+            reporter.message(f"migrate: {label}: {', '.join(files)}", **{label.replace("-", "_"): files})
+    trusted = migrate.still_trusted(adoption)
+    if trusted:
+        reporter.message(f"migrate: {trusted}", advice="higress-init rotate root")
+    reporter.emit("summary", migrate.summary(result) + "; restart the stack: docker compose up -d --force-recreate "
+                  "(in compose/)", migrated=True, adopted=result.adopted, reissued=result.reissued,
+                  rerendered=result.rerendered, removed=result.removed, backed_up=result.backed_up,
+                  backups=result.backups)
+    return code

@@ -169,10 +169,14 @@ class HttpClient:
                     return status, body
                 if status == 404:
                     return status, None
+                if status in (401, 403) and not self.token and path.startswith("/v3/admin/"):
+                    raise NacosAuthError(f"Nacos 3's admin API needs credentials for {what} (HTTP {status} from "
+                                         f"{server}{path}): set NACOS_USERNAME and NACOS_PASSWORD (a user with the "
+                                         "admin role), or turn its admin API's auth off "
+                                         "(nacos.core.auth.admin.enabled=false)")
                 if status in (401, 403) and not self.token:
                     raise NacosAuthError(f"Nacos requires credentials for {what} (HTTP {status} from {server}{path}): "
-                                         "set NACOS_USERNAME and NACOS_PASSWORD (Nacos 3's admin API needs them "
-                                         "unless its nacos.core.auth.admin.enabled=false)")
+                                         "set NACOS_USERNAME and NACOS_PASSWORD, or turn its auth off")
                 if status in (401, 403):
                     raise NacosAuthError(f"Nacos denied {what} (HTTP {status} from {server}{path}): check "
                                          "NACOS_USERNAME/NACOS_PASSWORD and that user's permissions")
@@ -673,6 +677,27 @@ def _true(body: bytes) -> bool:
     return isinstance(answer, dict) and answer.get("data") is True
 
 
+V1_SEARCH_SWITCH = "nacos.core.api.compatibility.console.enabled=true"
+V1_SEARCH_ENV = "NACOS_CORE_API_COMPATIBILITY_CONSOLE_ENABLED=true"
+
+
+def check_apiserver_search(conn: Connection, namespace: str) -> None:
+    """The Higress apiserver lists objects through the v1 blur config search (`/v1/cs/configs`,
+    `search=blur`), which Nacos 3.x serves only with its v1 console compatibility on: off, it
+    answers 410, and the apiserver fails later, silently for this run. This run needs no v1 API
+    itself (3.x's admin API serves it), so it asks on the apiserver's behalf."""
+    if conn.generation != "3.x":
+        return
+    params = {"search": "blur", "dataId": "configmaps.*", "group": "", "tenant": namespace, "pageNo": 1,
+              "pageSize": 1}
+    status, _ = conn.http.exchange("GET", "/v1/cs/configs", "the v1 config search (the apiserver lists with it)",
+                                   params=params, accept=(410,))
+    if status == 410:
+        raise NacosError(f"Nacos 3 at {conn.active} answers the v1 config search the Higress apiserver lists objects "
+                         f"with by HTTP 410 (its v1 console API is off): set {V1_SEARCH_SWITCH} in its "
+                         f"application.properties (in the nacos-server image: env {V1_SEARCH_ENV}) and restart it")
+
+
 def connect(settings, log) -> Connection:
     conn = Connection(settings.nacos_servers, settings.nacos_namespace, log=log)
     wait_ready(conn, settings.nacos_wait_timeout.total_seconds(), log)
@@ -688,10 +713,13 @@ def prepare(ctx, counts) -> None:
     conn = connect(s, ctx.log)
     ctx.nacos = conn
     present = namespace_exists(conn, s.nacos_namespace)
+    check_apiserver_search(conn, s.nacos_namespace)
     fresh_key = s.nacos_data_key is None and not ctx.writer.exists("api/nacos.key")
     # Secrets are `secrets.<name>` configs; the index `secrets.__names__` may outlive the last of
-    # them (holding just EMPTY), so it alone does not count
-    if present and fresh_key and any(d != SECRETS_INDEX for d in conn.data_ids(None, "secrets.")):
+    # them (holding just EMPTY), so it alone does not count. Asked even when the namespace is
+    # absent: deleting a namespace in Nacos leaves its configs behind, readable again once a
+    # namespace of that id exists.
+    if fresh_key and any(d != SECRETS_INDEX for d in conn.data_ids(None, "secrets.")):
         raise StateError(
             f"Nacos namespace {s.nacos_namespace} already holds Higress Secrets (secrets.* configs), and a new data "
             "key would make them unreadable: empty the namespace, use another one (NACOS_NS), or supply the old "
@@ -717,6 +745,7 @@ def status(settings, writer) -> dict:
             login(conn, settings.nacos_username, settings.nacos_password)
         report["server_version"] = conn.server_version = _server_version(conn)
         report["namespace_present"] = namespace_exists(conn, settings.nacos_namespace)
+        check_apiserver_search(conn, settings.nacos_namespace)
         report["configs"] = _config_report(settings, conn, writer)
         report["healthy"] = report["namespace_present"] and all(c["present"] for c in report["configs"])
     except NacosError as err:

@@ -103,8 +103,16 @@ def verify_chain(cert: x509.Certificate, intermediates: list, roots: list, now: 
             builder.extension_policies(ca_policy=v.ExtensionPolicy.webpki_defaults_ca(), ee_policy=ee) \
                 .build_client_verifier().verify(cert, list(intermediates))
     except v.VerificationError as err:
-        return f"does not verify ({str(err).splitlines()[0][:160]})"
+        return f"does not verify ({_verification_reason(err)})"
     return ""
+
+
+def _verification_reason(err) -> str:
+    """cryptography's reason, without the Python repr of the certificate it may append
+    ("(encountered processing <Certificate(subject=...)>)"): a user's message names files, not objects."""
+    text = str(err).splitlines()[0] if str(err) else "no reason given"
+    cut = text.find(" (encountered processing <")
+    return (text[:cut] if cut >= 0 else text)[:160]
 
 
 def issued_by(cert: x509.Certificate, issuer: x509.Certificate) -> bool:
@@ -134,8 +142,11 @@ class CertificateRequest:
     ip_addresses: tuple[str, ...] = ()
     uris: tuple[str, ...] = ()
     validity: timedelta = timedelta(days=365)
+    subject_name: x509.Name | None = None   # a name kept as it was (migrate re-signs an adopted root under its own)
 
     def subject(self) -> x509.Name:
+        if self.subject_name is not None:
+            return self.subject_name
         attrs = [x509.NameAttribute(NameOID.ORGANIZATION_NAME, o) for o in self.organizations]
         if self.common_name:
             attrs.append(x509.NameAttribute(NameOID.COMMON_NAME, self.common_name))
