@@ -31,7 +31,8 @@ CONTROL_PLANE_SETTINGS = ("ROTATE", "APISERVER_SANS", "TOKEN_IDENTITIES", "FILE_
 
 # fullmatch everywhere: `$` would also accept a trailing newline
 _DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-_DURATION = re.compile(r"([0-9]{1,12})([smhd]?)")
+# the unit is required: a bare number meant days once, and upstream's wait is in seconds
+_DURATION = re.compile(r"([0-9]{1,12})([smhd])")
 MAX_DURATION = timedelta(days=36500)  # a hundred years: longer overflows dates and means nothing
 # Where TOKEN_IDENTITIES may not put a token: directories holding files the initializer manages.
 MANAGED_DIRS = ("api", "pki", "tokens", "kube", "pilot", "gateway/certs", "gateway/podinfo", "backup",
@@ -42,7 +43,8 @@ MANAGED_DIRS = ("api", "pki", "tokens", "kube", "pilot", "gateway/certs", "gatew
 # The components' folders: the file store (Secrets included) is never put among them.
 COMPONENT_DIRS = ("controller", "console", "gateway")
 NAME_MAX, PATH_MAX = 255, 4096   # bytes, as Linux counts them: a longer name could never be written
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 86400}
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_RULE = "a whole number with a unit: s, m, h or d (e.g. 180s, 12h, 365d)"
 
 
 @dataclass(frozen=True)
@@ -180,10 +182,11 @@ def _secret_file(name: str, file_name: str) -> str:
 
 def parse_duration(name: str, text: str) -> timedelta:
     match = _DURATION.fullmatch(text.strip())
+    if re.fullmatch(r"[0-9]+", text.strip()):
+        raise SettingsError(f"{name}={text!r}: no unit; a duration is {DURATION_RULE}")
     if not match or int(match.group(1)) == 0 or \
             int(match.group(1)) * _DURATION_UNITS[match.group(2)] > MAX_DURATION.total_seconds():
-        raise SettingsError(f"{name}={text!r}: expected a positive whole number with unit s, m, h or d "
-                            f"(e.g. 365d), at most {MAX_DURATION.days}d")
+        raise SettingsError(f"{name}={text!r}: expected a positive duration, {DURATION_RULE}, at most {MAX_DURATION.days}d")
     return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
 
 
