@@ -143,6 +143,8 @@ def test_watch_exits_non_zero_when_a_ca_comes_within_renew_before(tmp_path):
     for ca in ("apiserver-ca", "pilot-root-ca", "pilot-ca"):
         assert f"cannot renew {ca}" in result.stderr, result.stderr
     assert "rotate root" in result.stderr
+    # the time left in status's words (59d, 49d), never whole days of 0 or -1
+    assert "expires within 100d (59d left)" in result.stderr and "(49d left)" in result.stderr, result.stderr
 
 
 def test_watch_rejects_a_bad_interval(stack):

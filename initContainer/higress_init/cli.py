@@ -363,7 +363,7 @@ def _renew(settings, reporter: Reporter) -> int:
         rows = status_mod.certificate_rows(settings, VolumeWriter(settings.volumes_root), utcnow())
     failing = [r for r in rows if r["state"] != "ok"]
     for row in failing:
-        _problem("error", f"watch: cannot renew {row['name']} ({row['file']}): {row['state']}"
+        _problem("error", f"watch: cannot renew {row['name']} ({row['file']}): {status_mod.state_and_time(row)}"
                  + ("; a CA is replaced only on purpose: higress-init rotate root|intermediate" if
                     row["name"].endswith("-ca") else ""))
     return EXIT_FAILED if failing else EXIT_OK

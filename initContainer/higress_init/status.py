@@ -7,7 +7,7 @@ from datetime import datetime
 import jwt
 
 from . import artifacts, datakey, kubeconfig, layout, pki, tokens
-from .reporting import timestamp
+from .reporting import remaining, timestamp
 from .settings import Settings
 
 
@@ -29,7 +29,7 @@ def _row(name, file, **fields) -> dict:
 
 def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
     if settings.role == "gateway":
-        return gateway_host_rows(settings, writer)
+        return _with_remaining(gateway_host_rows(settings, writer), now)
     rows, loaded = [], {}
     for spec in artifacts.CERTIFICATES:
         cert, key, problem, has_cert, has_key = artifacts._load(spec, writer)
@@ -68,7 +68,26 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
     rows.extend(shared_ca_rows(settings, writer))
     _check_permissions(settings, writer, rows)
     rows.extend(_journal_rows(writer))
+    return _with_remaining(rows, now)
+
+
+def _with_remaining(rows: list[dict], now: datetime) -> list[dict]:
+    """Each row that expires says how long it has left in kubeadm's words (364d, 23h, expired 3d
+    ago): certificates and tokens alike, in the table, in JSON and in watch's messages."""
+    for row in rows:
+        expires = datetime.fromisoformat(row["not_after"].replace("Z", "+00:00")) if row["not_after"] else None
+        row["remaining"] = remaining(expires, now) if expires else ""
     return rows
+
+
+def state_and_time(row: dict) -> str:
+    """A row's state with its time left, in the table's words: `expired 3d ago`, `expires within 30d
+    (12d left)`."""
+    if not row.get("remaining"):
+        return row["state"]
+    if row["remaining"].startswith("expired"):
+        return row["remaining"] if row["state"] == "expired" else f"{row['state']} ({row['remaining']})"
+    return f"{row['state']} ({row['remaining']} left)"
 
 
 def gateway_host_rows(settings: Settings, writer) -> list[dict]:
@@ -288,17 +307,16 @@ WIDTH = 120   # the table fits a terminal this wide; -o wide and -o json show ev
 
 
 def format_table(rows, wide: bool = False) -> str:
-    """One row per artifact. Narrow: NAME, FILE, DAYS (left), STATE, cut to WIDTH columns;
+    """One row per artifact. Narrow: NAME, FILE, REMAINING, STATE, cut to WIDTH columns;
     wide: also SUBJECT, ISSUER, NOT AFTER, CHAIN and KEY (checked), never cut."""
     yes_no = lambda v: "-" if v is None else ("yes" if v else "no")  # noqa: E731
-    days = lambda r: "" if r["days_left"] is None else str(r["days_left"])  # noqa: E731
     if wide:
-        header = ("NAME", "FILE", "SUBJECT", "ISSUER", "NOT AFTER", "DAYS", "CHAIN", "KEY", "STATE")
-        table = [header] + [(r["name"], r["file"], r["subject"], r["issuer"], r["not_after"], days(r),
+        header = ("NAME", "FILE", "SUBJECT", "ISSUER", "NOT AFTER", "REMAINING", "CHAIN", "KEY", "STATE")
+        table = [header] + [(r["name"], r["file"], r["subject"], r["issuer"], r["not_after"], r["remaining"],
                              yes_no(r["chain_verified"]), yes_no(r["key_matches"]), r["state"]) for r in rows]
     else:
-        header = ("NAME", "FILE", "DAYS", "STATE")
-        table = [header] + [(r["name"], r["file"], days(r), r["state"]) for r in rows]
+        header = ("NAME", "FILE", "REMAINING", "STATE")
+        table = [header] + [(r["name"], r["file"], r["remaining"], r["state"]) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     if not wide:
         widths[0], widths[1] = min(widths[0], 30), min(widths[1], 44)
