@@ -139,3 +139,35 @@ def test_short_duration_follows_kubeadm():
              timedelta(0): "expired 0s ago"}
     assert {remaining(now + d, now) for d in cases} == set(cases.values())
     assert [remaining(now + d, now) for d in cases] == list(cases.values())
+
+
+def test_a_ca_key_that_was_here_and_is_gone_fails_status_and_watch(v):
+    table = run_cli("status", volumes=v, env=ENV)
+    assert table.returncode == 0, table.stdout
+    assert _column(table.stdout, "EXTERNALLY MANAGED")["pilot-root-ca"] == "no"
+    (v / "pki/pilot-root-ca.key").unlink()
+    result = run_cli("status", volumes=v, env=ENV)
+    assert result.returncode == 1, result.stdout
+    assert "pki/pilot-root-ca.key is gone (this CA's key was here)" in result.stdout, result.stdout
+    assert _column(result.stdout, "EXTERNALLY MANAGED")["pilot-root-ca"] == "no"
+    watch = run_cli("watch", "--once", volumes=v, env=ENV)
+    assert watch.returncode == 1 and "cannot renew pilot-root-ca" in watch.stderr, watch.stderr
+
+
+def test_a_ca_given_without_its_key_is_externally_managed_and_healthy(template, tmp_path):
+    """The operator's own apiserver CA: its certificate and the leaves it issued, never its key."""
+    v = tmp_path / "volumes"
+    shutil.copytree(template, v, symlinks=True)
+    (v / "pki/apiserver-ca.key").unlink()
+    (v / layout.CA_KEYS_RECORD).unlink()   # this host never held that key
+    result = run_cli("status", volumes=v, env=ENV)
+    assert result.returncode == 0, result.stdout
+    column = _column(result.stdout, "EXTERNALLY MANAGED")
+    assert column["apiserver-ca"] == "yes" and column["pilot-root-ca"] == "no", column
+    assert column["apiserver"] == "", column
+    report = json.loads(run_cli("status", "-o", "json", volumes=v, env=ENV).stdout)
+    assert {r["name"]: r["externally_managed"] for r in report["files"]}["apiserver-ca"] is True
+    # and a run keeps it as it is
+    rerun = run_cli("run", volumes=v, env=ENV)
+    assert rerun.returncode == 0, rerun.stderr
+    assert not (v / "pki/apiserver-ca.key").exists()
