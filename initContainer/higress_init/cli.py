@@ -332,16 +332,36 @@ WATCH_PHASES = tuple(p.name for p in PHASES if not p.uses_store)
 
 
 def _watch(settings, reporter: Reporter, interval, once: bool) -> int:
-    """The renewal loop compose runs beside the stack. Errors end it (non-zero) through main()."""
+    """The renewal loop compose runs beside the stack. Errors end it (non-zero) through main().
+    With METRICS_PORT, the loop serves what each pass found to Prometheus (not --once: one pass
+    has nobody to scrape it)."""
+    metrics = None
+    if settings.metrics_port and not once:
+        from . import metrics as metrics_mod
+        try:
+            metrics = metrics_mod.serve(settings.metrics_port)
+        except OSError as err:
+            _problem("error", f"METRICS_PORT={settings.metrics_port}: cannot listen ({err.strerror}): choose "
+                              "another port, or 0 to turn the metrics off")
+            return EXIT_BAD_INPUT
+        reporter.message(f"watch: Prometheus metrics on port {settings.metrics_port}, at /metrics",
+                         metrics_port=settings.metrics_port)
     while True:
-        code = _renew(settings, reporter)
+        rows: list[dict] = []
+        code = _renew(settings, reporter, rows)
+        if metrics is not None:
+            metrics.update(rows, success=code == EXIT_OK)
         if once or code != EXIT_OK:
             return code
         time.sleep(interval.total_seconds())
 
 
-def _renew(settings, reporter: Reporter) -> int:
+def _renew(settings, reporter: Reporter, rows: list | None = None) -> int:
+    """One pass; `rows` receives what status finds after it (the metrics' values)."""
     from . import readers, status as status_mod
+    from .reporting import timestamp
+    if reporter.fmt == "text":   # JSON lines carry their own time
+        reporter.message(f"watch: pass at {timestamp(utcnow())}")
     if runstate.unchanged(settings, utcnow()) is not None:
         reporter.message("watch: nothing is due for renewal and no file changed since the last run", renewed=[])
     else:
@@ -360,8 +380,10 @@ def _renew(settings, reporter: Reporter) -> int:
     # judged half-way through its renames
     faults.pause("watch:judge")
     with RunLock(settings.volumes_root, on_wait=lambda p: reporter.message(f"watch: waiting for the lock {p}")):
-        rows = status_mod.certificate_rows(settings, VolumeWriter(settings.volumes_root), utcnow())
-    failing = [r for r in rows if r["state"] != "ok"]
+        found = status_mod.certificate_rows(settings, VolumeWriter(settings.volumes_root), utcnow())
+    if rows is not None:
+        rows.extend(found)
+    failing = [r for r in found if r["state"] != "ok"]
     for row in failing:
         _problem("error", f"watch: cannot renew {row['name']} ({row['file']}): {status_mod.state_and_time(row)}"
                  + ("; a CA is replaced only on purpose: higress-init rotate root|intermediate" if

@@ -107,6 +107,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("POD_NAME", "higress-gateway", "this host's gateway pod name, unique per host: in gateway/podinfo/labels "
                                            "and the gateway certificate's subject"),
     Setting("ROTATE", None, "rotate first, then run: leaf, intermediate, root or finish (for `docker compose run -e ROTATE=...`)"),
+    Setting("METRICS_PORT", None, "port `watch` serves Prometheus metrics on, at /metrics (0 or empty: off; "
+                                  "compose sets 9793 on the stack's network only)"),
 )
 SETTINGS_BY_ENV = {s.env: s for s in SETTINGS}
 
@@ -143,6 +145,7 @@ class Settings:
     rotate: str | None
     role: str = "all"
     pod_name: str = "higress-gateway"
+    metrics_port: int | None = None   # watch's Prometheus metrics; None: off
 
     @property
     def gateway_spiffe_id(self) -> str:
@@ -254,6 +257,15 @@ def _nacos_url(text: str) -> str:
     return f"http://{host}:{port}/nacos"
 
 
+def _port(name: str, value: str | None) -> int | None:
+    """A TCP port to listen on; 0 or empty: off."""
+    if value is None or not value.strip():
+        return None
+    if not re.fullmatch(r"[0-9]{1,5}", value.strip()) or int(value) > 65535:
+        raise SettingsError(f"{name}={value!r}: expected a port from 1 to 65535, or 0 (or empty) for off")
+    return int(value) or None
+
+
 def _owner(name: str, value: str | None) -> int | None:
     if value is None:
         return None
@@ -337,6 +349,7 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
         rotate=_choice("ROTATE", get("ROTATE"), ROTATIONS) if get("ROTATE") else None,
         role=_choice("ROLE", get("ROLE"), ROLES),
         pod_name=_k8s_name("POD_NAME", get("POD_NAME")),
+        metrics_port=_port("METRICS_PORT", get("METRICS_PORT")),
     )
     for identity in settings.token_identities:   # a backup copy goes to backup/<stamp>/<file>
         _fits("TOKEN_IDENTITIES", identity.file, volumes_root / identity.file, room=64)

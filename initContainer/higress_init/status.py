@@ -55,7 +55,7 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
                 state = "chain file does not end with the current issuer"
         rows.append(_row(spec.name, spec.cert_file, subject=pki.describe_name(cert),
                          issuer=pki.describe_name(cert, "issuer"), not_after=timestamp(pki.expires(cert)),
-                         days_left=left.days, chain_verified=chain_ok,
+                         not_before=timestamp(cert.not_valid_before_utc), days_left=left.days, chain_verified=chain_ok,
                          key_matches=key_ok if spec.ca or key_ok is not None else False,
                          externally_managed=external if spec.ca else None, state=state))
     rows.extend(_bundle_rows(writer, loaded))
@@ -164,6 +164,8 @@ def token_rows(settings, writer, now) -> list:
         rows.append(_row(f"token {identity.name}", identity.file, subject=f"{claims.get('sub', '')} aud={audience}",
                          issuer=str(claims.get("iss", "")),
                          not_after=timestamp(exp), days_left=(exp - now).days,
+                         not_before=timestamp(datetime.fromtimestamp(claims["iat"], tz=now.tzinfo))
+                         if isinstance(claims.get("iat"), (int, float)) else "",
                          chain_verified=not problem.startswith(("does not verify", "signed by", "no signing")),
                          state=problem or "ok"))
     return rows
@@ -278,7 +280,7 @@ def _kubeconfig_row(spec, writer, loaded) -> dict:
         state = f"not the current {spec.client} certificate"
     return _row(spec.name, spec.file, subject=pki.describe_name(cert),
                 issuer=pki.describe_name(cert, "issuer"), not_after=timestamp(pki.expires(cert)),
-                days_left=(pki.expires(cert) - pki.utcnow()).days, chain_verified=chain_ok, key_matches=key_ok,
+                not_before=timestamp(cert.not_valid_before_utc), days_left=(pki.expires(cert) - pki.utcnow()).days, chain_verified=chain_ok, key_matches=key_ok,
                 state=state)
 
 
