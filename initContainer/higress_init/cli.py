@@ -78,11 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         commands[name] = sub.add_parser(name, prog=f"higress-init {name}", help=text, description=text,
                                         formatter_class=formatter,
                                         usage=f"%(prog)s{positional} [OPTIONS] [SETTINGS]")
-    run = commands["run"]
-    run.add_argument("--reseed", action="store_true", help="rewrite the base config on purpose (compare-and-swap)")
-    run.add_argument("--push-mesh", action="store_true",
-                     help="copy pilot/config/mesh and meshNetworks, edited here, into the stored higress-config once "
-                          "(compare-and-swap); afterwards edit it in the store")
+    for name in ("run", "plan"):   # plan takes run's options: it shows what that run would do
+        commands[name].add_argument("--reseed", action="store_true",
+                                    help="rewrite the base config on purpose (compare-and-swap); each stored object "
+                                         "replaced is first copied to backup/<time>/")
+        commands[name].add_argument("--push-mesh", action="store_true",
+                                    help="copy pilot/config/mesh and meshNetworks, edited here, into the stored "
+                                         "higress-config once (compare-and-swap); afterwards edit it in the store")
     commands["phase"].add_argument("name", choices=[p.name for p in PHASES], help="the phase")
     rot = commands["rotate"]
     rot.add_argument("kind", nargs="?", choices=("leaf", "intermediate", "root", "finish"), default="leaf",
@@ -267,7 +269,8 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
     root = settings.volumes_root
     where = f"{len(files)} file{'s' if len(files) != 1 else ''} {'would be ' if plan else ''}written in {root}"
     if plan:
-        after = f"to do it: higress-init {'rotate ' + rotation if rotation else 'run'} (same settings)"
+        options = "".join(f" --{o}" for o, on in (("reseed", reseed), ("push-mesh", push_mesh)) if on)
+        after = f"to do it: higress-init {'rotate ' + rotation if rotation else 'run'}{options} (same settings)"
     elif any(phases.PHASES_BY_NAME[n].uses_store for n in names):
         after = "check: higress-init status; start the stack: docker compose up -d (in compose/)"
     else:

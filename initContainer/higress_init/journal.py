@@ -134,10 +134,16 @@ def check(root: Root, entries: list) -> None:
             os.close(dir_fd)
 
 
-def roll_forward(root: Root, entries: list) -> int:
-    """Do the journaled renames and removals not done yet; each replaced file is backed up."""
+def backup_stamp() -> str:
+    """The name of one run's folder under backup/: its UTC start, sortable."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+def roll_forward(root: Root, entries: list, stamp: str | None = None) -> int:
+    """Do the journaled renames and removals not done yet; each replaced file is backed up, into
+    backup/<stamp>/ (one folder per run: every commit of a run passes the same stamp)."""
     check(root, entries)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    stamp = stamp or backup_stamp()
     done = 0
     for directory, tmp, final in entries:
         dir_parts = parts_of(directory) if directory else ()
