@@ -259,6 +259,8 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
             RunLock(settings.volumes_root, on_wait=lambda p: reporter.message(f"waiting for the lock {p}"))
         with lock:
             _run_locked(ctx, reporter, names, report, rotation)
+            if not plan:
+                _prune_backups(settings, writer, reporter)
     finally:
         if ctx.nacos is not None:
             ctx.nacos.close()  # ends the Nacos SDK's client at once, and says how many calls the run made
@@ -283,6 +285,16 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
     elif plan:
         reporter.emit("planned", "plan: nothing to write", files=files)
     return EXIT_OK
+
+
+def _prune_backups(settings, writer, reporter: Reporter) -> None:
+    """backup/ keeps the last BACKUP_KEEP runs' folders; what goes is said."""
+    from . import journal
+    pruned = journal.prune_backups(writer.fs, settings.backup_keep) if writer.fs.exists() else []
+    if pruned:
+        span = pruned[0] if len(pruned) == 1 else f"{pruned[0]} to {pruned[-1]}"
+        reporter.message(f"backup: removed the {len(pruned)} oldest run folder{'s' if len(pruned) > 1 else ''} "
+                         f"({span}); keeping the last {settings.backup_keep} (BACKUP_KEEP)", pruned=pruned)
 
 
 def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> None:

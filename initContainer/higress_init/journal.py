@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 from datetime import datetime, timezone
 
@@ -137,6 +138,30 @@ def check(root: Root, entries: list) -> None:
 def backup_stamp() -> str:
     """The name of one run's folder under backup/: its UTC start, sortable."""
     return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+_STAMP = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{6}Z")
+
+
+def prune_backups(root: Root, keep: int) -> list[str]:
+    """Remove all but the newest `keep` runs' folders backup/<stamp>/ (0: keep all); returns the
+    stamps removed, oldest first. Only folders named as a run names them are touched; each is
+    removed through descriptors, never following a link (shutil.rmtree with dir_fd)."""
+    import shutil
+    if keep <= 0:
+        return []
+    dir_fd = root.open_dir((BACKUP_DIR,))   # a link in its place is refused
+    if dir_fd is None:
+        return []
+    try:
+        runs = sorted(name for name in os.listdir(dir_fd) if _STAMP.fullmatch(name)
+                      and stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode))
+        pruned = runs[:-keep] if len(runs) > keep else []
+        for name in pruned:
+            shutil.rmtree(name, dir_fd=dir_fd)
+        return pruned
+    finally:
+        os.close(dir_fd)
 
 
 def roll_forward(root: Root, entries: list, stamp: str | None = None) -> int:

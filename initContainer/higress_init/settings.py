@@ -107,6 +107,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("POD_NAME", "higress-gateway", "this host's gateway pod name, unique per host: in gateway/podinfo/labels "
                                            "and the gateway certificate's subject"),
     Setting("ROTATE", None, "rotate first, then run: leaf, intermediate, root or finish (for `docker compose run -e ROTATE=...`)"),
+    Setting("BACKUP_KEEP", "10", "how many runs' backup/<time>/ folders (what each run replaced) to keep; older ones "
+                                 "are removed, and the run says so (0: keep all)"),
     Setting("METRICS_PORT", None, "port `watch` serves Prometheus metrics on, at /metrics (0 or empty: off; "
                                   "compose sets 9793 on the stack's network only)"),
 )
@@ -146,6 +148,7 @@ class Settings:
     role: str = "all"
     pod_name: str = "higress-gateway"
     metrics_port: int | None = None   # watch's Prometheus metrics; None: off
+    backup_keep: int = 10             # runs kept under backup/; 0: all
 
     @property
     def gateway_spiffe_id(self) -> str:
@@ -266,6 +269,12 @@ def _port(name: str, value: str | None) -> int | None:
     return int(value) or None
 
 
+def _count(name: str, value: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,6}", value.strip()):
+        raise SettingsError(f"{name}={value!r}: expected a whole number from 0 to 999999 (0: keep all)")
+    return int(value)
+
+
 def _owner(name: str, value: str | None) -> int | None:
     if value is None:
         return None
@@ -350,6 +359,7 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
         role=_choice("ROLE", get("ROLE"), ROLES),
         pod_name=_k8s_name("POD_NAME", get("POD_NAME")),
         metrics_port=_port("METRICS_PORT", get("METRICS_PORT")),
+        backup_keep=_count("BACKUP_KEEP", get("BACKUP_KEEP")),
     )
     for identity in settings.token_identities:   # a backup copy goes to backup/<stamp>/<file>
         _fits("TOKEN_IDENTITIES", identity.file, volumes_root / identity.file, room=64)
