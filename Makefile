@@ -110,6 +110,21 @@ status: $(BIN)/higress-init ## check every certificate, key and generated file i
 rotate: $(BIN)/higress-init ## rotate leaf certificates in $(VOLUMES) (KIND=leaf|intermediate|root|finish)
 	$(BIN)/higress-init rotate $(or $(KIND),leaf) --volumes $(VOLUMES)
 
-clean: ## remove .venv/, ./volumes and caches (not the tools cache: Nacos, r-nacos, compose plugin)
+# What `make clean` never deletes unasked: the CA keys and the data key (layout.py names them);
+# lost, they mean a new PKI and Secrets in Nacos that can no longer be read.
+CLEAN_GUARDED := volumes/pki/apiserver-ca.key volumes/pki/pilot-root-ca.key volumes/pilot/cacerts/ca-key.pem \
+                 volumes/api/nacos.key
+
+clean: ## remove .venv/, ./volumes and caches (asks first when ./volumes holds CA keys or the data key; FORCE=1: no question)
+	@keys="$$(for f in $(CLEAN_GUARDED); do [ -e "$$f" ] && echo "$$f"; done)"; \
+	if [ -n "$$keys" ] && [ "$(FORCE)" != 1 ]; then \
+	  echo "make clean would delete the CA keys and the data key:" $$keys; \
+	  if [ -t 0 ]; then \
+	    read -r -p "delete them with ./volumes? type yes: " answer; \
+	    [ "$$answer" = yes ] || { echo "make clean: nothing deleted"; exit 1; }; \
+	  else \
+	    echo "make clean: refused (no terminal to ask): copy them somewhere first, or run make clean FORCE=1"; exit 1; \
+	  fi; \
+	fi
 	rm -rf $(VENV) volumes .pytest_cache bench/results
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

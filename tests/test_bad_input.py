@@ -31,7 +31,11 @@ BAD_INPUTS = [
     ({"CA_KEY_ALGORITHM": "dsa-1024"}, "CA_KEY_ALGORITHM", "rsa-4096"),
     ({"LEAF_KEY_ALGORITHM": "rsa-1024"}, "LEAF_KEY_ALGORITHM", "ecdsa-p256"),
     ({"CERT_VALIDITY": "-5d"}, "CERT_VALIDITY", "positive"),
-    ({"CERT_VALIDITY": "0"}, "CERT_VALIDITY", "positive"),
+    ({"CERT_VALIDITY": "0d"}, "CERT_VALIDITY", "positive"),
+    # a bare number was days: NACOS_WAIT_TIMEOUT=180 (upstream's seconds) waited 180 days
+    ({"NACOS_WAIT_TIMEOUT": "180"}, "NACOS_WAIT_TIMEOUT", "no unit; a duration is a whole number with a unit: s, m, h or d"),
+    ({"CERT_VALIDITY": "365"}, "CERT_VALIDITY", "no unit"),
+    ({"RENEW_BEFORE": "0"}, "RENEW_BEFORE", "no unit"),
     ({"CA_VALIDITY": "ten years"}, "CA_VALIDITY", "unit"),
     ({"INTERMEDIATE_VALIDITY": "4000d"}, "INTERMEDIATE_VALIDITY", "CA_VALIDITY"),
     ({"RENEW_BEFORE": "400d"}, "RENEW_BEFORE", "CERT_VALIDITY"),
@@ -107,3 +111,31 @@ def test_a_run_from_a_deleted_working_directory(tmp_path):
     relative = subprocess.run(command + ["volumes"], env=env, capture_output=True, text=True, timeout=60)
     assert relative.returncode == 2 and "VOLUMES_ROOT=volumes" in relative.stderr, relative.stderr
     assert relative.stderr.count("\n") == 1
+
+
+def test_a_bare_number_interval_is_refused_and_the_readme_states_the_same_rule(tmp_path):
+    from conftest import REPO
+    from higress_init.settings import DURATION_RULE
+    result = run_cli("watch", "--once", "--interval", "12", volumes=tmp_path / "v")
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert "--interval='12': no unit" in result.stderr and DURATION_RULE in result.stderr
+    readme = " ".join((REPO / "README.md").read_text().split())
+    assert f"A duration is {DURATION_RULE}" in readme
+
+
+DURATION_SETTINGS = ("NACOS_WAIT_TIMEOUT", "CA_VALIDITY", "INTERMEDIATE_VALIDITY", "CERT_VALIDITY", "RENEW_BEFORE",
+                     "TOKEN_VALIDITY", "WATCH_INTERVAL")
+
+
+def test_every_duration_the_env_and_compose_files_set_has_a_unit():
+    import re
+    from conftest import REPO
+    from higress_init.settings import SETTINGS_BY_ENV, parse_duration
+    found = {}
+    for path in [*(REPO / "env").glob("*.env"), REPO / "compose/.env", *(REPO / "compose").glob("*.yml")]:
+        for name, value in re.findall(r"\b(" + "|".join(DURATION_SETTINGS) + r")(?:=|:-)([^\s\"}#]+)", path.read_text()):
+            parse_duration(name, value)  # raises on a bare number
+            found[name] = value
+    assert {"WATCH_INTERVAL", "NACOS_WAIT_TIMEOUT", "CERT_VALIDITY"} <= set(found), found
+    for name in DURATION_SETTINGS[:-1]:
+        parse_duration(name, SETTINGS_BY_ENV[name].default)

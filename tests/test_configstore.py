@@ -9,6 +9,7 @@ import yaml
 
 from base_objects import assert_console_secret, assert_higress_config, assert_matches, expected
 from conftest import run_cli, snapshot
+from rnacos import rnacos  # noqa: F401 (a fixture)
 
 MESH, NETWORKS = "pilot/config/mesh", "pilot/config/meshNetworks"
 CM = "data/configmaps/higress-config.yaml"
@@ -175,3 +176,52 @@ def test_a_data_key_setting_not_exactly_32_bytes_is_bad_input(volumes, fast_env,
     result = run_cli("run", volumes=volumes, env=dict(fast_env, NACOS_DATA_ENC_KEY=value))
     assert result.returncode == 2 and "NACOS_DATA_ENC_KEY" in result.stderr and "32" in result.stderr
     assert not volumes.exists()
+
+
+def _reseed_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.startswith("reseed:")]
+
+
+def test_plan_reseed_says_what_run_reseed_would_replace_and_run_backs_each_object_up(initialized):
+    edited = _edit_stored_mesh(initialized, lambda mesh: mesh + "# edited in the store\n")
+    before = snapshot(initialized)
+    plan = run_cli("plan", "--reseed", volumes=initialized, check=True)
+    assert snapshot(initialized) == before and not (initialized / "backup").exists()
+    assert "would update" in plan.stdout and "higress-init run --reseed" in plan.stdout, plan.stdout
+    assert any("would back up the" in line for line in _reseed_lines(plan.stdout)), plan.stdout
+    run = run_cli("run", "--reseed", volumes=initialized, check=True)
+    [line] = _reseed_lines(run.stdout)
+    folder = line.rsplit(" in ", 1)[1]
+    assert line.startswith("reseed: backed up the ") and folder.startswith(f"{initialized}/backup/"), line
+    from pathlib import Path
+    saved = yaml.safe_load((Path(folder) / CM).read_text())
+    assert saved["data"]["mesh"] == edited                       # what it replaced, as it was
+    assert "# edited in the store" not in (initialized / CM).read_text()
+    assert (Path(folder) / CM).stat().st_mode & 0o077 == 0      # private, as every backup
+    # plan takes --push-mesh too (run's options), writing nothing
+    push = run_cli("plan", "--push-mesh", volumes=initialized)
+    assert push.returncode in (0, 3) and "unrecognized arguments" not in push.stderr, push.stderr
+
+
+def test_run_reseed_backs_up_each_nacos_object_it_overwrites(tmp_path, rnacos, fast_env):  # noqa: F811
+    node = rnacos()
+    ns = "higress-system"
+    env = {**fast_env, "NACOS_SERVER_URL": node.url}
+    volumes = tmp_path / "volumes"
+    run_cli("run", volumes=volumes, env=env, check=True)
+    stored = node.get_config("configmaps.higress-config", ns, ns)
+    node.publish_config("configmaps.higress-config", ns, ns, stored + "# edited in Nacos\n")
+    plan = run_cli("plan", "--reseed", volumes=volumes, env=env, check=True)
+    assert node.get_config("configmaps.higress-config", ns, ns).endswith("# edited in Nacos\n")
+    assert not (volumes / "backup").exists() or not list((volumes / "backup").rglob("nacos")), plan.stdout
+    run = run_cli("run", "--reseed", volumes=volumes, env=env, check=True)
+    [line] = _reseed_lines(run.stdout)
+    assert "(Nacos)" in line, line
+    from pathlib import Path
+    folder = Path(line.rsplit(" in ", 1)[1])
+    saved = folder / "nacos" / ns / ns / "configmaps.higress-config"
+    assert saved.read_text().endswith("# edited in Nacos\n") and saved.stat().st_mode & 0o077 == 0
+    assert "# edited in Nacos" not in node.get_config("configmaps.higress-config", ns, ns)
+    # one copy for each object the line counts (the random console Secret is never reseeded)
+    count = int(line.split("backed up the ")[1].split()[0])
+    assert len([p for p in (folder / "nacos").rglob("*") if p.is_file()]) == count > 1, line

@@ -59,12 +59,12 @@ def test_secrets_have_no_flag_and_every_setting_a_help():
         assert not (setting.secret and setting.flag)
 
 
-@pytest.mark.parametrize("text,seconds", [("30s", 30), ("5m", 300), ("2h", 7200), ("7d", 604800), ("3", 259200)])
+@pytest.mark.parametrize("text,seconds", [("30s", 30), ("5m", 300), ("2h", 7200), ("7d", 604800)])
 def test_durations(text, seconds):
     assert parse_duration("X", text) == timedelta(seconds=seconds)
 
 
-@pytest.mark.parametrize("text", ["0d", "-1d", "1w", "1.5d", "", "d"])
+@pytest.mark.parametrize("text", ["0d", "-1d", "1w", "1.5d", "", "d", "3", "180"])
 def test_bad_durations(text):
     with pytest.raises(SettingsError, match="X="):
         parse_duration("X", text)

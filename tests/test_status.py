@@ -85,3 +85,89 @@ def test_a_token_whose_key_is_not_published_fails(v):
     (v / layout.JWKS).write_text(json.dumps({"keys": [dict(jwks["keys"][0], kid="someone-else")]}))
     failing = _failing(v)
     assert all("not in tokens/jwks.json" in failing[rel] for rel in (layout.CONSOLE_TOKEN, layout.GATEWAY_TOKEN))
+
+
+def _reissue_backdated(v, spec_name: str, days_ago: int) -> None:
+    """Re-issue one leaf as if it had been made `days_ago` days ago, under its real CA."""
+    from datetime import timedelta
+    from higress_init import artifacts, settings as settings_mod
+    spec = artifacts.SPECS[spec_name]
+    issuer = artifacts.SPECS[spec.issuer]
+    ca_cert = pki.load_certs((v / issuer.cert_file).read_bytes())[0]
+    ca_key = pki.load_key((v / issuer.key_file).read_bytes())
+    key = pki.load_key((v / spec.key_file).read_bytes())
+    request = spec.request(settings_mod.load(env={**ENV, "VOLUMES_ROOT": str(v)}))
+    request = pki.CertificateRequest(**{**request.__dict__, "validity": timedelta(days=2)})
+    cert = pki.issue(request, key, ca_cert, ca_key, datetime.now(timezone.utc) - timedelta(days=days_ago))
+    (v / spec.cert_file).write_bytes(pki.cert_to_pem(cert))
+
+
+def _column(table: str, header: str) -> dict[str, str]:
+    lines = table.splitlines()
+    start = lines[0].index(header)
+    end = start + len(header)
+    following = lines[0][end:].lstrip()
+    end = lines[0].index(following, end) if following else None
+    return {line.split()[0] + (" " + line.split()[1] if line.startswith("token ") else ""):
+            line[start:end].strip() for line in lines[1:] if line.strip() and not line.startswith(("details", "  "))}
+
+
+def test_remaining_time_is_in_kubeadms_words_for_certificates_and_tokens_never_0_or_minus_1(tmp_path):
+    v = tmp_path / "volumes"
+    short = {**ENV, "CERT_VALIDITY": "2d", "TOKEN_VALIDITY": "2d", "RENEW_BEFORE": "1h"}
+    run_cli("run", volumes=v, env=short, check=True)
+    _reissue_backdated(v, "apiserver-admin", days_ago=5)  # expired three days ago
+    result = run_cli("status", volumes=v, env=short)
+    assert result.returncode == 1, result.stdout
+    column = _column(result.stdout, "REMAINING")
+    assert column["apiserver"] == "47h" and column["token gateway"] == "47h", column
+    assert column["apiserver-ca"] == "3649d" and column["pilot-ca"] == "729d", column
+    assert column["apiserver-admin"] == "expired 3d ago", column
+    assert not {"0", "-1", "0d"} & set(column.values()), column
+    report = json.loads(run_cli("status", "-o", "json", volumes=v, env=short).stdout)
+    by_name = {r["name"]: r for r in report["files"]}
+    assert by_name["token console"]["remaining"] == by_name["apiserver-pilot"]["remaining"] == "47h"
+
+
+def test_short_duration_follows_kubeadm():
+    from datetime import timedelta
+    from higress_init.reporting import remaining
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    cases = {timedelta(days=364, hours=5): "364d", timedelta(hours=23, minutes=59): "23h",
+             timedelta(hours=47): "47h", timedelta(minutes=5): "5m", timedelta(seconds=30): "30s",
+             timedelta(days=-3, hours=-1): "expired 3d ago", timedelta(hours=-1): "expired 1h ago",
+             timedelta(0): "expired 0s ago"}
+    assert {remaining(now + d, now) for d in cases} == set(cases.values())
+    assert [remaining(now + d, now) for d in cases] == list(cases.values())
+
+
+def test_a_ca_key_that_was_here_and_is_gone_fails_status_and_watch(v):
+    table = run_cli("status", volumes=v, env=ENV)
+    assert table.returncode == 0, table.stdout
+    assert _column(table.stdout, "EXTERNALLY MANAGED")["pilot-root-ca"] == "no"
+    (v / "pki/pilot-root-ca.key").unlink()
+    result = run_cli("status", volumes=v, env=ENV)
+    assert result.returncode == 1, result.stdout
+    assert "pki/pilot-root-ca.key is gone (this CA's key was here)" in result.stdout, result.stdout
+    assert _column(result.stdout, "EXTERNALLY MANAGED")["pilot-root-ca"] == "no"
+    watch = run_cli("watch", "--once", volumes=v, env=ENV)
+    assert watch.returncode == 1 and "cannot renew pilot-root-ca" in watch.stderr, watch.stderr
+
+
+def test_a_ca_given_without_its_key_is_externally_managed_and_healthy(template, tmp_path):
+    """The operator's own apiserver CA: its certificate and the leaves it issued, never its key."""
+    v = tmp_path / "volumes"
+    shutil.copytree(template, v, symlinks=True)
+    (v / "pki/apiserver-ca.key").unlink()
+    (v / layout.CA_KEYS_RECORD).unlink()   # this host never held that key
+    result = run_cli("status", volumes=v, env=ENV)
+    assert result.returncode == 0, result.stdout
+    column = _column(result.stdout, "EXTERNALLY MANAGED")
+    assert column["apiserver-ca"] == "yes" and column["pilot-root-ca"] == "no", column
+    assert column["apiserver"] == "", column
+    report = json.loads(run_cli("status", "-o", "json", volumes=v, env=ENV).stdout)
+    assert {r["name"]: r["externally_managed"] for r in report["files"]}["apiserver-ca"] is True
+    # and a run keeps it as it is
+    rerun = run_cli("run", volumes=v, env=ENV)
+    assert rerun.returncode == 0, rerun.stderr
+    assert not (v / "pki/apiserver-ca.key").exists()

@@ -180,3 +180,33 @@ def test_a_crash_after_the_journal_leaves_kept_files_the_rerun_finishes(tmp_path
     assert sorted(p.name.endswith(".kept") for p in (tmp_path / "a").iterdir()).count(True) == 1
     assert VolumeWriter(tmp_path).recover() == 1
     assert {p.name: p.read_bytes() for p in (tmp_path / "a").iterdir()} == {"key": b"k2", "crt": b"c2"}
+
+
+def test_backup_keeps_the_last_backup_keep_runs_private_and_says_what_it_removed(tmp_path, fast_env):
+    import re
+    import stat
+    from conftest import run_cli
+    volumes = tmp_path / "volumes"
+    env = {**fast_env, "BACKUP_KEEP": "2"}
+    run_cli("run", volumes=volumes, env=env, check=True)
+    outputs = []
+    for _ in range(4):   # each reseed replaces the stored objects: one backup folder per run
+        outputs.append(run_cli("run", "--reseed", volumes=volumes, env=env, check=True).stdout)
+    folders = sorted(p.name for p in (volumes / "backup").iterdir())
+    assert len(folders) == 2 and all(re.fullmatch(r"\d{8}T\d{6}\.\d{6}Z", f) for f in folders), folders
+    assert not any("backup: removed" in out for out in outputs[:2]), outputs[:2]
+    removed = [line for out in outputs[2:] for line in out.splitlines() if line.startswith("backup: removed")]
+    assert len(removed) == 2 and all(re.fullmatch(r"backup: removed the 1 oldest run folder \(\d{8}T\d{6}\.\d{6}Z\); "
+                                                  r"keeping the last 2 \(BACKUP_KEEP\)", line) for line in removed), removed
+    for path in [volumes / "backup", *(volumes / "backup").rglob("*")]:
+        mode = path.lstat().st_mode
+        assert stat.S_IMODE(mode) & 0o077 == 0, (path, oct(mode))
+    # the newest run's folder holds what it replaced
+    assert (volumes / "backup" / folders[-1] / "data/configmaps/higress-config.yaml").is_file()
+    # a folder not named as a run names it is never touched; 0 keeps all
+    (volumes / "backup" / "mine").mkdir()
+    out = run_cli("run", "--reseed", volumes=volumes, env={**fast_env, "BACKUP_KEEP": "0"}, check=True).stdout
+    assert "backup: removed" not in out and (volumes / "backup" / "mine").is_dir()
+    assert len(list((volumes / "backup").iterdir())) == 4
+    bad = run_cli("run", volumes=volumes, env={**fast_env, "BACKUP_KEEP": "ten"})
+    assert bad.returncode == 2 and "BACKUP_KEEP='ten': expected a whole number" in bad.stderr

@@ -5,6 +5,7 @@ something cannot be renewed."""
 from __future__ import annotations
 
 import dataclasses
+import re
 import fcntl
 import os
 import subprocess
@@ -111,6 +112,7 @@ def test_watch_takes_the_initializers_lock(stack):
     proc = subprocess.Popen([sys.executable, "-m", "higress_init", "watch", "--once", "--volumes", str(stack)],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
+        assert proc.stdout.readline().startswith("watch: pass at ")   # each pass is timestamped
         line = proc.stdout.readline()  # blocks until watch reports that it waits
         assert "waiting for the lock" in line, line
         assert (stack / "gateway/certs/cert-chain.pem").read_bytes() == old
@@ -143,6 +145,8 @@ def test_watch_exits_non_zero_when_a_ca_comes_within_renew_before(tmp_path):
     for ca in ("apiserver-ca", "pilot-root-ca", "pilot-ca"):
         assert f"cannot renew {ca}" in result.stderr, result.stderr
     assert "rotate root" in result.stderr
+    # the time left in status's words (59d, 49d), never whole days of 0 or -1
+    assert "expires within 100d (59d left)" in result.stderr and "(49d left)" in result.stderr, result.stderr
 
 
 def test_watch_rejects_a_bad_interval(stack):
@@ -189,3 +193,95 @@ def test_watch_once_during_a_rotation_waits_for_it_instead_of_judging_half_renam
     assert rotate.wait(120) == 0, rotate.communicate()
     out, err = watch.communicate(timeout=120)
     assert watch.returncode == 0, out + err
+
+
+def _free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _scrape(port: int, proc, deadline: float = 60.0) -> str:
+    """The real endpoint of the running watch, once its first pass has been served."""
+    import time
+    import urllib.request
+    end = time.monotonic() + deadline
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        try:
+            text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+            if "higress_init_watch_last_run_success 1.0" in text:
+                return text
+        except OSError:
+            pass
+        assert time.monotonic() < end, "no metrics served"
+        time.sleep(0.2)
+
+
+def _samples(text: str) -> dict:
+    """{(metric, name label): value} from the exposition format, parsed by prometheus_client."""
+    from prometheus_client.parser import text_string_to_metric_families
+    return {(s.name, s.labels.get("name", "")): (s.value, s.labels)
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+def test_watch_serves_prometheus_metrics_for_every_certificate_token_and_ca(stack):
+    import signal
+    import time
+    shorten(stack, "gateway")   # due: the first pass renews it
+    port = _free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NACOS_", "VOLUMES_", "CONFIG_STORAGE"))}
+    env.update(FAST, METRICS_PORT=str(port))
+    proc = subprocess.Popen([sys.executable, "-m", "higress_init", "watch", "--interval", "1h", "--volumes",
+                             str(stack)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        samples = _samples(_scrape(port, proc))
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 143, err
+    now = time.time()
+    gateway = pki.load_certs((stack / "gateway/certs/cert-chain.pem").read_bytes())[0]
+    value, labels = samples[("higress_init_certificate_expiration_timestamp_seconds", "gateway")]
+    assert value == gateway.not_valid_after_utc.timestamp()   # the renewed certificate, not the shortened one
+    assert labels == {"name": "gateway", "path": "gateway/certs/cert-chain.pem", "ca": "false",
+                      "issuer": pki.describe_name(gateway, "issuer")}
+    assert samples[("higress_init_certificate_last_renewal_timestamp_seconds", "gateway")][0] == \
+        gateway.not_valid_before_utc.timestamp()
+    left = samples[("higress_init_certificate_expires_in_seconds", "gateway")][0]
+    assert 363 * 86400 < left <= gateway.not_valid_after_utc.timestamp() - now + 5
+    # every certificate, CA and token the product manages
+    names = {name for (metric, name) in samples if metric == "higress_init_certificate_expiration_timestamp_seconds"}
+    assert {spec.name for spec in artifacts.CERTIFICATES} <= names, names
+    assert samples[("higress_init_certificate_expiration_timestamp_seconds", "pilot-root-ca")][1]["ca"] == "true"
+    tokens = {name for (metric, name) in samples if metric == "higress_init_token_expiration_timestamp_seconds"}
+    assert tokens == {"token gateway", "token console", "token controller"}, tokens
+    assert samples[("higress_init_token_ready", "token console")][0] == 1.0
+    assert samples[("higress_init_watch_last_run_success", "")][0] == 1.0
+    assert now - 120 < samples[("higress_init_watch_last_run_timestamp_seconds", "")][0] <= now
+    # text mode: every pass is timestamped, and the port is named
+    assert "watch: Prometheus metrics on port" in out
+    assert re.search(r"^watch: pass at \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$", out, re.M), out
+
+
+def test_metrics_port_is_validated_and_a_port_in_use_is_one_line(stack):
+    import socket
+    result = run_cli("watch", volumes=stack, env=dict(FAST, METRICS_PORT="70000"))
+    assert result.returncode == 2 and "METRICS_PORT='70000': expected a port from 1 to 65535" in result.stderr
+    with socket.socket() as taken:
+        taken.bind(("", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("watch", "--interval", "1h", volumes=stack, env=dict(FAST, METRICS_PORT=str(port)))
+    assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
+    assert f"METRICS_PORT={port}: cannot listen" in result.stderr
+
+
+def test_compose_exposes_the_metrics_on_the_stack_network_only():
+    import yaml
+    from conftest import REPO
+    compose = yaml.safe_load((REPO / "compose/docker-compose.yml").read_text())
+    watch = compose["services"]["watch"]
+    assert watch["expose"] == ["${METRICS_PORT:-9793}"] and "ports" not in watch
+    assert watch["environment"]["METRICS_PORT"] == "${METRICS_PORT:-9793}"

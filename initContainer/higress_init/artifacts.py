@@ -11,6 +11,7 @@ from datetime import datetime, timedelta
 from typing import Callable
 
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from . import layout, pki
 from .errors import StateError
@@ -419,6 +420,7 @@ def apply(phase: str, settings: Settings, writer, decisions: dict[str, Decision]
             counts.add("updated", spec.name)  # same certificate; its chain or trusted roots changed
         else:
             counts.add("kept", spec.name)
+    _record_ca_keys(phase, writer, decisions)
     for bundle in BUNDLES:
         if bundle.phase == phase:
             existed = writer.exists(bundle.file)
@@ -426,6 +428,26 @@ def apply(phase: str, settings: Settings, writer, decisions: dict[str, Decision]
                 counts.add("updated" if existed else "created", bundle.file)
             else:
                 counts.add("kept", bundle.file)
+
+
+def ca_fingerprint(cert) -> str:
+    return cert.fingerprint(hashes.SHA256()).hex()
+
+
+def _record_ca_keys(phase: str, writer, decisions: dict[str, Decision]) -> None:
+    """Remember which CA certificates had their key here: when such a key is later gone, that is a
+    loss status fails on at once, not a CA managed elsewhere (a certificate given without its key,
+    which a run keeps as "external")."""
+    record = writer.read_record(layout.CA_KEYS_RECORD)
+    held = {d.spec.name: ca_fingerprint(d.cert) for d in decisions.values()
+            if d.spec.ca and d.spec.phase == phase and d.key is not None and d.cert is not None}
+    if any(record.get(name) != digest for name, digest in held.items()):
+        writer.stage_record(layout.CA_KEYS_RECORD, {**record, **held})
+
+
+def key_was_here(writer, spec: CertSpec, cert) -> bool:
+    """The CA certificate `cert` had its key on this host once (see _record_ca_keys)."""
+    return writer.read_record(layout.CA_KEYS_RECORD).get(spec.name) == ca_fingerprint(cert)
 
 
 def _start_overlap(spec: CertSpec, d: Decision, settings: Settings, writer, now: datetime) -> None:

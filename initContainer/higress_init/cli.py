@@ -81,11 +81,13 @@ def build_parser() -> argparse.ArgumentParser:
         commands[name] = sub.add_parser(name, prog=f"higress-init {name}", help=text, description=text,
                                         formatter_class=formatter,
                                         usage=f"%(prog)s{positional} [OPTIONS] [SETTINGS]")
-    run = commands["run"]
-    run.add_argument("--reseed", action="store_true", help="rewrite the base config on purpose (compare-and-swap)")
-    run.add_argument("--push-mesh", action="store_true",
-                     help="copy pilot/config/mesh and meshNetworks, edited here, into the stored higress-config once "
-                          "(compare-and-swap); afterwards edit it in the store")
+    for name in ("run", "plan"):   # plan takes run's options: it shows what that run would do
+        commands[name].add_argument("--reseed", action="store_true",
+                                    help="rewrite the base config on purpose (compare-and-swap); each stored object "
+                                         "replaced is first copied to backup/<time>/")
+        commands[name].add_argument("--push-mesh", action="store_true",
+                                    help="copy pilot/config/mesh and meshNetworks, edited here, into the stored "
+                                         "higress-config once (compare-and-swap); afterwards edit it in the store")
     commands["phase"].add_argument("name", choices=[p.name for p in PHASES], help="the phase")
     rot = commands["rotate"]
     rot.add_argument("kind", nargs="?", choices=("leaf", "intermediate", "root", "finish"), default="leaf",
@@ -263,6 +265,8 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
             RunLock(settings.volumes_root, on_wait=lambda p: reporter.message(f"waiting for the lock {p}"))
         with lock:
             _run_locked(ctx, reporter, names, report, rotation, adopt)
+            if not plan:
+                _prune_backups(settings, writer, reporter)
     finally:
         if ctx.nacos is not None:
             ctx.nacos.close()  # ends the Nacos SDK's client at once, and says how many calls the run made
@@ -273,7 +277,8 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
     root = settings.volumes_root
     where = f"{len(files)} file{'s' if len(files) != 1 else ''} {'would be ' if plan else ''}written in {root}"
     if plan:
-        after = f"to do it: higress-init {'rotate ' + rotation if rotation else 'run'} (same settings)"
+        options = "".join(f" --{o}" for o, on in (("reseed", reseed), ("push-mesh", push_mesh)) if on)
+        after = f"to do it: higress-init {'rotate ' + rotation if rotation else 'run'}{options} (same settings)"
     elif any(phases.PHASES_BY_NAME[n].uses_store for n in names):
         after = "check: higress-init status; start the stack: docker compose up -d (in compose/)"
     else:
@@ -286,6 +291,16 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
     elif plan:
         reporter.emit("planned", "plan: nothing to write", files=files)
     return EXIT_OK
+
+
+def _prune_backups(settings, writer, reporter: Reporter) -> None:
+    """backup/ keeps the last BACKUP_KEEP runs' folders; what goes is said."""
+    from . import journal
+    pruned = journal.prune_backups(writer.fs, settings.backup_keep) if writer.fs.exists() else []
+    if pruned:
+        span = pruned[0] if len(pruned) == 1 else f"{pruned[0]} to {pruned[-1]}"
+        reporter.message(f"backup: removed the {len(pruned)} oldest run folder{'s' if len(pruned) > 1 else ''} "
+                         f"({span}); keeping the last {settings.backup_keep} (BACKUP_KEEP)", pruned=pruned)
 
 
 def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation, adopt=None) -> None:
@@ -343,16 +358,36 @@ WATCH_PHASES = tuple(p.name for p in PHASES if not p.uses_store)
 
 
 def _watch(settings, reporter: Reporter, interval, once: bool) -> int:
-    """The renewal loop compose runs beside the stack. Errors end it (non-zero) through main()."""
+    """The renewal loop compose runs beside the stack. Errors end it (non-zero) through main().
+    With METRICS_PORT, the loop serves what each pass found to Prometheus (not --once: one pass
+    has nobody to scrape it)."""
+    metrics = None
+    if settings.metrics_port and not once:
+        from . import metrics as metrics_mod
+        try:
+            metrics = metrics_mod.serve(settings.metrics_port)
+        except OSError as err:
+            _problem("error", f"METRICS_PORT={settings.metrics_port}: cannot listen ({err.strerror}): choose "
+                              "another port, or 0 to turn the metrics off")
+            return EXIT_BAD_INPUT
+        reporter.message(f"watch: Prometheus metrics on port {settings.metrics_port}, at /metrics",
+                         metrics_port=settings.metrics_port)
     while True:
-        code = _renew(settings, reporter)
+        rows: list[dict] = []
+        code = _renew(settings, reporter, rows)
+        if metrics is not None:
+            metrics.update(rows, success=code == EXIT_OK)
         if once or code != EXIT_OK:
             return code
         time.sleep(interval.total_seconds())
 
 
-def _renew(settings, reporter: Reporter) -> int:
+def _renew(settings, reporter: Reporter, rows: list | None = None) -> int:
+    """One pass; `rows` receives what status finds after it (the metrics' values)."""
     from . import readers, status as status_mod
+    from .reporting import timestamp
+    if reporter.fmt == "text":   # JSON lines carry their own time
+        reporter.message(f"watch: pass at {timestamp(utcnow())}")
     if runstate.unchanged(settings, utcnow()) is not None:
         reporter.message("watch: nothing is due for renewal and no file changed since the last run", renewed=[])
     else:
@@ -371,10 +406,12 @@ def _renew(settings, reporter: Reporter) -> int:
     # judged half-way through its renames
     faults.pause("watch:judge")
     with RunLock(settings.volumes_root, on_wait=lambda p: reporter.message(f"watch: waiting for the lock {p}")):
-        rows = status_mod.certificate_rows(settings, VolumeWriter(settings.volumes_root), utcnow())
-    failing = [r for r in rows if r["state"] != "ok"]
+        found = status_mod.certificate_rows(settings, VolumeWriter(settings.volumes_root), utcnow())
+    if rows is not None:
+        rows.extend(found)
+    failing = [r for r in found if r["state"] != "ok"]
     for row in failing:
-        _problem("error", f"watch: cannot renew {row['name']} ({row['file']}): {row['state']}"
+        _problem("error", f"watch: cannot renew {row['name']} ({row['file']}): {status_mod.state_and_time(row)}"
                  + ("; a CA is replaced only on purpose: higress-init rotate root|intermediate" if
                     row["name"].endswith("-ca") else ""))
     return EXIT_FAILED if failing else EXIT_OK

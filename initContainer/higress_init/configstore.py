@@ -72,6 +72,7 @@ def seed(ctx, store, counts) -> None:
     s = ctx.settings
     calls_before = getattr(getattr(ctx, "nacos", None), "calls", 0)
     records = {}
+    backups: list[str] = []
     objs = applicable(s)
     for obj in objs:
         raw = store.read(obj)
@@ -88,6 +89,7 @@ def seed(ctx, store, counts) -> None:
             text = render_text(obj, s, ctx.now)
             faults.pause("reseed:after-read")
             new = store.encode(obj, text)
+            backups.append(store.backup(obj, raw))   # what it replaces is kept first
             store.replace(obj, new, raw)
             counts.add("updated", obj.label)
         else:
@@ -107,6 +109,10 @@ def seed(ctx, store, counts) -> None:
     if records:
         _record(ctx, SEEDED_FILE, records)
     ctx.writer.commit()  # the file store's objects and the record, in one journaled commit
+    if backups:
+        folder = f"{s.volumes_root}/{layout.BACKUP_DIR}/{ctx.writer.backup_stamp}/"
+        ctx.log(f"reseed: {'would back up' if ctx.plan else 'backed up'} the {len(backups)} stored objects it "
+                f"{'would replace' if ctx.plan else 'replaced'} ({store.kind}) in {folder}", backups=backups)
     if s.config_storage == "nacos":
         # the apiserver's compose service mounts the file store either way: create it owned as configured
         ctx.writer.ensure_dir(s.file_root_dir)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import stat
 from datetime import datetime, timezone
 
@@ -145,6 +146,35 @@ def check(root: Root, entries: list) -> None:
             os.close(dir_fd)
 
 
+def backup_stamp() -> str:
+    """The name of one run's folder under backup/: its UTC start, sortable."""
+    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+
+
+_STAMP = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{6}Z")
+
+
+def prune_backups(root: Root, keep: int) -> list[str]:
+    """Remove all but the newest `keep` runs' folders backup/<stamp>/ (0: keep all); returns the
+    stamps removed, oldest first. Only folders named as a run names them are touched; each is
+    removed through descriptors, never following a link (shutil.rmtree with dir_fd)."""
+    import shutil
+    if keep <= 0:
+        return []
+    dir_fd = root.open_dir((BACKUP_DIR,))   # a link in its place is refused
+    if dir_fd is None:
+        return []
+    try:
+        runs = sorted(name for name in os.listdir(dir_fd) if _STAMP.fullmatch(name)
+                      and stat.S_ISDIR(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode))
+        pruned = runs[:-keep] if len(runs) > keep else []
+        for name in pruned:
+            shutil.rmtree(name, dir_fd=dir_fd)
+        return pruned
+    finally:
+        os.close(dir_fd)
+
+
 def keep_name(entry) -> str:
     """Where the file an entry replaces or removes is kept (a hard link: same bytes, mode and owner)
     until the whole commit is done, so a commit that cannot finish is undone, never left torn."""
@@ -154,14 +184,15 @@ def keep_name(entry) -> str:
     return TMP_PREFIX + hashlib.sha256(f"{directory}/{final}".encode()).hexdigest()[:24] + KEEP_SUFFIX
 
 
-def roll_forward(root: Root, entries: list) -> int:
-    """Do the journaled renames and removals not done yet; each replaced file is backed up.
+def roll_forward(root: Root, entries: list, stamp: str | None = None) -> int:
+    """Do the journaled renames and removals not done yet; each replaced file is backed up, into
+    backup/<stamp>/ (one folder per run: every commit of a run passes the same stamp).
 
     A commit is all or nothing: a crash leaves the journal, which the next run rolls forward; an
     error (a file that cannot be replaced: immutable, read-only, a full disk at its backup) undoes
     every rename of the commit, so a key and its certificate are never left from different runs."""
     check(root, entries)
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    stamp = stamp or backup_stamp()
     done = 0
     for entry in entries:
         try:

@@ -40,6 +40,25 @@ def expires_within(lead: timedelta) -> str:
     return f"expires within {lead.days}d"
 
 
+def short_duration(span: timedelta) -> str:
+    """A span as kubeadm prints one (59s, 59m, 47h, 364d), except that days are not rounded down
+    into years (a CA's 3649d says more than 9y)."""
+    seconds = int(span.total_seconds())
+    for unit, size, below in (("s", 1, 60), ("m", 60, 3600), ("h", 3600, 48 * 3600)):
+        if seconds < below:
+            return f"{seconds // size}{unit}"
+    return f"{seconds // 86400}d"
+
+
+def remaining(expires: datetime, now: datetime) -> str:
+    """Time left before `expires` in kubeadm's words: 364d, 23h, 5m, or `expired 3d ago`; never 0 or
+    -1 (what whole days said of 23 hours left, or of one hour past expiry)."""
+    left = expires - now
+    if left.total_seconds() <= 0:
+        return f"expired {short_duration(-left)} ago"
+    return short_duration(left)
+
+
 class Counts:
     """What a phase did, by action, naming each artifact."""
 

@@ -31,7 +31,8 @@ CONTROL_PLANE_SETTINGS = ("ROTATE", "APISERVER_SANS", "TOKEN_IDENTITIES", "FILE_
 
 # fullmatch everywhere: `$` would also accept a trailing newline
 _DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
-_DURATION = re.compile(r"([0-9]{1,12})([smhd]?)")
+# the unit is required: a bare number meant days once, and upstream's wait is in seconds
+_DURATION = re.compile(r"([0-9]{1,12})([smhd])")
 MAX_DURATION = timedelta(days=36500)  # a hundred years: longer overflows dates and means nothing
 # Where TOKEN_IDENTITIES may not put a token: directories holding files the initializer manages.
 MANAGED_DIRS = ("api", "pki", "tokens", "kube", "pilot", "gateway/certs", "gateway/podinfo", "backup",
@@ -42,7 +43,8 @@ MANAGED_DIRS = ("api", "pki", "tokens", "kube", "pilot", "gateway/certs", "gatew
 # The components' folders: the file store (Secrets included) is never put among them.
 COMPONENT_DIRS = ("controller", "console", "gateway")
 NAME_MAX, PATH_MAX = 255, 4096   # bytes, as Linux counts them: a longer name could never be written
-_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "": 86400}
+_DURATION_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+DURATION_RULE = "a whole number with a unit: s, m, h or d (e.g. 180s, 12h, 365d)"
 
 
 @dataclass(frozen=True)
@@ -105,6 +107,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("POD_NAME", "higress-gateway", "this host's gateway pod name, unique per host: in gateway/podinfo/labels "
                                            "and the gateway certificate's subject"),
     Setting("ROTATE", None, "rotate first, then run: leaf, intermediate, root or finish (for `docker compose run -e ROTATE=...`)"),
+    Setting("BACKUP_KEEP", "10", "how many runs' backup/<time>/ folders (what each run replaced) to keep; older ones "
+                                 "are removed, and the run says so (0: keep all)"),
+    Setting("METRICS_PORT", None, "port `watch` serves Prometheus metrics on, at /metrics (0 or empty: off; "
+                                  "compose sets 9793 on the stack's network only)"),
 )
 SETTINGS_BY_ENV = {s.env: s for s in SETTINGS}
 
@@ -141,6 +147,8 @@ class Settings:
     rotate: str | None
     role: str = "all"
     pod_name: str = "higress-gateway"
+    metrics_port: int | None = None   # watch's Prometheus metrics; None: off
+    backup_keep: int = 10             # runs kept under backup/; 0: all
 
     @property
     def gateway_spiffe_id(self) -> str:
@@ -180,10 +188,11 @@ def _secret_file(name: str, file_name: str) -> str:
 
 def parse_duration(name: str, text: str) -> timedelta:
     match = _DURATION.fullmatch(text.strip())
+    if re.fullmatch(r"[0-9]+", text.strip()):
+        raise SettingsError(f"{name}={text!r}: no unit; a duration is {DURATION_RULE}")
     if not match or int(match.group(1)) == 0 or \
             int(match.group(1)) * _DURATION_UNITS[match.group(2)] > MAX_DURATION.total_seconds():
-        raise SettingsError(f"{name}={text!r}: expected a positive whole number with unit s, m, h or d "
-                            f"(e.g. 365d), at most {MAX_DURATION.days}d")
+        raise SettingsError(f"{name}={text!r}: expected a positive duration, {DURATION_RULE}, at most {MAX_DURATION.days}d")
     return timedelta(seconds=int(match.group(1)) * _DURATION_UNITS[match.group(2)])
 
 
@@ -249,6 +258,21 @@ def _nacos_url(text: str) -> str:
         _dns_name(f"NACOS_SERVER_URL: {url!r}: host", parts.hostname)   # a resolver's limits, not a raw error
     host = parts.hostname if ":" not in parts.hostname else f"[{parts.hostname}]"
     return f"http://{host}:{port}/nacos"
+
+
+def _port(name: str, value: str | None) -> int | None:
+    """A TCP port to listen on; 0 or empty: off."""
+    if value is None or not value.strip():
+        return None
+    if not re.fullmatch(r"[0-9]{1,5}", value.strip()) or int(value) > 65535:
+        raise SettingsError(f"{name}={value!r}: expected a port from 1 to 65535, or 0 (or empty) for off")
+    return int(value) or None
+
+
+def _count(name: str, value: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,6}", value.strip()):
+        raise SettingsError(f"{name}={value!r}: expected a whole number from 0 to 999999 (0: keep all)")
+    return int(value)
 
 
 def _owner(name: str, value: str | None) -> int | None:
@@ -334,6 +358,8 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
         rotate=_choice("ROTATE", get("ROTATE"), ROTATIONS) if get("ROTATE") else None,
         role=_choice("ROLE", get("ROLE"), ROLES),
         pod_name=_k8s_name("POD_NAME", get("POD_NAME")),
+        metrics_port=_port("METRICS_PORT", get("METRICS_PORT")),
+        backup_keep=_count("BACKUP_KEEP", get("BACKUP_KEEP")),
     )
     for identity in settings.token_identities:   # a backup copy goes to backup/<stamp>/<file>
         _fits("TOKEN_IDENTITIES", identity.file, volumes_root / identity.file, room=64)

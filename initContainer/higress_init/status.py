@@ -7,7 +7,7 @@ from datetime import datetime
 import jwt
 
 from . import artifacts, datakey, kubeconfig, layout, pki, tokens
-from .reporting import timestamp
+from .reporting import remaining, timestamp
 from .settings import Settings
 
 
@@ -22,14 +22,14 @@ FILE_NAMES = {
 
 def _row(name, file, **fields) -> dict:
     row = {"name": name, "file": file, "subject": "", "issuer": "", "not_after": "", "days_left": None,
-           "chain_verified": None, "key_matches": None, "state": "ok"}
+           "chain_verified": None, "key_matches": None, "externally_managed": None, "state": "ok"}
     row.update(fields)
     return row
 
 
 def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
     if settings.role == "gateway":
-        return gateway_host_rows(settings, writer)
+        return _with_remaining(gateway_host_rows(settings, writer), now)
     rows, loaded = [], {}
     for spec in artifacts.CERTIFICATES:
         cert, key, problem, has_cert, has_key = artifacts._load(spec, writer)
@@ -44,15 +44,20 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
         # the validators the run decides with: what a run would re-issue or refuse, for the same reason
         check = artifacts.leaf_problem if not spec.ca else artifacts.ca_problem
         state = check(spec, settings, now, cert, key, problem, artifacts.issuers(spec, loaded)) or "ok"
+        # a CA certificate without its key: managed elsewhere, unless its key was here once (lost)
+        external = spec.ca and not has_key and not problem
+        if external and artifacts.key_was_here(writer, spec, cert):
+            external, state = False, (f"{spec.key_file} is gone (this CA's key was here): restore it from a copy; "
+                                      "without it nothing under this CA can be renewed")
         if spec.chain and state == "ok":
             chain = pki.load_certs(writer.read(spec.cert_file))
             if len(chain) < 2 or chain[1] != loaded.get(spec.issuer):
                 state = "chain file does not end with the current issuer"
         rows.append(_row(spec.name, spec.cert_file, subject=pki.describe_name(cert),
                          issuer=pki.describe_name(cert, "issuer"), not_after=timestamp(pki.expires(cert)),
-                         days_left=left.days, chain_verified=chain_ok,
+                         not_before=timestamp(cert.not_valid_before_utc), days_left=left.days, chain_verified=chain_ok,
                          key_matches=key_ok if spec.ca or key_ok is not None else False,
-                         state=state))
+                         externally_managed=external if spec.ca else None, state=state))
     rows.extend(_bundle_rows(writer, loaded))
     rows.extend(_kubeconfig_row(spec, writer, loaded) for spec in kubeconfig.KUBECONFIGS)
     key = writer.read(layout.DATA_KEY)
@@ -68,7 +73,26 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
     rows.extend(shared_ca_rows(settings, writer))
     _check_permissions(settings, writer, rows)
     rows.extend(_journal_rows(writer))
+    return _with_remaining(rows, now)
+
+
+def _with_remaining(rows: list[dict], now: datetime) -> list[dict]:
+    """Each row that expires says how long it has left in kubeadm's words (364d, 23h, expired 3d
+    ago): certificates and tokens alike, in the table, in JSON and in watch's messages."""
+    for row in rows:
+        expires = datetime.fromisoformat(row["not_after"].replace("Z", "+00:00")) if row["not_after"] else None
+        row["remaining"] = remaining(expires, now) if expires else ""
     return rows
+
+
+def state_and_time(row: dict) -> str:
+    """A row's state with its time left, in the table's words: `expired 3d ago`, `expires within 30d
+    (12d left)`."""
+    if not row.get("remaining"):
+        return row["state"]
+    if row["remaining"].startswith("expired"):
+        return row["remaining"] if row["state"] == "expired" else f"{row['state']} ({row['remaining']})"
+    return f"{row['state']} ({row['remaining']} left)"
 
 
 def gateway_host_rows(settings: Settings, writer) -> list[dict]:
@@ -140,6 +164,8 @@ def token_rows(settings, writer, now) -> list:
         rows.append(_row(f"token {identity.name}", identity.file, subject=f"{claims.get('sub', '')} aud={audience}",
                          issuer=str(claims.get("iss", "")),
                          not_after=timestamp(exp), days_left=(exp - now).days,
+                         not_before=timestamp(datetime.fromtimestamp(claims["iat"], tz=now.tzinfo))
+                         if isinstance(claims.get("iat"), (int, float)) else "",
                          chain_verified=not problem.startswith(("does not verify", "signed by", "no signing")),
                          state=problem or "ok"))
     return rows
@@ -254,7 +280,7 @@ def _kubeconfig_row(spec, writer, loaded) -> dict:
         state = f"not the current {spec.client} certificate"
     return _row(spec.name, spec.file, subject=pki.describe_name(cert),
                 issuer=pki.describe_name(cert, "issuer"), not_after=timestamp(pki.expires(cert)),
-                days_left=(pki.expires(cert) - pki.utcnow()).days, chain_verified=chain_ok, key_matches=key_ok,
+                not_before=timestamp(cert.not_valid_before_utc), days_left=(pki.expires(cert) - pki.utcnow()).days, chain_verified=chain_ok, key_matches=key_ok,
                 state=state)
 
 
@@ -288,26 +314,48 @@ WIDTH = 120   # the table fits a terminal this wide; -o wide and -o json show ev
 
 
 def format_table(rows, wide: bool = False) -> str:
-    """One row per artifact. Narrow: NAME, FILE, DAYS (left), STATE, cut to WIDTH columns;
+    """One row per artifact. Narrow: NAME, FILE, REMAINING, STATE, cut to WIDTH columns;
     wide: also SUBJECT, ISSUER, NOT AFTER, CHAIN and KEY (checked), never cut."""
     yes_no = lambda v: "-" if v is None else ("yes" if v else "no")  # noqa: E731
-    days = lambda r: "" if r["days_left"] is None else str(r["days_left"])  # noqa: E731
+    external = lambda r: "" if r.get("externally_managed") is None else yes_no(r["externally_managed"])  # noqa: E731
     if wide:
-        header = ("NAME", "FILE", "SUBJECT", "ISSUER", "NOT AFTER", "DAYS", "CHAIN", "KEY", "STATE")
-        table = [header] + [(r["name"], r["file"], r["subject"], r["issuer"], r["not_after"], days(r),
+        header = ("NAME", "FILE", "SUBJECT", "ISSUER", "NOT AFTER", "REMAINING", "CHAIN", "KEY", "STATE")
+        table = [header] + [(r["name"], r["file"], r["subject"], r["issuer"], r["not_after"], r["remaining"],
                              yes_no(r["chain_verified"]), yes_no(r["key_matches"]), r["state"]) for r in rows]
     else:
-        header = ("NAME", "FILE", "DAYS", "STATE")
-        table = [header] + [(r["name"], r["file"], days(r), r["state"]) for r in rows]
+        # EXTERNALLY MANAGED, as kubeadm names it: a CA whose key is kept elsewhere (yes) or here (no)
+        header = ("NAME", "FILE", "REMAINING", "EXTERNALLY MANAGED", "STATE")
+        table = [header] + [(r["name"], r["file"], r["remaining"], external(r), r["state"]) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
     if not wide:
-        widths[0], widths[1] = min(widths[0], 30), min(widths[1], 44)
-        widths[3] = max(10, WIDTH - sum(widths[:3]) - 2 * 3)
+        # what does not fit 120 columns is shortened, then shown in full under "details:"
+        for i, least in ((1, 36), (0, 28)):
+            over = sum(widths) + 2 * (len(widths) - 1) - WIDTH
+            if over > 0:
+                widths[i] = max(min(widths[i], least), widths[i] - over)
+        widths[-1] = max(10, min(widths[-1], WIDTH - sum(widths[:-1]) - 2 * (len(widths) - 1)))
     lines = []
     for row in table:
-        cells = [cell if len(cell) <= w else cell[:w - 1] + "…" for cell, w in zip(row, widths)]
+        cells = [_shorten(cell, w) for cell, w in zip(row, widths)]
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip())
-    cut = [r for r in rows if not wide and len(r["state"]) > widths[3]]
-    if cut:  # what was cut, in full: one paragraph per artifact
-        lines += ["", "details:"] + [f"  {r['name']} ({r['file']}): {r['state']}" for r in cut]
+    cut = [r for r, cells in zip(rows, table[1:]) if not wide and any(len(c) > w for c, w in zip(cells, widths))]
+    if cut:  # what was cut, in full, below the table: one paragraph per artifact, wrapped
+        lines += ["", "details:"] + [wrap(f"{r['name']} ({r['file']}): {state_and_time(r)}", indent="  ")
+                                     for r in cut]
     return "\n".join(lines)
+
+
+def _shorten(cell: str, width: int) -> str:
+    """Cut in the middle: both the start and the end of a name tell it apart from its neighbours
+    (envoyfilters/higress-gateway-global-custom-response vs ...-http-resolver-cluster)."""
+    if len(cell) <= width:
+        return cell
+    head = (width - 1) // 2
+    return cell[:head] + "…" + cell[len(cell) - (width - 1 - head):]
+
+
+def wrap(text: str, indent: str = "", width: int = WIDTH) -> str:
+    """A paragraph within `width` columns; a path longer than a line is broken, never left to overflow."""
+    import textwrap
+    return "\n".join(textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent + "  ",
+                                    break_on_hyphens=False)) or indent

@@ -80,6 +80,11 @@ class FileStore:
     def finish(self, counts, objs) -> None:
         pass  # no index: the apiserver lists the folder
 
+    def backup(self, obj: BaseObject, raw: str) -> str:
+        """Where the object replaced by --reseed is kept: the commit copies every file it replaces
+        to backup/<stamp>/<its volume path>."""
+        return f"{layout.BACKUP_DIR}/{self.writer.backup_stamp}/{self.writer.rel(self.path(obj))}"
+
     def commit(self) -> None:
         self.writer.commit()
 
@@ -136,6 +141,17 @@ class NacosStore:
 
     def replace(self, obj: BaseObject, raw: str, expected: str) -> None:
         self.conn.compare_and_publish(obj.data_id, obj.group(self.settings), raw, md5(expected))
+
+    def backup(self, obj: BaseObject, raw: str) -> str:
+        """Copy the stored object --reseed is about to replace (as stored: a Secret stays encrypted)
+        to backup/<stamp>/nacos/<namespace>/<group>/<dataId>, root's, before Nacos is written."""
+        from . import journal
+        writer = self.ctx.writer
+        rel = "/".join((layout.BACKUP_DIR, writer.backup_stamp, "nacos", self.settings.nacos_namespace,
+                        obj.group(self.settings), obj.data_id))
+        if not self.ctx.plan:
+            journal.write_atomic(writer.fs, rel, raw.encode(), 0o600)
+        return rel
 
     def finish(self, counts, objs) -> None:
         """Each type's names index lists every seeded object: one read per type, one write when a line

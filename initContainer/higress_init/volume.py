@@ -51,6 +51,7 @@ class VolumeWriter:
         self._dir_modes: dict[tuple[str, ...], int] = {}  # ... and those given their own mode
         self.touched: set[Path] = set()             # every path this run read or wrote
         self.written: list[str] = []                # every file this run's commits wrote, by volume path
+        self.backup_stamp = journal.backup_stamp()  # backup/<stamp>/: what this run's commits replaced
 
     # --- paths: absolute paths are accepted only inside the root
     def path(self, rel: str | Path) -> Path:
@@ -175,7 +176,7 @@ class VolumeWriter:
                                  "a full disk) and run again") from None
         journal.write(self.fs, entries)
         faults.point("commit:journal")
-        journal.roll_forward(self.fs, entries)
+        journal.roll_forward(self.fs, entries, self.backup_stamp)
         self.staged.clear()
         self._disk.clear()
         self.written.extend(self.rel(item.path) for item in changed)
