@@ -20,6 +20,11 @@ from .objects import HIGRESS_CONFIG, BaseObject, applicable, render_text
 
 CONFIGMAP_NAME = HIGRESS_CONFIG.name
 SEEDED_FILE = layout.SEEDED                       # the name nacos.py imports
+# In the seeded record, beside the md5 of each object written: the Higress releases (HIGRESS_VERSION)
+# seeding completed for, in order. Kept here, the initializer's own state, not in the store: whatever
+# the store holds the apiserver serves as an object (a file-store `.yaml` must be one), and this
+# record is committed in the same journaled commit as the file store's objects.
+RELEASES_KEY = "releases"
 EMPTY_INDEX = "EMPTY"                             # the apiserver's index of a type with no objects
 # The mesh files and the keys of higress-config they are delivered from.
 DELIVERED = ((layout.MESH, "mesh"), (layout.MESH_NETWORKS, "meshNetworks"))
@@ -99,6 +104,10 @@ def seed(ctx, store, counts) -> None:
         ctx.stored[obj.label] = new
         records[store.record_key(obj)] = md5(new)
     store.finish(counts, objs)
+    releases = seeded_releases(ctx.writer)
+    if not any(r["version"] == s.higress_version for r in releases):   # every object of it is there now
+        records[RELEASES_KEY] = releases + [{"version": s.higress_version,
+                                             "seeded_at": ctx.now.strftime("%Y-%m-%dT%H:%M:%SZ")}]
     if set(counts.by_action) <= {"kept"}:
         ctx.log(f"{store.kind}: every base object is present (in the apiserver's form or ours): nothing written",
                 unchanged_store=True)
@@ -116,6 +125,31 @@ def seed(ctx, store, counts) -> None:
     if s.config_storage == "nacos":
         # the apiserver's compose service mounts the file store either way: create it owned as configured
         ctx.writer.ensure_dir(s.file_root_dir)
+
+
+def seeded_releases(writer) -> list[dict]:
+    """The releases seeding completed for, oldest first ({"version", "seeded_at"}); a record older
+    than the releases key was written for the one release its initializer knew."""
+    from .versions import BEFORE_RECORDS
+    record = writer.read_record(SEEDED_FILE)
+    releases = record.get(RELEASES_KEY)
+    if isinstance(releases, list):
+        return [r for r in releases if isinstance(r, dict) and isinstance(r.get("version"), str)]
+    if any(key.startswith(("file:", "nacos:")) for key in record):
+        return [{"version": BEFORE_RECORDS, "seeded_at": None}]
+    return []
+
+
+def seeded_text(settings, releases: list[dict]) -> str:
+    """For status: which releases the store was seeded for, and what the next run does about it."""
+    if not releases:
+        return f"store: no seeding recorded in {layout.SEEDED} (the next run seeds Higress {settings.higress_version})"
+    done = ", then ".join(r["version"] + (f" ({r['seeded_at']})" if r.get("seeded_at") else "") for r in releases)
+    text = f"store: seeded for Higress {done}"
+    if not any(r["version"] == settings.higress_version for r in releases):
+        text += (f"; HIGRESS_VERSION={settings.higress_version}: the next run adds the objects it seeds that the "
+                 "store lacks (present ones are kept)")
+    return text
 
 
 def _record(ctx, rel: str, entries: dict) -> None:
@@ -141,9 +175,10 @@ def _stored_config(ctx, store) -> tuple[str | None, dict | None]:
     return raw, data if isinstance(data, dict) else {}
 
 
-def _problems(data: dict) -> list[str]:
+def _problems(data: dict, settings) -> list[str]:
     from . import meshconfig
-    checks = {"mesh": meshconfig.mesh_problem, "meshNetworks": meshconfig.mesh_networks_problem}
+    checks = {"mesh": lambda text: meshconfig.mesh_problem(text, settings),
+              "meshNetworks": meshconfig.mesh_networks_problem}
     problems = []
     for _, key in DELIVERED:
         text = data.get(key)
@@ -154,15 +189,14 @@ def _problems(data: dict) -> list[str]:
     return problems
 
 
-def _file_problem(key: str, data: bytes) -> str | None:
+def _file_problem(key: str, data: bytes, settings) -> str | None:
     """What pilot would find wrong with a mesh file as it is on disk (None: it can use it)."""
     from . import meshconfig
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return "not UTF-8 text"
-    check = meshconfig.mesh_problem if key == "mesh" else meshconfig.mesh_networks_problem
-    return check(text)
+    return meshconfig.mesh_problem(text, settings) if key == "mesh" else meshconfig.mesh_networks_problem(text)
 
 
 def _delivered(writer) -> dict:
@@ -180,7 +214,7 @@ def deliver(ctx, store, counts) -> None:
     if raw is None:
         raise StateError(f"configmaps/higress-config is not in the {store.kind} ({store.where(HIGRESS_CONFIG)}): "
                          "run phase seed first")
-    problems = _problems(data)
+    problems = _problems(data, s)
     if problems:
         raise StateError(f"configmaps/higress-config in the {store.kind} ({store.where(HIGRESS_CONFIG)}): "
                          f"{'; '.join(problems)}. Pilot cannot use it, so {layout.MESH} and {layout.MESH_NETWORKS} keep "
@@ -228,7 +262,7 @@ def _push(ctx, store, counts) -> None:
         current = ctx.writer.read(rel)
         if current is not None:
             texts[key] = current.decode("utf-8", "replace")
-    problems = _problems({**data, **texts})
+    problems = _problems({**data, **texts}, ctx.settings)
     if problems:
         raise StateError(f"--push-mesh: the files' text is not a mesh pilot can use ({'; '.join(problems)}): "
                          "nothing was pushed; fix the file first")
@@ -275,11 +309,11 @@ def status_rows(settings, writer, opened) -> list[dict]:
         raw, data = "", None
         problems = [str(err)]
     else:
-        problems = _problems(data) if raw is not None else ["configmaps/higress-config is not in the store"]
+        problems = _problems(data, settings) if raw is not None else ["configmaps/higress-config is not in the store"]
     delivered = _delivered(writer)
     for rel, key in DELIVERED:
         current = writer.read(rel)
-        own = _file_problem(key, current) if current is not None else None
+        own = _file_problem(key, current, settings) if current is not None else None
         if problems:
             state = "stored higress-config unusable: " + "; ".join(problems) + " (fix it in the store)"
         elif current is None:

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import layout
+from . import layout, versions
 
 
 class SettingsError(Exception):
@@ -106,6 +106,9 @@ SETTINGS: tuple[Setting, ...] = (
                            "joining the deployment through Nacos; needs Nacos storage and the data key)", flag="--role"),
     Setting("POD_NAME", "higress-gateway", "this host's gateway pod name, unique per host: in gateway/podinfo/labels "
                                            "and the gateway certificate's subject"),
+    Setting("HIGRESS_VERSION", versions.DEFAULT, "the Higress release the deployment runs, which decides the seeded "
+                                                 "objects and the mesh fields pilot accepts: "
+                                                 + ", ".join(versions.RELEASES_BY_VERSION)),
     Setting("ROTATE", None, "rotate first, then run: leaf, intermediate, root or finish (for `docker compose run -e ROTATE=...`)"),
     Setting("BACKUP_KEEP", "10", "how many runs' backup/<time>/ folders (what each run replaced) to keep; older ones "
                                  "are removed, and the run says so (0: keep all)"),
@@ -149,6 +152,7 @@ class Settings:
     pod_name: str = "higress-gateway"
     metrics_port: int | None = None   # watch's Prometheus metrics; None: off
     backup_keep: int = 10             # runs kept under backup/; 0: all
+    higress_version: str = versions.DEFAULT
 
     @property
     def gateway_spiffe_id(self) -> str:
@@ -360,6 +364,7 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
         pod_name=_k8s_name("POD_NAME", get("POD_NAME")),
         metrics_port=_port("METRICS_PORT", get("METRICS_PORT")),
         backup_keep=_count("BACKUP_KEEP", get("BACKUP_KEEP")),
+        higress_version=_choice("HIGRESS_VERSION", get("HIGRESS_VERSION"), tuple(versions.RELEASES_BY_VERSION)),
     )
     for identity in settings.token_identities:   # a backup copy goes to backup/<stamp>/<file>
         _fits("TOKEN_IDENTITIES", identity.file, volumes_root / identity.file, room=64)
