@@ -16,13 +16,16 @@ import hashlib
 import http.client
 import json
 import socket
+import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from urllib.parse import urlencode, urlsplit
 
 from tenacity import AsyncRetrying, Retrying, retry_if_exception_type, wait_exponential, wait_random
 
+from . import nacossdk
 from .errors import StateError
 
 DEFAULT_GROUP = "DEFAULT_GROUP"
@@ -228,11 +231,13 @@ class ConfigService:
 
     The SDK is async; its background tasks (reconnection after a failed call included) run while
     one of our calls runs, which is also when our backoff sleeps. Imported here, on first use: the
-    SDK and its dependencies take about 0.4 s to import, which a run without Nacos never pays."""
+    SDK and its dependencies take about 0.2 s to import (nacossdk: without the parts never used),
+    which a run without Nacos never pays; `connect` loads them while it waits for the server."""
 
     def __init__(self, servers: tuple[str, ...], namespace: str, token: str | None):
         import asyncio
         import logging
+        _sdk_loaded()
         self.namespace, self.token, self.calls, self.connections = namespace, token, 0, 0
         self.addresses = ",".join(urlsplit(s).netloc for s in servers)  # host:port; gRPC is port + 1000
         # its log and cache directories (it creates both) live only as long as this object
@@ -698,12 +703,42 @@ def check_apiserver_search(conn: Connection, namespace: str) -> None:
                          f"application.properties (in the nacos-server image: env {V1_SEARCH_ENV}) and restart it")
 
 
+_sdk_loading: list = []     # the thread loading the SDK while `connect` waits for the server
+
+
+def _preload() -> None:
+    try:
+        nacossdk.load()
+    except Exception:  # noqa: BLE001 - told by the load on first use, in the main thread
+        pass
+
+
+def _preloaded() -> None:
+    while _sdk_loading:
+        _sdk_loading.pop().join()
+
+
+def _sdk_loaded() -> None:
+    """The SDK is loaded (by the thread `connect` started, or now)."""
+    _preloaded()
+    nacossdk.load()
+
+
 def connect(settings, log) -> Connection:
-    conn = Connection(settings.nacos_servers, settings.nacos_namespace, log=log)
-    wait_ready(conn, settings.nacos_wait_timeout.total_seconds(), log)
-    if settings.nacos_username:
-        login(conn, settings.nacos_username, settings.nacos_password)
-    conn.server_version = _server_version(conn)
+    """Find a ready server and log in. Meanwhile a thread loads the SDK (nearly all of it CPU
+    work, while this waits on the network: Nacos checks a password with bcrypt); it is done before
+    this returns, so no import ever runs beside the caller's own."""
+    if "v2.nacos" not in sys.modules and not _sdk_loading:
+        _sdk_loading.append(threading.Thread(target=_preload, name="nacos-sdk-import", daemon=True))
+        _sdk_loading[0].start()
+    try:
+        conn = Connection(settings.nacos_servers, settings.nacos_namespace, log=log)
+        wait_ready(conn, settings.nacos_wait_timeout.total_seconds(), log)
+        if settings.nacos_username:
+            login(conn, settings.nacos_username, settings.nacos_password)
+        conn.server_version = _server_version(conn)
+    finally:
+        _preloaded()
     return conn
 
 

@@ -1,0 +1,110 @@
+"""The SDK loaded without what a run never uses (KMS config encryption, aiohttp), each stand-in
+loading the real module on first use. Every check runs in a fresh interpreter: what a process
+imported is the thing under test."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+from conftest import run_cli
+from rnacos import rnacos  # noqa: F401 (a fixture)
+
+# the real modules a run must not load: KMS (its SDK, Tea runtime, pycryptodome) and aiohttp
+HEAVY = ("alibabacloud_kms20160120", "Tea", "Crypto", "aiohttp", "v2.nacos.config.encryption.kms_client")
+LOADED = textwrap.dedent(f"""
+    import sys
+    from higress_init.nacossdk import Deferred
+    def loaded():
+        return sorted(m for m in {HEAVY!r} if m in sys.modules and not isinstance(sys.modules[m], Deferred))
+""")
+
+
+def _python(code: str, env: dict | None = None) -> list[str]:
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("NACOS_", "CONFIG_STORAGE"))}
+    result = subprocess.run([sys.executable, "-c", LOADED + textwrap.dedent(code)], env={**full, **(env or {})},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return result.stdout.splitlines()
+
+
+def test_the_sdk_loads_without_kms_and_aiohttp():
+    out = _python("""
+        from higress_init import nacossdk
+        sdk = nacossdk.load()
+        from v2.nacos.config.nacos_config_service import NacosConfigService
+        print(loaded(), sdk.NacosConfigService is NacosConfigService)
+    """)
+    assert out == ["[] True"]
+
+
+def test_a_warm_nacos_rerun_loads_neither(rnacos, tmp_path, fast_env):
+    node = rnacos(auth=True)
+    env = dict(fast_env, **node.client_env(), NACOS_WAIT_TIMEOUT="30s")
+    volumes = tmp_path / "v"
+    run_cli("run", volumes=volumes, env=env, check=True)
+    out = _python(f"""
+        from higress_init import cli
+        rc = cli.main(["run", "--volumes", {str(volumes)!r}])
+        print(rc, loaded())
+    """, env)
+    assert out[-1] == "0 []", out
+    assert any("gRPC calls" in line for line in out)  # the SDK did read the store
+
+
+def test_aiohttp_is_loaded_in_full_when_the_sdk_uses_it(tmp_path):
+    """The SDK's HTTP agent (its password login, its address-server lookup) still works: it gets
+    the real aiohttp on first use. Asked here of a local HTTP server."""
+    out = _python("""
+        import asyncio, http.server, threading
+        from higress_init import nacossdk
+        nacossdk.load()
+        from v2.nacos.transport.http_agent import HttpAgent
+
+        class Answer(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):
+                self.send_response(200); self.end_headers(); self.wfile.write(b"pong")
+            def log_message(self, *args):
+                pass
+
+        server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        print(loaded())
+        import logging
+        agent = HttpAgent(logging.getLogger("sdk"), None, 5)
+        body, err = asyncio.run(agent.request(f"http://127.0.0.1:{server.server_port}/ping", "GET"))
+        import aiohttp
+        print(body, err, loaded(), type(sys.modules["aiohttp"]).__name__, aiohttp.ClientSession.__module__)
+        server.shutdown()
+    """)
+    assert out == ["[]", "b'pong' None ['aiohttp'] module aiohttp.client"]
+
+
+def test_kms_encryption_still_works_when_enabled():
+    """A config service with KMS encryption enabled gets the SDK's real handler (made, not used:
+    no KMS here), its module loaded then."""
+    out = _python("""
+        from higress_init import nacossdk
+        sdk = nacossdk.load()
+        from v2.nacos.config.filter.config_encryption_filter import ConfigEncryptionFilter
+        print(loaded())
+        config = sdk.ClientConfig(server_addresses="127.0.0.1:8848")
+        config.set_kms_config(sdk.KMSConfig(enabled=True, endpoint="kms.invalid", access_key="a", secret_key="b"))
+        handler = ConfigEncryptionFilter(config).kms_handler
+        print(type(handler).__module__, type(handler).__name__, sorted(handler.kms_plugins),
+              "alibabacloud_kms20160120" in loaded())
+    """)
+    assert out[0] == "[]"
+    assert out[1] == ("v2.nacos.config.encryption.kms_handler KMSHandler "
+                      "['cipher', 'cipher-kms-aes-128', 'cipher-kms-aes-256'] True")
+
+
+def test_a_process_that_loaded_the_sdk_first_keeps_it_whole():
+    out = _python("""
+        import v2.nacos
+        from higress_init import nacossdk
+        nacossdk.load()
+        print(loaded())
+    """)
+    assert "aiohttp" in out[0] and "alibabacloud_kms20160120" in out[0]
