@@ -178,6 +178,7 @@ def test_migrate_adopts_upstreams_cas_reissues_what_fails_and_backs_up_the_rest(
                 "pilot/cacerts/gateway-key.pem", "kube/config", "api/server.crt"):
         assert rel in backed, rel
     assert (upstream / "nacos/data/derby.log").read_bytes() == original["nacos/data/derby.log"]
+    assert any("Nacos's data stays in nacos/" in line and "nacos-data" in line for line in lines)
     assert (upstream / "pilot/config/higress").read_bytes() == original["pilot/config/higress"]
     # the next run is a rerun, status passes, a second migrate has nothing to do
     files = snapshot(upstream)
