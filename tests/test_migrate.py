@@ -90,6 +90,11 @@ def upstream_tree(root: Path) -> None:
     (certs / "cert-chain.pem").write_bytes((cacerts / "gateway-cert.pem").read_bytes()
                                            + (cacerts / "ca-cert.pem").read_bytes())
     (root / "gateway/podinfo/labels").write_text('app="higress-gateway"\nhigress="higress-system-higress-gateway"\n')
+    for folder in ("istio/data", "secrets", "proxy", "log"):
+        (root / "gateway" / folder).mkdir(parents=True, exist_ok=True)
+    (root / "gateway/log/access.log").touch()
+    for path in [root / "gateway", *(root / "gateway").rglob("*")]:   # v2.2.4: chmod a+w -R gateway
+        path.chmod(path.stat().st_mode | 0o222)
     # prepare.sh renders the stored higress-config's keys into pilot/config; Nacos keeps its data in nacos/
     (root / "pilot/config/higress").write_text("downstream:\n  idleTimeout: 180\n")
     (root / "nacos/data/derby.log").write_text("Nacos's own data: never touched\n")
@@ -147,7 +152,7 @@ def test_migrate_adopts_upstreams_cas_reissues_what_fails_and_backs_up_the_rest(
     lines = result.stdout.splitlines()
     summary = lines[-1]
     assert summary.startswith("migrated: 4 files adopted, 8 re-issued, 3 re-rendered, 10 leftovers removed, "
-                              "23 files backed up in backup/"), summary
+                              "24 files backed up in backup/"), summary
     print("\n".join(line for line in lines if line.startswith("migrat")))   # the figures, with -s
     # the keys moved into pki/, nothing of upstream's left beside the mounted files
     assert (upstream / "pki/apiserver-ca.key").read_bytes() == original["api/ca.key"]
@@ -172,12 +177,13 @@ def test_migrate_adopts_upstreams_cas_reissues_what_fails_and_backs_up_the_rest(
     # everything replaced or removed is in backup/, byte for byte; nothing outside upstream's files touched
     stamp, = (upstream / "backup").iterdir()
     backed = {p.relative_to(stamp).as_posix(): p.read_bytes() for p in stamp.rglob("*") if p.is_file()}
-    assert len(backed) == 23
+    assert len(backed) == 24
     assert all(original[rel] == data for rel, data in backed.items())
     for rel in ("api/ca.key", "api/client.key", "pilot/cacerts/root-key.pem", "pilot/cacerts/ca-key.pem",
                 "pilot/cacerts/gateway-key.pem", "kube/config", "api/server.crt"):
         assert rel in backed, rel
     assert (upstream / "nacos/data/derby.log").read_bytes() == original["nacos/data/derby.log"]
+    assert any("Nacos's data stays in nacos/" in line and "nacos-data" in line for line in lines)
     assert (upstream / "pilot/config/higress").read_bytes() == original["pilot/config/higress"]
     # the next run is a rerun, status passes, a second migrate has nothing to do
     files = snapshot(upstream)

@@ -485,8 +485,11 @@ def _migrate(settings, reporter: Reporter) -> int:
     reader = VolumeWriter(settings.volumes_root)
     try:
         result = migrate.outcome(adoption, reader, before)
+        note = migrate.nacos_data_note(reader)
     finally:
         reader.close()
+    if note:
+        reporter.message(f"migrate: {note}", nacos_data=migrate.UPSTREAM_NACOS_DATA)
     for label, files in (("adopted", result.adopted), ("re-issued", result.reissued),
                          ("re-rendered", result.rerendered)):
         if files:

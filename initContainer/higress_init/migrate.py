@@ -248,6 +248,24 @@ def summary(result: Outcome) -> str:
             f"{result.backed_up} files backed up" + (f" in {', '.join(result.backups)}" if result.backups else ""))
 
 
+# Where upstream's compose keeps the built-in Nacos's data (./volumes/nacos at /home/nacos/data)
+UPSTREAM_NACOS_DATA = "nacos"
+
+
+def nacos_data_note(writer) -> str:
+    """A line when upstream's Nacos data is under the root: this project's compose keeps the
+    built-in Nacos in a named volume, so without a change there the stack would start on an empty one."""
+    try:
+        st = writer.fs.lstat(writer._parts(UPSTREAM_NACOS_DATA)) if writer.fs.exists() else None
+    except Refused:
+        return ""
+    if st is None:
+        return ""
+    return (f"Nacos's data stays in {UPSTREAM_NACOS_DATA}/ (upstream's compose mounts ./volumes/nacos at "
+            "/home/nacos/data); this project's compose keeps it in the volume nacos-data: mount ./volumes/nacos "
+            "there instead (or copy it in) to keep what upstream stored")
+
+
 def still_trusted(adoption: Adoption) -> str:
     """What an adopted CA still trusts that upstream issued under it; empty when no CA was adopted."""
     kept = [theirs for theirs, _ in adoption.moved]
