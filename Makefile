@@ -40,8 +40,11 @@ help: ## list the targets
 	  | sed -e 's|$$(VOLUMES)|$(VOLUMES)|g' -e 's|$$(IMAGE)|$(IMAGE)|g'
 
 $(BIN)/higress-init: initContainer/requirements.lock initContainer/pyproject.toml
+	@echo "make: installing the initializer into $(VENV)/ (once; a minute or two on a fresh clone)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -r initContainer/requirements.lock
+	@echo "make: the pinned runtime dependencies (initContainer/requirements.lock), pip shows each one:"
+	$(BIN)/pip install --progress-bar off -r initContainer/requirements.lock
+	@echo "make: the initializer itself (editable), then pip check"
 	$(BIN)/pip install --quiet -e initContainer
 	$(BIN)/pip check
 	@touch $@
