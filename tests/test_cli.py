@@ -78,3 +78,26 @@ def test_status_fits_120_columns_and_wide_shows_everything(initialized, tmp_path
 def test_make_help_prints_real_defaults():
     result = subprocess.run(["make", "-s", "help"], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and "$(" not in result.stdout and "./volumes" in result.stdout
+
+
+def test_every_line_of_every_command_fits_120_columns_and_names_stay_apart(tmp_path, fast_env):
+    """A deep volumes path (as a CI runner's) and every command's text output: the `done` line,
+    plan's file list, status (narrow and wide), watch and rotate."""
+    volumes = tmp_path / ("deep-" * 16) / "volumes"
+    outputs = {}
+    for args in (("plan",), ("run",), ("plan", "--reseed"), ("run", "--reseed"), ("status",),
+                 ("status", "-o", "wide"), ("watch", "--once"), ("rotate", "leaf"), ("phases",)):
+        result = run_cli(*args, volumes=volumes, env=fast_env)
+        assert result.returncode == 0, (args, result.stdout, result.stderr)
+        outputs[" ".join(args)] = result.stdout
+    for command, out in outputs.items():
+        long = [line for line in out.splitlines() if len(line) > 120]
+        assert not long, (command, long)
+    # the summary stays the last line, and the volumes are named
+    run = outputs["run"].splitlines()
+    assert run[-1].startswith("done ") and "47 files written" in run[-1], run[-3:]
+    assert str(volumes).startswith(" ".join(l.split(None, 1)[1] for l in run if l.startswith("volumes"))[:60])
+    # status: every NAME in the table is told apart from every other
+    table = outputs["status"].split("\n\ndetails:")[0].splitlines()[1:]
+    names = [line[:line.index("  ")] for line in table]
+    assert len(set(names)) == len(names), names

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from . import __version__, faults, phases, runstate, settings as settings_mod
 from .errors import StateError
 from .phases import PHASES, Context
-from .reporting import Counts, Reporter, say
+from .reporting import WIDTH, Counts, Reporter, say, wrap
 from .settings import SETTINGS, SettingsError
 from .volume import PlanWriter, RunLock, VolumeError, VolumeWriter, check_writable
 
@@ -138,7 +138,7 @@ def _main(argv: list[str] | None = None) -> int:
     overrides = {s.env: getattr(args, s.env) for s in SETTINGS if hasattr(args, s.env)}
     if command == "phases":
         for p in PHASES:
-            say(f"{p.name:<14} {p.help}")
+            say(wrap(f"{p.name:<14} {p.help}", hang=" " * 15))
         return EXIT_OK
     global _REPORTER
     _REPORTER = Reporter(overrides.get("LOG_FORMAT") or os.environ.get("LOG_FORMAT") or "text")
@@ -269,7 +269,8 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
     seconds = time.perf_counter() - started
     files = writer.planned if plan else writer.written
     root = settings.volumes_root
-    where = f"{len(files)} file{'s' if len(files) != 1 else ''} {'would be ' if plan else ''}written in {root}"
+    written = f"{len(files)} file{'s' if len(files) != 1 else ''} {'would be ' if plan else ''}written"
+    where = f"{written} in {root}"
     if plan:
         options = "".join(f" --{o}" for o, on in (("reseed", reseed), ("push-mesh", push_mesh)) if on)
         after = f"to do it: higress-init {'rotate ' + rotation if rotation else 'run'}{options} (same settings)"
@@ -277,11 +278,18 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
         after = "check: higress-init status; start the stack: docker compose up -d (in compose/)"
     else:
         after = "check: higress-init status"
-    reporter.emit("summary", f"{'plan' if plan else 'done':<14} {totals.summary(plan)}; {where}; {after}",
+    # text: what to do next, then the summary, last and within 120 columns (the volumes' path on a
+    # line of its own when it does not fit)
+    summary = f"{'plan' if plan else 'done':<14} {totals.summary(plan)}; {where}"
+    text = [wrap(f"{'next':<14} {after}", hang=" " * 15)]
+    if len(summary) > WIDTH:
+        text.insert(0, wrap(f"{'volumes':<14} {root}", hang=" " * 15))
+        summary = f"{'plan' if plan else 'done':<14} {totals.summary(plan)}; {written} in the volumes above"
+    reporter.emit("summary", "\n".join(text + [wrap(summary, hang=" " * 15)]),
                   actions={a: len(n) for a, n in totals.by_action.items()}, files=len(files),
                   volumes=str(root), next=after, seconds=round(seconds, 3))
     if plan and files:
-        reporter.emit("planned", "plan: " + ", ".join(files), files=files)
+        reporter.emit("planned", wrap("plan: " + ", ".join(files), hang="      "), files=files)
     elif plan:
         reporter.emit("planned", "plan: nothing to write", files=files)
     return EXIT_OK
@@ -421,10 +429,11 @@ def _status(settings, output: str) -> int:
     else:
         say(status_mod.format_table(rows, wide=output == "wide"))
         if status_mod.nothing_present(rows):
-            say(f"\nnothing is present in {settings.volumes_root}: pass --volumes DIR, the folder run wrote into")
+            say("\n" + wrap(f"nothing is present in {settings.volumes_root}: pass --volumes DIR, the folder run "
+                            "wrote into"))
         for r in report["rotation"]:
-            say(f"\nROTATION {r['root']}: {r['state']}; old root valid until {r['old_root_not_after']}; "
-                  f"both roots trusted in {', '.join(r['trusted_in'])}; next: {r['next']}")
+            say("\n" + wrap(f"ROTATION {r['root']}: {r['state']}; old root valid until {r['old_root_not_after']}; "
+                            f"both roots trusted in {', '.join(r['trusted_in'])}; next: {r['next']}"))
         if "nacos" in report:
-            say("\n" + nacos.format_status(report["nacos"]))
+            say("\n" + "\n".join(wrap(line, hang="    ") for line in nacos.format_status(report["nacos"]).split("\n")))
     return EXIT_OK if report["healthy"] else EXIT_FAILED
