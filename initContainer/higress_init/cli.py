@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import time
 
@@ -34,19 +35,77 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
-def _add_settings(parser: argparse.ArgumentParser) -> None:
-    """The settings, after the command's own options: each flag overrides its environment variable."""
-    group = parser.add_argument_group("settings (each overrides its environment variable; secrets come only "
-                                      "from the environment or <NAME>_FILE)")
+# The settings each command does not use (its --help leaves them out; every command still accepts
+# them, as it accepts any environment variable).
+UNUSED_SETTINGS = {
+    "run": {"METRICS_PORT"}, "plan": {"METRICS_PORT", "BACKUP_KEEP"}, "phase": {"METRICS_PORT", "ROTATE"},
+    "rotate": {"METRICS_PORT", "ROTATE"}, "watch": {"ROTATE"}, "status": {"METRICS_PORT", "ROTATE", "BACKUP_KEEP"},
+    "phases": {s.env for s in SETTINGS},
+}
+
+
+def _short(setting) -> str:
+    """A setting's help in about a line: without its asides (parentheses) when long, up to the first
+    `;`, and its default."""
+    text = setting.help if len(setting.help) <= 70 else re.sub(r" \([^()]*\)", "", setting.help)
+    text = re.split(r"; |, e\.g\. ", text)[0]
+    default = f" [{setting.default}]" if setting.default not in (None, "") else ""
+    return f"{setting.env}: {text}{default}"
+
+
+def _add_settings(parser: argparse.ArgumentParser, command: str | None = None) -> None:
+    """The settings, after the command's own options: each flag overrides its environment variable.
+    Help lists only those the command uses, one line each (the README has them in full)."""
+    unused = UNUSED_SETTINGS.get(command, set()) if command else {s.env for s in SETTINGS}
+    group = parser.add_argument_group(
+        "settings this command uses", "flag or environment variable (the flag wins); secrets only from the "
+        "environment or <NAME>_FILE; every setting in full: README, \"Settings\"") if len(unused) < len(SETTINGS) \
+        else parser
     for s in SETTINGS:
         if s.secret:
             continue  # secrets come from the environment or <NAME>_FILE, never the command line
-        names = [_flag(s)]
+        hidden = s.env in unused
+        group.add_argument(_flag(s), dest=s.env, metavar="", default=argparse.SUPPRESS,
+                           help=argparse.SUPPRESS if hidden else _short(s))
         long_name = "--" + s.env.lower().replace("_", "-")
-        if long_name not in names:
-            names.append(long_name)
-        shown = f" (default: {s.default})" if s.default not in (None, "") and "default:" not in s.help else ""
-        group.add_argument(*names, dest=s.env, metavar=s.env, default=argparse.SUPPRESS, help=s.help + shown)
+        if long_name != _flag(s):   # the alias named after the variable: accepted, not listed twice
+            group.add_argument(long_name, dest=s.env, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+EXIT_CODES = """exit codes:
+  0  done (status: all healthy)             4  Nacos not ready within NACOS_WAIT_TIMEOUT
+  1  failed (status: something wrong)       5  Nacos rejected the credentials
+  2  bad input: the line names the setting  6  a compare-and-swap write to Nacos lost a race
+  3  refused, to protect what exists        7  a Nacos request failed after retries
+  130, 143  interrupted (SIGINT, SIGTERM): the next run finishes or undoes what was started"""
+EXAMPLES = {
+    None: "higress-init run --volumes ./volumes",
+    "run": "higress-init run --volumes ./volumes --apiserver-sans api.example.com",
+    "plan": "higress-init plan --reseed --volumes ./volumes",
+    "status": "higress-init status -o wide --volumes ./volumes",
+    "rotate": "higress-init rotate leaf --volumes ./volumes",
+    "watch": "METRICS_PORT=9793 higress-init watch --interval 12h --volumes ./volumes",
+    "phase": "higress-init phase apiserver-pki --volumes ./volumes",
+    "phases": "higress-init phases",
+}
+
+
+def _epilog(command: str | None) -> str:
+    return f"{EXIT_CODES}\n\nexample:\n  {EXAMPLES[command]}"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown, options and their help on one line where they fit, within 120 columns; text
+    laid out in lines (the exit codes) kept as written."""
+
+    def __init__(self, prog):
+        import shutil
+        super().__init__(prog, max_help_position=30, width=min(120, shutil.get_terminal_size().columns))
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 # Each command: what it does (its help leads with this), then its own options.
@@ -66,17 +125,18 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    formatter = HelpFormatter
     parser = Parser(prog="higress-init", formatter_class=formatter, usage="%(prog)s [COMMAND] [OPTIONS] [SETTINGS]",
                     description="Prepare certificates, kubeconfigs, tokens and base config for Higress standalone. "
-                                "With no command: run.")
+                                "With no command: run. Each command's --help lists its options and the settings "
+                                "it uses.", epilog=_epilog(None))
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands = {}
     for name, text in COMMANDS.items():
         positional = {"phase": " NAME", "rotate": " [KIND]"}.get(name, "")
         commands[name] = sub.add_parser(name, prog=f"higress-init {name}", help=text, description=text,
-                                        formatter_class=formatter,
+                                        formatter_class=formatter, epilog=_epilog(name),
                                         usage=f"%(prog)s{positional} [OPTIONS] [SETTINGS]")
     for name in ("run", "plan"):   # plan takes run's options: it shows what that run would do
         commands[name].add_argument("--reseed", action="store_true",
@@ -99,8 +159,8 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--interval", default="12h", help="time between checks")
     wa.add_argument("--once", action="store_true", help="one check, then exit with its result")
     _add_settings(parser)
-    for command in commands.values():
-        _add_settings(command)
+    for name, command in commands.items():
+        _add_settings(command, name)
     return parser
 
 
