@@ -63,6 +63,14 @@ def short_duration(span: timedelta) -> str:
     return f"{seconds // 86400}d"
 
 
+def renewal(name: str, reason: str, expires: datetime, now: datetime, plan: bool) -> str:
+    """Why a certificate or token is renewed, in status's words: `gateway: re-issued: expires within
+    30d (12d left)`, `token console: would re-issue: expired 3d ago`."""
+    left = remaining(expires, now)
+    why = left if reason == "expired" else f"{reason} ({left}{'' if left.startswith('expired') else ' left'})"
+    return f"{name}: {'would re-issue' if plan else 're-issued'}: {why}"
+
+
 def remaining(expires: datetime, now: datetime) -> str:
     """Time left before `expires` in kubeadm's words: 364d, 23h, 5m, or `expired 3d ago`; never 0 or
     -1 (what whole days said of 23 hours left, or of one hour past expiry)."""
