@@ -33,15 +33,18 @@ NACOS_JARS := $(foreach v,$(NACOS_VERSIONS),$(NACOS_CACHE)/nacos-$(v)/nacos-serv
 MVN_SKIP := -Dmaven.test.skip=true -Drat.skip=true -Dcheckstyle.skip=true -Dpmd.skip=true -Djacoco.skip=true \
             -Dmaven.javadoc.skip=true -Dgpg.skip
 
-.PHONY: help run test lint bench image up down status rotate clean
+.PHONY: help run test lint bench image up down status rotate clean completion
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}' \
 	  | sed -e 's|$$(VOLUMES)|$(VOLUMES)|g' -e 's|$$(IMAGE)|$(IMAGE)|g'
 
 $(BIN)/higress-init: initContainer/requirements.lock initContainer/pyproject.toml
+	@echo "make: installing the initializer into $(VENV)/ (once; a minute or two on a fresh clone)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -r initContainer/requirements.lock
+	@echo "make: the pinned runtime dependencies (initContainer/requirements.lock), pip shows each one:"
+	$(BIN)/pip install --progress-bar off -r initContainer/requirements.lock
+	@echo "make: the initializer itself (editable), then pip check"
 	$(BIN)/pip install --quiet -e initContainer
 	$(BIN)/pip check
 	@touch $@
@@ -92,6 +95,16 @@ lint: $(VENV)/.test-deps ## hadolint the Dockerfile and check the compose file a
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/python tests/compose_schema.py
 
+# shtab writes the completion scripts from the CLI's own parser (build_parser) each time: they can't
+# fall out of step with it. A build-time tool, installed into .venv only here, not into the image.
+SHTAB_VERSION := 1.13.0
+completion: $(BIN)/higress-init ## bash and zsh completion, generated from the CLI's parser into completion/
+	$(BIN)/pip install --quiet shtab==$(SHTAB_VERSION)
+	mkdir -p completion
+	$(BIN)/python -m shtab -u --shell=bash higress_init.cli.build_parser > completion/higress-init.bash
+	$(BIN)/python -m shtab -u --shell=zsh higress_init.cli.build_parser > completion/_higress-init
+	@echo "bash: source completion/higress-init.bash; zsh: fpath=($$PWD/completion \$$fpath) in .zshrc"
+
 bench: $(BIN)/higress-init $(RNACOS_BIN) ## cold and warm runs against the openssl command-line baseline
 	$(BIN)/python bench/bench.py
 
@@ -126,5 +139,5 @@ clean: ## remove .venv/, ./volumes and caches (asks first when ./volumes holds C
 	    echo "make clean: refused (no terminal to ask): copy them somewhere first, or run make clean FORCE=1"; exit 1; \
 	  fi; \
 	fi
-	rm -rf $(VENV) volumes .pytest_cache bench/results
+	rm -rf $(VENV) volumes .pytest_cache bench/results completion
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +

@@ -3,6 +3,7 @@ pilot's mesh files on every run (end to end through the CLI)."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
@@ -184,7 +185,9 @@ def test_a_data_key_setting_not_exactly_32_bytes_is_bad_input(volumes, fast_env,
 
 
 def _reseed_lines(stdout: str) -> list[str]:
-    return [line for line in stdout.splitlines() if line.startswith("reseed:")]
+    """The reseed messages, whole: from --log-format json (text wraps a long one within 120 columns)."""
+    events = [json.loads(line) for line in stdout.splitlines()]
+    return [e["message"] for e in events if e.get("message", "").startswith("reseed:")]
 
 
 def test_plan_reseed_says_what_run_reseed_would_replace_and_run_backs_each_object_up(initialized):
@@ -193,8 +196,8 @@ def test_plan_reseed_says_what_run_reseed_would_replace_and_run_backs_each_objec
     plan = run_cli("plan", "--reseed", volumes=initialized, check=True)
     assert snapshot(initialized) == before and not (initialized / "backup").exists()
     assert "would update" in plan.stdout and "higress-init run --reseed" in plan.stdout, plan.stdout
-    assert any("would back up the" in line for line in _reseed_lines(plan.stdout)), plan.stdout
-    run = run_cli("run", "--reseed", volumes=initialized, check=True)
+    assert re.search(r"^reseed: would back up the \d+ stored objects it would replace", plan.stdout, re.M), plan.stdout
+    run = run_cli("run", "--reseed", "--log-format", "json", volumes=initialized, check=True)
     [line] = _reseed_lines(run.stdout)
     folder = line.rsplit(" in ", 1)[1]
     assert line.startswith("reseed: backed up the ") and folder.startswith(f"{initialized}/backup/"), line
@@ -219,7 +222,7 @@ def test_run_reseed_backs_up_each_nacos_object_it_overwrites(tmp_path, rnacos, f
     plan = run_cli("plan", "--reseed", volumes=volumes, env=env, check=True)
     assert node.get_config("configmaps.higress-config", ns, ns).endswith("# edited in Nacos\n")
     assert not (volumes / "backup").exists() or not list((volumes / "backup").rglob("nacos")), plan.stdout
-    run = run_cli("run", "--reseed", volumes=volumes, env=env, check=True)
+    run = run_cli("run", "--reseed", "--log-format", "json", volumes=volumes, env=env, check=True)
     [line] = _reseed_lines(run.stdout)
     assert "(Nacos)" in line, line
     from pathlib import Path

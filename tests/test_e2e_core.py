@@ -34,10 +34,10 @@ def test_cold_run_writes_every_contract_file_and_status_is_clean(volumes, fast_e
     result = run_cli("run", volumes=volumes, env=fast_env, check=True)
     for path in EVERY_FILE:
         assert (volumes / path).is_file(), path
-    lines = result.stdout.splitlines()
-    assert [line.split()[0] for line in lines] == ["nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens",
-                                                   "pod-config", "write", "shared-ca", "writable-dirs", "seed", "deliver",
-                                                   "done"]
+    lines = [line for line in result.stdout.splitlines() if not line.startswith(" ")]   # not a wrapped line's rest
+    assert [line.split()[0] for line in lines if not line.startswith("volumes ")] == [
+        "nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "write", "shared-ca",
+        "writable-dirs", "seed", "deliver", "next", "done"]   # the volumes' path on a line of its own when long
     status = run_cli("status", volumes=volumes, env=fast_env)
     assert status.returncode == 0, status.stdout
     for name in ("apiserver-ca", "apiserver", "apiserver-admin", "pilot-root-ca", "pilot-ca", "gateway", "kubeconfig"):
@@ -360,6 +360,7 @@ def test_intermediate_missing_its_root_key_and_cert_is_refused(initialized):
 
 def test_external_ca_without_key_is_accepted_when_everything_it_issued_is_valid(initialized):
     (initialized / "pki/apiserver-ca.key").unlink()
+    (initialized / ".higress-init/ca-keys.json").unlink()   # never here: a key that was is a loss (test_status)
     before = snapshot(initialized)
     result = run_cli("run", volumes=initialized, check=True)
     assert snapshot(initialized) == before
@@ -437,7 +438,7 @@ def test_plan_writes_nothing_and_says_what_run_would_do(tmp_path, initialized):
 
 
 def test_phases_list_and_single_phase(volumes, fast_env):
-    names = [l.split()[0] for l in run_cli("phases", check=True).stdout.splitlines()]
+    names = [l.split()[0] for l in run_cli("phases", check=True).stdout.splitlines() if not l.startswith(" ")]
     assert names == ["nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "write", "shared-ca",
                      "writable-dirs", "seed", "deliver"]
     run_cli("phase", "pilot-pki", volumes=volumes, env=fast_env, check=True)

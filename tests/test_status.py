@@ -127,6 +127,15 @@ def test_remaining_time_is_in_kubeadms_words_for_certificates_and_tokens_never_0
     report = json.loads(run_cli("status", "-o", "json", volumes=v, env=short).stdout)
     by_name = {r["name"]: r for r in report["files"]}
     assert by_name["token console"]["remaining"] == by_name["apiserver-pilot"]["remaining"] == "47h"
+    # plan (and run, and watch) say why they renew in the same words, certificates and tokens alike
+    later = {**ENV, "CERT_VALIDITY": "10d", "TOKEN_VALIDITY": "10d", "RENEW_BEFORE": "3d"}
+    plan = run_cli("plan", volumes=v, env=later, check=True).stdout
+    for line in ("apiserver: would re-issue: expires within 3d (47h left)",
+                 "token gateway: would re-issue: expires within 3d (47h left)",
+                 "apiserver-admin: would re-issue: expired 3d ago"):
+        assert line in plan.splitlines(), plan
+    run = run_cli("run", volumes=v, env=later, check=True).stdout
+    assert "token console: re-issued: expires within 3d (47h left)" in run.splitlines(), run
 
 
 def test_short_duration_follows_kubeadm():

@@ -190,7 +190,9 @@ def test_backup_keeps_the_last_backup_keep_runs_private_and_says_what_it_removed
     env = {**fast_env, "BACKUP_KEEP": "2"}
     run_cli("run", volumes=volumes, env=env, check=True)
     outputs = []
-    for _ in range(4):   # each reseed replaces the stored objects: one backup folder per run
+    stored = volumes / "data/configmaps/higress-config.yaml"
+    for i in range(4):   # each reseed replaces the edited object: one backup folder per run
+        stored.write_text(stored.read_text() + f"# edit {i}\n")
         outputs.append(run_cli("run", "--reseed", volumes=volumes, env=env, check=True).stdout)
     folders = sorted(p.name for p in (volumes / "backup").iterdir())
     assert len(folders) == 2 and all(re.fullmatch(r"\d{8}T\d{6}\.\d{6}Z", f) for f in folders), folders
@@ -205,6 +207,7 @@ def test_backup_keeps_the_last_backup_keep_runs_private_and_says_what_it_removed
     assert (volumes / "backup" / folders[-1] / "data/configmaps/higress-config.yaml").is_file()
     # a folder not named as a run names it is never touched; 0 keeps all
     (volumes / "backup" / "mine").mkdir()
+    stored.write_text(stored.read_text() + "# edit again\n")
     out = run_cli("run", "--reseed", volumes=volumes, env={**fast_env, "BACKUP_KEEP": "0"}, check=True).stdout
     assert "backup: removed" not in out and (volumes / "backup" / "mine").is_dir()
     assert len(list((volumes / "backup").iterdir())) == 4

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives import hashes
 
 from . import layout, pki
 from .errors import StateError
-from .reporting import expires_within
+from .reporting import expires_within, renewal
 from .settings import Settings
 
 
@@ -334,7 +334,7 @@ def _decide_leaf(spec, settings, now, cert, key, problem, issuer, decisions, for
     if issuer.action == "external":
         raise StateError(f"{spec.cert_file}: {reason}, and its CA {issuer.spec.cert_file} is externally "
                          f"managed (no {issuer.spec.key_file}): supply a valid certificate and key")
-    return Decision(spec, "create" if cert is None and reason == "missing" else "reissue", reason)
+    return Decision(spec, "create" if cert is None and reason == "missing" else "reissue", reason, old_cert=cert)
 
 
 class KeyPool:
@@ -520,6 +520,9 @@ def certificates(phase: str, ctx, counts) -> None:
     """The certificates of one phase (apiserver-pki, pilot-pki): decided, issued, staged."""
     ctx.keys  # start generating every key the run needs, in parallel, before signing
     apply(phase, ctx.settings, ctx.writer, ctx.decisions, ctx.keys, ctx.now, counts)
+    for d in ctx.decisions.values():   # renewed for its expiry: said with the time it had left
+        if d.spec.phase == phase and d.old_cert is not None and d.reason.startswith("expire"):
+            ctx.log(renewal(d.spec.name, d.reason, pki.expires(d.old_cert), ctx.now, ctx.plan))
     for d in ctx.decisions.values():
         if d.spec.phase == phase and d.cert is not None:
             lead = timedelta(0) if d.spec.ca else ctx.settings.renew_before

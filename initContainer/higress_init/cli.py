@@ -5,6 +5,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import signal
 import time
 
@@ -13,7 +14,7 @@ from datetime import datetime, timezone
 from . import __version__, faults, phases, runstate, settings as settings_mod
 from .errors import StateError
 from .phases import PHASES, Context
-from .reporting import Counts, Reporter, say
+from .reporting import WIDTH, Counts, Reporter, say, wrap
 from .settings import SETTINGS, SettingsError
 from .volume import PlanWriter, RunLock, VolumeError, VolumeWriter, check_writable
 
@@ -34,19 +35,77 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message}; see '{self.prog} --help'\n")
 
 
-def _add_settings(parser: argparse.ArgumentParser) -> None:
-    """The settings, after the command's own options: each flag overrides its environment variable."""
-    group = parser.add_argument_group("settings (each overrides its environment variable; secrets come only "
-                                      "from the environment or <NAME>_FILE)")
+# The settings each command does not use (its --help leaves them out; every command still accepts
+# them, as it accepts any environment variable).
+UNUSED_SETTINGS = {
+    "run": {"METRICS_PORT"}, "plan": {"METRICS_PORT", "BACKUP_KEEP"}, "phase": {"METRICS_PORT", "ROTATE"},
+    "rotate": {"METRICS_PORT", "ROTATE"}, "watch": {"ROTATE"}, "status": {"METRICS_PORT", "ROTATE", "BACKUP_KEEP"},
+    "phases": {s.env for s in SETTINGS},
+}
+
+
+def _short(setting) -> str:
+    """A setting's help in about a line: without its asides (parentheses) when long, up to the first
+    `;`, and its default."""
+    text = setting.help if len(setting.help) <= 70 else re.sub(r" \([^()]*\)", "", setting.help)
+    text = re.split(r"; |, e\.g\. ", text)[0]
+    default = f" [{setting.default}]" if setting.default not in (None, "") else ""
+    return f"{setting.env}: {text}{default}"
+
+
+def _add_settings(parser: argparse.ArgumentParser, command: str | None = None) -> None:
+    """The settings, after the command's own options: each flag overrides its environment variable.
+    Help lists only those the command uses, one line each (the README has them in full)."""
+    unused = UNUSED_SETTINGS.get(command, set()) if command else {s.env for s in SETTINGS}
+    group = parser.add_argument_group(
+        "settings this command uses", "flag or environment variable (the flag wins); secrets only from the "
+        "environment or <NAME>_FILE; every setting in full: README, \"Settings\"") if len(unused) < len(SETTINGS) \
+        else parser
     for s in SETTINGS:
         if s.secret:
             continue  # secrets come from the environment or <NAME>_FILE, never the command line
-        names = [_flag(s)]
+        hidden = s.env in unused
+        group.add_argument(_flag(s), dest=s.env, metavar="", default=argparse.SUPPRESS,
+                           help=argparse.SUPPRESS if hidden else _short(s))
         long_name = "--" + s.env.lower().replace("_", "-")
-        if long_name not in names:
-            names.append(long_name)
-        shown = f" (default: {s.default})" if s.default not in (None, "") and "default:" not in s.help else ""
-        group.add_argument(*names, dest=s.env, metavar=s.env, default=argparse.SUPPRESS, help=s.help + shown)
+        if long_name != _flag(s):   # the alias named after the variable: accepted, not listed twice
+            group.add_argument(long_name, dest=s.env, default=argparse.SUPPRESS, help=argparse.SUPPRESS)
+
+
+EXIT_CODES = """exit codes:
+  0  done (status: all healthy)             4  Nacos not ready within NACOS_WAIT_TIMEOUT
+  1  failed (status: something wrong)       5  Nacos rejected the credentials
+  2  bad input: the line names the setting  6  a compare-and-swap write to Nacos lost a race
+  3  refused, to protect what exists        7  a Nacos request failed after retries
+  130, 143  interrupted (SIGINT, SIGTERM): the next run finishes or undoes what was started"""
+EXAMPLES = {
+    None: "higress-init run --volumes ./volumes",
+    "run": "higress-init run --volumes ./volumes --apiserver-sans api.example.com",
+    "plan": "higress-init plan --reseed --volumes ./volumes",
+    "status": "higress-init status -o wide --volumes ./volumes",
+    "rotate": "higress-init rotate leaf --volumes ./volumes",
+    "watch": "METRICS_PORT=9793 higress-init watch --interval 12h --volumes ./volumes",
+    "phase": "higress-init phase apiserver-pki --volumes ./volumes",
+    "phases": "higress-init phases",
+}
+
+
+def _epilog(command: str | None) -> str:
+    return f"{EXIT_CODES}\n\nexample:\n  {EXAMPLES[command]}"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Defaults shown, options and their help on one line where they fit, within 120 columns; text
+    laid out in lines (the exit codes) kept as written."""
+
+    def __init__(self, prog):
+        import shutil
+        super().__init__(prog, max_help_position=30, width=min(120, shutil.get_terminal_size().columns))
+
+    def _fill_text(self, text, width, indent):
+        if "\n" in text:
+            return "".join(indent + line for line in text.splitlines(keepends=True))
+        return super()._fill_text(text, width, indent)
 
 
 # Each command: what it does (its help leads with this), then its own options.
@@ -69,17 +128,18 @@ COMMANDS = {
 
 
 def build_parser() -> argparse.ArgumentParser:
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    formatter = HelpFormatter
     parser = Parser(prog="higress-init", formatter_class=formatter, usage="%(prog)s [COMMAND] [OPTIONS] [SETTINGS]",
                     description="Prepare certificates, kubeconfigs, tokens and base config for Higress standalone. "
-                                "With no command: run.")
+                                "With no command: run. Each command's --help lists its options and the settings "
+                                "it uses.", epilog=_epilog(None))
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     commands = {}
     for name, text in COMMANDS.items():
         positional = {"phase": " NAME", "rotate": " [KIND]"}.get(name, "")
         commands[name] = sub.add_parser(name, prog=f"higress-init {name}", help=text, description=text,
-                                        formatter_class=formatter,
+                                        formatter_class=formatter, epilog=_epilog(name),
                                         usage=f"%(prog)s{positional} [OPTIONS] [SETTINGS]")
     for name in ("run", "plan"):   # plan takes run's options: it shows what that run would do
         commands[name].add_argument("--reseed", action="store_true",
@@ -102,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     wa.add_argument("--interval", default="12h", help="time between checks")
     wa.add_argument("--once", action="store_true", help="one check, then exit with its result")
     _add_settings(parser)
-    for command in commands.values():
-        _add_settings(command)
+    for name, command in commands.items():
+        _add_settings(command, name)
     return parser
 
 
@@ -141,7 +201,7 @@ def _main(argv: list[str] | None = None) -> int:
     overrides = {s.env: getattr(args, s.env) for s in SETTINGS if hasattr(args, s.env)}
     if command == "phases":
         for p in PHASES:
-            say(f"{p.name:<14} {p.help}")
+            say(wrap(f"{p.name:<14} {p.help}", hang=" " * 15))
         return EXIT_OK
     global _REPORTER
     _REPORTER = Reporter(overrides.get("LOG_FORMAT") or os.environ.get("LOG_FORMAT") or "text")
@@ -275,7 +335,8 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
     seconds = time.perf_counter() - started
     files = writer.planned if plan else writer.written
     root = settings.volumes_root
-    where = f"{len(files)} file{'s' if len(files) != 1 else ''} {'would be ' if plan else ''}written in {root}"
+    written = f"{len(files)} file{'s' if len(files) != 1 else ''} {'would be ' if plan else ''}written"
+    where = f"{written} in {root}"
     if plan:
         options = "".join(f" --{o}" for o, on in (("reseed", reseed), ("push-mesh", push_mesh)) if on)
         after = f"to do it: higress-init {'rotate ' + rotation if rotation else 'run'}{options} (same settings)"
@@ -283,11 +344,18 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
         after = "check: higress-init status; start the stack: docker compose up -d (in compose/)"
     else:
         after = "check: higress-init status"
-    reporter.emit("summary", f"{'plan' if plan else 'done':<14} {totals.summary(plan)}; {where}; {after}",
+    # text: what to do next, then the summary, last and within 120 columns (the volumes' path on a
+    # line of its own when it does not fit)
+    summary = f"{'plan' if plan else 'done':<14} {totals.summary(plan)}; {where}"
+    text = [wrap(f"{'next':<14} {after}", hang=" " * 15)]
+    if len(summary) > WIDTH:
+        text.insert(0, wrap(f"{'volumes':<14} {root}", hang=" " * 15))
+        summary = f"{'plan' if plan else 'done':<14} {totals.summary(plan)}; {written} in the volumes above"
+    reporter.emit("summary", "\n".join(text + [wrap(summary, hang=" " * 15)]),
                   actions={a: len(n) for a, n in totals.by_action.items()}, files=len(files),
                   volumes=str(root), next=after, seconds=round(seconds, 3))
     if plan and files:
-        reporter.emit("planned", "plan: " + ", ".join(files), files=files)
+        reporter.emit("planned", wrap("plan: " + ", ".join(files), hang="      "), files=files)
     elif plan:
         reporter.emit("planned", "plan: nothing to write", files=files)
     return EXIT_OK
@@ -438,16 +506,17 @@ def _status(settings, output: str) -> int:
     else:
         say(status_mod.format_table(rows, wide=output == "wide"))
         if status_mod.nothing_present(rows):
-            say(f"\nnothing is present in {settings.volumes_root}: pass --volumes DIR, the folder run wrote into")
+            say("\n" + wrap(f"nothing is present in {settings.volumes_root}: pass --volumes DIR, the folder run "
+                            "wrote into"))
         for r in report["rotation"]:
-            say(f"\nROTATION {r['root']}: {r['state']}; old root valid until {r['old_root_not_after']}; "
-                  f"both roots trusted in {', '.join(r['trusted_in'])}; next: {r['next']}")
+            say("\n" + wrap(f"ROTATION {r['root']}: {r['state']}; old root valid until {r['old_root_not_after']}; "
+                            f"both roots trusted in {', '.join(r['trusted_in'])}; next: {r['next']}"))
         if "nacos" in report:
-            say("\n" + nacos.format_status(report["nacos"]))
+            say("\n" + "\n".join(wrap(line, hang="    ") for line in nacos.format_status(report["nacos"]).split("\n")))
         if "seeded_for" in report:
-            say("\n" + configstore.seeded_text(settings, report["seeded_for"]))
+            say("\n" + wrap(configstore.seeded_text(settings, report["seeded_for"])))
         if markers:
-            say("\nUPSTREAM LAYOUT: " + migrate.hint(markers))
+            say("\n" + wrap("UPSTREAM LAYOUT: " + migrate.hint(markers)))
     return EXIT_OK if report["healthy"] else EXIT_FAILED
 
 

@@ -94,7 +94,8 @@ def seed(ctx, store, counts) -> None:
             text = render_text(obj, s, ctx.now)
             faults.pause("reseed:after-read")
             new = store.encode(obj, text)
-            backups.append(store.backup(obj, raw))   # what it replaces is kept first
+            if new != raw:   # what it replaces is kept first (the same text loses nothing)
+                backups.append(store.backup(obj, raw))
             store.replace(obj, new, raw)
             counts.add("updated", obj.label)
         else:

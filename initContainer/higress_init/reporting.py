@@ -31,6 +31,19 @@ def say(line: str, stream=None) -> None:
             pass
 
 
+WIDTH = 120   # every line of text output fits a terminal this wide (errors excepted: one line each)
+
+
+def wrap(text: str, indent: str = "", hang: str = "  ", width: int = WIDTH) -> str:
+    """A paragraph within `width` columns: continuation lines indented by `hang` more; a word longer
+    than a line (a deep path) is broken rather than left to overflow."""
+    import textwrap
+    if len(indent) + len(text) <= width:
+        return indent + text
+    return "\n".join(textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent + hang,
+                                    break_on_hyphens=False)) or indent
+
+
 def timestamp(moment: datetime) -> str:
     """The one timestamp format of the output: UTC, second precision, ISO 8601 with Z."""
     return f"{moment.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
@@ -48,6 +61,14 @@ def short_duration(span: timedelta) -> str:
         if seconds < below:
             return f"{seconds // size}{unit}"
     return f"{seconds // 86400}d"
+
+
+def renewal(name: str, reason: str, expires: datetime, now: datetime, plan: bool) -> str:
+    """Why a certificate or token is renewed, in status's words: `gateway: re-issued: expires within
+    30d (12d left)`, `token console: would re-issue: expired 3d ago`."""
+    left = remaining(expires, now)
+    why = left if reason == "expired" else f"{reason} ({left}{'' if left.startswith('expired') else ' left'})"
+    return f"{name}: {'would re-issue' if plan else 're-issued'}: {why}"
 
 
 def remaining(expires: datetime, now: datetime) -> str:
@@ -99,7 +120,8 @@ class Reporter:
                   actions=dict(counts.by_action), seconds=round(seconds, 3))
 
     def message(self, text: str, **fields) -> None:
-        self.emit("message", text, message=text, **fields)
+        """One event; in text, wrapped to WIDTH (JSON keeps the whole text in `message`)."""
+        self.emit("message", wrap(text, hang="    "), message=text, **fields)
 
     def problem(self, kind: str, text: str) -> None:
         """An error or a refusal: one line on stderr, as text or as JSON (kind: error | refused)."""

@@ -7,7 +7,7 @@ from datetime import datetime
 import jwt
 
 from . import artifacts, datakey, kubeconfig, layout, pki, tokens
-from .reporting import remaining, timestamp
+from .reporting import WIDTH, remaining, timestamp, wrap
 from .settings import Settings
 
 
@@ -310,39 +310,41 @@ def nothing_present(rows) -> bool:
     return all(r["state"] == "missing" for r in rows if r["name"] in artifacts.SPECS)
 
 
-WIDTH = 120   # the table fits a terminal this wide; -o wide and -o json show everything
 
 
 def format_table(rows, wide: bool = False) -> str:
-    """One row per artifact. Narrow: NAME, FILE, REMAINING, STATE, cut to WIDTH columns;
-    wide: also SUBJECT, ISSUER, NOT AFTER, CHAIN and KEY (checked), never cut."""
+    """One row per artifact, within WIDTH columns: NAME, FILE, REMAINING, EXTERNALLY MANAGED, STATE;
+    what is cut is shown in full below. Wide: below, every artifact's SUBJECT, ISSUER, NOT AFTER,
+    CHAIN and KEY (checked) and STATE, wrapped, never cut."""
     yes_no = lambda v: "-" if v is None else ("yes" if v else "no")  # noqa: E731
     external = lambda r: "" if r.get("externally_managed") is None else yes_no(r["externally_managed"])  # noqa: E731
-    if wide:
-        header = ("NAME", "FILE", "SUBJECT", "ISSUER", "NOT AFTER", "REMAINING", "CHAIN", "KEY", "STATE")
-        table = [header] + [(r["name"], r["file"], r["subject"], r["issuer"], r["not_after"], r["remaining"],
-                             yes_no(r["chain_verified"]), yes_no(r["key_matches"]), r["state"]) for r in rows]
-    else:
-        # EXTERNALLY MANAGED, as kubeadm names it: a CA whose key is kept elsewhere (yes) or here (no)
-        header = ("NAME", "FILE", "REMAINING", "EXTERNALLY MANAGED", "STATE")
-        table = [header] + [(r["name"], r["file"], r["remaining"], external(r), r["state"]) for r in rows]
+    # EXTERNALLY MANAGED, as kubeadm names it: a CA whose key is kept elsewhere (yes) or here (no)
+    header = ("NAME", "FILE", "REMAINING", "EXTERNALLY MANAGED", "STATE")
+    table = [header] + [(r["name"], r["file"], r["remaining"], external(r), r["state"]) for r in rows]
     widths = [max(len(row[i]) for row in table) for i in range(len(header))]
-    if not wide:
-        # what does not fit 120 columns is shortened, then shown in full under "details:"
-        for i, least in ((1, 36), (0, 28)):
-            over = sum(widths) + 2 * (len(widths) - 1) - WIDTH
-            if over > 0:
-                widths[i] = max(min(widths[i], least), widths[i] - over)
-        widths[-1] = max(10, min(widths[-1], WIDTH - sum(widths[:-1]) - 2 * (len(widths) - 1)))
+    # what does not fit 120 columns is shortened, then shown in full under "details:"
+    for i, least in ((1, 36), (0, 28)):
+        over = sum(widths) + 2 * (len(widths) - 1) - WIDTH
+        if over > 0:
+            widths[i] = max(min(widths[i], least), widths[i] - over)
+    widths[-1] = max(10, min(widths[-1], WIDTH - sum(widths[:-1]) - 2 * (len(widths) - 1)))
     lines = []
     for row in table:
         cells = [_shorten(cell, w) for cell, w in zip(row, widths)]
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip())
-    cut = [r for r, cells in zip(rows, table[1:]) if not wide and any(len(c) > w for c, w in zip(cells, widths))]
-    if cut:  # what was cut, in full, below the table: one paragraph per artifact, wrapped
-        lines += ["", "details:"] + [wrap(f"{r['name']} ({r['file']}): {state_and_time(r)}", indent="  ")
-                                     for r in cut]
+    cut = [r for r, cells in zip(rows, table[1:]) if wide or any(len(c) > w for c, w in zip(cells, widths))]
+    if cut:  # in full, below the table: one paragraph per artifact, wrapped (wide: every artifact)
+        lines += ["", "details:"] + [wrap(_details(r, wide, yes_no), indent="  ", hang="    ") for r in cut]
     return "\n".join(lines)
+
+
+def _details(row: dict, wide: bool, yes_no) -> str:
+    if not wide:
+        return f"{row['name']} ({row['file']}): {state_and_time(row)}"
+    fields = [("SUBJECT", row["subject"]), ("ISSUER", row["issuer"]), ("NOT AFTER", row["not_after"]),
+              ("REMAINING", row["remaining"]), ("CHAIN", yes_no(row["chain_verified"])),
+              ("KEY", yes_no(row["key_matches"])), ("STATE", row["state"])]
+    return f"{row['name']} ({row['file']}): " + "; ".join(f"{k} {v}" for k, v in fields if v not in ("", "-"))
 
 
 def _shorten(cell: str, width: int) -> str:
@@ -354,8 +356,4 @@ def _shorten(cell: str, width: int) -> str:
     return cell[:head] + "…" + cell[len(cell) - (width - 1 - head):]
 
 
-def wrap(text: str, indent: str = "", width: int = WIDTH) -> str:
-    """A paragraph within `width` columns; a path longer than a line is broken, never left to overflow."""
-    import textwrap
-    return "\n".join(textwrap.wrap(text, width, initial_indent=indent, subsequent_indent=indent + "  ",
-                                    break_on_hyphens=False)) or indent
+

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from . import layout, pki
-from .reporting import expires_within
+from .reporting import expires_within, renewal
 from .settings import TokenIdentity
 
 SIGNING_KEY = "token-key"   # the artifact's one name: in output, status, rotation (ROTATIONS) and the key pool
@@ -179,6 +179,10 @@ def phase(ctx, counts) -> None:
             token = jwt.encode(claims, key, algorithm=jwk["alg"], headers={"kid": jwk["kid"], "typ": "JWT"})
             ctx.writer.stage(identity.file, token.encode(), private=True)
             counts.add("created" if problem == "missing" else "re-issued", f"token {identity.name}")
+            if problem.startswith("expire"):   # said as a certificate's renewal is, with the time it had left
+                old = jwt.decode(text, options={"verify_signature": False})["exp"]
+                ctx.log(renewal(f"token {identity.name}", problem, datetime.fromtimestamp(old, tz=now.tzinfo), now,
+                                ctx.plan))
             expiry = claims["exp"]
         ctx.renew_by.append(datetime.fromtimestamp(expiry, tz=now.tzinfo) - s.renew_before)
     ctx.renew_by.extend(datetime.fromisoformat(e["keep_until"]) for e in retired)  # the JWKS changes then
