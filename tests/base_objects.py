@@ -1,6 +1,7 @@
-"""What each base object must hold, written out by hand from the contract and from Higress 2.1.2's
-standalone set-up (not derived from the initializer's table), and an independent reading of the
-apiserver's Secret encryption (the openssl command line, not `cryptography`)."""
+"""What each base object must hold, written out by hand from the contract and from Higress 2.1.2's and
+2.2.4's standalone set-up (upstream's prepare.sh at each tag; not derived from the initializer's
+tables), and an independent reading of the apiserver's Secret encryption (the openssl command line,
+not `cryptography`)."""
 from __future__ import annotations
 
 import base64
@@ -14,7 +15,11 @@ NS = "higress-system"
 LABELS = {"app": "higress-gateway", "higress": "higress-system-higress-gateway"}
 
 
-def expected(nacos_host=None, nacos_port=None, credentials=None) -> dict:
+VERSIONS = ("2.2.4", "2.1.2")   # every release the initializer serves, the default first
+DEFAULT_VERSION = VERSIONS[0]
+
+
+def expected(nacos_host=None, nacos_port=None, credentials=None, version=DEFAULT_VERSION) -> dict:
     """(plural, name) -> the object without metadata.creationTimestamp; Secret data decoded."""
     console = {"domain": "console.svc", "name": "higress-console", "port": 8080, "type": "dns"}
     registries = [console]
@@ -60,6 +65,19 @@ def expected(nacos_host=None, nacos_port=None, credentials=None) -> dict:
                 {"name": "https", "port": 443, "protocol": "HTTPS",
                  "allowedRoutes": {"namespaces": {"from": "All"}}}]}},
     }
+    if version == "2.2.4":   # upstream's prepare.sh at v2.2.4, checkController
+        cluster = "outbound|8889||higress-controller.higress-system.svc.cluster.local"
+        objects[("envoyfilters", "higress-http-resolver-cluster")] = {
+            "apiVersion": "networking.istio.io/v1alpha3", "kind": "EnvoyFilter",
+            "metadata": meta("higress-http-resolver-cluster"),
+            "spec": {"configPatches": [{
+                "applyTo": "CLUSTER", "match": {"context": "GATEWAY"},
+                "patch": {"operation": "ADD", "value": {
+                    "name": cluster, "type": "STRICT_DNS", "connect_timeout": "5s", "lb_policy": "ROUND_ROBIN",
+                    "load_assignment": {"cluster_name": cluster, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                        "address": {"socket_address": {"address": "controller.svc", "port_value": 8889}}}}]}]}}}}]}}
+    else:
+        assert version == "2.1.2", version
     if credentials:
         objects[("secrets", "nacos-auth-default")] = {
             "apiVersion": "v1", "kind": "Secret", "metadata": meta("nacos-auth-default"), "type": "Opaque",
@@ -82,11 +100,20 @@ def assert_matches(text: str, want: dict, where: str) -> dict:
     return obj
 
 
-def assert_higress_config(obj: dict) -> None:
-    """The data of higress-config: the three keys, the mesh as Higress 2.1.2 runs it."""
+def assert_higress_config(obj: dict, version: str = DEFAULT_VERSION) -> None:
+    """The data of higress-config: the three keys, the mesh as Higress 2.1.2 and 2.2.4 run it; 2.2.4's
+    `higress` settings begin with its MCP server block, off."""
     data = obj["data"]
     assert set(data) == {"higress", "mesh", "meshNetworks"}
     settings = yaml.safe_load(data["higress"])
+    if version == "2.2.4":
+        assert list(settings) == ["mcpServer", "downstream", "upstream"]
+        assert settings["mcpServer"] == {
+            "enable": False, "sse_path_suffix": "/sse",
+            "redis": {"address": "redis-address:6379", "username": "", "password": "", "db": 0},
+            "match_list": [], "servers": []}
+    else:
+        assert list(settings) == ["downstream", "upstream"]
     assert settings["downstream"]["idleTimeout"] == 180 and settings["upstream"]["idleTimeout"] == 10
     assert settings["downstream"]["http2"]["maxConcurrentStreams"] == 100
     mesh = yaml.safe_load(data["mesh"])

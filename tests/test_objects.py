@@ -17,11 +17,21 @@ NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
 
 def test_the_table_declares_each_object_once_with_its_store_names():
     labels = [o.label for o in objects.OBJECTS]
-    assert len(labels) == len(set(labels)) == 9
+    assert len(labels) == len(set(labels)) == 10
     for o in objects.OBJECTS:
         assert o.plural == o.plural.lower() and o.data_id == f"{o.plural}.{o.name}"
     assert [o.label for o in objects.OBJECTS if o.secret] == ["secrets/nacos-auth-default", "secrets/higress-console"]
     assert [o.label for o in objects.OBJECTS if not o.namespaced] == ["gatewayclasses/higress-gateway"]
+
+
+def test_each_release_seeds_objects_of_the_table_and_2_2_4_adds_the_http_resolver_cluster():
+    from higress_init import versions
+    for release in versions.RELEASES:
+        assert set(release.objects) <= set(objects.OBJECTS_BY_LABEL), release.version
+    full = {"NACOS_SERVER_URL": "http://n:8848", "NACOS_USERNAME": "u", "NACOS_PASSWORD": "p"}
+    old = [o.label for o in objects.applicable(load(env=dict(full, HIGRESS_VERSION="2.1.2")))]
+    new = [o.label for o in objects.applicable(load(env=full))]
+    assert len(old) == 9 and new == old + ["envoyfilters/higress-http-resolver-cluster"]
 
 
 def test_which_objects_apply_to_which_store():

@@ -135,9 +135,10 @@ def _stored_config(ctx, store) -> tuple[str | None, dict | None]:
     return raw, data if isinstance(data, dict) else {}
 
 
-def _problems(data: dict) -> list[str]:
+def _problems(data: dict, settings) -> list[str]:
     from . import meshconfig
-    checks = {"mesh": meshconfig.mesh_problem, "meshNetworks": meshconfig.mesh_networks_problem}
+    checks = {"mesh": lambda text: meshconfig.mesh_problem(text, settings),
+              "meshNetworks": meshconfig.mesh_networks_problem}
     problems = []
     for _, key in DELIVERED:
         text = data.get(key)
@@ -148,15 +149,14 @@ def _problems(data: dict) -> list[str]:
     return problems
 
 
-def _file_problem(key: str, data: bytes) -> str | None:
+def _file_problem(key: str, data: bytes, settings) -> str | None:
     """What pilot would find wrong with a mesh file as it is on disk (None: it can use it)."""
     from . import meshconfig
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
         return "not UTF-8 text"
-    check = meshconfig.mesh_problem if key == "mesh" else meshconfig.mesh_networks_problem
-    return check(text)
+    return meshconfig.mesh_problem(text, settings) if key == "mesh" else meshconfig.mesh_networks_problem(text)
 
 
 def _delivered(writer) -> dict:
@@ -174,7 +174,7 @@ def deliver(ctx, store, counts) -> None:
     if raw is None:
         raise StateError(f"configmaps/higress-config is not in the {store.kind} ({store.where(HIGRESS_CONFIG)}): "
                          "run phase seed first")
-    problems = _problems(data)
+    problems = _problems(data, s)
     if problems:
         raise StateError(f"configmaps/higress-config in the {store.kind} ({store.where(HIGRESS_CONFIG)}): "
                          f"{'; '.join(problems)}. Pilot cannot use it, so {layout.MESH} and {layout.MESH_NETWORKS} keep "
@@ -222,7 +222,7 @@ def _push(ctx, store, counts) -> None:
         current = ctx.writer.read(rel)
         if current is not None:
             texts[key] = current.decode("utf-8", "replace")
-    problems = _problems({**data, **texts})
+    problems = _problems({**data, **texts}, ctx.settings)
     if problems:
         raise StateError(f"--push-mesh: the files' text is not a mesh pilot can use ({'; '.join(problems)}): "
                          "nothing was pushed; fix the file first")
@@ -269,11 +269,11 @@ def status_rows(settings, writer, opened) -> list[dict]:
         raw, data = "", None
         problems = [str(err)]
     else:
-        problems = _problems(data) if raw is not None else ["configmaps/higress-config is not in the store"]
+        problems = _problems(data, settings) if raw is not None else ["configmaps/higress-config is not in the store"]
     delivered = _delivered(writer)
     for rel, key in DELIVERED:
         current = writer.read(rel)
-        own = _file_problem(key, current) if current is not None else None
+        own = _file_problem(key, current, settings) if current is not None else None
         if problems:
             state = "stored higress-config unusable: " + "; ".join(problems) + " (fix it in the store)"
         elif current is None:

@@ -7,6 +7,7 @@ import re
 
 import yaml
 
+from . import versions
 from .settings import Settings
 
 # Envoy access log fields Higress logs by default, one JSON object a line.
@@ -93,40 +94,20 @@ def pod_labels(s: Settings) -> str:
     return labels
 
 
-def higress_settings_text() -> str:
-    """The `higress` key of higress-config: the controller's global settings, at Higress's defaults
-    (the controller falls back to the same defaults without it; stored so the console can edit it)."""
-    return dump({
-        "downstream": {
-            "connectionBufferLimits": 32768,
-            "http2": {"initialConnectionWindowSize": 1048576, "initialStreamWindowSize": 65535,
-                      "maxConcurrentStreams": 100},
-            "idleTimeout": 180,
-            "maxRequestHeadersKb": 60,
-            "routeTimeout": 0,
-        },
-        "upstream": {"connectionBufferLimits": 10485760, "idleTimeout": 10},
-    })
+def higress_settings_text(s: Settings) -> str:
+    """The `higress` key of higress-config: the controller's global settings for the release
+    (versions table), at Higress's defaults."""
+    return dump(versions.of(s).higress_settings)
 
 
-# Top-level fields of Istio's MeshConfig in the proto Higress builds pilot from (higress-group/api,
-# mesh/v1alpha1/config.proto), plus Higress's own `mseIngressGlobalConfig`. Pilot parses the mesh
-# with protobuf's JSON rules, which accept the lowerCamel JSON name and the proto field name.
-MESH_FIELDS = (
-    "proxyListenPort", "proxyInboundListenPort", "proxyHttpPort", "connectTimeout", "protocolDetectionTimeout",
-    "tcpKeepalive", "ingressClass", "ingressService", "ingressControllerMode", "ingressSelector", "enableTracing",
-    "accessLogFile", "accessLogFormat", "accessLogEncoding", "enableEnvoyAccessLogService",
-    "disableEnvoyListenerLog", "defaultConfig", "outboundTrafficPolicy", "configSources", "enableAutoMtls",
-    "trustDomain", "trustDomainAliases", "caCertificates", "defaultServiceExportTo",
-    "defaultVirtualServiceExportTo", "defaultDestinationRuleExportTo", "rootNamespace", "localityLbSetting",
-    "dnsRefreshRate", "h2UpgradePolicy", "inboundClusterStatName", "outboundClusterStatName", "certificates",
-    "serviceSettings", "enablePrometheusMerge", "verifyCertificateAtClient", "ca", "extensionProviders",
-    "defaultProviders", "discoverySelectors", "pathNormalization", "defaultHttpRetryPolicy", "meshMTLS",
-    "tlsDefaults", "mseIngressGlobalConfig",
-)
+# Pilot parses the mesh with protobuf's JSON rules, which accept the lowerCamel JSON name and the
+# proto field name; the release's list (versions table) has the JSON names.
 _PROTO_NAMES = {"meshMTLS": "mesh_mTLS"}
-KNOWN_MESH_KEYS = frozenset(MESH_FIELDS) | frozenset(
-    _PROTO_NAMES.get(f, re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), f)) for f in MESH_FIELDS)
+
+
+def known_mesh_keys(fields) -> frozenset[str]:
+    return frozenset(fields) | frozenset(
+        _PROTO_NAMES.get(f, re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), f)) for f in fields)
 
 
 def _mapping(text: str) -> tuple[dict | None, str | None]:
@@ -140,15 +121,18 @@ def _mapping(text: str) -> tuple[dict | None, str | None]:
     return (loaded, None) if isinstance(loaded, dict) else (None, "not a YAML mapping")
 
 
-def mesh_problem(text: str) -> str | None:
+def mesh_problem(text: str, s: Settings) -> str | None:
     """Why pilot could not use this mesh (it would fall back to Istio's defaults, whose
-    discoveryAddress istiod.istio-system.svc:15012 no gateway here can reach); None when fine."""
+    discoveryAddress istiod.istio-system.svc:15012 no gateway here can reach); None when fine.
+    The fields pilot knows are those of the release's Istio (HIGRESS_VERSION)."""
     mesh, problem = _mapping(text)
     if problem:
         return problem
-    unknown = sorted(str(k) for k in mesh if k not in KNOWN_MESH_KEYS)
+    r = versions.of(s)
+    unknown = sorted(str(k) for k in mesh if k not in known_mesh_keys(r.mesh_fields))
     if unknown:
-        return f"unknown top-level key(s) {', '.join(unknown)} (not a field of Istio's MeshConfig nor Higress's)"
+        return (f"unknown top-level key(s) {', '.join(unknown)} (not a field of the MeshConfig of Istio {r.istio}, "
+                f"which Higress {r.version} runs, nor Higress's)")
     default_config = mesh.get("defaultConfig", mesh.get("default_config"))
     address = default_config.get("discoveryAddress", default_config.get("discovery_address")) \
         if isinstance(default_config, dict) else None

@@ -2,9 +2,10 @@
 (the way `artifacts` declares the certificates). `configstore` seeds any of them into either store;
 this module only says what each object is and how its content is made.
 
-Facts from Higress 2.1.2's standalone set-up: these are the objects it creates in `higress-system`
-through the apiserver; an object absent from the store is one the controller, pilot or the console
-either falls back on defaults for or cannot work without.
+Facts from Higress's standalone set-up (2.1.2 and 2.2.4): these are the objects it creates in
+`higress-system` through the apiserver; an object absent from the store is one the controller, pilot
+or the console either falls back on defaults for or cannot work without. Which of them a release
+seeds, and the content that differs between releases, is in the `versions` table.
 """
 from __future__ import annotations
 
@@ -16,8 +17,7 @@ from datetime import datetime
 from typing import Callable
 from urllib.parse import urlsplit
 
-from . import meshconfig
-from . import layout
+from . import layout, meshconfig, versions
 from .settings import Settings
 
 DEFAULT_GROUP = "DEFAULT_GROUP"  # where the apiserver keeps cluster-scoped objects in Nacos (empty group)
@@ -89,7 +89,7 @@ def _higress_config(s: Settings, adopt: Adopt) -> dict:
     return {
         "labels": gateway_labels(s),
         "data": {
-            "higress": meshconfig.higress_settings_text(),
+            "higress": meshconfig.higress_settings_text(s),
             "mesh": adopt(layout.MESH) or meshconfig.mesh_text(s),
             "meshNetworks": adopt(layout.MESH_NETWORKS) or meshconfig.mesh_networks_text(),
         },
@@ -141,6 +141,20 @@ def _custom_response_filter(s: Settings, adopt: Adopt) -> dict:
     }
 
 
+def _http_resolver_cluster(s: Settings, adopt: Adopt) -> dict:
+    # the controller's ACME HTTP-01 solver (automatic HTTPS), as the gateway reaches it: a cluster
+    # named as Istio names the controller's service port 8889, resolved by DNS
+    name = f"outbound|8889||higress-controller.{s.namespace}.svc.cluster.local"
+    return {"spec": {"configPatches": [{
+        "applyTo": "CLUSTER",
+        "match": {"context": "GATEWAY"},
+        "patch": {"operation": "ADD", "value": {
+            "name": name, "type": "STRICT_DNS", "connect_timeout": "5s", "lb_policy": "ROUND_ROBIN",
+            "load_assignment": {"cluster_name": name, "endpoints": [{"lb_endpoints": [{"endpoint": {
+                "address": {"socket_address": {"address": "controller.svc", "port_value": 8889}}}}]}]}}},
+    }]}}
+
+
 def _gateway_service(s: Settings, adopt: Adopt) -> dict:
     selector = {"higress": f"{s.namespace}-higress-gateway"}
     return {"labels": dict(selector), "spec": {
@@ -161,6 +175,7 @@ def _gateway(s: Settings, adopt: Adopt) -> dict:
 
 GATEWAY_API = "gateway.networking.k8s.io/v1beta1"
 
+# Every object any release seeds; versions.Release.objects says which, and in which order.
 OBJECTS: tuple[BaseObject, ...] = (
     BaseObject("ConfigMap", "v1", "configmaps", "higress-config", _higress_config),
     BaseObject("McpBridge", "networking.higress.io/v1", "mcpbridges", "default", _mcp_bridge),
@@ -170,6 +185,8 @@ OBJECTS: tuple[BaseObject, ...] = (
     BaseObject("EnvoyFilter", "networking.istio.io/v1alpha3", "envoyfilters", "higress-gateway-global-custom-response",
                _custom_response_filter),
     BaseObject("Service", "v1", "services", "higress-gateway", _gateway_service),
+    BaseObject("EnvoyFilter", "networking.istio.io/v1alpha3", "envoyfilters", "higress-http-resolver-cluster",
+               _http_resolver_cluster),
     BaseObject("GatewayClass", GATEWAY_API, "gatewayclasses", "higress-gateway", _gateway_class, namespaced=False),
     BaseObject("Gateway", GATEWAY_API, "gateways", "higress-gateway", _gateway),
 )
@@ -178,4 +195,5 @@ HIGRESS_CONFIG = OBJECTS_BY_LABEL["configmaps/higress-config"]
 
 
 def applicable(s: Settings) -> list[BaseObject]:
-    return [o for o in OBJECTS if o.applies(s)]
+    """The objects the release (HIGRESS_VERSION) seeds that apply to these settings, in its order."""
+    return [o for o in (OBJECTS_BY_LABEL[label] for label in versions.of(s).objects) if o.applies(s)]

@@ -13,7 +13,7 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import layout
+from . import layout, versions
 
 
 class SettingsError(Exception):
@@ -104,6 +104,9 @@ SETTINGS: tuple[Setting, ...] = (
                            "joining the deployment through Nacos; needs Nacos storage and the data key)", flag="--role"),
     Setting("POD_NAME", "higress-gateway", "this host's gateway pod name, unique per host: in gateway/podinfo/labels "
                                            "and the gateway certificate's subject"),
+    Setting("HIGRESS_VERSION", versions.DEFAULT, "the Higress release the deployment runs, which decides the seeded "
+                                                 "objects and the mesh fields pilot accepts: "
+                                                 + ", ".join(versions.RELEASES_BY_VERSION)),
     Setting("ROTATE", None, "rotate first, then run: leaf, intermediate, root or finish (for `docker compose run -e ROTATE=...`)"),
 )
 SETTINGS_BY_ENV = {s.env: s for s in SETTINGS}
@@ -141,6 +144,7 @@ class Settings:
     rotate: str | None
     role: str = "all"
     pod_name: str = "higress-gateway"
+    higress_version: str = versions.DEFAULT
 
     @property
     def gateway_spiffe_id(self) -> str:
@@ -334,6 +338,7 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
         rotate=_choice("ROTATE", get("ROTATE"), ROTATIONS) if get("ROTATE") else None,
         role=_choice("ROLE", get("ROLE"), ROLES),
         pod_name=_k8s_name("POD_NAME", get("POD_NAME")),
+        higress_version=_choice("HIGRESS_VERSION", get("HIGRESS_VERSION"), tuple(versions.RELEASES_BY_VERSION)),
     )
     for identity in settings.token_identities:   # a backup copy goes to backup/<stamp>/<file>
         _fits("TOKEN_IDENTITIES", identity.file, volumes_root / identity.file, room=64)
