@@ -379,6 +379,9 @@ def _status(settings, output: str) -> int:
         from . import nacos
         report["nacos"] = nacos.status(settings, writer)
         report["healthy"] = report["healthy"] and report["nacos"]["healthy"]
+    if settings.role == "all":   # the host that seeds the store: for which Higress release(s) it did
+        from . import configstore
+        report["seeded_for"] = configstore.seeded_releases(writer)
     if output == "json":
         say(json.dumps(report, indent=2))
     else:
@@ -390,4 +393,6 @@ def _status(settings, output: str) -> int:
                   f"both roots trusted in {', '.join(r['trusted_in'])}; next: {r['next']}")
         if "nacos" in report:
             say("\n" + nacos.format_status(report["nacos"]))
+        if "seeded_for" in report:
+            say("\n" + configstore.seeded_text(settings, report["seeded_for"]))
     return EXIT_OK if report["healthy"] else EXIT_FAILED

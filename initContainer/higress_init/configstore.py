@@ -20,6 +20,11 @@ from .objects import HIGRESS_CONFIG, BaseObject, applicable, render_text
 
 CONFIGMAP_NAME = HIGRESS_CONFIG.name
 SEEDED_FILE = layout.SEEDED                       # the name nacos.py imports
+# In the seeded record, beside the md5 of each object written: the Higress releases (HIGRESS_VERSION)
+# seeding completed for, in order. Kept here, the initializer's own state, not in the store: whatever
+# the store holds the apiserver serves as an object (a file-store `.yaml` must be one), and this
+# record is committed in the same journaled commit as the file store's objects.
+RELEASES_KEY = "releases"
 EMPTY_INDEX = "EMPTY"                             # the apiserver's index of a type with no objects
 # The mesh files and the keys of higress-config they are delivered from.
 DELIVERED = ((layout.MESH, "mesh"), (layout.MESH_NETWORKS, "meshNetworks"))
@@ -97,6 +102,10 @@ def seed(ctx, store, counts) -> None:
         ctx.stored[obj.label] = new
         records[store.record_key(obj)] = md5(new)
     store.finish(counts, objs)
+    releases = seeded_releases(ctx.writer)
+    if not any(r["version"] == s.higress_version for r in releases):   # every object of it is there now
+        records[RELEASES_KEY] = releases + [{"version": s.higress_version,
+                                             "seeded_at": ctx.now.strftime("%Y-%m-%dT%H:%M:%SZ")}]
     if set(counts.by_action) <= {"kept"}:
         ctx.log(f"{store.kind}: every base object is present (in the apiserver's form or ours): nothing written",
                 unchanged_store=True)
@@ -110,6 +119,31 @@ def seed(ctx, store, counts) -> None:
     if s.config_storage == "nacos":
         # the apiserver's compose service mounts the file store either way: create it owned as configured
         ctx.writer.ensure_dir(s.file_root_dir)
+
+
+def seeded_releases(writer) -> list[dict]:
+    """The releases seeding completed for, oldest first ({"version", "seeded_at"}); a record older
+    than the releases key was written for the one release its initializer knew."""
+    from .versions import BEFORE_RECORDS
+    record = writer.read_record(SEEDED_FILE)
+    releases = record.get(RELEASES_KEY)
+    if isinstance(releases, list):
+        return [r for r in releases if isinstance(r, dict) and isinstance(r.get("version"), str)]
+    if any(key.startswith(("file:", "nacos:")) for key in record):
+        return [{"version": BEFORE_RECORDS, "seeded_at": None}]
+    return []
+
+
+def seeded_text(settings, releases: list[dict]) -> str:
+    """For status: which releases the store was seeded for, and what the next run does about it."""
+    if not releases:
+        return f"store: no seeding recorded in {layout.SEEDED} (the next run seeds Higress {settings.higress_version})"
+    done = ", then ".join(r["version"] + (f" ({r['seeded_at']})" if r.get("seeded_at") else "") for r in releases)
+    text = f"store: seeded for Higress {done}"
+    if not any(r["version"] == settings.higress_version for r in releases):
+        text += (f"; HIGRESS_VERSION={settings.higress_version}: the next run adds the objects it seeds that the "
+                 "store lacks (present ones are kept)")
+    return text
 
 
 def _record(ctx, rel: str, entries: dict) -> None:

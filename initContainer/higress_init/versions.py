@@ -113,3 +113,7 @@ DEFAULT = RELEASES[0].version
 def of(settings) -> Release:
     """The release a deployment's settings name (HIGRESS_VERSION, checked by settings.load)."""
     return RELEASES_BY_VERSION[settings.higress_version]
+
+
+# What a store seeded by an initializer older than HIGRESS_VERSION was seeded for: the only release it knew.
+BEFORE_RECORDS = "2.1.2"

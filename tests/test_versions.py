@@ -1,0 +1,106 @@
+"""HIGRESS_VERSION: which release a run seeds for, bad input, and the upgrade of a deployment made
+for 2.1.2 to 2.2.4 (end to end through the CLI, file store; Nacos: test_seed_nacos)."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+
+from base_objects import VERSIONS, assert_higress_config, assert_matches, expected
+from conftest import run_cli, snapshot
+
+RESOLVER = "data/envoyfilters/higress-http-resolver-cluster.yaml"
+SEEDED = ".higress-init/seeded.json"
+
+
+@pytest.mark.parametrize("value", ["2.3.0", "2.1", "latest", "2.2.4x"])
+def test_an_unknown_version_is_bad_input_naming_the_supported_ones(volumes, fast_env, value):
+    result = run_cli("run", volumes=volumes, env=dict(fast_env, HIGRESS_VERSION=value))
+    assert result.returncode == 2, (result.stdout, result.stderr)
+    err = result.stderr.strip()
+    assert len(err.splitlines()) == 1 and "HIGRESS_VERSION" in err
+    assert all(v in err for v in VERSIONS), err
+    assert not volumes.exists()
+    flag = run_cli("plan", "--higress-version", value, volumes=volumes, env=fast_env)
+    assert flag.returncode == 2 and "HIGRESS_VERSION" in flag.stderr
+
+
+def _status(volumes, env) -> tuple[int, dict, str]:
+    as_json = run_cli("status", "--output", "json", volumes=volumes, env=env)
+    text = run_cli("status", volumes=volumes, env=env)
+    return as_json.returncode, json.loads(as_json.stdout), text.stdout
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_status_says_which_release_the_store_was_seeded_for(volumes, fast_env, version):
+    env = dict(fast_env, HIGRESS_VERSION=version)
+    run_cli("run", volumes=volumes, env=env, check=True)
+    code, report, text = _status(volumes, env)
+    assert code == 0, text
+    assert [r["version"] for r in report["seeded_for"]] == [version]
+    assert f"store: seeded for Higress {version} (" in text
+
+
+def test_a_deployment_made_for_2_1_2_upgrades_to_2_2_4_adding_only_what_is_missing(volumes, fast_env):
+    old, new = dict(fast_env, HIGRESS_VERSION="2.1.2"), fast_env   # 2.2.4: the default
+    run_cli("run", volumes=volumes, env=old, check=True)
+    config = (volumes / "data/configmaps/higress-config.yaml").read_text()
+    before = snapshot(volumes)
+    # before the upgrade run, status under the new version says what is missing and what the run will do
+    code, report, text = _status(volumes, new)
+    assert code == 1 and [r["version"] for r in report["seeded_for"]] == ["2.1.2"]
+    assert "HIGRESS_VERSION=2.2.4: the next run adds the objects it seeds that the store lacks" in text
+    assert next(r for r in report["files"] if r["name"] == "envoyfilters/higress-http-resolver-cluster")["state"] \
+        == "missing"
+    plan = run_cli("plan", volumes=volumes, env=new, check=True)
+    assert "seed           would create 1, kept 8" in plan.stdout, plan.stdout
+    assert snapshot(volumes) == before
+
+    result = run_cli("run", volumes=volumes, env=new, check=True)
+    seed = next(line for line in result.stdout.splitlines() if line.startswith("seed "))
+    assert seed.split()[1:5] == ["created", "1,", "kept", "8"], seed
+    after = snapshot(volumes)
+    # every file there before is byte-identical, same mtime and mode; the one new file is the EnvoyFilter
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert set(after) - set(before) == {RESOLVER}
+    want = expected(version="2.2.4")[("envoyfilters", "higress-http-resolver-cluster")]
+    assert_matches((volumes / RESOLVER).read_text(), want, RESOLVER)
+    # the existing higress-config is kept as 2.1.2 made it (no mcpServer pushed into it)
+    assert (volumes / "data/configmaps/higress-config.yaml").read_text() == config
+    assert_higress_config(yaml.safe_load(config), "2.1.2")
+
+    code, report, text = _status(volumes, new)
+    assert code == 0, text
+    assert [r["version"] for r in report["seeded_for"]] == ["2.1.2", "2.2.4"]
+    assert "store: seeded for Higress 2.1.2 (" in text and "), then 2.2.4 (" in text
+    # a rerun: nothing more
+    rerun = run_cli("run", volumes=volumes, env=new, check=True)
+    assert "every base object is present" in rerun.stdout and snapshot(volumes) == after
+
+
+def test_an_object_of_the_release_removed_from_the_store_is_added_again_never_patched(volumes, fast_env):
+    run_cli("run", volumes=volumes, env=fast_env, check=True)
+    edited = (volumes / RESOLVER).read_text().replace("connect_timeout: 5s", "connect_timeout: 9s")
+    (volumes / RESOLVER).write_text(edited)
+    run_cli("run", volumes=volumes, env=fast_env, check=True)
+    assert (volumes / RESOLVER).read_text() == edited   # present: the user's, never patched
+    (volumes / RESOLVER).unlink()
+    result = run_cli("run", volumes=volumes, env=fast_env, check=True)
+    assert "created 1" in next(line for line in result.stdout.splitlines() if line.startswith("seed "))
+    assert "connect_timeout: 5s" in (volumes / RESOLVER).read_text()
+
+
+def test_a_record_older_than_versions_reads_as_2_1_2(volumes, fast_env):
+    """A store seeded by an initializer that predates HIGRESS_VERSION (its record has no releases)."""
+    old = dict(fast_env, HIGRESS_VERSION="2.1.2")
+    run_cli("run", volumes=volumes, env=old, check=True)
+    record = json.loads((volumes / SEEDED).read_text())
+    del record["releases"]
+    (volumes / SEEDED).write_text(json.dumps(record))
+    code, report, text = _status(volumes, old)
+    assert code == 0 and report["seeded_for"] == [{"version": "2.1.2", "seeded_at": None}], report["seeded_for"]
+    assert "store: seeded for Higress 2.1.2\n" in text + "\n"
+    run_cli("run", volumes=volumes, env=fast_env, check=True)
+    releases = json.loads((volumes / SEEDED).read_text())["releases"]
+    assert [r["version"] for r in releases] == ["2.1.2", "2.2.4"] and releases[0]["seeded_at"] is None
