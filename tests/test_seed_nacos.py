@@ -9,7 +9,7 @@ import re
 import pytest
 import yaml
 
-from base_objects import (NS, assert_console_secret, assert_higress_config, assert_matches, expected,
+from base_objects import (NS, VERSIONS, assert_console_secret, assert_higress_config, assert_matches, expected,
                           openssl_decrypt)
 from conftest import run_cli, snapshot
 from nacos_server import nacos, real_nacos  # noqa: F401 (fixtures)
@@ -30,11 +30,12 @@ def env(node, fast_env):
     return dict(fast_env, **node.client_env(), NACOS_WAIT_TIMEOUT="30s")
 
 
-def _want(node):
+def _want(node, version=VERSIONS[0]):
     """The objects seeded for this server's settings (with credentials: the auth Secret too)."""
     env = node.client_env()
     credentials = (env["NACOS_USERNAME"], env["NACOS_PASSWORD"]) if "NACOS_USERNAME" in env else None
-    return expected(nacos_host="127.0.0.1", nacos_port=node.server.http_port, credentials=credentials)
+    return expected(nacos_host="127.0.0.1", nacos_port=node.server.http_port, credentials=credentials,
+                    version=version)
 
 
 def _group(plural):
@@ -53,7 +54,7 @@ def _calls(output: str) -> int:
     return int(re.search(r"seeding made (\d+) calls", output).group(1))
 
 
-def _check_every_object(node, volumes, want):
+def _check_every_object(node, volumes, want, version=VERSIONS[0]):
     key = (volumes / "api/nacos.key").read_bytes()
     for (plural, name), fields in want.items():
         content = node.get_config(f"{plural}.{name}", _group(plural))
@@ -64,7 +65,7 @@ def _check_every_object(node, volumes, want):
             content = openssl_decrypt(content, key)
         obj = assert_matches(content, fields, f"{plural}/{name}")
         if name == "higress-config":
-            assert_higress_config(obj)
+            assert_higress_config(obj, version)
             assert obj["data"]["mesh"] == (volumes / MESH).read_text()
             assert obj["data"]["meshNetworks"] == (volumes / NETWORKS).read_text()
         if (plural, name) == ("secrets", "higress-console"):
@@ -73,17 +74,20 @@ def _check_every_object(node, volumes, want):
         assert node.get_config(f"{plural}.{name}", _group(plural), tenant="") is None
 
 
-def test_every_object_seeded_field_by_field_and_a_rerun_changes_nothing(node, env, volumes):
-    want = _want(node)
+@pytest.mark.parametrize("version", VERSIONS)
+def test_every_object_seeded_field_by_field_and_a_rerun_changes_nothing(node, env, volumes, version):
+    env = dict(env, HIGRESS_VERSION=version)
+    want = _want(node, version)
     fresh = run_cli("run", volumes=volumes, env=env, check=True)
-    _check_every_object(node, volumes, want)
+    _check_every_object(node, volumes, want, version)
     # each type's index lists its objects in the create form (cluster-scoped: `/<name>`)
     assert _indexes(node, want) == {
         "configmaps": "higress-system/higress-config\nhigress-system/higress-console\n",
         "mcpbridges": "higress-system/default\n",
         "secrets": "higress-system/cacerts\n" + ("higress-system/nacos-auth-default\n" if node.real else "")
                    + "higress-system/higress-console\n",
-        "envoyfilters": "higress-system/higress-gateway-global-custom-response\n",
+        "envoyfilters": "higress-system/higress-gateway-global-custom-response\n"
+                        + ("higress-system/higress-http-resolver-cluster\n" if version == "2.2.4" else ""),
         "services": "higress-system/higress-gateway\n", "gatewayclasses": "/higress-gateway\n",
         "gateways": "higress-system/higress-gateway\n"}
     assert list((volumes / "data").iterdir()) == []  # the file store is not written with Nacos storage
@@ -99,6 +103,27 @@ def test_every_object_seeded_field_by_field_and_a_rerun_changes_nothing(node, en
     assert status.returncode == 0, status.stdout
     assert len(report["nacos"]["configs"]) == len(want) + len(indexes)
     assert all(c["present"] and c["as_seeded"] for c in report["nacos"]["configs"])
+
+
+def test_a_deployment_made_for_2_1_2_upgrades_to_2_2_4_adding_only_what_is_missing(node, env, volumes):
+    old = dict(env, HIGRESS_VERSION="2.1.2")
+    run_cli("run", volumes=volumes, env=old, check=True)
+    want_old, want_new = _want(node, "2.1.2"), _want(node, "2.2.4")
+    configs, files = _stored(node, want_old), snapshot(volumes)
+    assert node.get_config("envoyfilters.higress-http-resolver-cluster", NS) is None
+    result = run_cli("run", volumes=volumes, env=env, check=True)   # 2.2.4, the default
+    seed = next(line for line in result.stdout.splitlines() if line.startswith("seed "))
+    assert seed.split()[1:3] == ["created", "1,"] and "updated 1" in seed, seed   # the object, its index line
+    assert _stored(node, want_old) == configs and snapshot(volumes) == files   # nothing else changed
+    added = node.get_config("envoyfilters.higress-http-resolver-cluster", NS)
+    assert_matches(added, want_new[("envoyfilters", "higress-http-resolver-cluster")], "the EnvoyFilter")
+    assert_higress_config(yaml.safe_load(configs[("configmaps", "higress-config")]), "2.1.2")   # kept as it was
+    assert node.get_config("envoyfilters.__names__", "DEFAULT_GROUP") == \
+        "higress-system/higress-gateway-global-custom-response\nhigress-system/higress-http-resolver-cluster\n"
+    status = run_cli("status", "--output", "json", volumes=volumes, env=env)
+    report = json.loads(status.stdout)
+    assert status.returncode == 0 and [r["version"] for r in report["seeded_for"]] == ["2.1.2", "2.2.4"]
+    assert all(c["present"] for c in report["nacos"]["configs"])
 
 
 def test_with_credentials_the_auth_secret_and_the_bridge_reference_it(node, rnacos, tmp_path, fast_env):
