@@ -7,7 +7,12 @@ VENV := .venv
 BIN := $(VENV)/bin
 VOLUMES ?= ./volumes
 IMAGE ?= higress-init:dev
-COMPOSE := docker compose -f compose/docker-compose.yml --env-file compose/.env
+# HIGRESS_VERSION=2.1.2 (make up, down): that release's image set over compose/.env's (2.2.4's)
+COMPOSE := docker compose -f compose/docker-compose.yml --env-file compose/.env \
+           $(if $(wildcard compose/higress-$(HIGRESS_VERSION).env),--env-file compose/higress-$(HIGRESS_VERSION).env)
+# The built-in Nacos's token secret and server identity: random, made once per clone, root's only,
+# never committed; compose reads it (a published default would let anyone mint Nacos tokens).
+NACOS_AUTH_ENV ?= compose/nacos-auth.env
 
 # r-nacos, the real Nacos-compatible server the tests run against: built once per machine
 # into a cache outside the repo, pinned, and reused when that version is already there.
@@ -111,10 +116,14 @@ bench: $(BIN)/higress-init $(RNACOS_BIN) ## cold and warm runs against the opens
 image: ## build the initializer image (needs a Docker engine)
 	docker build -t $(IMAGE) .
 
-up: ## start the whole standalone stack with compose, built-in Nacos included (needs a Docker engine)
+$(NACOS_AUTH_ENV):
+	mkdir -p $(@D) && umask 077 && $(PYTHON) -c 'import base64, secrets; print("NACOS_AUTH_TOKEN=" + base64.b64encode(secrets.token_bytes(48)).decode()); print("NACOS_AUTH_IDENTITY_KEY=" + secrets.token_hex(16)); print("NACOS_AUTH_IDENTITY_VALUE=" + secrets.token_hex(32))' > $@.partial
+	mv $@.partial $@
+
+up: $(NACOS_AUTH_ENV) ## start the whole standalone stack with compose, built-in Nacos included (needs a Docker engine; HIGRESS_VERSION=2.1.2 for that release)
 	$(COMPOSE) up -d
 
-down: ## stop the compose stack
+down: $(NACOS_AUTH_ENV) ## stop the compose stack
 	$(COMPOSE) down
 
 status: $(BIN)/higress-init ## check every certificate, key and generated file in $(VOLUMES)

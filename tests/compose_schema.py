@@ -19,7 +19,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = REPO / "compose/docker-compose.yml"
 COMPOSE_ENV = REPO / "compose/.env"
-PROFILE_SETS = ((), ("nacos",))
+PROFILE_SETS = ((), ("nacos",), ("plugin-server",), ("nacos", "plugin-server"))
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:?-)([^}]*))?\}")
 
 
@@ -35,6 +35,8 @@ def parse_env_file(path: Path) -> dict[str, str]:
             raise ValueError(f"{path}:{number}: not KEY=VALUE: {line!r}")
         if key in values:
             raise ValueError(f"{path}:{number}: {key} is defined twice")
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]   # quoted as compose's dotenv reads it (single quotes: no interpolation)
         values[key] = value
     return values
 
@@ -59,6 +61,7 @@ def interpolate(text: str, env: dict[str, str]) -> str:
 def model(profiles=(), overrides: dict | None = None) -> dict:
     """The effective compose model for a set of active profiles."""
     env = parse_env_file(COMPOSE_ENV)
+    env.setdefault("NACOS_AUTH_ENV_FILE", str(nacos_auth_file()))
     env.update(overrides or {})
     doc = yaml.safe_load(interpolate(COMPOSE_FILE.read_text(), env))
     doc = copy.deepcopy(doc)
@@ -86,8 +89,32 @@ COMPONENT_USERS = {  # service: (image repository, uid)
     "gateway": ("gateway", 0),
     "console": ("console", 0),
 }
-# The versions that go together (README "Versions"): api-server 0.0.22 is the build matching Higress 2.1.2.
-VERSIONS = {"api-server": "0.0.22", "higress": "2.1.2", "pilot": "2.1.2", "gateway": "2.1.2", "console": "2.1.2"}
+# The compose variable naming each service's image (a full reference; versions.py holds each release's set).
+IMAGE_VARIABLES = {"apiserver": "HIGRESS_API_SERVER_IMAGE", "controller": "HIGRESS_CONTROLLER_IMAGE",
+                   "pilot": "HIGRESS_PILOT_IMAGE", "gateway": "HIGRESS_GATEWAY_IMAGE",
+                   "console": "HIGRESS_CONSOLE_IMAGE", "plugin-server": "HIGRESS_PLUGIN_SERVER_IMAGE",
+                   "nacos": "NACOS_IMAGE"}
+
+
+def release_env_files(version: str) -> list[Path]:
+    """The --env-file list selecting a release's image set: compose/.env (the default release's), then
+    compose/higress-<version>.env for any other."""
+    extra = REPO / f"compose/higress-{version}.env"
+    return [COMPOSE_ENV] + ([extra] if extra.is_file() else [])
+
+
+_NACOS_AUTH: list[Path] = []
+
+
+def nacos_auth_file() -> Path:
+    """The built-in Nacos's generated secrets, made by the Makefile's own rule (as `make up` makes
+    compose/nacos-auth.env), here into a temporary folder: the tests never write into the repo."""
+    if not _NACOS_AUTH:
+        path = Path(tempfile.mkdtemp(prefix="nacos-auth-")) / "nacos-auth.env"
+        subprocess.run(["make", "-s", "-C", str(REPO), f"NACOS_AUTH_ENV={path}", str(path)], check=True,
+                       capture_output=True)
+        _NACOS_AUTH.append(path)
+    return _NACOS_AUTH[0]
 
 # The real compose CLI plugin (`make test` builds it pinned into the tools cache); `config` needs no engine.
 COMPOSE_VERSION = "2.40.3"
@@ -95,9 +122,11 @@ COMPOSE_PLUGIN = Path(os.environ.get("COMPOSE_PLUGIN") or
                       Path.home() / f".cache/higress-init/compose-v{COMPOSE_VERSION}/cli-plugins/docker-compose")
 
 
-def compose_config(env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+def compose_config(env: dict[str, str] | None = None, env_files: list[Path] | None = None,
+                   compose_file: Path = COMPOSE_FILE) -> subprocess.CompletedProcess:
     """`docker compose config --format json` as a user runs it from the repo root, with `env` as the
-    shell environment's compose variables (they win over compose/.env, as in compose itself)."""
+    shell environment's compose variables (they win over the env files, as in compose itself) and
+    `env_files` as its --env-file list (default: compose/.env)."""
     if not COMPOSE_PLUGIN.is_file():
         raise FileNotFoundError(f"the compose CLI plugin is not at {COMPOSE_PLUGIN}: `make test` builds it "
                                 f"(needs Go), or set COMPOSE_PLUGIN")
@@ -105,11 +134,15 @@ def compose_config(env: dict[str, str] | None = None) -> subprocess.CompletedPro
     if not docker:
         raise FileNotFoundError("the docker CLI is not installed (apt-get install docker-ce-cli or docker.io); "
                                 "`docker compose config` needs no engine")
-    compose_vars = {name for name, _ in variables_used(COMPOSE_FILE.read_text())} | set(parse_env_file(COMPOSE_ENV))
+    env_files = env_files or [COMPOSE_ENV]
+    compose_vars = {name for name, _ in variables_used(compose_file.read_text())} | \
+        {name for f in env_files for name in parse_env_file(f)}
     full_env = {k: v for k, v in os.environ.items() if k not in compose_vars and not k.startswith("COMPOSE_")}
+    full_env["NACOS_AUTH_ENV_FILE"] = str(nacos_auth_file())
     full_env.update(env or {})
     full_env["DOCKER_CONFIG"] = str(COMPOSE_PLUGIN.parent.parent)
-    return subprocess.run([docker, "compose", "-f", str(COMPOSE_FILE), "--env-file", str(COMPOSE_ENV),
+    return subprocess.run([docker, "compose", "-f", str(compose_file),
+                           *[arg for f in env_files for arg in ("--env-file", str(f))],
                            "config", "--format", "json"], capture_output=True, text=True, env=full_env,
                           cwd=REPO, timeout=120)
 

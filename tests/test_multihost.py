@@ -393,9 +393,11 @@ def test_the_gateway_host_compose_file(tmp_path):
         result = compose_schema.validate(document)
         assert result.returncode == 0, result.stdout + result.stderr
     services = doc["services"]
-    assert set(services) == {"initializer", "gateway"}
+    assert set(services) == {"initializer", "gateway", "plugin-server"}   # the plugin server: profile plugin-server
+    assert services["plugin-server"]["profiles"] == ["plugin-server"]
     init, gateway = services["initializer"], services["gateway"]
-    assert gateway["depends_on"] == {"initializer": {"condition": "service_completed_successfully"}}
+    assert gateway["depends_on"] == {"initializer": {"condition": "service_completed_successfully"},
+                                     "plugin-server": {"condition": "service_healthy", "required": False}}
     assert init["environment"]["POD_NAME"] == gateway["environment"]["POD_NAME"] == "gateway-2"
     assert "pilot:10.0.0.5" in gateway["extra_hosts"]
     mounted = {spec.split(":")[0].replace("../volumes/", "") for spec in gateway["volumes"]}
@@ -406,6 +408,7 @@ def test_the_gateway_host_compose_file(tmp_path):
     compose_env = {k: "" if v is None else str(v) for k, v in init["environment"].items()}   # as compose passes them
     loaded = settings.load(env={**compose_env, "VOLUMES_ROOT": str(tmp_path)})
     assert loaded.role == "gateway" and loaded.pod_name == "gateway-2" and loaded.config_storage == "nacos"
+    assert loaded.higress_version == env["HIGRESS_VERSION"] == "2.2.4"
 
 
 def test_a_pod_name_that_is_no_kubernetes_name_is_bad_input(tmp_path):

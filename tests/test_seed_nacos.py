@@ -208,6 +208,25 @@ def test_a_broken_mesh_in_nacos_is_refused_and_the_files_keep_their_text(node, e
     assert status.returncode == 1 and "discoveryAddress" in status.stdout
 
 
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_stored_mesh_passes_its_release_field_list_and_an_unknown_field_is_refused(node, env, volumes, version):
+    env = dict(env, HIGRESS_VERSION=version)
+    run_cli("run", volumes=volumes, env=env, check=True)
+    istio_1_27 = "inboundTrafficPolicy:\n  mode: LOCALHOST\nserviceScopeConfigs:\n- scope: GLOBAL\n"
+    new = _edit_stored_mesh(node, lambda m: m + istio_1_27)
+    result = run_cli("run", volumes=volumes, env=env)
+    if version == "2.2.4":   # Istio 1.27's fields: delivered
+        assert result.returncode == 0, result.stderr
+        assert (volumes / MESH).read_text() == new
+    else:
+        assert result.returncode == 3 and "inboundTrafficPolicy, serviceScopeConfigs" in result.stderr, result.stderr
+        assert istio_1_27 not in (volumes / MESH).read_text()
+    _edit_stored_mesh(node, lambda m: m + "notAMeshField: 1\n")
+    result = run_cli("run", volumes=volumes, env=env)
+    assert result.returncode == 3 and "unknown top-level key(s)" in result.stderr, result.stderr
+    assert "notAMeshField" in result.stderr and f"Higress {version}" in result.stderr
+
+
 def test_a_mesh_file_edited_here_is_refused_then_pushed_into_nacos(node, env, volumes):
     run_cli("run", volumes=volumes, env=env, check=True)
     edited = (volumes / MESH).read_text().replace("dnsRefreshRate: 200s", "dnsRefreshRate: 45s")

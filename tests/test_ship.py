@@ -12,10 +12,12 @@ import pytest
 import yaml
 
 import compose_schema
-from compose_schema import (COMPONENT_USERS, COMPOSE_FILE, REPO, VERSIONS, model, parse_env_file, validate,
-                            variables_used)
+from compose_schema import (COMPONENT_USERS, COMPOSE_FILE, IMAGE_VARIABLES, REPO, model, parse_env_file,
+                            release_env_files, validate, variables_used)
 from conftest import run_cli
+from nacos_server import real_nacos  # noqa: F401 (a fixture)
 from higress_init import kubeconfig, pki, readers, ownership
+from higress_init import versions
 from higress_init.settings import SETTINGS
 
 ENV_FILES = ["initializer", "apiserver", "controller", "pilot", "gateway", "console", "nacos"]
@@ -28,6 +30,7 @@ def test_compose_validates_against_the_compose_spec_with_each_profile(profiles):
     assert result.returncode == 0, result.stdout + result.stderr
     services = set(model(profiles)["services"])
     assert ("nacos" in services) == ("nacos" in profiles)
+    assert ("plugin-server" in services) == ("plugin-server" in profiles)
     assert {"initializer", *COMPONENTS} <= services
 
 
@@ -41,13 +44,19 @@ def test_every_env_file_parses_and_every_variable_without_default_is_defined():
     for name in ENV_FILES:
         parse_env_file(REPO / "env" / f"{name}.env")
     defined = parse_env_file(REPO / "compose/.env")
+    for release in versions.RELEASES:   # each release's env file only overrides what compose/.env defines
+        for path in release_env_files(release.version)[1:]:
+            assert set(parse_env_file(path)) <= set(defined), path
     for name, default in variables_used(COMPOSE_FILE.read_text()):
         if default is None:
             assert name in defined, f"${{{name}}} has no default and is not in compose/.env"
     services = yaml.safe_load(COMPOSE_FILE.read_text())["services"]
     for svc in services.values():
-        env_file = svc.get("env_file")
-        if env_file:
+        env_files = svc.get("env_file") or []
+        for env_file in [env_files] if isinstance(env_files, str) else env_files:
+            if isinstance(env_file, dict):   # {path, required}: the generated Nacos secrets (below)
+                assert env_file["required"] is True and "NACOS_AUTH_ENV_FILE" in env_file["path"], env_file
+                continue
             assert (COMPOSE_FILE.parent / env_file).is_file(), env_file
 
 
@@ -62,10 +71,10 @@ def test_initializer_env_and_readme_document_every_setting():
 R, W, X = 4, 2, 1
 
 
-def real_config(env: dict) -> dict:
+def real_config(env: dict, env_files=None, compose_file=COMPOSE_FILE) -> dict:
     """The compose model from the real `docker compose config`, which must resolve with no warning."""
     try:
-        result = compose_schema.compose_config(env)
+        result = compose_schema.compose_config(env, env_files, compose_file)
     except FileNotFoundError as err:
         pytest.fail(str(err), pytrace=False)
     assert result.returncode == 0, result.stderr
@@ -169,8 +178,8 @@ def test_every_component_can_read_what_it_is_wired_to_after_a_run_with_the_compo
     rel = lambda p: str(p.relative_to(volumes))  # noqa: E731
     for name, (image, uid) in COMPONENT_USERS.items():
         service = services[name]
-        repository, tag = service["image"].rsplit("/", 1)[-1].split(":")
-        assert (repository, tag) == (image, VERSIONS[image]), service["image"]
+        assert service["image"] == versions.RELEASES_BY_VERSION[versions.DEFAULT].images[IMAGE_VARIABLES[name]]
+        assert service["image"].rsplit("/", 1)[-1].startswith(image + ":"), service["image"]
         mounts = _bind_mounts(service, volumes)
         reader = next(r for r in readers.READERS if r.service == name)
         # the product's table of readers (used by `watch`) is what compose mounts
@@ -221,8 +230,8 @@ def test_docker_compose_config_resolves_the_shipped_files_without_warnings(tmp_p
     env = {} if storage == "nacos" else {"COMPOSE_PROFILES": "", "CONFIG_STORAGE": "file"}
     doc = real_config(env)
     services = doc["services"]
-    expected = {"initializer", "watch", *COMPONENT_USERS} | ({"nacos"} if storage == "nacos" else set())
-    assert set(services) == expected  # nacos is on by default, off for the file store
+    expected = {"initializer", "watch", *COMPONENT_USERS} | ({"nacos", "plugin-server"} if storage == "nacos" else set())
+    assert set(services) == expected  # nacos and plugin-server are on by default, off here for the file store
     api = services["apiserver"]["command"]
     assert "--auth-enabled" in api and f"--storage={storage}" in api
     assert services["initializer"]["environment"]["CONFIG_STORAGE"] == storage
@@ -333,3 +342,123 @@ def test_image_install_path_in_a_fresh_virtual_environment(tmp_path):
     locked = [line.split("==")[0].lower() for line in (REPO / "initContainer/requirements.lock").read_text().splitlines()
               if line and not line.startswith("#")]
     assert sorted(freeze) == sorted(locked + ["higress-init"])
+
+
+# --- the image set per release (versions.py), Higress 2.2.4's plugin-server and Nacos 3
+@pytest.mark.parametrize("version", [r.version for r in versions.RELEASES])
+def test_each_release_image_set_is_what_compose_runs(version):
+    release = versions.RELEASES_BY_VERSION[version]
+    services = real_config({}, release_env_files(version))["services"]
+    for name, service in services.items():
+        if name in IMAGE_VARIABLES:
+            assert service["image"] == release.images[IMAGE_VARIABLES[name]], (version, name)
+    assert {n for n in services if n in IMAGE_VARIABLES} == {n for n, v in IMAGE_VARIABLES.items()
+                                                            if v in release.images}
+    for name in ("initializer", "watch"):
+        assert services[name]["environment"]["HIGRESS_VERSION"] == version
+    controller, console = services["controller"], services["console"]
+    url_pattern = controller["environment"]["MCP_SERVER_WASM_IMAGE_URL"], \
+        console["environment"]["HIGRESS_ADMIN_WASM_PLUGIN_CUSTOM_IMAGE_URL_PATTERN"]
+    if version == "2.1.2":   # as upstream runs 2.1.2: no plugin server, no automatic HTTPS
+        assert "plugin-server" not in services and url_pattern == ("", "")
+        assert "--enableAutomaticHttps=false" in controller["command"]
+    else:
+        assert services["plugin-server"]["networks"]["higress-net"]["aliases"] == ["plugin-server.svc"]
+        assert ["--enableAutomaticHttps=true", "--automaticHttpsEmail="] == controller["command"][-2:]
+        assert url_pattern[0] == "http://plugin-server:8080/plugins/mcp-server/2.0.1/plugin.wasm"
+        # compose prints a literal `$` as `$$`: the console receives ${name} and ${version} themselves
+        assert url_pattern[1] == "http://plugin-server:8080/plugins/$${name}/$${version}/plugin.wasm"
+
+
+def test_the_console_pattern_would_be_emptied_if_compose_interpolated_it(tmp_path):
+    """The check above has teeth: the same value without the single quotes loses its placeholders."""
+    unquoted = tmp_path / "unquoted.env"
+    unquoted.write_text("WASM_PLUGIN_URL_PATTERN=http://plugin-server:8080/plugins/${name}/${version}/plugin.wasm\n")
+    result = compose_schema.compose_config({}, [compose_schema.COMPOSE_ENV, unquoted])
+    assert result.returncode == 0, result.stderr
+    pattern = json.loads(result.stdout)["services"]["console"]["environment"][
+        "HIGRESS_ADMIN_WASM_PLUGIN_CUSTOM_IMAGE_URL_PATTERN"]
+    assert pattern == "http://plugin-server:8080/plugins///plugin.wasm" and "name" in result.stderr
+
+
+def test_with_the_plugin_server_profile_off_the_gateway_still_starts():
+    services = real_config({"COMPOSE_PROFILES": "nacos"})["services"]
+    assert "plugin-server" not in services and "nacos" in services
+    # the dependency stays, not required: compose starts the gateway without it
+    assert services["gateway"]["depends_on"]["plugin-server"] == {"condition": "service_healthy", "required": False}
+    on = real_config({})["services"]
+    assert on["gateway"]["depends_on"]["plugin-server"]["required"] is False
+    assert on["plugin-server"]["healthcheck"]["test"] == ["CMD-SHELL", "curl -sf http://127.0.0.1:8080/ || exit 1"]
+
+
+def test_the_gateway_host_file_runs_its_own_plugin_server_and_the_release_image_set():
+    gateway_file = REPO / "compose/docker-compose.gateway.yml"
+    env = {"NACOS_SERVER_URL": "http://10.0.0.5:8848/nacos", "PILOT_ADDRESS": "10.0.0.5"}
+    for release in versions.RELEASES:
+        services = real_config(env, release_env_files(release.version), gateway_file)["services"]
+        assert services["gateway"]["image"] == release.images["HIGRESS_GATEWAY_IMAGE"]
+        assert services["initializer"]["environment"]["HIGRESS_VERSION"] == release.version
+        assert ("plugin-server" in services) == ("HIGRESS_PLUGIN_SERVER_IMAGE" in release.images)
+        assert services["gateway"]["depends_on"]["plugin-server"]["required"] is False
+    services = real_config(env, compose_file=gateway_file)["services"]
+    assert services["plugin-server"]["image"] == versions.RELEASES[0].images["HIGRESS_PLUGIN_SERVER_IMAGE"]
+
+
+UPSTREAM_2_2_4_NACOS = {  # CONTRACT: "Upstream's current release: Higress 2.2.4", Nacos env for 3.x
+    "NACOS_AUTH_ENABLE": "false", "NACOS_CORE_AUTH_ENABLED": "false", "NACOS_CORE_AUTH_ADMIN_ENABLED": "false",
+    "NACOS_CORE_AUTH_CONSOLE_ENABLED": "false", "NACOS_CORE_API_COMPATIBILITY_CONSOLE_ENABLED": "true",
+    "NACOS_CORE_API_COMPATIBILITY_CORE_ENABLED": "true", "NACOS_CORE_API_COMPATIBILITY_ADMIN_ENABLED": "true",
+    "MODE": "standalone"}
+# the token secret upstream's env/nacos.env publishes
+UPSTREAM_TOKEN = "SecretKey012345678901234567890123456789012345678901234567890123456789"
+
+
+def test_nacos_runs_with_the_3x_settings_upstream_sets_and_a_generated_token_secret(tmp_path):
+    import base64
+    ours = parse_env_file(REPO / "env/nacos.env")
+    assert {k: ours.get(k) for k in UPSTREAM_2_2_4_NACOS} == UPSTREAM_2_2_4_NACOS
+    shipped = {k for path in [*REPO.glob("env/*.env"), *REPO.glob("compose/*.env")]
+               if path.name != "nacos-auth.env" for k in parse_env_file(path)}
+    assert not {"NACOS_AUTH_TOKEN", "NACOS_AUTH_IDENTITY_KEY", "NACOS_AUTH_IDENTITY_VALUE"} & shipped
+    # the Makefile's rule, as `make up` runs it: a fresh random secret each time, owner-only
+    made = []
+    for n in range(2):
+        path = tmp_path / str(n) / "nacos-auth.env"
+        subprocess.run(["make", "-s", "-C", str(REPO), f"NACOS_AUTH_ENV={path}", str(path)], check=True)
+        assert path.stat().st_mode & 0o777 == 0o600
+        made.append(parse_env_file(path))
+    assert made[0] != made[1]
+    for values in made:
+        assert set(values) == {"NACOS_AUTH_TOKEN", "NACOS_AUTH_IDENTITY_KEY", "NACOS_AUTH_IDENTITY_VALUE"}
+        assert len(base64.b64decode(values["NACOS_AUTH_TOKEN"], validate=True)) >= 32   # what Nacos 3 demands
+        assert values["NACOS_AUTH_TOKEN"] != UPSTREAM_TOKEN
+    # compose hands that file to Nacos, and refuses to start Nacos without it
+    nacos = real_config({"NACOS_AUTH_ENV_FILE": str(tmp_path / "0/nacos-auth.env")})["services"]["nacos"]
+    assert {k: nacos["environment"][k] for k in made[0]} == made[0]
+    assert nacos["image"] == "nacos/nacos-server:v3.0.1"
+    assert {"published": "8888", "target": 8080} in [{k: p[k] for k in ("published", "target")}
+                                                       for p in nacos["ports"]]
+    missing = compose_schema.compose_config({"NACOS_AUTH_ENV_FILE": str(tmp_path / "absent.env")})
+    assert missing.returncode != 0 and "absent.env" in missing.stderr
+    assert "compose/nacos-auth.env" in (REPO / ".gitignore").read_text().split()
+
+
+def test_the_nacos_healthcheck_passes_on_real_nacos_2x_and_3x(real_nacos):
+    """The compose healthcheck's command, run against real Nacos 2.5.1 and 3.0.1 (3.x answers 404 or
+    410 on the v1 readiness path) in place of the container's 127.0.0.1:8848; and failing on no server."""
+    from conftest import require_tool
+    from nacos_server import nacos_ports
+    require_tool("curl", "apt-get install curl")
+    test = real_config({})["services"]["nacos"]["healthcheck"]["test"]
+    assert test[0] == "CMD-SHELL" and "127.0.0.1:8848/" in test[1]
+    for version in ("2.5.1", "3.0.1", "3.0.1-upstream"):
+        server = real_nacos(version)
+        result = subprocess.run(["sh", "-c", test[1].replace("127.0.0.1:8848/", f"127.0.0.1:{server.http_port}/")],
+                                capture_output=True, text=True, timeout=30)
+        assert result.returncode == 0, (version, result.stdout, result.stderr)
+        v1_only = test[1].split(" || ")[0].replace("127.0.0.1:8848/", f"127.0.0.1:{server.http_port}/")
+        v1 = subprocess.run(["sh", "-c", v1_only], capture_output=True, text=True, timeout=30)
+        assert (v1.returncode == 0) == version.startswith("2."), (version, v1.stderr)   # 3.x needs the fallback
+    down = subprocess.run(["sh", "-c", test[1].replace("127.0.0.1:8848/", f"127.0.0.1:{nacos_ports()}/")],
+                          capture_output=True, text=True, timeout=30)
+    assert down.returncode != 0

@@ -104,3 +104,32 @@ def test_a_record_older_than_versions_reads_as_2_1_2(volumes, fast_env):
     run_cli("run", volumes=volumes, env=fast_env, check=True)
     releases = json.loads((volumes / SEEDED).read_text())["releases"]
     assert [r["version"] for r in releases] == ["2.1.2", "2.2.4"] and releases[0]["seeded_at"] is None
+
+
+# Top-level fields Istio 1.27's MeshConfig has and 1.19's lacks, with a value of each one's type.
+ISTIO_1_27_FIELDS = "inboundTrafficPolicy:\n  mode: LOCALHOST\nserviceScopeConfigs:\n- scope: GLOBAL\n"
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_a_stored_mesh_passes_its_release_field_list_and_an_unknown_field_is_refused(volumes, fast_env, version):
+    env = dict(fast_env, HIGRESS_VERSION=version)
+    run_cli("run", volumes=volumes, env=env, check=True)
+    path = volumes / "data/configmaps/higress-config.yaml"
+    original = path.read_text()
+    cm = yaml.safe_load(original)
+    cm["data"]["mesh"] += ISTIO_1_27_FIELDS
+    path.write_text(yaml.safe_dump(cm))
+    result = run_cli("run", volumes=volumes, env=env)
+    if version == "2.2.4":   # Istio 1.27: delivered to pilot
+        assert result.returncode == 0, result.stderr
+        assert (volumes / "pilot/config/mesh").read_text().endswith(ISTIO_1_27_FIELDS)
+    else:                    # Istio 1.19 has neither field: pilot would fall back to its defaults
+        assert result.returncode == 3, (result.stdout, result.stderr)
+        assert "unknown top-level key(s) inboundTrafficPolicy, serviceScopeConfigs" in result.stderr
+        assert "Istio 1.19" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+        assert ISTIO_1_27_FIELDS not in (volumes / "pilot/config/mesh").read_text()
+    cm["data"]["mesh"] += "inboundTrafficPolicyX: {}\n"   # no Istio has it
+    path.write_text(yaml.safe_dump(cm))
+    result = run_cli("run", volumes=volumes, env=env)
+    assert result.returncode == 3 and "inboundTrafficPolicyX" in result.stderr, result.stderr
+    assert "inboundTrafficPolicyX" not in (volumes / "pilot/config/mesh").read_text()
