@@ -39,7 +39,7 @@ class Parser(argparse.ArgumentParser):
 # them, as it accepts any environment variable).
 UNUSED_SETTINGS = {
     "run": {"METRICS_PORT"}, "plan": {"METRICS_PORT", "BACKUP_KEEP"}, "phase": {"METRICS_PORT", "ROTATE"},
-    "rotate": {"METRICS_PORT", "ROTATE"}, "watch": {"ROTATE"}, "status": {"METRICS_PORT", "ROTATE", "BACKUP_KEEP"},
+    "rotate": {"METRICS_PORT", "ROTATE"}, "migrate": {"METRICS_PORT", "ROTATE"}, "watch": {"ROTATE"}, "status": {"METRICS_PORT", "ROTATE", "BACKUP_KEEP"},
     "phases": {s.env for s in SETTINGS},
 }
 
@@ -86,6 +86,7 @@ EXAMPLES = {
     "rotate": "higress-init rotate leaf --volumes ./volumes",
     "watch": "METRICS_PORT=9793 higress-init watch --interval 12h --volumes ./volumes",
     "phase": "higress-init phase apiserver-pki --volumes ./volumes",
+    "migrate": "higress-init migrate --volumes ./volumes",
     "phases": "higress-init phases",
 }
 
