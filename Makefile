@@ -22,6 +22,13 @@ COMPOSE_VERSION := 2.40.3
 COMPOSE_ROOT ?= $(HOME)/.cache/higress-init/compose-v$(COMPOSE_VERSION)
 export COMPOSE_PLUGIN := $(COMPOSE_ROOT)/cli-plugins/docker-compose
 
+# uv creates and syncs every environment from the lock file (install.sh for the image and the tests,
+# and .venv here): pinned (as in install.sh and the Dockerfile), installed once per machine from
+# PyPI into the same cache, and reused.
+UV_VERSION := 0.13.9
+UV_ROOT ?= $(HOME)/.cache/higress-init/uv-$(UV_VERSION)
+export UV := $(UV_ROOT)/bin/uv
+
 # Real Nacos 2.5.1 and 3.0.1, the servers the Nacos tests stand on: Maven Central does not publish
 # the Nacos server, so each is built once per machine from the upstream release source in
 # ../shared/nacos/ (every build dependency is on Maven Central) into the same cache, and reused.
@@ -39,17 +46,24 @@ help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}' \
 	  | sed -e 's|$$(VOLUMES)|$(VOLUMES)|g' -e 's|$$(IMAGE)|$(IMAGE)|g'
 
-$(BIN)/higress-init: initContainer/requirements.lock initContainer/pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet -r initContainer/requirements.lock
-	$(BIN)/pip install --quiet -e initContainer
-	$(BIN)/pip check
+# the lock synced exactly (hash-checked; nothing else stays installed), then the package, editable
+$(BIN)/higress-init: initContainer/requirements.lock initContainer/pyproject.toml $(UV)
+	$(PYTHON) -m venv --without-pip $(VENV)
+	UV_PYTHON=$(BIN)/python $(UV) pip sync --quiet --require-hashes initContainer/requirements.lock
+	UV_PYTHON=$(BIN)/python $(UV) pip install --quiet -e initContainer
+	UV_PYTHON=$(BIN)/python $(UV) pip check --quiet
 	@touch $@
 
 $(VENV)/.test-deps: $(BIN)/higress-init tests/requirements.txt
-	$(BIN)/pip install --quiet -r tests/requirements.txt
-	$(BIN)/pip check
+	UV_PYTHON=$(BIN)/python $(UV) pip install --quiet -r tests/requirements.txt
+	UV_PYTHON=$(BIN)/python $(UV) pip check --quiet
 	@touch $@
+
+$(UV):
+	rm -rf $(UV_ROOT).partial
+	$(PYTHON) -m venv $(UV_ROOT).partial
+	$(UV_ROOT).partial/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	rm -rf $(UV_ROOT) && mv $(UV_ROOT).partial $(UV_ROOT)
 
 $(RNACOS_BIN):
 	@command -v cargo >/dev/null || { echo "cargo is needed to build r-nacos: install Rust (rustup)"; exit 1; }
