@@ -40,7 +40,7 @@ NACOS_JARS := $(foreach v,$(NACOS_VERSIONS),$(NACOS_CACHE)/nacos-$(v)/nacos-serv
 MVN_SKIP := -Dmaven.test.skip=true -Drat.skip=true -Dcheckstyle.skip=true -Dpmd.skip=true -Djacoco.skip=true \
             -Dmaven.javadoc.skip=true -Dgpg.skip
 
-.PHONY: help run test lint bench image up down status rotate clean
+.PHONY: help run test lint bench bench-readme image up down status rotate clean
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}' \
@@ -106,8 +106,11 @@ lint: $(VENV)/.test-deps ## hadolint the Dockerfile and check the compose file a
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/python tests/compose_schema.py
 
-bench: $(BIN)/higress-init $(RNACOS_BIN) ## cold and warm runs against the openssl command-line baseline
+bench: $(VENV)/.test-deps $(RNACOS_BIN) $(NACOS_JARS) ## cold and warm runs, file store and real Nacos, as ratios measured side by side (BENCH_BEFORE=rev: that revision too)
 	$(BIN)/python bench/bench.py
+
+bench-readme: ## regenerate the README's performance table from the last `make bench`
+	$(PYTHON) bench/readme_table.py bench/results/bench.json README.md
 
 image: ## build the initializer image (needs a Docker engine)
 	docker build -t $(IMAGE) .
