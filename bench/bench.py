@@ -36,7 +36,7 @@ sys.path.insert(0, str(REPO / "tests"))
 # targets (issue 23); each figure printed with its own
 TARGETS = {"file_cold_to_floor": 1.0, "file_cold_to_baseline": 0.2, "file_warm": 0.1,
            "nacos_warm": 0.4, "nacos_warm_minus_file_warm": 0.3}
-SETTLE = 2.0   # sharedca.SETTLE: a cold shared-ca phase this long or longer waited for the CA to settle
+SETTLE = 2.0   # sharedca.SETTLE: the shared CA's settle wait (r-nacos only), which a shorter phase did not pay
 
 
 def _clean_env(extra: dict | None = None) -> dict:
@@ -177,7 +177,8 @@ def nacos_storage(work: Path, variants: list[Install], servers: dict) -> dict:
             fw = statistics.median(file_warm[v.label])
             r = {"cold": summary(cold[name, v.label]), "warm": summary(warm[name, v.label]),
                  "file_warm_median": fw, "cold_shared_ca_phase": summary(share[name, v.label]),
-                 "cold_runs_that_waited_to_settle": sum(s >= SETTLE for s in share[name, v.label])}
+                 # a settle wait alone lasts SETTLE: a shared-ca phase shorter than that paid none
+                 "cold_runs_shorter_than_a_settle_wait": sum(s < SETTLE for s in share[name, v.label])}
             r["warm_minus_file_warm"] = r["warm"]["median"] - fw
             r["warm_to_file_warm"] = r["warm"]["median"] / fw
             result[name]["variants"][v.label] = r
@@ -227,9 +228,9 @@ def print_nacos(results: dict) -> None:
     for name, r in results.items():
         print(f"  {name} ({r['url']}, auth {'on' if r['auth'] else 'off'})")
         for label, v in r["variants"].items():
-            print(f"    [{label}] cold         {_mmm(v['cold'])}   shared-ca phase median "
-                  f"{v['cold_shared_ca_phase']['median']:.3f} s; waited {SETTLE:g} s to settle in "
-                  f"{v['cold_runs_that_waited_to_settle']} of {v['cold']['runs']} runs")
+            print(f"    [{label}] cold         {_mmm(v['cold'])}   shared-ca phase {_mmm(v['cold_shared_ca_phase'])}; "
+                  f"{v['cold_runs_shorter_than_a_settle_wait']} of {v['cold']['runs']} shorter than a {SETTLE:g} s "
+                  "settle wait (so paid none)")
             print(f"    [{label}] warm         {_mmm(v['warm'])}   {_target(v['warm']['median'], 'nacos_warm')}")
             print(f"    [{label}] warm - file-store warm (median {v['file_warm_median']:.3f} s, same rounds): "
                   f"{v['warm_minus_file_warm']:+.3f} s {_target(v['warm_minus_file_warm'], 'nacos_warm_minus_file_warm')}"

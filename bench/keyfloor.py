@@ -9,9 +9,20 @@ import sys
 from higress_init import cli, phases, settings as settings_mod
 
 
-def main(volumes: str) -> int:
+def _context(volumes: str) -> phases.Context:
     settings = settings_mod.load(overrides={"VOLUMES_ROOT": volumes})
-    ctx = phases.Context(settings, cli._writer(settings), cli.utcnow(), phases=tuple(p.name for p in phases.PHASES))
+    return phases.Context(settings, cli._writer(settings), cli.utcnow(), phases=tuple(p.name for p in phases.PHASES))
+
+
+def wanted(volumes: str) -> dict[str, str]:
+    """The keys (name -> algorithm) a cold run into `volumes` generates, none generated here."""
+    ctx = _context(volumes)
+    ctx.key_pool = dict   # what the run's pool is asked for, instead of the pool
+    return ctx.keys
+
+
+def main(volumes: str) -> int:
+    ctx = _context(volumes)
     pool = ctx.keys
     for name in pool.algorithms:
         pool.get(name)
