@@ -3,11 +3,14 @@
 ARG PYTHON_IMAGE=python:3.11.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
+# uv syncs the hash-checked lock; pinned as in the Makefile and install.sh; only in this stage
+ARG UV_VERSION=0.13.9
 WORKDIR /src
 COPY initContainer/ ./initContainer/
 # The same script the tests run (tests/test_ship.py), so image and tests install alike.
 # (bytecode compiled at install time is kept: every start of this one-shot container saves its compile)
-RUN sh initContainer/install.sh /opt/higress-init
+RUN pip install --no-cache-dir "uv==${UV_VERSION}" \
+    && UV_NO_CACHE=1 sh initContainer/install.sh /opt/higress-init
 
 FROM ${PYTHON_IMAGE}
 LABEL org.opencontainers.image.title="higress-init" \

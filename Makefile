@@ -27,6 +27,13 @@ COMPOSE_VERSION := 2.40.3
 COMPOSE_ROOT ?= $(HOME)/.cache/higress-init/compose-v$(COMPOSE_VERSION)
 export COMPOSE_PLUGIN := $(COMPOSE_ROOT)/cli-plugins/docker-compose
 
+# uv creates and syncs every environment from the lock file (install.sh for the image and the tests,
+# and .venv here): pinned (as in install.sh and the Dockerfile), installed once per machine from
+# PyPI into the same cache, and reused.
+UV_VERSION := 0.13.9
+UV_ROOT ?= $(HOME)/.cache/higress-init/uv-$(UV_VERSION)
+export UV := $(UV_ROOT)/bin/uv
+
 # Real Nacos 2.5.1 and 3.0.1, the servers the Nacos tests stand on: Maven Central does not publish
 # the Nacos server, so each is built once per machine from the upstream release source in
 # ../shared/nacos/ (every build dependency is on Maven Central) into the same cache, and reused.
@@ -38,26 +45,32 @@ NACOS_JARS := $(foreach v,$(NACOS_VERSIONS),$(NACOS_CACHE)/nacos-$(v)/nacos-serv
 MVN_SKIP := -Dmaven.test.skip=true -Drat.skip=true -Dcheckstyle.skip=true -Dpmd.skip=true -Djacoco.skip=true \
             -Dmaven.javadoc.skip=true -Dgpg.skip
 
-.PHONY: help run test lint bench image up down status rotate clean completion
+.PHONY: help run test lint bench bench-readme image up down status rotate clean completion
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}' \
 	  | sed -e 's|$$(VOLUMES)|$(VOLUMES)|g' -e 's|$$(IMAGE)|$(IMAGE)|g'
 
-$(BIN)/higress-init: initContainer/requirements.lock initContainer/pyproject.toml
-	@echo "make: installing the initializer into $(VENV)/ (once; a minute or two on a fresh clone)"
-	$(PYTHON) -m venv $(VENV)
-	@echo "make: the pinned runtime dependencies (initContainer/requirements.lock), pip shows each one:"
-	$(BIN)/pip install --progress-bar off -r initContainer/requirements.lock
-	@echo "make: the initializer itself (editable), then pip check"
-	$(BIN)/pip install --quiet -e initContainer
-	$(BIN)/pip check
+# the lock synced exactly (hash-checked; nothing else stays installed), then the package, editable
+$(BIN)/higress-init: initContainer/requirements.lock initContainer/pyproject.toml $(UV)
+	@echo "make: installing the initializer into $(VENV)/ with uv: the pinned, hash-checked dependencies of initContainer/requirements.lock"
+	$(PYTHON) -m venv --without-pip $(VENV)
+	UV_PYTHON=$(BIN)/python $(UV) pip sync --require-hashes initContainer/requirements.lock
+	@echo "make: the initializer itself (editable), then uv pip check"
+	UV_PYTHON=$(BIN)/python $(UV) pip install --quiet -e initContainer
+	UV_PYTHON=$(BIN)/python $(UV) pip check --quiet
 	@touch $@
 
 $(VENV)/.test-deps: $(BIN)/higress-init tests/requirements.txt
-	$(BIN)/pip install --quiet -r tests/requirements.txt
-	$(BIN)/pip check
+	UV_PYTHON=$(BIN)/python $(UV) pip install --quiet -r tests/requirements.txt
+	UV_PYTHON=$(BIN)/python $(UV) pip check --quiet
 	@touch $@
+
+$(UV):
+	rm -rf $(UV_ROOT).partial
+	$(PYTHON) -m venv $(UV_ROOT).partial
+	$(UV_ROOT).partial/bin/pip install --quiet --disable-pip-version-check uv==$(UV_VERSION)
+	rm -rf $(UV_ROOT) && mv $(UV_ROOT).partial $(UV_ROOT)
 
 $(RNACOS_BIN):
 	@command -v cargo >/dev/null || { echo "cargo is needed to build r-nacos: install Rust (rustup)"; exit 1; }
@@ -104,14 +117,17 @@ lint: $(VENV)/.test-deps ## hadolint the Dockerfile and check the compose file a
 # fall out of step with it. A build-time tool, installed into .venv only here, not into the image.
 SHTAB_VERSION := 1.13.0
 completion: $(BIN)/higress-init ## bash and zsh completion, generated from the CLI's parser into completion/
-	$(BIN)/pip install --quiet shtab==$(SHTAB_VERSION)
+	UV_PYTHON=$(BIN)/python $(UV) pip install --quiet shtab==$(SHTAB_VERSION)
 	mkdir -p completion
 	$(BIN)/python -m shtab -u --shell=bash higress_init.cli.build_parser > completion/higress-init.bash
 	$(BIN)/python -m shtab -u --shell=zsh higress_init.cli.build_parser > completion/_higress-init
 	@echo "bash: source completion/higress-init.bash; zsh: fpath=($$PWD/completion \$$fpath) in .zshrc"
 
-bench: $(BIN)/higress-init $(RNACOS_BIN) ## cold and warm runs against the openssl command-line baseline
+bench: $(VENV)/.test-deps $(RNACOS_BIN) $(NACOS_JARS) ## cold and warm runs, file store and real Nacos, as ratios measured side by side (BENCH_BEFORE=rev: that revision too)
 	$(BIN)/python bench/bench.py
+
+bench-readme: ## regenerate the README's performance table from the last `make bench`
+	$(PYTHON) bench/readme_table.py bench/results/bench.json README.md
 
 image: ## build the initializer image (needs a Docker engine)
 	docker build -t $(IMAGE) .

@@ -76,3 +76,27 @@ def test_baseline_makes_the_same_artifact_set(tmp_path):
                                      "gateway/certs/cert-chain.pem")]:
         ok, out = openssl_verify(b / cafile, b / cert, untrusted=b / untrusted if untrusted else None)
         assert ok, f"baseline {cert}: {out}"
+
+
+def test_the_key_floor_generates_exactly_the_keys_of_a_cold_run(tmp_path):
+    """bench/keyfloor.py (the floor a cold run is measured against) generates the keys a cold run
+    makes, with the same algorithms, and writes nothing."""
+    import json
+    import os
+    import sys
+
+    from higress_init import settings as settings_mod, tokens
+    volumes = tmp_path / "v"
+    code = ("import json, sys; sys.path.insert(0, sys.argv[2]); import keyfloor; "
+            "print(json.dumps(keyfloor.wanted(sys.argv[1])))")
+    result = subprocess.run([sys.executable, "-c", code, str(volumes), str(REPO / "bench")], capture_output=True,
+                            text=True, timeout=120, env={**os.environ, "CA_KEY_ALGORITHM": "rsa-2048"})
+    assert result.returncode == 0, result.stderr
+    wanted = json.loads(result.stdout)
+    s = settings_mod.load(env={**os.environ, "CA_KEY_ALGORITHM": "rsa-2048"}, overrides={"VOLUMES_ROOT": str(volumes)})
+    assert wanted == {**{spec.name: getattr(s, spec.key_algorithm) for spec in artifacts.CERTIFICATES},
+                      tokens.SIGNING_KEY: s.token_key_algorithm}
+    floor = subprocess.run([sys.executable, str(REPO / "bench/keyfloor.py"), str(volumes)], capture_output=True,
+                           text=True, timeout=600, env={**os.environ, "CA_KEY_ALGORITHM": "rsa-2048"})
+    assert floor.returncode == 0, floor.stderr
+    assert not volumes.exists()

@@ -7,6 +7,7 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from conftest import run_cli, snapshot
+from rnacos import rnacos  # noqa: F401 (a fixture)
 from higress_init import runstate
 from higress_init.settings import load
 
@@ -91,3 +92,65 @@ def test_a_run_after_the_clock_was_ahead_takes_the_full_path(tmp_path, fast_env)
     result = run_cli("run", volumes=volumes, env=fast_env, check=True)
     assert UNCHANGED not in result.stdout and "re-issued" in result.stdout
     assert run_cli("status", volumes=volumes, env=fast_env).returncode == 0
+
+
+# --- the shared pilot CA on the warm path (Nacos storage)
+def test_the_shared_ca_files_are_sharedcas():
+    from higress_init import sharedca
+    assert runstate.SHARED_CA_FILES == sharedca.CA_FILES
+
+
+def _warm_run_in_process(volumes, env) -> list[str]:
+    """A warm rerun in a fresh interpreter; its last line: the exit code and whether it imported
+    cryptography."""
+    import subprocess
+    import sys
+    code = ("import sys; from higress_init import cli; rc = cli.main(['run', '--volumes', sys.argv[1]]); "
+            "print(rc, 'cryptography' in sys.modules)")
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("NACOS_", "CONFIG_STORAGE"))}
+    result = subprocess.run([sys.executable, "-c", code, str(volumes)], env={**full, **env}, capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return result.stdout.splitlines()
+
+
+def test_a_warm_nacos_rerun_checks_the_shared_ca_without_cryptography(rnacos, tmp_path, fast_env):
+    """The published Secret is what this host published, the local files what they were: kept,
+    from digests alone (no decryption, no certificate parsed)."""
+    node = rnacos()
+    env = dict(fast_env, **node.client_env(), NACOS_WAIT_TIMEOUT="30s")
+    volumes = tmp_path / "v"
+    run_cli("run", volumes=volumes, env=env, check=True)
+    before = snapshot(volumes)
+    out = _warm_run_in_process(volumes, env)
+    assert out[-1] == "0 False", out
+    assert any(line.startswith("shared-ca") and "kept 2" in line for line in out), out
+    assert snapshot(volumes) == before
+
+
+def test_a_shared_ca_published_again_since_is_decided_in_full(rnacos, tmp_path, fast_env):
+    """Another host published the Secret again (same CA, another annotation): the digest no longer
+    matches, so sharedca reads and decides it in full; same files, so it is kept and the record
+    now holds the new publication's md5."""
+    import json
+
+    import yaml
+
+    from higress_init import layout, sharedca, stores
+    from higress_init.configstore import md5
+    node = rnacos()
+    env = dict(fast_env, **node.client_env(), NACOS_WAIT_TIMEOUT="30s")
+    volumes = tmp_path / "v"
+    run_cli("run", volumes=volumes, env=env, check=True)
+    key = (volumes / layout.DATA_KEY).read_bytes()
+    group = "higress-system"
+    raw = node.get_config(sharedca.CACERTS.data_id, group, group)
+    secret = yaml.safe_load(stores.decrypt(raw, key))
+    secret["metadata"].setdefault("annotations", {})[sharedca.PUBLISHED_BY] = "another-host"
+    again = stores.encrypt(yaml.safe_dump(secret), key)
+    node.publish_config(sharedca.CACERTS.data_id, group, group, again)
+    out = _warm_run_in_process(volumes, env)
+    assert out[-1] == "0 True", out
+    assert any(line.startswith("shared-ca") and "kept 2" in line for line in out), out
+    record = json.loads((volumes / layout.SHARED_CA_RECORD).read_text())
+    assert record["published_md5"] == md5(again)

@@ -339,9 +339,33 @@ def test_image_install_path_in_a_fresh_virtual_environment(tmp_path):
     freeze = subprocess.run([str(venv / "bin/python"), "-c",
                              "import importlib.metadata as m; print('\\n'.join(sorted(d.metadata['Name'].lower() "
                              "for d in m.distributions())))"], capture_output=True, text=True, check=True).stdout.split()
-    locked = [line.split("==")[0].lower() for line in (REPO / "initContainer/requirements.lock").read_text().splitlines()
-              if line and not line.startswith("#")]
-    assert sorted(freeze) == sorted(locked + ["higress-init"])
+    assert sorted(map(_normalized, freeze)) == sorted(_locked() + ["higress-init"])
+
+
+def _normalized(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def _locked() -> list[str]:
+    """The names pinned in requirements.lock (a pin's hashes are its continuation lines)."""
+    lines = (REPO / "initContainer/requirements.lock").read_text().splitlines()
+    return [_normalized(line.split("==")[0]) for line in lines if line and not line[0].isspace() and line[0] != "#"]
+
+
+def test_the_lock_pins_every_package_with_its_hashes():
+    """Hash-checked installs (uv pip sync --require-hashes; pip reads the same file): each pin
+    exact, with at least one sha256 of its files."""
+    text = (REPO / "initContainer/requirements.lock").read_text()
+    entries = re.findall(r"^([A-Za-z0-9_.-]+)==([^ \\\n]+)((?: \\\n    --hash=sha256:[0-9a-f]{64})+)$", text, re.M)
+    assert len(entries) == len(_locked()) >= 40
+    assert {_normalized(name) for name, _, _ in entries} == set(_locked())
+
+
+def test_uv_is_pinned_alike_in_the_makefile_the_dockerfile_and_install_sh():
+    makefile = re.search(r"^UV_VERSION := (\S+)$", (REPO / "Makefile").read_text(), re.M).group(1)
+    dockerfile = re.search(r"^ARG UV_VERSION=(\S+)$", (REPO / "Dockerfile").read_text(), re.M).group(1)
+    script = re.search(r'^uv_version="(\S+)"$', (REPO / "initContainer/install.sh").read_text(), re.M).group(1)
+    assert makefile == dockerfile == script
 
 
 # --- the image set per release (versions.py), Higress 2.2.4's plugin-server and Nacos 3

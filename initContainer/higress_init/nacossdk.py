@@ -18,6 +18,7 @@ A process that loaded the SDK before keeps it as it is.
 """
 from __future__ import annotations
 
+import gc
 import importlib
 import sys
 import threading
@@ -57,9 +58,15 @@ def real(name: str) -> types.ModuleType:
 
 
 def load() -> types.ModuleType:
-    """The SDK's v2 package, with the modules in DEFERRED not loaded until used."""
+    """The SDK's v2 package, with the modules in DEFERRED not loaded until used.
+
+    What loading it made (modules, classes, pydantic schemas: most of this process's objects)
+    stays for the rest of the process, so it is moved out of the garbage collector's sight
+    (gc.freeze): the full collection ConfigService.close makes (to stop gRPC's poller thread) and
+    any automatic one no longer walk it. They took 0.05 to 0.2 s a run."""
     with _lock:
-        if "v2.nacos" not in sys.modules:
+        first = "v2.nacos" not in sys.modules
+        if first:
             for name in DEFERRED:
                 if name not in sys.modules:
                     stand_in = Deferred(name, f"stands in for {name} until used (higress_init.nacossdk)")
@@ -67,4 +74,6 @@ def load() -> types.ModuleType:
                         stand_in.KMSHandler = KMSHandler
                     sys.modules[name] = stand_in
     import v2.nacos
+    if first:
+        gc.freeze()
     return v2.nacos

@@ -53,6 +53,11 @@ class BaseObject:
         return s.namespace if self.namespaced else DEFAULT_GROUP
 
 
+
+# The pilot CA as a Secret in the store (sharedca publishes it; not seeded): here, so that the warm
+# path can check it without importing sharedca (runstate.shared_ca_unchanged)
+CACERTS = BaseObject("Secret", "v1", "secrets", "cacerts", lambda s, adopt: {}, secret=True)
+
 def render(obj: BaseObject, s: Settings, created: datetime, adopt: Adopt = lambda rel: None) -> dict:
     """The object as the apiserver stores it (same layout in Nacos and in the file store)."""
     body = dict(obj.make(s, adopt))

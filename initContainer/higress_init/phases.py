@@ -159,6 +159,10 @@ def shared_ca(ctx: Context, counts: Counts) -> None:
     if ctx.settings.config_storage != "nacos":
         counts.add("skipped", "file storage")
         return
+    if ctx._decisions is None:   # the warm path: nothing local changed
+        from . import runstate
+        if runstate.shared_ca_unchanged(ctx, counts):
+            return
     from . import sharedca
     sharedca.publish(ctx, counts)
 

@@ -166,3 +166,35 @@ def replay(kept: dict[str, dict[str, int]], phase: str) -> Counts:
         for _ in range(number):
             counts.add(action, phase)
     return counts
+
+
+# The pilot CA's Secret keys and the files they stand for: sharedca.CA_FILES (a test keeps them equal)
+SHARED_CA_FILES = {"ca-cert.pem": layout.PILOT_CA_CERT, "ca-key.pem": layout.PILOT_CA_KEY,
+                   "root-cert.pem": layout.PILOT_ROOT_CERT, "cert-chain.pem": layout.PILOT_CHAIN}
+
+
+def shared_ca_unchanged(ctx, counts) -> bool:
+    """The warm path's look at the shared pilot CA (Nacos storage, the `shared-ca` phase): True when
+    the Secret cacerts, as the database holds it, is byte for byte what this host last published or
+    adopted, and the local CA files are what they were then, nothing pending (sharedca.record); its
+    line in secrets.__names__ is checked as usual. Then nothing in it needs deciding again: no
+    decryption, no certificate parsing, no import of cryptography (0.06 s and more a rerun).
+    Anything else, False: sharedca decides in full (follows a rotation, refuses a CA that differs)."""
+    import hashlib
+    from .configstore import md5
+    from .objects import CACERTS
+    from .stores import NacosStore, open_store
+    local = {key: ctx.writer.read(rel) for key, rel in SHARED_CA_FILES.items()}
+    if None in local.values():
+        return False
+    entry = ctx.writer.read_record(layout.SHARED_CA_RECORD)
+    wanted = {"files": {key: hashlib.sha256(data).hexdigest() for key, data in local.items()},
+              "published_md5": entry.get("published_md5")}
+    if entry != wanted or not isinstance(wanted["published_md5"], str):
+        return False
+    open_store(ctx)
+    if md5(ctx.nacos.get_stored(CACERTS.data_id, CACERTS.group(ctx.settings))) != wanted["published_md5"]:
+        return False
+    counts.add("kept", CACERTS.label)
+    NacosStore(ctx, ctx.nacos).finish(counts, [CACERTS])   # the index kubectl lists Secrets by
+    return True

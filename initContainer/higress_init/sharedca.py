@@ -39,7 +39,7 @@ from datetime import datetime, timezone
 from . import artifacts, datakey, layout, pki
 from .configstore import md5
 from .errors import StateError
-from .objects import BaseObject, render
+from .objects import CACERTS, BaseObject, render  # noqa: F401 (CACERTS: sharedca's name too)
 from .reporting import Counts
 from .stores import NacosStore, decrypt, encrypt, open_store, status_store
 
@@ -55,7 +55,6 @@ RECORD_FILE = layout.SHARED_CA_RECORD   # digests of the CA files as last publis
 SETTLE = 2.0                                   # seconds a first publication must stay unchanged to count
 PUBLISHED_AT, PUBLISHED_BY = "higress.io/published-at", "higress.io/published-by"
 
-CACERTS = BaseObject("Secret", "v1", "secrets", "cacerts", lambda s, adopt: {}, secret=True)
 
 
 @dataclass
