@@ -119,10 +119,10 @@ def test_extra_apiserver_sans_and_settings(volumes, fast_env):
     assert (volumes / "gateway/podinfo/labels").read_text() == 'app="higress-gateway"\nhigress="gw-higress-gateway"\n'
     mesh = yaml.safe_load((volumes / "pilot/config/mesh").read_text())
     assert mesh["trustDomain"] == "corp.example" and mesh["rootNamespace"] == "gw"
-    # changing a SAN later re-issues only the server certificate
+    # changing a SAN later (on purpose) re-issues only the server certificate
     before = snapshot(volumes)
     env["APISERVER_SANS"] = "api.example.com"
-    out = run_cli("run", volumes=volumes, env=env, check=True).stdout
+    out = run_cli("run", "--change-setting", "APISERVER_SANS", volumes=volumes, env=env, check=True).stdout
     after = snapshot(volumes)
     changed = {k for k in after if before.get(k) != after[k] and not k.startswith("backup/")}
     assert changed == {"api/server.crt", "api/server.key"}, changed
@@ -227,8 +227,9 @@ def test_owner_is_settable(volumes, fast_env):
         # the keys no component running as VOLUMES_UID needs stay root's (pki/, the data key)
         want = (0, 0) if ownership.root_owned(tuple(rel.split("/"))) else (1337, 1338)
         assert (st.st_uid, st.st_gid) == want, rel
-    # changing only the owner is a change a rerun applies
-    run_cli("run", volumes=volumes, env=dict(fast_env, VOLUMES_UID="1400"), check=True)
+    # changing only the owner (on purpose) is a change a rerun applies
+    run_cli("run", "--change-setting", "VOLUMES_UID", volumes=volumes, env=dict(fast_env, VOLUMES_UID="1400"),
+            check=True)
     assert (volumes / "api/server.key").stat().st_uid == 1400
 
 

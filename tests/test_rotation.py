@@ -201,7 +201,8 @@ def test_renewal_window_reissues_only_what_is_inside_it(tmp_path, fast_env):
     before = snapshot(volumes)
     # leaves now have just under 40 days left: inside a 40-day window, tokens (400d) are not
     env = dict(fast_env, CERT_VALIDITY="41d", RENEW_BEFORE="40d", TOKEN_VALIDITY="400d")
-    run_cli("run", volumes=volumes, env=env, check=True)
+    run_cli("run", "--change-setting", "CERT_VALIDITY", "--change-setting", "RENEW_BEFORE", volumes=volumes, env=env,
+            check=True)
     changed = _changed(before, snapshot(volumes))
     assert changed == {"api/server.crt", "api/server.key", "pki/admin.crt", "pki/admin.key", "kube/config",
                        "controller/kube/client.crt", "controller/kube/client.key", "pilot/kube/client.crt",

@@ -83,6 +83,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--push-mesh", action="store_true",
                      help="copy pilot/config/mesh and meshNetworks, edited here, into the stored higress-config once "
                           "(compare-and-swap); afterwards edit it in the store")
+    for name in ("run", "plan", "rotate", "phase", "watch"):
+        commands[name].add_argument(
+            "--change-setting", action="append", default=[], metavar="NAME",
+            help="change a setting this deployment was made with, on purpose (repeatable): without it a value "
+                 "other than the recorded one (.higress-init/settings.json) is refused, and a setting left out "
+                 "keeps its recorded value")
     commands["phase"].add_argument("name", choices=[p.name for p in PHASES], help="the phase")
     rot = commands["rotate"]
     rot.add_argument("kind", nargs="?", choices=("leaf", "intermediate", "root", "finish"), default="leaf",
@@ -141,7 +147,10 @@ def _main(argv: list[str] | None = None) -> int:
     global _REPORTER
     _REPORTER = Reporter(overrides.get("LOG_FORMAT") or os.environ.get("LOG_FORMAT") or "text")
     try:
-        settings = settings_mod.load(overrides=overrides)
+        from . import deployment
+        recorded = deployment.read(settings_mod.volumes_root_of(overrides=overrides))
+        settings = settings_mod.load(overrides=overrides, recorded=recorded,
+                                     change=tuple(getattr(args, "change_setting", ())))
         _REPORTER = reporter = Reporter(settings.log_format, plan=command == "plan")
         interval = settings_mod.parse_duration("--interval", args.interval) if command == "watch" else None
         _check_default_root(settings, overrides)
@@ -150,6 +159,9 @@ def _main(argv: list[str] | None = None) -> int:
     except (SettingsError, VolumeError) as err:
         _problem("error", str(err))
         return EXIT_BAD_INPUT
+    except StateError as err:   # a record of settings someone else could have written
+        _problem("refused", str(err))
+        return EXIT_REFUSED
     try:
         if command == "status":
             return _status(settings, args.output)
@@ -283,7 +295,9 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
 
 
 def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> None:
+    from . import deployment
     settings, writer = ctx.settings, ctx.writer
+    ctx.recorded = deployment.read(settings.volumes_root)
     recovered = writer.recover()
     if recovered:
         reporter.message(f"{'would finish' if ctx.plan else 'finished'} {recovered} file renames an interrupted run "
@@ -307,6 +321,7 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> No
             else:
                 phases.run_phases(ctx, [name], report)  # Nacos is checked every time
         writer.fix_owners()  # what seed wrote after the write phase
+        deployment.record(settings)
         return
     if any(phases.PHASES_BY_NAME[name].makes_keys for name in names):
         ctx.keys  # start generating keys now, overlapping the wait for Nacos
@@ -320,6 +335,7 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation) -> No
     writer.fix_owners()  # seed writes the file store after the write phase: its files and folders too
     if ctx.plan:
         return
+    deployment.record(settings)
     if full_run and ctx.renew_by:
         runstate.record(settings, writer.touched, min(ctx.renew_by), outcomes,
                         valid_from=max(ctx.valid_from) if ctx.valid_from else None)

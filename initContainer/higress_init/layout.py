@@ -65,4 +65,5 @@ LAST_RUN_KEY = f"{STATE_DIR}/last-run.key"
 SEEDED = f"{STATE_DIR}/seeded.json"           # md5 of what each seeding wrote
 MESH_DELIVERED = f"{STATE_DIR}/mesh-delivered.json"  # sha256 of the mesh files as last delivered
 SHARED_CA_RECORD = f"{STATE_DIR}/shared-ca.json"    # digests of the pilot CA as last published or adopted here
+DEPLOYMENT_SETTINGS = f"{STATE_DIR}/settings.json"  # the deployment's non-secret settings (settings.SETTINGS, recorded)
 BACKUP_DIR = "backup"                          # every replaced file, under backup/<UTC timestamp>/

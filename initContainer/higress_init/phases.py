@@ -28,6 +28,7 @@ class Context:
     finish_rotation: bool = False
     reseed: bool = False
     push_mesh: bool = False                     # copy the mesh files' text into the stored higress-config once
+    recorded: dict = field(default_factory=dict)  # the deployment's settings before this run (deployment.read)
     log: Callable = print
     phases: tuple[str, ...] = ()                # the phases this run executes
     _decisions: dict | None = None
