@@ -20,7 +20,7 @@ from higress_init import ownership, pki
 CERT_FILES = ["api/ca.crt", "api/server.crt", "pki/admin.crt", "pilot/cacerts/root-cert.pem",
               "pilot/cacerts/ca-cert.pem", "gateway/certs/cert-chain.pem"]
 EVERY_FILE = CERT_FILES + [
-    "api/server.key", "api/nacos.key", "kube/config", "pilot/cacerts/ca-key.pem", "pilot/cacerts/cert-chain.pem",
+    "api/server.key", "api/nacos.key", "kube/config", "kube/host.config", "pilot/cacerts/ca-key.pem", "pilot/cacerts/cert-chain.pem",
     "gateway/certs/root-cert.pem", "gateway/certs/key.pem", "gateway/podinfo/labels", "pilot/config/mesh",
     "pilot/config/meshNetworks", "data/configmaps/higress-config.yaml", "controller/kube/config", "pilot/kube/config",
     "console/kube/config",
@@ -201,7 +201,8 @@ def test_rerun_rewrites_nothing(initialized):
     result = run_cli("run", volumes=initialized, check=True)
     assert snapshot(initialized) == before
     summary = result.stdout.splitlines()[-1]
-    assert "created" not in summary and "re-issued" not in summary and "kept 38" in summary, summary
+    # kept 39: the operator's kube/host.config too
+    assert "created" not in summary and "re-issued" not in summary and "kept 39" in summary, summary
 
 
 def test_permissions(initialized):
@@ -212,7 +213,7 @@ def test_permissions(initialized):
         rel = str(path.relative_to(initialized))
         if path.is_dir():
             assert mode == (0o700 if rel in ("pki", "controller/log/nacos") else 0o755), rel
-        elif rel.endswith((".key", "key.pem", "kube/config", "token", "istio-token")) or rel.startswith("data/secrets/"):
+        elif rel.endswith((".key", "key.pem", "kube/config", "kube/host.config", "token", "istio-token")) or rel.startswith("data/secrets/"):
             assert mode == 0o600, rel
         else:
             assert mode == 0o644, rel

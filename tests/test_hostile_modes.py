@@ -26,8 +26,9 @@ def _mode(path) -> int:
 
 
 def _expected_file_mode(rel: str) -> int:
-    return 0o600 if rel.endswith((".key", "key.pem", "kube/config", "token", "istio-token")) or rel.startswith("data/secrets/") \
-        else 0o644
+    private = rel.endswith((".key", "key.pem", "kube/config", "kube/host.config", "token", "istio-token")) \
+        or rel.startswith("data/secrets/")
+    return 0o600 if private else 0o644
 
 
 def _expected_dir_mode(rel: str) -> int:

@@ -86,7 +86,7 @@ def test_rotate_leaf_reissues_leaves_and_tokens_from_the_same_cas(stack, tmp_pat
     result = run_cli("rotate", volumes=stack, check=True)
     after = snapshot(stack)
     assert _changed(before, after) == {
-        "api/server.crt", "api/server.key", "pki/admin.crt", "pki/admin.key", "kube/config",
+        "api/server.crt", "api/server.key", "pki/admin.crt", "pki/admin.key", "kube/config", "kube/host.config",
         "controller/kube/client.crt", "controller/kube/client.key", "pilot/kube/client.crt", "pilot/kube/client.key",
         "pki/console.crt", "pki/console.key", "console/kube/config",
         "gateway/certs/cert-chain.pem", "gateway/certs/key.pem",
@@ -205,6 +205,7 @@ def test_renewal_window_reissues_only_what_is_inside_it(tmp_path, fast_env):
             check=True)
     changed = _changed(before, snapshot(volumes))
     assert changed == {"api/server.crt", "api/server.key", "pki/admin.crt", "pki/admin.key", "kube/config",
+                       "kube/host.config",
                        "controller/kube/client.crt", "controller/kube/client.key", "pilot/kube/client.crt",
                        "pilot/kube/client.key", "pki/console.crt", "pki/console.key", "console/kube/config",
                        "gateway/certs/cert-chain.pem", "gateway/certs/key.pem"}, changed

@@ -26,7 +26,7 @@ EMPTY_INDEX = "EMPTY"                             # the apiserver's index of a t
 DELIVERED = ((layout.MESH, "mesh"), (layout.MESH_NETWORKS, "meshNetworks"))
 
 WHERE_TO_EDIT = ("edit configmaps/higress-config in the store (Higress console, or `kubectl --kubeconfig "
-                 "kube/config -n {ns} edit configmap higress-config`)")
+                 "kube/host.config -n {ns} edit configmap higress-config` from the host)")
 
 
 def md5(text: str | None) -> str | None:

@@ -18,6 +18,7 @@ CONSOLE_CLIENT_CERT, CONSOLE_CLIENT_KEY = "pki/console.crt", "pki/console.key"
 
 # --- kubeconfigs: the operator's and one per component calling the apiserver
 KUBECONFIG = "kube/config"
+HOST_KUBECONFIG = "kube/host.config"          # the operator's, from the host: the apiserver published on loopback
 CONTROLLER_KUBECONFIG = "controller/kube/config"
 PILOT_KUBECONFIG = "pilot/kube/config"
 CONSOLE_KUBECONFIG = "console/kube/config"

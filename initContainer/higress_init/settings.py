@@ -27,7 +27,7 @@ ROTATIONS = ("leaf", "intermediate", "root", "finish")
 ROLES = ("all", "gateway")
 # What a gateway-only host has no use for (its control plane lives on another host): setting one
 # there is a mistake, refused rather than ignored.
-CONTROL_PLANE_SETTINGS = ("ROTATE", "APISERVER_SANS", "TOKEN_IDENTITIES", "FILE_ROOT_DIR")
+CONTROL_PLANE_SETTINGS = ("ROTATE", "APISERVER_SANS", "TOKEN_IDENTITIES", "FILE_ROOT_DIR", "APISERVER_HOST_PORT")
 
 # fullmatch everywhere: `$` would also accept a trailing newline
 _DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
@@ -106,6 +106,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("NACOS_DATA_ENC_KEY", None, "32-character key for Secrets kept in Nacos (default: generated once)", secret=True, recorded=PER_RUN),
     Setting("NACOS_WAIT_TIMEOUT", "180s", "how long to wait for Nacos to become ready", recorded=PER_RUN),
     Setting("APISERVER_URL", "https://apiserver:8443", "apiserver URL written into kube/config", recorded=lambda s: s.apiserver_url),
+    Setting("APISERVER_HOST_PORT", "8443", "port of the host's loopback where compose publishes the apiserver "
+                                           "(127.0.0.1:PORT); kube/host.config reaches it from the host",
+            recorded=lambda s: str(s.apiserver_host_port)),
     Setting("APISERVER_SANS", "", "extra DNS names or IPs for the apiserver certificate, comma-separated", recorded=lambda s: ','.join(s.apiserver_sans)),
     Setting("CA_KEY_ALGORITHM", "rsa-4096", "key algorithm of the CAs: " + ", ".join(KEY_ALGORITHMS), recorded=lambda s: s.ca_key_algorithm),
     Setting("LEAF_KEY_ALGORITHM", "rsa-2048", "key algorithm of leaf certificates: " + ", ".join(KEY_ALGORITHMS), recorded=lambda s: s.leaf_key_algorithm),
@@ -164,6 +167,7 @@ class Settings:
     rotate: str | None
     role: str = "all"
     pod_name: str = "higress-gateway"
+    apiserver_host_port: int = 8443
 
     @property
     def gateway_spiffe_id(self) -> str:
@@ -281,6 +285,12 @@ def _nacos_url(text: str) -> str:
     return f"http://{host}:{port}/nacos"
 
 
+def _port(name: str, value: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,5}", value.strip()) or not 1 <= int(value) <= 65535:
+        raise SettingsError(f"{name}={value!r}: expected a port number from 1 to 65535")
+    return int(value)
+
+
 def _owner(name: str, value: str | None) -> int | None:
     if value is None:
         return None
@@ -385,6 +395,7 @@ def load(env: dict | None = None, overrides: dict | None = None, recorded: dict 
         rotate=_choice("ROTATE", get("ROTATE"), ROTATIONS) if get("ROTATE") else None,
         role=_choice("ROLE", get("ROLE"), ROLES),
         pod_name=_k8s_name("POD_NAME", get("POD_NAME")),
+        apiserver_host_port=_port("APISERVER_HOST_PORT", get("APISERVER_HOST_PORT")),
     )
     for identity in settings.token_identities:   # a backup copy goes to backup/<stamp>/<file>
         _fits("TOKEN_IDENTITIES", identity.file, volumes_root / identity.file, room=64)
