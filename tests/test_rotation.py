@@ -285,3 +285,17 @@ def test_a_run_and_a_rotate_started_together_both_finish(stack, fast_env):
     assert [p.wait(120) for p in procs] == [0, 0, 0]
     _assert_whole(stack)
     _verify_all_chains(stack)
+
+
+def test_every_rotation_ends_with_the_services_to_restart_and_the_command(stack):
+    """As `watch` does: the services that read a rotated file only at start, why, and the exact
+    command; never "start the stack" (it is running)."""
+    everyone = ["apiserver", "controller", "pilot", "gateway", "console"]
+    for kind, services in (("leaf", ["console"]), ("intermediate", ["pilot"]), ("root", everyone),
+                           ("finish", everyone)):
+        result = run_cli("rotate", kind, volumes=stack, check=True)
+        last = result.stdout.strip().splitlines()[-1]
+        assert last.startswith("done") and "start the stack" not in last, last
+        assert f"restart {', '.join(services)} (" in last, last
+        assert last.endswith(f"in compose/: docker compose restart {' '.join(services)}"), last
+        assert ("console: its Java client never re-reads its certificate" in last) == ("console" in services), last

@@ -280,8 +280,12 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
     where = f"{len(files)} file{'s' if len(files) != 1 else ''} {'would be ' if plan else ''}written in {root}"
     if plan:
         after = f"to do it: higress-init {'rotate ' + rotation if rotation else 'run'} (same settings)"
-    elif any(phases.PHASES_BY_NAME[n].uses_store for n in names):
-        after = "check: higress-init status; start the stack: docker compose up -d (in compose/)"
+    elif rotation:   # a running stack: which services must restart to use what was rotated
+        after = "check: higress-init status; " + _restart_advice(settings, writer.written)
+    elif written is None and any(phases.PHASES_BY_NAME[n].uses_store for n in names):   # not `watch`'s renewal
+        after = "check: higress-init status; " + (
+            "start the gateway, in compose/: docker compose -f docker-compose.gateway.yml up -d"
+            if settings.role == "gateway" else "start the stack: docker compose up -d (in compose/)")
     else:
         after = "check: higress-init status"
     reporter.emit("summary", f"{'plan' if plan else 'done':<14} {totals.summary(plan)}; {where}; {after}",
@@ -362,14 +366,16 @@ def _renew(settings, reporter: Reporter) -> int:
         reporter.message("watch: nothing is due for renewal and no file changed since the last run", renewed=[])
     else:
         written: list[str] = []
-        _execute(settings, reporter, WATCH_PHASES, written=written)
-        restart = readers.to_restart(written)
+        # a gateway host issues its certificate from the CA published in Nacos: it connects to read it
+        names = ("nacos", *WATCH_PHASES) if settings.role == "gateway" else WATCH_PHASES
+        _execute(settings, reporter, names, written=written)
+        restart = readers.for_role(readers.to_restart(written), settings.role)
         live = [r.service for r in readers.READERS if r.service not in restart
                 and any(r in readers.readers_of(rel) for rel in written)]
         if live:
             reporter.message(f"watch: {', '.join(live)} pick up their renewed files without a restart", live=live)
         if restart:
-            command = readers.restart_command(restart)
+            command = readers.restart_command(restart, settings.role)
             reporter.message(f"watch: {', '.join(restart)} read renewed files only at start; restart them, in compose/: "
                              f"{command}", restart=restart, command=command)
     # judged under the lock: a `run` or `rotate` committing at this moment is waited for, never
@@ -383,6 +389,14 @@ def _renew(settings, reporter: Reporter) -> int:
                  + ("; a CA is replaced only on purpose: higress-init rotate root|intermediate" if
                     row["name"].endswith("-ca") else ""))
     return EXIT_FAILED if failing else EXIT_OK
+
+
+def _restart_advice(settings, written) -> str:
+    from . import readers
+    restart = readers.for_role(readers.to_restart(list(written)), settings.role)
+    if not restart:
+        return "no service needs a restart (those that read the changed files re-read them)"
+    return readers.restart_advice(restart, settings.role)
 
 
 def _status(settings, output: str) -> int:
@@ -399,7 +413,11 @@ def _status(settings, output: str) -> int:
         say(json.dumps(report, indent=2))
     else:
         say(status_mod.format_table(rows, wide=output == "wide"))
-        if status_mod.nothing_present(rows):
+        if status_mod.nothing_present(rows) and settings.role == "gateway":
+            say(f"\nthis gateway host's files are not in {settings.volumes_root}: pass --volumes DIR, the folder "
+                "the gateway-host compose file mounts (VOLUMES_DIR), or make them, in compose/: "
+                "docker compose -f docker-compose.gateway.yml up -d")
+        elif status_mod.nothing_present(rows):
             say(f"\nnothing is present in {settings.volumes_root}: pass --volumes DIR, the folder run wrote into")
         for r in report["rotation"]:
             say(f"\nROTATION {r['root']}: {r['state']}; old root valid until {r['old_root_not_after']}; "
