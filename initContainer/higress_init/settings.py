@@ -130,6 +130,9 @@ SETTINGS: tuple[Setting, ...] = (
                            "joining the deployment through Nacos; needs Nacos storage and the data key)", flag="--role", recorded=lambda s: s.role),
     Setting("POD_NAME", "higress-gateway", "this host's gateway pod name, unique per host: in gateway/podinfo/labels "
                                            "and the gateway certificate's subject", recorded=lambda s: s.pod_name),
+    Setting("DEPLOYED_BY", None, "the compose file that runs this deployment, set by it (compose/docker-compose.yml "
+                                 "or compose/docker-compose.gateway.yml); empty: by hand. `make status` and `make "
+                                 "rotate` go through it", recorded=lambda s: s.deployed_by),
     Setting("ROTATE", None, "rotate first, then run: leaf, intermediate, root or finish (for `docker compose run -e ROTATE=...`)", recorded=PER_RUN),
 )
 SETTINGS_BY_ENV = {s.env: s for s in SETTINGS}
@@ -168,6 +171,7 @@ class Settings:
     role: str = "all"
     pod_name: str = "higress-gateway"
     apiserver_host_port: int = 8443
+    deployed_by: str = ""
 
     @property
     def gateway_spiffe_id(self) -> str:
@@ -285,6 +289,15 @@ def _nacos_url(text: str) -> str:
     return f"http://{host}:{port}/nacos"
 
 
+def _compose_file(name: str, value: str | None) -> str:
+    if not value:
+        return ""
+    if not re.fullmatch(r"compose/[A-Za-z0-9][A-Za-z0-9._-]{0,100}\.ya?ml", value.strip()):
+        raise SettingsError(f"{name}={value!r}: expected the compose file's path from the repository root, "
+                            "e.g. compose/docker-compose.yml, or nothing")
+    return value.strip()
+
+
 def _port(name: str, value: str) -> int:
     if not re.fullmatch(r"[0-9]{1,5}", value.strip()) or not 1 <= int(value) <= 65535:
         raise SettingsError(f"{name}={value!r}: expected a port number from 1 to 65535")
@@ -396,6 +409,7 @@ def load(env: dict | None = None, overrides: dict | None = None, recorded: dict 
         role=_choice("ROLE", get("ROLE"), ROLES),
         pod_name=_k8s_name("POD_NAME", get("POD_NAME")),
         apiserver_host_port=_port("APISERVER_HOST_PORT", get("APISERVER_HOST_PORT")),
+        deployed_by=_compose_file("DEPLOYED_BY", get("DEPLOYED_BY")),
     )
     for identity in settings.token_identities:   # a backup copy goes to backup/<stamp>/<file>
         _fits("TOKEN_IDENTITIES", identity.file, volumes_root / identity.file, room=64)
