@@ -291,8 +291,12 @@ def test_refusals_write_nothing(servers, deployment, tmp_path, ns):
     run_cli("run", volumes=b, env={"CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256"}, check=True)
     shutil.copy(deployment / "api/nacos.key", b / "api/nacos.key")
     before = snapshot(b)
+    # joining Nacos is a change of the settings it was made with: asked for on purpose
+    changes = [arg for name in ("CONFIG_STORAGE", "NACOS_SERVER_URL", "NACOS_NS", "ROLE")
+               for arg in ("--change-setting", name)]
     for role in ("gateway", "all"):
-        result = run_cli("run", volumes=b, env=host_env(servers, ns, role=role, NACOS_DATA_ENC_KEY=None))
+        result = run_cli("run", *changes, volumes=b,
+                         env=host_env(servers, ns, role=role, NACOS_DATA_ENC_KEY=None, CONFIG_STORAGE="nacos"))
         _refused(result, b, before, 3, "differs from the one", "secrets/cacerts", "pilot/cacerts", "NACOS_NS")
     assert servers[0].get_config("secrets.cacerts", NS, ns) == secret_before, "the published CA is never replaced"
 
