@@ -142,11 +142,20 @@ up: $(NACOS_AUTH_ENV) ## start the whole standalone stack with compose, built-in
 down: $(NACOS_AUTH_ENV) ## stop the compose stack
 	$(COMPOSE) down
 
-status: $(BIN)/higress-init ## check every certificate, key and generated file in $(VOLUMES)
-	$(BIN)/higress-init status --volumes $(VOLUMES)
+# A deployment compose made (its recorded DEPLOYED_BY names the compose file) is checked and rotated
+# through that file, as `docker compose run --rm initializer status` does: with the initializer's
+# environment and network (Nacos by its compose name, the owners). The record is root's: run as root.
+DEPLOYED_BY = $(shell sed -n 's/^ *"DEPLOYED_BY": "\(compose\/[A-Za-z0-9._-]*\)",\{0,1\}$$/\1/p' \
+                $(VOLUMES)/.higress-init/settings.json 2>/dev/null)
+DEPLOYED_COMPOSE = docker compose -f $(DEPLOYED_BY) --env-file compose/.env
+INITIALIZER = $(if $(DEPLOYED_BY),VOLUMES_DIR=$(abspath $(VOLUMES)) $(DEPLOYED_COMPOSE) run --rm initializer,$(BIN)/higress-init)
+ON_VOLUMES = $(if $(DEPLOYED_BY),,--volumes $(VOLUMES))
 
-rotate: $(BIN)/higress-init ## rotate leaf certificates in $(VOLUMES) (KIND=leaf|intermediate|root|finish)
-	$(BIN)/higress-init rotate $(or $(KIND),leaf) --volumes $(VOLUMES)
+status: $(if $(DEPLOYED_BY),,$(BIN)/higress-init) ## check every certificate, key and generated file in $(VOLUMES) (through compose when compose made it)
+	$(INITIALIZER) status $(ON_VOLUMES)
+
+rotate: $(if $(DEPLOYED_BY),,$(BIN)/higress-init) ## rotate leaf certificates in $(VOLUMES) (KIND=leaf|intermediate|root|finish; through compose when compose made it)
+	$(INITIALIZER) rotate $(or $(KIND),leaf) $(ON_VOLUMES)
 
 # What `make clean` never deletes unasked: the CA keys and the data key (layout.py names them);
 # lost, they mean a new PKI and Secrets in Nacos that can no longer be read.

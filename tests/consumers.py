@@ -188,3 +188,123 @@ def kubectl_in_container(kubeconfig: str, mounts: dict[str, Path], server: str, 
                   f'--request-timeout=10s get --raw /version')
     return subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", "\n".join(script)],
                           capture_output=True, text=True, timeout=60)
+
+
+class _ConfigMapHandler(BaseHTTPRequestHandler):
+    """The part of the apiserver `kubectl get|edit configmap` talks to, over the file store the
+    apiserver serves with --storage file (`<root>/configmaps/<name>.yaml`): discovery, GET, and
+    PATCH/PUT of a ConfigMap (a merge of `data`, as the strategic merge kubectl edit sends for a
+    ConfigMap's data is). Every request needs a verified client certificate of O=system:masters."""
+
+    def _send(self, code: int, obj) -> None:
+        body = json.dumps(obj).encode()
+        self.send_response(code)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def _authorised(self) -> bool:
+        peer = self.connection.getpeercert() or {}
+        groups = [v for rdn in peer.get("subject", ()) for k, v in rdn if k == "organizationName"]
+        self.server.callers.append(next((v for rdn in peer.get("subject", ()) for k, v in rdn
+                                         if k == "commonName"), None))
+        if "system:masters" not in groups:
+            self._send(403, {"kind": "Status", "status": "Failure", "reason": "Forbidden", "code": 403})
+            return False
+        return True
+
+    def _file(self):
+        parts = self.path.split("?")[0].strip("/").split("/")
+        if len(parts) == 6 and parts[:2] == ["api", "v1"] and parts[2] == "namespaces" and parts[4] == "configmaps":
+            return self.server.store / "configmaps" / f"{parts[5]}.yaml", parts[3]
+        return None, None
+
+    def _object(self, path: Path, namespace: str):
+        import yaml
+        obj = yaml.safe_load(path.read_text())
+        if obj.get("metadata", {}).get("namespace") != namespace:
+            return None
+        obj["metadata"].setdefault("resourceVersion", str(path.stat().st_mtime_ns))
+        obj["metadata"].setdefault("uid", "00000000-0000-0000-0000-000000000001")
+        return obj
+
+    def do_GET(self):
+        if not self._authorised():
+            return
+        self.server.paths.append(self.path)
+        route = self.path.split("?")[0].rstrip("/")
+        discovery = {
+            "/version": {"major": "1", "minor": "32", "gitVersion": "v1.32.4"},
+            "/api": {"kind": "APIVersions", "versions": ["v1"],
+                     "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": "127.0.0.1"}]},
+            "/apis": {"kind": "APIGroupList", "apiVersion": "v1", "groups": []},
+            "/api/v1": {"kind": "APIResourceList", "groupVersion": "v1", "resources": [
+                {"name": "configmaps", "singularName": "configmap", "namespaced": True, "kind": "ConfigMap",
+                 "verbs": ["get", "list", "patch", "update"], "shortNames": ["cm"]}]},
+        }
+        if route in discovery:
+            self._send(200, discovery[route])
+            return
+        path, namespace = self._file()
+        obj = self._object(path, namespace) if path is not None and path.is_file() else None
+        if obj is None:
+            self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})
+            return
+        self._send(200, obj)
+
+    def _write(self, merge: bool):
+        import yaml
+        if not self._authorised():
+            return
+        path, namespace = self._file()
+        obj = self._object(path, namespace) if path is not None and path.is_file() else None
+        if obj is None:
+            self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})
+            return
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        if merge:
+            for key, value in (body.get("data") or {}).items():
+                if value is None:
+                    obj["data"].pop(key, None)
+                else:
+                    obj["data"][key] = value
+        else:
+            obj["data"] = body.get("data", {})
+        obj["metadata"].pop("resourceVersion", None)
+        obj["metadata"].pop("uid", None)
+        path.write_text(yaml.safe_dump(obj, sort_keys=False))
+        self.server.writes.append(self.command)
+        self._send(200, self._object(path, namespace))
+
+    def do_PATCH(self):
+        self._write(merge=True)
+
+    def do_PUT(self):
+        self._write(merge=False)
+
+    def log_message(self, *args):
+        pass
+
+
+@contextmanager
+def file_store_apiserver(cert: Path, key: Path, client_ca: Path, store: Path, port: int = 0):
+    """A local HTTPS server on 127.0.0.1 (as compose publishes the apiserver) with the apiserver's
+    serving certificate, demanding client certificates of `client_ca`, serving ConfigMaps from the
+    file store `store`. Yields the server (its .port, .callers, .writes)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    context.load_verify_locations(client_ca)
+    context.verify_mode = ssl.CERT_REQUIRED
+    server = ThreadingHTTPServer(("127.0.0.1", port), _ConfigMapHandler)
+    server.store, server.callers, server.writes, server.paths = store, [], [], []
+    server.port = server.server_address[1]
+    server.socket = context.wrap_socket(server.socket, server_side=True)
+    server.handle_error = lambda *a: None
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -20,7 +20,7 @@ from higress_init import ownership, pki
 CERT_FILES = ["api/ca.crt", "api/server.crt", "pki/admin.crt", "pilot/cacerts/root-cert.pem",
               "pilot/cacerts/ca-cert.pem", "gateway/certs/cert-chain.pem"]
 EVERY_FILE = CERT_FILES + [
-    "api/server.key", "api/nacos.key", "kube/config", "pilot/cacerts/ca-key.pem", "pilot/cacerts/cert-chain.pem",
+    "api/server.key", "api/nacos.key", "kube/config", "kube/host.config", "pilot/cacerts/ca-key.pem", "pilot/cacerts/cert-chain.pem",
     "gateway/certs/root-cert.pem", "gateway/certs/key.pem", "gateway/podinfo/labels", "pilot/config/mesh",
     "pilot/config/meshNetworks", "data/configmaps/higress-config.yaml", "controller/kube/config", "pilot/kube/config",
     "console/kube/config",
@@ -120,10 +120,10 @@ def test_extra_apiserver_sans_and_settings(volumes, fast_env):
     assert (volumes / "gateway/podinfo/labels").read_text() == 'app="higress-gateway"\nhigress="gw-higress-gateway"\n'
     mesh = yaml.safe_load((volumes / "pilot/config/mesh").read_text())
     assert mesh["trustDomain"] == "corp.example" and mesh["rootNamespace"] == "gw"
-    # changing a SAN later re-issues only the server certificate
+    # changing a SAN later (on purpose) re-issues only the server certificate
     before = snapshot(volumes)
     env["APISERVER_SANS"] = "api.example.com"
-    out = run_cli("run", volumes=volumes, env=env, check=True).stdout
+    out = run_cli("run", "--change-setting", "APISERVER_SANS", volumes=volumes, env=env, check=True).stdout
     after = snapshot(volumes)
     changed = {k for k in after if before.get(k) != after[k] and not k.startswith("backup/")}
     assert changed == {"api/server.crt", "api/server.key"}, changed
@@ -202,6 +202,7 @@ def test_rerun_rewrites_nothing(initialized):
     result = run_cli("run", volumes=initialized, check=True)
     assert snapshot(initialized) == before
     summary = result.stdout.splitlines()[-1]
+    # kept 39: the operator's kube/host.config too
     assert "created" not in summary and "re-issued" not in summary and "kept 39" in summary, summary
 
 
@@ -213,7 +214,7 @@ def test_permissions(initialized):
         rel = str(path.relative_to(initialized))
         if path.is_dir():
             assert mode == (0o700 if rel in ("pki", "controller/log/nacos") else 0o755), rel
-        elif rel.endswith((".key", "key.pem", "kube/config", "token", "istio-token")) or rel.startswith("data/secrets/"):
+        elif rel.endswith((".key", "key.pem", "kube/config", "kube/host.config", "token", "istio-token")) or rel.startswith("data/secrets/"):
             assert mode == 0o600, rel
         else:
             assert mode == 0o644, rel
@@ -228,8 +229,9 @@ def test_owner_is_settable(volumes, fast_env):
         # the keys no component running as VOLUMES_UID needs stay root's (pki/, the data key)
         want = (0, 0) if ownership.root_owned(tuple(rel.split("/"))) else (1337, 1338)
         assert (st.st_uid, st.st_gid) == want, rel
-    # changing only the owner is a change a rerun applies
-    run_cli("run", volumes=volumes, env=dict(fast_env, VOLUMES_UID="1400"), check=True)
+    # changing only the owner (on purpose) is a change a rerun applies
+    run_cli("run", "--change-setting", "VOLUMES_UID", volumes=volumes, env=dict(fast_env, VOLUMES_UID="1400"),
+            check=True)
     assert (volumes / "api/server.key").stat().st_uid == 1400
 
 

@@ -129,7 +129,8 @@ def test_a_planted_link_or_foreign_file_is_refused_naming_it(plant, initialized,
     rel, kind = plant(initialized, victim)
     before = state_of(victim)
     # a hang on a FIFO would show as the subprocess timeout
-    result = run_cli("run", volumes=initialized, env={"VOLUMES_UID": "4321", "VOLUMES_GID": "4321"}, timeout=300)
+    result = run_cli("run", "--change-setting", "VOLUMES_UID", "--change-setting", "VOLUMES_GID", volumes=initialized,
+                     env={"VOLUMES_UID": "4321", "VOLUMES_GID": "4321"}, timeout=300)
     assert result.returncode == REFUSED, result.stderr
     line = one_line_error(result, str(initialized / rel), kind, "refused")
     assert state_of(victim) == before
@@ -146,7 +147,8 @@ def test_a_link_that_is_not_a_managed_file_is_left_alone(initialized, tmp_path):
     (initialized / "gateway/tokens/evil").symlink_to(victim / "secret")
     os.link(victim / "sub/config.yaml", initialized / "gateway/tokens/hard")
     before = state_of(victim)
-    run_cli("run", volumes=initialized, env={"VOLUMES_UID": "4321", "VOLUMES_GID": "4322"}, check=True)
+    run_cli("run", "--change-setting", "VOLUMES_UID", "--change-setting", "VOLUMES_GID", volumes=initialized,
+            env={"VOLUMES_UID": "4321", "VOLUMES_GID": "4322"}, check=True)
     assert state_of(victim) == before
     assert (initialized / "gateway/tokens/istio-token").stat().st_uid == 4321
     assert status(initialized, env={"VOLUMES_UID": "4321", "VOLUMES_GID": "4322"}).returncode == 0

@@ -26,8 +26,9 @@ def _mode(path) -> int:
 
 
 def _expected_file_mode(rel: str) -> int:
-    return 0o600 if rel.endswith((".key", "key.pem", "kube/config", "token", "istio-token")) or rel.startswith("data/secrets/") \
-        else 0o644
+    private = rel.endswith((".key", "key.pem", "kube/config", "kube/host.config", "token", "istio-token")) \
+        or rel.startswith("data/secrets/")
+    return 0o600 if private else 0o644
 
 
 def _expected_dir_mode(rel: str) -> int:
@@ -73,7 +74,8 @@ def test_a_changed_owner_is_reported_and_restored(settled, tmp_path):
     victim = make_victim(tmp_path)
     os.link(victim / "secret", settled / "gateway/tokens/hard")  # not managed: left alone
     before = state_of(victim)
-    run_cli("run", volumes=settled, env=env, check=True)
+    run_cli("run", "--change-setting", "VOLUMES_UID", "--change-setting", "VOLUMES_GID", volumes=settled, env=env,
+            check=True)
     os.chown(settled / "gateway/certs", 0, 0)
     os.chown(settled / "pki/apiserver-ca.key", 4321, 4322)   # as a run before this rule left it
     checked = status(settled, env=env)

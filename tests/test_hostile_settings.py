@@ -141,7 +141,8 @@ def test_a_leaf_issued_late_in_its_cas_life_never_outlives_it(tmp_path, fast_env
     volumes = tmp_path / "volumes"
     run_cli("run", volumes=volumes, env=dict(fast_env, INTERMEDIATE_VALIDITY="400d"), check=True)
     env = dict(fast_env, INTERMEDIATE_VALIDITY="800d", CERT_VALIDITY="500d")
-    run_cli("rotate", "leaf", volumes=volumes, env=env, check=True)
+    run_cli("rotate", "leaf", "--change-setting", "INTERMEDIATE_VALIDITY", "--change-setting", "CERT_VALIDITY",
+            volumes=volumes, env=env, check=True)
     leaf = pki.load_certs((volumes / "gateway/certs/cert-chain.pem").read_bytes())[0]
     ca = pki.load_certs((volumes / "pilot/cacerts/ca-cert.pem").read_bytes())[0]
     assert leaf.not_valid_after_utc <= ca.not_valid_after_utc

@@ -247,7 +247,8 @@ def test_gateway_host_with_the_copied_key_file(servers, deployment, tmp_path, ns
     result = run_cli("run", volumes=b, env=env, check=True)
     for phase in ("apiserver-pki", "kubeconfig", "tokens", "shared-ca", "seed"):   # the control plane's
         assert re.search(rf"^{phase} +skipped 1 ", result.stdout, re.M), result.stdout
-    assert "shared CA: using the CA" in result.stdout
+    assert "shared CA: using the deployment's pilot CA, which the control-plane host published in Nacos" in \
+        result.stdout
     assert_gateway_joins(b, deployment, tmp_path, "gateway-b")
     assert (b / "pilot/config/mesh").read_text() == (deployment / "pilot/config/mesh").read_text()
     assert not (b / "pilot/cacerts").exists() and not (b / "pki").exists()
@@ -290,8 +291,12 @@ def test_refusals_write_nothing(servers, deployment, tmp_path, ns):
     run_cli("run", volumes=b, env={"CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256"}, check=True)
     shutil.copy(deployment / "api/nacos.key", b / "api/nacos.key")
     before = snapshot(b)
+    # joining Nacos is a change of the settings it was made with: asked for on purpose
+    changes = [arg for name in ("CONFIG_STORAGE", "NACOS_SERVER_URL", "NACOS_NS", "ROLE")
+               for arg in ("--change-setting", name)]
     for role in ("gateway", "all"):
-        result = run_cli("run", volumes=b, env=host_env(servers, ns, role=role, NACOS_DATA_ENC_KEY=None))
+        result = run_cli("run", *changes, volumes=b,
+                         env=host_env(servers, ns, role=role, NACOS_DATA_ENC_KEY=None, CONFIG_STORAGE="nacos"))
         _refused(result, b, before, 3, "differs from the one", "secrets/cacerts", "pilot/cacerts", "NACOS_NS")
     assert servers[0].get_config("secrets.cacerts", NS, ns) == secret_before, "the published CA is never replaced"
 
@@ -381,8 +386,8 @@ def test_a_nacos_node_killed_during_the_gateway_run_then_restarted(cluster, tmp_
 
 
 def test_the_gateway_host_compose_file(tmp_path):
-    """compose/docker-compose.gateway.yml: valid compose, just the initializer (ROLE=gateway) and the
-    gateway, which mounts exactly what a gateway host's run writes and reaches pilot by its name."""
+    """compose/docker-compose.gateway.yml: valid compose, the initializer (ROLE=gateway), its `watch`
+    and the gateway, which mounts exactly what a gateway host's run writes and reaches pilot by its name."""
     import compose_schema
     from higress_init import settings
     path = compose_schema.REPO / "compose/docker-compose.gateway.yml"
@@ -393,11 +398,16 @@ def test_the_gateway_host_compose_file(tmp_path):
         result = compose_schema.validate(document)
         assert result.returncode == 0, result.stdout + result.stderr
     services = doc["services"]
-    assert set(services) == {"initializer", "gateway", "plugin-server"}   # the plugin server: profile plugin-server
+    assert set(services) == {"initializer", "watch", "gateway", "plugin-server"}   # plugin server: its profile
     assert services["plugin-server"]["profiles"] == ["plugin-server"]
     init, gateway = services["initializer"], services["gateway"]
     assert gateway["depends_on"] == {"initializer": {"condition": "service_completed_successfully"},
                                      "plugin-server": {"condition": "service_healthy", "required": False}}
+    # the gateway's certificate is renewed too: `watch` with the initializer's image and settings
+    watch = services["watch"]
+    assert watch["command"][0] == "watch" and watch["environment"] == init["environment"]
+    assert watch["volumes"] == init["volumes"] and watch["image"] == init["image"] and watch["init"] is True
+    assert watch["depends_on"] == {"initializer": {"condition": "service_completed_successfully"}}
     assert init["environment"]["POD_NAME"] == gateway["environment"]["POD_NAME"] == "gateway-2"
     assert "pilot:10.0.0.5" in gateway["extra_hosts"]
     mounted = {spec.split(":")[0].replace("../volumes/", "") for spec in gateway["volumes"]}
@@ -414,3 +424,36 @@ def test_the_gateway_host_compose_file(tmp_path):
 def test_a_pod_name_that_is_no_kubernetes_name_is_bad_input(tmp_path):
     result = run_cli("run", volumes=tmp_path / "v", env={"POD_NAME": "Gateway_2"})
     assert result.returncode == 2 and "POD_NAME" in result.stderr and not (tmp_path / "v").exists()
+
+
+def test_a_gateway_host_speaks_of_its_compose_file_and_watch_renews_its_certificate(rnacos, tmp_path):
+    """On a gateway-only host the run's next step is the gateway-host compose file, status finds its
+    files (no "nothing is present"), and `watch` (its compose file runs one) renews its certificate,
+    naming no control-plane service to restart."""
+    node = rnacos()
+    ns = f"gateway-host-{os.getpid()}"
+    control, gateway_host = tmp_path / "control", tmp_path / "gateway"
+    run_cli("run", volumes=control, env=host_env([node], ns), check=True)
+    env = host_env([node], ns, role="gateway", POD_NAME="gateway-b")
+    result = run_cli("run", volumes=gateway_host, env=env, check=True)
+    done = result.stdout.strip().splitlines()[-1]
+    assert "in compose/: docker compose -f docker-compose.gateway.yml up -d" in done, done
+    assert "docker compose up -d" not in done
+    assert "the control-plane host published in Nacos as secrets/cacerts" in result.stdout
+    # status, as the gateway-host compose file runs it: the recorded settings, the data key from the environment
+    status = run_cli("status", volumes=gateway_host, env={"NACOS_DATA_ENC_KEY": DATA_KEY})
+    assert status.returncode == 0, status.stdout + status.stderr
+    assert "nothing is present" not in status.stdout and "not in" not in status.stdout
+    empty = run_cli("status", volumes=tmp_path / "elsewhere", env=env)
+    assert empty.returncode == 1
+    assert "this gateway host's files are not in" in empty.stdout and "docker-compose.gateway.yml" in empty.stdout
+    # the certificate comes within RENEW_BEFORE: watch renews it; the gateway re-reads it, pilot is not here
+    before = (gateway_host / "gateway/certs/cert-chain.pem").read_bytes()
+    longer = {"CERT_VALIDITY": "500d", "TOKEN_VALIDITY": "500d", "RENEW_BEFORE": "370d"}
+    changes = [arg for name in longer for arg in ("--change-setting", name)]
+    watch = run_cli("watch", "--once", *changes, volumes=gateway_host, env={"NACOS_DATA_ENC_KEY": DATA_KEY, **longer})
+    assert watch.returncode == 0, watch.stdout + watch.stderr
+    assert (gateway_host / "gateway/certs/cert-chain.pem").read_bytes() != before
+    assert "gateway pick up their renewed files without a restart" in watch.stdout
+    assert "restart" not in watch.stdout.replace("without a restart", "")
+    assert_gateway_joins(gateway_host, control, tmp_path, "gateway-b")

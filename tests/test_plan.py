@@ -122,7 +122,8 @@ def test_plan_of_a_fresh_tree_lists_every_file_and_creates_nothing(tmp_path, fas
     written = {str(p.relative_to(volumes)) for p in volumes.rglob("*") if p.is_file()}
     assert {f for f in planned if not f.endswith("/")} == written - {".higress-init/last-run.json",
                                                                       ".higress-init/last-run.key",
-                                                                      ".higress-init/lock"}
+                                                                      ".higress-init/lock",
+                                                                      ".higress-init/settings.json"}
 
 
 def test_plan_of_finishing_a_rotation(template, tmp_path, fast_env_module):

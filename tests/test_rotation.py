@@ -86,7 +86,7 @@ def test_rotate_leaf_reissues_leaves_and_tokens_from_the_same_cas(stack, tmp_pat
     result = run_cli("rotate", volumes=stack, check=True)
     after = snapshot(stack)
     assert _changed(before, after) == {
-        "api/server.crt", "api/server.key", "pki/admin.crt", "pki/admin.key", "kube/config",
+        "api/server.crt", "api/server.key", "pki/admin.crt", "pki/admin.key", "kube/config", "kube/host.config",
         "controller/kube/client.crt", "controller/kube/client.key", "pilot/kube/client.crt", "pilot/kube/client.key",
         "pki/console.crt", "pki/console.key", "console/kube/config",
         "gateway/certs/cert-chain.pem", "gateway/certs/key.pem",
@@ -201,9 +201,11 @@ def test_renewal_window_reissues_only_what_is_inside_it(tmp_path, fast_env):
     before = snapshot(volumes)
     # leaves now have just under 40 days left: inside a 40-day window, tokens (400d) are not
     env = dict(fast_env, CERT_VALIDITY="41d", RENEW_BEFORE="40d", TOKEN_VALIDITY="400d")
-    run_cli("run", volumes=volumes, env=env, check=True)
+    run_cli("run", "--change-setting", "CERT_VALIDITY", "--change-setting", "RENEW_BEFORE", volumes=volumes, env=env,
+            check=True)
     changed = _changed(before, snapshot(volumes))
     assert changed == {"api/server.crt", "api/server.key", "pki/admin.crt", "pki/admin.key", "kube/config",
+                       "kube/host.config",
                        "controller/kube/client.crt", "controller/kube/client.key", "pilot/kube/client.crt",
                        "pilot/kube/client.key", "pki/console.crt", "pki/console.key", "console/kube/config",
                        "gateway/certs/cert-chain.pem", "gateway/certs/key.pem"}, changed
@@ -283,3 +285,17 @@ def test_a_run_and_a_rotate_started_together_both_finish(stack, fast_env):
     assert [p.wait(120) for p in procs] == [0, 0, 0]
     _assert_whole(stack)
     _verify_all_chains(stack)
+
+
+def test_every_rotation_ends_with_the_services_to_restart_and_the_command(stack):
+    """As `watch` does: the services that read a rotated file only at start, why, and the exact
+    command; never "start the stack" (it is running)."""
+    everyone = ["apiserver", "controller", "pilot", "gateway", "console"]
+    for kind, services in (("leaf", ["console"]), ("intermediate", ["pilot"]), ("root", everyone),
+                           ("finish", everyone)):
+        result = run_cli("rotate", kind, volumes=stack, check=True)
+        last = result.stdout.strip().splitlines()[-1]
+        assert last.startswith("done") and "start the stack" not in last, last
+        assert f"restart {', '.join(services)} (" in last, last
+        assert last.endswith(f"in compose/: docker compose restart {' '.join(services)}"), last
+        assert ("console: its Java client never re-reads its certificate" in last) == ("console" in services), last

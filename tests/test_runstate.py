@@ -44,7 +44,8 @@ def test_a_file_changed_behind_its_back_takes_the_full_path(settled):
 
 def test_a_settings_change_takes_the_full_path(settled):
     initialized = settled
-    result = run_cli("run", volumes=initialized, env={"APISERVER_SANS": "extra.example"}, check=True)
+    result = run_cli("run", "--change-setting", "APISERVER_SANS", volumes=initialized,
+                     env={"APISERVER_SANS": "extra.example"}, check=True)
     assert UNCHANGED not in result.stdout and "re-issued 1" in result.stdout
 
 

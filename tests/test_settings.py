@@ -80,3 +80,27 @@ def test_apiserver_sans_accept_ips_and_wildcards():
 def test_bad_token_identities(value):
     with pytest.raises(SettingsError, match="TOKEN_IDENTITIES"):
         load(env={"TOKEN_IDENTITIES": value})
+
+
+def test_every_setting_says_whether_the_deployment_records_it():
+    from higress_init.settings import PER_RUN
+    for setting in SETTINGS:
+        assert callable(setting.recorded) or setting.recorded == PER_RUN, setting.env
+        assert not (setting.secret and callable(setting.recorded)), setting.env   # secrets are never recorded
+
+
+def test_the_recorded_text_reads_back_to_the_same_settings():
+    from higress_init.settings import recorded_text
+    env = {"NACOS_SERVER_URL": "http://b:8848,http://a:8848/nacos", "APISERVER_SANS": "10.0.0.9, api.example.com",
+           "CERT_VALIDITY": "2160h", "VOLUMES_UID": "1337", "FILE_ROOT_DIR": "store", "TRUST_DOMAIN": "Corp.Example",
+           "TOKEN_IDENTITIES": "gateway=gateway/tokens/istio-token:higress-gateway:istio-ca+x"}
+    first = load(env=env)
+    recorded = recorded_text(first)
+    assert recorded["CERT_VALIDITY"] == "90d" and recorded["TRUST_DOMAIN"] == "corp.example"
+    again = load(env={}, recorded=recorded)   # nothing given: everything from the record
+    assert recorded_text(again) == recorded
+    assert again.nacos_servers == ("http://a:8848/nacos", "http://b:8848/nacos")   # the set is what is recorded
+    assert load(env=env, recorded=recorded).cert_validity == first.cert_validity   # the same values: no drift
+    with pytest.raises(SettingsError, match="VOLUMES_UID=1400: this deployment was made with VOLUMES_UID=1337"):
+        load(env={"VOLUMES_UID": "1400"}, recorded=recorded)
+    assert load(env={"VOLUMES_UID": "1400"}, recorded=recorded, change=("VOLUMES_UID",)).volumes_uid == 1400

@@ -16,6 +16,7 @@ from compose_schema import (COMPONENT_USERS, COMPOSE_FILE, IMAGE_VARIABLES, REPO
                             release_env_files, validate, variables_used)
 from conftest import run_cli
 from nacos_server import real_nacos  # noqa: F401 (a fixture)
+from rnacos import rnacos  # noqa: F401 (a fixture)
 from higress_init import kubeconfig, pki, readers, ownership
 from higress_init import versions
 from higress_init.settings import SETTINGS
@@ -486,3 +487,50 @@ def test_the_nacos_healthcheck_passes_on_real_nacos_2x_and_3x(real_nacos):
     down = subprocess.run(["sh", "-c", test[1].replace("127.0.0.1:8848/", f"127.0.0.1:{nacos_ports()}/")],
                           capture_output=True, text=True, timeout=30)
     assert down.returncode != 0
+
+
+def _compose_initializer_env(volumes, nacos_url: str) -> dict:
+    """The initializer's environment as the real compose plugin resolves compose/docker-compose.yml
+    with compose/.env, with the two values only the compose network gives: the volumes' path in the
+    container and the name `nacos` (here the r-nacos on loopback)."""
+    try:
+        result = compose_schema.compose_config()
+    except FileNotFoundError as err:
+        pytest.fail(str(err), pytrace=False)
+    assert result.returncode == 0, result.stderr
+    env = json.loads(result.stdout)["services"]["initializer"]["environment"]
+    env = {k: "" if v is None else str(v) for k, v in env.items()}
+    assert env["DEPLOYED_BY"] == "compose/docker-compose.yml" and env["VOLUMES_UID"] == "1337"
+    return {**env, "VOLUMES_ROOT": str(volumes), "NACOS_SERVER_URL": nacos_url,
+            "CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256"}
+
+
+def _make(*args) -> subprocess.CompletedProcess:
+    return subprocess.run(["make", "--no-print-directory", *args], cwd=REPO, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_make_status_and_rotate_on_a_compose_deployment_go_through_compose(rnacos, tmp_path):
+    """`make status` / `make rotate` on a deployment compose made run what `docker compose run --rm
+    initializer status|rotate` runs, with compose's environment; on one made by hand, the CLI."""
+    node = rnacos()
+    volumes = tmp_path / "volumes"
+    compose_env = _compose_initializer_env(volumes, node.url)
+    # what `docker compose up` runs first: the initializer, with compose's environment
+    run_cli("run", env={k: v for k, v in compose_env.items() if k != "VOLUMES_ROOT"}, volumes=volumes, check=True)
+    status = _make("-n", "status", f"VOLUMES={volumes}")
+    assert status.returncode == 0, status.stderr
+    assert status.stdout.strip() == (f"VOLUMES_DIR={volumes} docker compose -f compose/docker-compose.yml "
+                                     "--env-file compose/.env run --rm initializer status"), status.stdout
+    rotate = _make("-n", "rotate", "KIND=intermediate", f"VOLUMES={volumes}")
+    assert rotate.stdout.strip().endswith("run --rm initializer rotate intermediate"), rotate.stdout
+    # and what that runs in the container is healthy: compose's environment, the recorded settings
+    inside = run_cli("status", env={k: v for k, v in compose_env.items() if k != "VOLUMES_ROOT"}, volumes=volumes)
+    assert inside.returncode == 0, inside.stdout
+    # a deployment made by hand (make run): make status runs the CLI on the host
+    by_hand = tmp_path / "by-hand"
+    run_cli("run", volumes=by_hand, env={"CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256"},
+            check=True)
+    host = _make("status", f"VOLUMES={by_hand}")
+    assert host.returncode == 0, host.stdout + host.stderr
+    assert f"higress-init status --volumes {by_hand}" in host.stdout and "apiserver-ca" in host.stdout

@@ -156,7 +156,7 @@ def test_changed_audience_reissues_the_token(initialized):
     env = {"TOKEN_IDENTITIES": "gateway=gateway/tokens/istio-token:higress-gateway:istio-ca+extra,"
                                "console=console/token:higress-console:istio-ca,"
                                "controller=controller/token:higress-controller:istio-ca"}
-    run_cli("run", volumes=initialized, env=env, check=True)
+    run_cli("run", "--change-setting", "TOKEN_IDENTITIES", volumes=initialized, env=env, check=True)
     after = (initialized / "gateway/tokens/istio-token").read_text()
     assert after != before
     assert verify_pyjwt(after, _jwks(initialized), "extra")["aud"] == ["istio-ca", "extra"]

@@ -140,7 +140,10 @@ def test_watch_exits_non_zero_when_a_ca_comes_within_renew_before(tmp_path):
                  RENEW_BEFORE="10d")
     run_cli("run", volumes=volumes, env=dict(FAST, **short), check=True)
     # now every CA has less than RENEW_BEFORE to live: leaves are renewed, the CAs cannot be
-    result = watch_once(volumes, env=dict(CERT_VALIDITY="400d", TOKEN_VALIDITY="400d", RENEW_BEFORE="100d"))
+    longer = dict(CA_VALIDITY="3650d", INTERMEDIATE_VALIDITY="730d", CERT_VALIDITY="400d", TOKEN_VALIDITY="400d",
+                  RENEW_BEFORE="100d")
+    changes = [arg for name in longer for arg in ("--change-setting", name)]
+    result = run_cli("watch", "--once", *changes, volumes=volumes, env=dict(FAST, **longer))
     assert result.returncode == 1, result.stdout + result.stderr
     for ca in ("apiserver-ca", "pilot-root-ca", "pilot-ca"):
         assert f"cannot renew {ca}" in result.stderr, result.stderr

@@ -314,8 +314,12 @@ def leaf_problem(spec: CertSpec, settings: Settings, now: datetime, cert, key, p
     if failed:
         return failed
     wanted = spec.request(settings)
-    if pki.san_values(cert) != wanted.san_values() or cert.subject != wanted.subject():
-        return "names changed"
+    have, want = pki.san_values(cert), wanted.san_values()
+    if have != want:   # which names, so that a dropped SAN is seen for what it is
+        return "; ".join([f"SAN {n} missing" for n in sorted(want - have)]
+                         + [f"SAN {n} not wanted" for n in sorted(have - want)])
+    if cert.subject != wanted.subject():
+        return f"subject {cert.subject.rfc4514_string()}, want {wanted.subject().rfc4514_string()}"
     if pki.key_algorithm(key) != getattr(settings, spec.key_algorithm):
         return "key algorithm changed"
     return ""

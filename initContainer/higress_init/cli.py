@@ -149,6 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         commands[name].add_argument("--push-mesh", action="store_true",
                                     help="copy pilot/config/mesh and meshNetworks, edited here, into the stored "
                                          "higress-config once (compare-and-swap); afterwards edit it in the store")
+    for name in ("run", "plan", "rotate", "phase", "watch"):
+        commands[name].add_argument(
+            "--change-setting", action="append", default=[], metavar="NAME",
+            help="change a setting this deployment was made with, on purpose (repeatable): without it a value "
+                 "other than the recorded one (.higress-init/settings.json) is refused, and a setting left out "
+                 "keeps its recorded value")
     commands["phase"].add_argument("name", choices=[p.name for p in PHASES], help="the phase")
     rot = commands["rotate"]
     rot.add_argument("kind", nargs="?", choices=("leaf", "intermediate", "root", "finish"), default="leaf",
@@ -207,7 +213,10 @@ def _main(argv: list[str] | None = None) -> int:
     global _REPORTER
     _REPORTER = Reporter(overrides.get("LOG_FORMAT") or os.environ.get("LOG_FORMAT") or "text")
     try:
-        settings = settings_mod.load(overrides=overrides)
+        from . import deployment
+        recorded = deployment.read(settings_mod.volumes_root_of(overrides=overrides))
+        settings = settings_mod.load(overrides=overrides, recorded=recorded,
+                                     change=tuple(getattr(args, "change_setting", ())))
         _REPORTER = reporter = Reporter(settings.log_format, plan=command == "plan")
         interval = settings_mod.parse_duration("--interval", args.interval) if command == "watch" else None
         _check_default_root(settings, overrides)
@@ -216,6 +225,9 @@ def _main(argv: list[str] | None = None) -> int:
     except (SettingsError, VolumeError) as err:
         _problem("error", str(err))
         return EXIT_BAD_INPUT
+    except StateError as err:   # a record of settings someone else could have written
+        _problem("refused", str(err))
+        return EXIT_REFUSED
     try:
         if command == "status":
             return _status(settings, args.output)
@@ -336,13 +348,17 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
     seconds = time.perf_counter() - started
     files = writer.planned if plan else writer.written
     root = settings.volumes_root
-    written = f"{len(files)} file{'s' if len(files) != 1 else ''} {'would be ' if plan else ''}written"
-    where = f"{written} in {root}"
+    file_count = f"{len(files)} file{'s' if len(files) != 1 else ''} {'would be ' if plan else ''}written"
+    where = f"{file_count} in {root}"
     if plan:
         options = "".join(f" --{o}" for o, on in (("reseed", reseed), ("push-mesh", push_mesh)) if on)
         after = f"to do it: higress-init {'rotate ' + rotation if rotation else 'run'}{options} (same settings)"
-    elif any(phases.PHASES_BY_NAME[n].uses_store for n in names):
-        after = "check: higress-init status; start the stack: docker compose up -d (in compose/)"
+    elif rotation:   # a running stack: which services must restart to use what was rotated
+        after = "check: higress-init status; " + _restart_advice(settings, writer.written)
+    elif written is None and any(phases.PHASES_BY_NAME[n].uses_store for n in names):   # not `watch`'s renewal
+        after = "check: higress-init status; " + (
+            "start the gateway, in compose/: docker compose -f docker-compose.gateway.yml up -d"
+            if settings.role == "gateway" else "start the stack: docker compose up -d (in compose/)")
     else:
         after = "check: higress-init status"
     # text: what to do next, then the summary, last and within 120 columns (the volumes' path on a
@@ -351,7 +367,7 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
     text = [wrap(f"{'next':<14} {after}", hang=" " * 15)]
     if len(summary) > WIDTH:
         text.insert(0, wrap(f"{'volumes':<14} {root}", hang=" " * 15))
-        summary = f"{'plan' if plan else 'done':<14} {totals.summary(plan)}; {written} in the volumes above"
+        summary = f"{'plan' if plan else 'done':<14} {totals.summary(plan)}; {file_count} in the volumes above"
     reporter.emit("summary", "\n".join(text + [wrap(summary, hang=" " * 15)]),
                   actions={a: len(n) for a, n in totals.by_action.items()}, files=len(files),
                   volumes=str(root), next=after, seconds=round(seconds, 3))
@@ -373,7 +389,9 @@ def _prune_backups(settings, writer, reporter: Reporter) -> None:
 
 
 def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation, adopt=None) -> None:
+    from . import deployment
     settings, writer = ctx.settings, ctx.writer
+    ctx.recorded = deployment.read(settings.volumes_root)
     recovered = writer.recover()
     if recovered:
         reporter.message(f"{'would finish' if ctx.plan else 'finished'} {recovered} file renames an interrupted run "
@@ -402,6 +420,7 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation, adopt
             else:
                 phases.run_phases(ctx, [name], report)  # Nacos is checked every time
         writer.fix_owners()  # what seed wrote after the write phase
+        deployment.record(settings)
         return
     if any(phases.PHASES_BY_NAME[name].makes_keys for name in names):
         ctx.keys  # start generating keys now, overlapping the wait for Nacos
@@ -415,6 +434,7 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation, adopt
     writer.fix_owners()  # seed writes the file store after the write phase: its files and folders too
     if ctx.plan:
         return
+    deployment.record(settings)
     if full_run and ctx.renew_by:
         runstate.record(settings, writer.touched, min(ctx.renew_by), outcomes,
                         valid_from=max(ctx.valid_from) if ctx.valid_from else None)
@@ -461,14 +481,16 @@ def _renew(settings, reporter: Reporter, rows: list | None = None) -> int:
         reporter.message("watch: nothing is due for renewal and no file changed since the last run", renewed=[])
     else:
         written: list[str] = []
-        _execute(settings, reporter, WATCH_PHASES, written=written)
-        restart = readers.to_restart(written)
+        # a gateway host issues its certificate from the CA published in Nacos: it connects to read it
+        names = ("nacos", *WATCH_PHASES) if settings.role == "gateway" else WATCH_PHASES
+        _execute(settings, reporter, names, written=written)
+        restart = readers.for_role(readers.to_restart(written), settings.role)
         live = [r.service for r in readers.READERS if r.service not in restart
                 and any(r in readers.readers_of(rel) for rel in written)]
         if live:
             reporter.message(f"watch: {', '.join(live)} pick up their renewed files without a restart", live=live)
         if restart:
-            command = readers.restart_command(restart)
+            command = readers.restart_command(restart, settings.role)
             reporter.message(f"watch: {', '.join(restart)} read renewed files only at start; restart them, in compose/: "
                              f"{command}", restart=restart, command=command)
     # judged under the lock: a `run` or `rotate` committing at this moment is waited for, never
@@ -484,6 +506,14 @@ def _renew(settings, reporter: Reporter, rows: list | None = None) -> int:
                  + ("; a CA is replaced only on purpose: higress-init rotate root|intermediate" if
                     row["name"].endswith("-ca") else ""))
     return EXIT_FAILED if failing else EXIT_OK
+
+
+def _restart_advice(settings, written) -> str:
+    from . import readers
+    restart = readers.for_role(readers.to_restart(list(written)), settings.role)
+    if not restart:
+        return "no service needs a restart (those that read the changed files re-read them)"
+    return readers.restart_advice(restart, settings.role)
 
 
 def _status(settings, output: str) -> int:
@@ -506,7 +536,11 @@ def _status(settings, output: str) -> int:
         say(json.dumps(report, indent=2))
     else:
         say(status_mod.format_table(rows, wide=output == "wide"))
-        if status_mod.nothing_present(rows):
+        if status_mod.nothing_present(rows) and settings.role == "gateway":
+            say("\n" + wrap(f"this gateway host's files are not in {settings.volumes_root}: pass --volumes DIR, the "
+                            "folder the gateway-host compose file mounts (VOLUMES_DIR), or make them, in compose/: "
+                            "docker compose -f docker-compose.gateway.yml up -d"))
+        elif status_mod.nothing_present(rows):
             say("\n" + wrap(f"nothing is present in {settings.volumes_root}: pass --volumes DIR, the folder run "
                             "wrote into"))
         for r in report["rotation"]:

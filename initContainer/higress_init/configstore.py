@@ -13,6 +13,7 @@ Layouts (the apiserver's own):
 from __future__ import annotations
 
 import hashlib
+import re
 
 from . import faults, layout
 from .errors import StateError
@@ -30,7 +31,7 @@ EMPTY_INDEX = "EMPTY"                             # the apiserver's index of a t
 DELIVERED = ((layout.MESH, "mesh"), (layout.MESH_NETWORKS, "meshNetworks"))
 
 WHERE_TO_EDIT = ("edit configmaps/higress-config in the store (Higress console, or `kubectl --kubeconfig "
-                 "kube/config -n {ns} edit configmap higress-config`)")
+                 "kube/host.config -n {ns} edit configmap higress-config` from the host)")
 
 
 def md5(text: str | None) -> str | None:
@@ -211,6 +212,9 @@ def deliver(ctx, store, counts) -> None:
     s = ctx.settings
     if ctx.push_mesh:
         _push(ctx, store, counts)
+    before = ctx.recorded.get("TRUST_DOMAIN")
+    if before and before != s.trust_domain:   # changed on purpose (--change-setting): the mesh follows
+        _follow_trust_domain(ctx, store, counts, before)
     raw, data = _stored_config(ctx, store)
     if raw is None:
         raise StateError(f"configmaps/higress-config is not in the {store.kind} ({store.where(HIGRESS_CONFIG)}): "
@@ -249,6 +253,35 @@ def deliver(ctx, store, counts) -> None:
         _record(ctx, layout.MESH_DELIVERED, records)
     if plan or records:
         ctx.writer.commit()  # the files and the record of what they were given, in one journaled commit
+
+
+_TRUST_DOMAIN_LINE = re.compile(r"^trustDomain:[ \t]*[\"']?([A-Za-z0-9.-]*)[\"']?[ \t]*$", re.MULTILINE)
+
+
+def _follow_trust_domain(ctx, store, counts, before: str) -> None:
+    """TRUST_DOMAIN changed on purpose: the stored mesh's trustDomain, still the old one, becomes
+    the new one (compare-and-swap, the rest of the text as it is), so that pilot's SPIFFE names
+    match the gateway's re-issued certificate. One the operator set otherwise is not touched."""
+    from . import meshconfig
+    import yaml
+    new = ctx.settings.trust_domain
+    raw, data = _stored_config(ctx, store)
+    text = data.get("mesh") if data else None
+    found = _TRUST_DOMAIN_LINE.findall(text) if isinstance(text, str) else []
+    if found == [new]:
+        return
+    if found != [before]:
+        raise StateError(f"TRUST_DOMAIN changed from {before} to {new}, but the stored mesh's trustDomain is "
+                         f"{found[0] if len(found) == 1 else 'not one plain line'} (not {before}): it was not "
+                         "changed; set `trustDomain: " + new + "` there by hand, then rerun: "
+                         + WHERE_TO_EDIT.format(ns=ctx.settings.namespace))
+    obj = yaml.safe_load(raw)
+    obj["data"]["mesh"] = _TRUST_DOMAIN_LINE.sub(f"trustDomain: {new}", text)
+    updated = meshconfig.dump(obj)
+    store.replace(HIGRESS_CONFIG, updated, raw)
+    store.commit()
+    ctx.stored[HIGRESS_CONFIG.label] = updated
+    counts.add("updated", f"configmaps/higress-config (mesh trustDomain {before} -> {new})")
 
 
 def _push(ctx, store, counts) -> None:

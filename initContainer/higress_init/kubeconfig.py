@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import posixpath
 from dataclasses import dataclass
+from typing import Callable
 
 import yaml
 
@@ -28,6 +29,10 @@ class KubeconfigSpec:
     client: str                  # the certificate table's name of its client certificate
     user: str
     mounted_at: str | None = None  # the kubeconfig's folder inside its reader; None: embed the certificate
+    server: Callable | None = None  # its server URL from the settings; None: APISERVER_URL
+
+    def server_url(self, settings) -> str:
+        return self.server(settings) if self.server else settings.apiserver_url
 
     def path_in_reader(self, volume_path: str) -> str:
         """Where the reader finds a file of the kubeconfig's folder."""
@@ -45,6 +50,10 @@ class KubeconfigSpec:
 
 KUBECONFIGS: tuple[KubeconfigSpec, ...] = (
     KubeconfigSpec("kubeconfig", layout.KUBECONFIG, "apiserver-admin", USER),   # the operator's; no component reads it
+    # the operator's on the host: compose publishes the apiserver on 127.0.0.1:APISERVER_HOST_PORT, a name
+    # its certificate always carries, so TLS is verified as from inside the network
+    KubeconfigSpec("kubeconfig host", layout.HOST_KUBECONFIG, "apiserver-admin", USER,
+                   server=lambda s: f"https://127.0.0.1:{s.apiserver_host_port}"),
     KubeconfigSpec("kubeconfig controller", layout.CONTROLLER_KUBECONFIG, "apiserver-controller", "controller",
                    mounted_at="/home/higress/.kube"),
     KubeconfigSpec("kubeconfig pilot", layout.PILOT_KUBECONFIG, "apiserver-pilot", "pilot",

@@ -18,6 +18,7 @@ CONSOLE_CLIENT_CERT, CONSOLE_CLIENT_KEY = "pki/console.crt", "pki/console.key"
 
 # --- kubeconfigs: the operator's and one per component calling the apiserver
 KUBECONFIG = "kube/config"
+HOST_KUBECONFIG = "kube/host.config"          # the operator's, from the host: the apiserver published on loopback
 CONTROLLER_KUBECONFIG = "controller/kube/config"
 PILOT_KUBECONFIG = "pilot/kube/config"
 CONSOLE_KUBECONFIG = "console/kube/config"
@@ -66,4 +67,5 @@ SEEDED = f"{STATE_DIR}/seeded.json"           # md5 of what each seeding wrote
 MESH_DELIVERED = f"{STATE_DIR}/mesh-delivered.json"  # sha256 of the mesh files as last delivered
 SHARED_CA_RECORD = f"{STATE_DIR}/shared-ca.json"    # digests of the pilot CA as last published or adopted here
 CA_KEYS_RECORD = f"{STATE_DIR}/ca-keys.json"        # sha256 of each CA certificate whose key was here
+DEPLOYMENT_SETTINGS = f"{STATE_DIR}/settings.json"  # the deployment's non-secret settings (settings.SETTINGS, recorded)
 BACKUP_DIR = "backup"                          # every replaced file, under backup/<UTC timestamp>/

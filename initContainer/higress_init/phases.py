@@ -28,6 +28,7 @@ class Context:
     finish_rotation: bool = False
     reseed: bool = False
     push_mesh: bool = False                     # copy the mesh files' text into the stored higress-config once
+    recorded: dict = field(default_factory=dict)  # the deployment's settings before this run (deployment.read)
     log: Callable = print
     phases: tuple[str, ...] = ()                # the phases this run executes
     _decisions: dict | None = None
@@ -115,7 +116,7 @@ def kube_config(ctx: Context, counts: Counts) -> None:
         ca, cert, key = parts
         if spec.mounted_at:
             cert, key = (spec.path_in_reader(f) for f in files[1:])
-        ctx.stage(spec.file, kubeconfig.render(ctx.settings.apiserver_url, ca, cert, key, user=spec.user),
+        ctx.stage(spec.file, kubeconfig.render(spec.server_url(ctx.settings), ca, cert, key, user=spec.user),
                   spec.name, counts, private=True)
 
 

@@ -22,6 +22,7 @@ class Reader:
     rereads: tuple[str, ...] = ()              # files among them it picks up again when they change
     writes: tuple[tuple[str, int], ...] = ()   # volume folders it writes into, with their mode
     store: str | None = None                   # the file store it reads and writes (--storage file), made by seed
+    why: str = "read the changed files only at start"  # why it is restarted after a change of its files
 
 
 READERS: tuple[Reader, ...] = (
@@ -34,8 +35,14 @@ READERS: tuple[Reader, ...] = (
     Reader("gateway", ("gateway/certs", "gateway/podinfo", "pilot/config"),
            rereads=("gateway/certs/cert-chain.pem", "gateway/certs/key.pem"),
            writes=(layout.GATEWAY_ISTIO_DATA, layout.GATEWAY_LOGS)),
-    Reader("console", ("console/kube",)),
+    # its Java client keeps the certificate it loaded at start (issue 22's report, checked with that library)
+    Reader("console", ("console/kube",), why="its Java client never re-reads its certificate"),
 )
+
+# The compose file each role runs from, and where the restart command is typed (README "More hosts").
+COMPOSE_FILES = {"all": "docker-compose.yml", "gateway": "docker-compose.gateway.yml"}
+# The services of the gateway-host compose file that read the initializer's files.
+GATEWAY_HOST_SERVICES = ("gateway",)
 
 
 def readers_of(rel: str) -> list[Reader]:
@@ -51,5 +58,23 @@ def to_restart(changed: list[str]) -> list[str]:
     return services
 
 
-def restart_command(services: list[str]) -> str:
+def for_role(services: list[str], role: str) -> list[str]:
+    """Of `services`, those the role's compose file runs (a gateway host has no pilot to restart)."""
+    return [s for s in services if role != "gateway" or s in GATEWAY_HOST_SERVICES]
+
+
+def restart_command(services: list[str], role: str = "all") -> str:
+    """The command, typed in compose/."""
+    if role == "gateway":
+        return f"docker compose -f {COMPOSE_FILES['gateway']} restart " + " ".join(services)
     return "docker compose restart " + " ".join(services)
+
+
+def restart_advice(services: list[str], role: str = "all") -> str:
+    """Which services to restart, why, and the exact command."""
+    by = {r.service: r for r in READERS}
+    whys: dict[str, list[str]] = {}
+    for service in services:
+        whys.setdefault(by[service].why, []).append(service)
+    reasons = "; ".join(f"{', '.join(names)}: {why}" for why, names in whys.items())
+    return f"restart {', '.join(services)} ({reasons}), in compose/: {restart_command(services, role)}"

@@ -27,7 +27,7 @@ ROTATIONS = ("leaf", "intermediate", "root", "finish")
 ROLES = ("all", "gateway")
 # What a gateway-only host has no use for (its control plane lives on another host): setting one
 # there is a mistake, refused rather than ignored.
-CONTROL_PLANE_SETTINGS = ("ROTATE", "APISERVER_SANS", "TOKEN_IDENTITIES", "FILE_ROOT_DIR")
+CONTROL_PLANE_SETTINGS = ("ROTATE", "APISERVER_SANS", "TOKEN_IDENTITIES", "FILE_ROOT_DIR", "APISERVER_HOST_PORT")
 
 # fullmatch everywhere: `$` would also accept a trailing newline
 _DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
@@ -70,50 +70,80 @@ class Setting:
     help: str
     secret: bool = False
     flag: str | None = None
+    # One set of settings per deployment: the effective value, as text that reads back to the same
+    # setting, recorded in .higress-init/settings.json after each run and used where a later run,
+    # rotate, status or watch leaves the setting out; a different value is refused unless
+    # --change-setting NAME. PER_RUN: a setting that may differ from run to run (or a secret).
+    recorded: object = None
+
+
+PER_RUN = "per run"
+
+
+def _duration_text(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit in ("d", "h", "m"):
+        if seconds % _DURATION_UNITS[unit] == 0:
+            return f"{seconds // _DURATION_UNITS[unit]}{unit}"
+    return f"{seconds}s"
+
+
+def _identities_text(s) -> str:
+    """TOKEN_IDENTITIES as given; empty for the default set (which follows GATEWAY_SERVICE_ACCOUNT)."""
+    if s.token_identities == _token_identities(None, s.gateway_service_account):
+        return ""
+    return ",".join(f"{i.name}={i.file}:{i.service_account}:{'+'.join(i.audiences)}" for i in s.token_identities)
 
 
 # The one list of settings: the CLI builds its flags from it, the README and
 # env/initializer.env document it, and a test checks they all agree.
 SETTINGS: tuple[Setting, ...] = (
-    Setting("VOLUMES_ROOT", "/mnt/volumes", "directory holding every component's volume", flag="--volumes"),
-    Setting("CONFIG_STORAGE", None, "where the base config is seeded: nacos or file (default: nacos when NACOS_SERVER_URL is set, else file)", flag="--storage"),
-    Setting("FILE_ROOT_DIR", None, "root of the apiserver's file store, inside the volumes root; a relative path is taken from it (default: <VOLUMES_ROOT>/data)"),
-    Setting("NACOS_SERVER_URL", None, "Nacos server URL(s), comma-separated, e.g. http://nacos:8848/nacos"),
-    Setting("NACOS_NS", "higress-system", "Nacos namespace id"),
-    Setting("NACOS_USERNAME", None, "Nacos user (log in when set)", secret=True),
-    Setting("NACOS_PASSWORD", None, "Nacos password", secret=True),
-    Setting("NACOS_DATA_ENC_KEY", None, "32-character key for Secrets kept in Nacos (default: generated once)", secret=True),
-    Setting("NACOS_WAIT_TIMEOUT", "180s", "how long to wait for Nacos to become ready"),
-    Setting("APISERVER_URL", "https://apiserver:8443", "apiserver URL written into kube/config"),
-    Setting("APISERVER_SANS", "", "extra DNS names or IPs for the apiserver certificate, comma-separated"),
-    Setting("CA_KEY_ALGORITHM", "rsa-4096", "key algorithm of the CAs: " + ", ".join(KEY_ALGORITHMS)),
-    Setting("LEAF_KEY_ALGORITHM", "rsa-2048", "key algorithm of leaf certificates: " + ", ".join(KEY_ALGORITHMS)),
-    Setting("CA_VALIDITY", "3650d", "lifetime of the root CAs (number with unit s, m, h or d)"),
-    Setting("INTERMEDIATE_VALIDITY", "730d", "lifetime of the pilot intermediate CA"),
-    Setting("CERT_VALIDITY", "365d", "lifetime of leaf certificates"),
-    Setting("RENEW_BEFORE", "30d", "re-issue a leaf certificate or token this long before it expires; status warns inside it"),
-    Setting("TRUST_DOMAIN", "cluster.local", "SPIFFE trust domain"),
-    Setting("HIGRESS_NAMESPACE", "higress-system", "Kubernetes namespace of the Higress components"),
-    Setting("GATEWAY_SERVICE_ACCOUNT", "higress-gateway", "service account in the gateway's SPIFFE identity"),
-    Setting("TOKEN_ISSUER", "https://higress-init.higress-system.svc", "issuer (iss) of component tokens; jwks_uri is <issuer>/.well-known/jwks.json"),
-    Setting("TOKEN_KEY_ALGORITHM", "rsa-2048", "token signing key: rsa-2048, rsa-3072, rsa-4096, ecdsa-p256 or ecdsa-p384"),
-    Setting("TOKEN_VALIDITY", "365d", "lifetime of component tokens"),
-    Setting("TOKEN_IDENTITIES", None, "tokens to issue, comma-separated name=file:serviceaccount:audience[+audience] (default: gateway, console, controller)"),
-    Setting("VOLUMES_UID", None, "owner uid of written files (default: unchanged)"),
-    Setting("VOLUMES_GID", None, "owner gid of written files (default: unchanged)"),
-    Setting("LOG_FORMAT", "text", "text or json (one JSON object a line)", flag="--log-format"),
+    Setting("VOLUMES_ROOT", "/mnt/volumes", "directory holding every component's volume", flag="--volumes", recorded=PER_RUN),
+    Setting("CONFIG_STORAGE", None, "where the base config is seeded: nacos or file (default: nacos when NACOS_SERVER_URL is set, else file)", flag="--storage", recorded=lambda s: s.config_storage),
+    Setting("FILE_ROOT_DIR", None, "root of the apiserver's file store, inside the volumes root; a relative path is taken from it (default: <VOLUMES_ROOT>/data)", recorded=lambda s: s.file_root_dir.relative_to(s.volumes_root).as_posix()),
+    Setting("NACOS_SERVER_URL", None, "Nacos server URL(s), comma-separated, e.g. http://nacos:8848/nacos", recorded=lambda s: ','.join(sorted(s.nacos_servers))),  # the set, not the order of preference
+    Setting("NACOS_NS", "higress-system", "Nacos namespace id", recorded=lambda s: s.nacos_namespace),
+    Setting("NACOS_USERNAME", None, "Nacos user (log in when set)", secret=True, recorded=PER_RUN),
+    Setting("NACOS_PASSWORD", None, "Nacos password", secret=True, recorded=PER_RUN),
+    Setting("NACOS_DATA_ENC_KEY", None, "32-character key for Secrets kept in Nacos (default: generated once)", secret=True, recorded=PER_RUN),
+    Setting("NACOS_WAIT_TIMEOUT", "180s", "how long to wait for Nacos to become ready", recorded=PER_RUN),
+    Setting("APISERVER_URL", "https://apiserver:8443", "apiserver URL written into kube/config", recorded=lambda s: s.apiserver_url),
+    Setting("APISERVER_HOST_PORT", "8443", "port of the host's loopback where compose publishes the apiserver "
+                                           "(127.0.0.1:PORT); kube/host.config reaches it from the host",
+            recorded=lambda s: str(s.apiserver_host_port)),
+    Setting("APISERVER_SANS", "", "extra DNS names or IPs for the apiserver certificate, comma-separated", recorded=lambda s: ','.join(s.apiserver_sans)),
+    Setting("CA_KEY_ALGORITHM", "rsa-4096", "key algorithm of the CAs: " + ", ".join(KEY_ALGORITHMS), recorded=lambda s: s.ca_key_algorithm),
+    Setting("LEAF_KEY_ALGORITHM", "rsa-2048", "key algorithm of leaf certificates: " + ", ".join(KEY_ALGORITHMS), recorded=lambda s: s.leaf_key_algorithm),
+    Setting("CA_VALIDITY", "3650d", "lifetime of the root CAs (number with unit s, m, h or d)", recorded=lambda s: _duration_text(s.ca_validity)),
+    Setting("INTERMEDIATE_VALIDITY", "730d", "lifetime of the pilot intermediate CA", recorded=lambda s: _duration_text(s.intermediate_validity)),
+    Setting("CERT_VALIDITY", "365d", "lifetime of leaf certificates", recorded=lambda s: _duration_text(s.cert_validity)),
+    Setting("RENEW_BEFORE", "30d", "re-issue a leaf certificate or token this long before it expires; status warns inside it", recorded=lambda s: _duration_text(s.renew_before)),
+    Setting("TRUST_DOMAIN", "cluster.local", "SPIFFE trust domain", recorded=lambda s: s.trust_domain),
+    Setting("HIGRESS_NAMESPACE", "higress-system", "Kubernetes namespace of the Higress components", recorded=lambda s: s.namespace),
+    Setting("GATEWAY_SERVICE_ACCOUNT", "higress-gateway", "service account in the gateway's SPIFFE identity", recorded=lambda s: s.gateway_service_account),
+    Setting("TOKEN_ISSUER", "https://higress-init.higress-system.svc", "issuer (iss) of component tokens; jwks_uri is <issuer>/.well-known/jwks.json", recorded=lambda s: s.token_issuer),
+    Setting("TOKEN_KEY_ALGORITHM", "rsa-2048", "token signing key: rsa-2048, rsa-3072, rsa-4096, ecdsa-p256 or ecdsa-p384", recorded=lambda s: s.token_key_algorithm),
+    Setting("TOKEN_VALIDITY", "365d", "lifetime of component tokens", recorded=lambda s: _duration_text(s.token_validity)),
+    Setting("TOKEN_IDENTITIES", None, "tokens to issue, comma-separated name=file:serviceaccount:audience[+audience] (default: gateway, console, controller)", recorded=_identities_text),
+    Setting("VOLUMES_UID", None, "owner uid of written files (default: unchanged)", recorded=lambda s: '' if s.volumes_uid is None else str(s.volumes_uid)),
+    Setting("VOLUMES_GID", None, "owner gid of written files (default: unchanged)", recorded=lambda s: '' if s.volumes_gid is None else str(s.volumes_gid)),
+    Setting("LOG_FORMAT", "text", "text or json (one JSON object a line)", flag="--log-format", recorded=PER_RUN),
     Setting("ROLE", "all", "what this host runs: all (control plane and gateway) or gateway (a gateway-only host "
-                           "joining the deployment through Nacos; needs Nacos storage and the data key)", flag="--role"),
+                           "joining the deployment through Nacos; needs Nacos storage and the data key)", flag="--role", recorded=lambda s: s.role),
     Setting("POD_NAME", "higress-gateway", "this host's gateway pod name, unique per host: in gateway/podinfo/labels "
-                                           "and the gateway certificate's subject"),
+                                           "and the gateway certificate's subject", recorded=lambda s: s.pod_name),
+    Setting("DEPLOYED_BY", None, "the compose file that runs this deployment, set by it (compose/docker-compose.yml "
+                                 "or compose/docker-compose.gateway.yml); empty: by hand. `make status` and `make "
+                                 "rotate` go through it", recorded=lambda s: s.deployed_by),
     Setting("HIGRESS_VERSION", versions.DEFAULT, "the Higress release the deployment runs, which decides the seeded "
                                                  "objects and the mesh fields pilot accepts: "
-                                                 + ", ".join(versions.RELEASES_BY_VERSION)),
-    Setting("ROTATE", None, "rotate first, then run: leaf, intermediate, root or finish (for `docker compose run -e ROTATE=...`)"),
+                                                 + ", ".join(versions.RELEASES_BY_VERSION),
+            recorded=lambda s: s.higress_version),   # an upgrade is on purpose: --change-setting HIGRESS_VERSION
+    Setting("ROTATE", None, "rotate first, then run: leaf, intermediate, root or finish (for `docker compose run -e ROTATE=...`)", recorded=PER_RUN),
     Setting("BACKUP_KEEP", "10", "how many runs' backup/<time>/ folders (what each run replaced) to keep; older ones "
-                                 "are removed, and the run says so (0: keep all)"),
+                                 "are removed, and the run says so (0: keep all)", recorded=PER_RUN),
     Setting("METRICS_PORT", None, "port `watch` serves Prometheus metrics on, at /metrics (0 or empty: off; "
-                                  "compose sets 9793 on the stack's network only)"),
+                                  "compose sets 9793 on the stack's network only)", recorded=PER_RUN),
 )
 SETTINGS_BY_ENV = {s.env: s for s in SETTINGS}
 
@@ -153,14 +183,25 @@ class Settings:
     metrics_port: int | None = None   # watch's Prometheus metrics; None: off
     backup_keep: int = 10             # runs kept under backup/; 0: all
     higress_version: str = versions.DEFAULT
+    apiserver_host_port: int = 8443
+    deployed_by: str = ""
 
     @property
     def gateway_spiffe_id(self) -> str:
         return f"spiffe://{self.trust_domain}/ns/{self.namespace}/sa/{self.gateway_service_account}"
 
 
-def _raw(env: dict, overrides: dict, name: str) -> str | None:
-    """The value of a setting: flag, then NAME, then NAME_FILE (secrets), then default."""
+def _raw(env: dict, overrides: dict, name: str, recorded: dict | None = None) -> str | None:
+    """The value of a setting: flag, then NAME, then NAME_FILE (secrets), then the deployment's
+    recorded value, then default."""
+    value = _given(env, overrides, name)
+    if value is None and (recorded or {}).get(name):
+        return recorded[name]
+    return SETTINGS_BY_ENV[name].default if value is None else value
+
+
+def _given(env: dict, overrides: dict, name: str) -> str | None:
+    """The value this run was given (flag, NAME, NAME_FILE), None when it was left out."""
     if overrides.get(name) is not None:
         return overrides[name]
     value = env.get(name)
@@ -171,9 +212,7 @@ def _raw(env: dict, overrides: dict, name: str) -> str | None:
             if value:
                 raise SettingsError(f"{name} and {name}_FILE are both set: set only one")
             value = _secret_file(name, file_name)
-    if value is None or value == "":
-        return setting.default
-    return value
+    return None if value is None or value == "" else value
 
 
 def _secret_file(name: str, file_name: str) -> str:
@@ -264,7 +303,7 @@ def _nacos_url(text: str) -> str:
     return f"http://{host}:{port}/nacos"
 
 
-def _port(name: str, value: str | None) -> int | None:
+def _listen_port(name: str, value: str | None) -> int | None:
     """A TCP port to listen on; 0 or empty: off."""
     if value is None or not value.strip():
         return None
@@ -279,6 +318,21 @@ def _count(name: str, value: str) -> int:
     return int(value)
 
 
+def _compose_file(name: str, value: str | None) -> str:
+    if not value:
+        return ""
+    if not re.fullmatch(r"compose/[A-Za-z0-9][A-Za-z0-9._-]{0,100}\.ya?ml", value.strip()):
+        raise SettingsError(f"{name}={value!r}: expected the compose file's path from the repository root, "
+                            "e.g. compose/docker-compose.yml, or nothing")
+    return value.strip()
+
+
+def _port(name: str, value: str) -> int:
+    if not re.fullmatch(r"[0-9]{1,5}", value.strip()) or not 1 <= int(value) <= 65535:
+        raise SettingsError(f"{name}={value!r}: expected a port number from 1 to 65535")
+    return int(value)
+
+
 def _owner(name: str, value: str | None) -> int | None:
     if value is None:
         return None
@@ -290,12 +344,14 @@ def _owner(name: str, value: str | None) -> int | None:
     return number
 
 
-def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
-    env = dict(os.environ if env is None else env)
-    overrides = overrides or {}
-    get = lambda name: _raw(env, overrides, name)  # noqa: E731
+def recorded_text(settings: Settings) -> dict[str, str]:
+    """The deployment's settings as recorded: every recorded setting's effective value as text."""
+    return {s.env: s.recorded(settings) for s in SETTINGS if callable(s.recorded)}
 
-    volumes_text = get("VOLUMES_ROOT")
+
+def volumes_root_of(env: dict | None = None, overrides: dict | None = None) -> Path:
+    env = dict(os.environ if env is None else env)
+    volumes_text = _raw(env, overrides or {}, "VOLUMES_ROOT")
     if not volumes_text or not volumes_text.strip() or "\0" in volumes_text:
         raise SettingsError("VOLUMES_ROOT: empty; expected the directory holding the volumes, e.g. /mnt/volumes")
     try:
@@ -307,6 +363,25 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
         raise SettingsError("VOLUMES_ROOT=/: expected a directory of its own, e.g. /mnt/volumes")
     if volumes_root.exists() and not volumes_root.is_dir():
         raise SettingsError(f"VOLUMES_ROOT={volumes_root}: exists and is not a directory")
+    return volumes_root
+
+
+def load(env: dict | None = None, overrides: dict | None = None, recorded: dict | None = None,
+         change: tuple[str, ...] = ()) -> Settings:
+    """The settings of this run. `recorded`: the deployment's (deployment.read), used where a
+    setting is left out; a different value given for one of them is refused unless it is named in
+    `change` (--change-setting)."""
+    env = dict(os.environ if env is None else env)
+    overrides = overrides or {}
+    recorded = {k: v for k, v in (recorded or {}).items()
+                if k in SETTINGS_BY_ENV and callable(SETTINGS_BY_ENV[k].recorded) and isinstance(v, str)}
+    for name in change:
+        if name not in SETTINGS_BY_ENV or not callable(SETTINGS_BY_ENV[name].recorded):
+            raise SettingsError(f"--change-setting {name}: not a recorded setting; allowed: "
+                                + ", ".join(s.env for s in SETTINGS if callable(s.recorded)))
+    get = lambda name: _raw(env, overrides, name, recorded)  # noqa: E731
+    given = lambda name: _given(env, overrides, name)  # noqa: E731
+    volumes_root = volumes_root_of(env, overrides)
 
     nacos_raw = get("NACOS_SERVER_URL")
     servers = tuple(_nacos_url(u) for u in nacos_raw.split(",") if u.strip()) if nacos_raw else ()
@@ -362,14 +437,16 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
         rotate=_choice("ROTATE", get("ROTATE"), ROTATIONS) if get("ROTATE") else None,
         role=_choice("ROLE", get("ROLE"), ROLES),
         pod_name=_k8s_name("POD_NAME", get("POD_NAME")),
-        metrics_port=_port("METRICS_PORT", get("METRICS_PORT")),
+        metrics_port=_listen_port("METRICS_PORT", get("METRICS_PORT")),
         backup_keep=_count("BACKUP_KEEP", get("BACKUP_KEEP")),
         higress_version=_choice("HIGRESS_VERSION", get("HIGRESS_VERSION"), tuple(versions.RELEASES_BY_VERSION)),
+        apiserver_host_port=_port("APISERVER_HOST_PORT", get("APISERVER_HOST_PORT")),
+        deployed_by=_compose_file("DEPLOYED_BY", get("DEPLOYED_BY")),
     )
     for identity in settings.token_identities:   # a backup copy goes to backup/<stamp>/<file>
         _fits("TOKEN_IDENTITIES", identity.file, volumes_root / identity.file, room=64)
     if settings.role == "gateway":
-        _check_gateway_role(settings, get)
+        _check_gateway_role(settings, given)
     if settings.renew_before >= settings.cert_validity:
         raise SettingsError(
             f"RENEW_BEFORE={get('RENEW_BEFORE')}: must be shorter than CERT_VALIDITY={get('CERT_VALIDITY')}")
@@ -386,7 +463,20 @@ def load(env: dict | None = None, overrides: dict | None = None) -> Settings:
     if settings.renew_before >= settings.intermediate_validity:
         raise SettingsError(f"RENEW_BEFORE={get('RENEW_BEFORE')}: must be shorter than "
                             f"INTERMEDIATE_VALIDITY={get('INTERMEDIATE_VALIDITY')} and CA_VALIDITY")
+    _check_drift(settings, recorded, given, change)
     return settings
+
+
+def _check_drift(settings: Settings, recorded: dict, given, change) -> None:
+    """A setting given with a value other than the deployment's recorded one is refused (leaving it
+    out keeps the recorded value), unless named in --change-setting."""
+    now = recorded_text(settings)
+    for name, before in recorded.items():
+        if given(name) is None or name in change or now[name] == before:
+            continue
+        raise SettingsError(f"{name}={now[name] or '(unset)'}: this deployment was made with {name}="
+                            f"{before or '(unset)'} ({layout.DEPLOYMENT_SETTINGS}); leave {name} out to keep it, "
+                            f"or change it on purpose: higress-init run|rotate --change-setting {name}")
 
 
 def _file_root(text: str | None, volumes_root: Path) -> Path:

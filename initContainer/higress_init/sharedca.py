@@ -477,7 +477,8 @@ def gateway_pki(ctx, counts: Counts) -> None:
             if name not in ("pilot-root-ca", "pilot-ca", _CHAIN.file):
                 counts.add(action, name)
     counts.add("kept", f"pilot CA from {where(s)} (in memory only)")
-    ctx.log(f"shared CA: using the CA {published.by} published (intermediate {fingerprint(published.intermediate)}, "
+    ctx.log(f"shared CA: using the deployment's pilot CA, which the control-plane host published in Nacos as "
+            f"{where(s)} (from {published.by}; intermediate {fingerprint(published.intermediate)}, "
             f"{len(published.roots)} trusted root{'s' if len(published.roots) > 1 else ''})")
 
 

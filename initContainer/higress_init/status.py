@@ -306,8 +306,11 @@ def healthy(rows) -> bool:
 
 
 def nothing_present(rows) -> bool:
-    """No certificate at all: most likely the wrong folder (the hint names --volumes)."""
-    return all(r["state"] == "missing" for r in rows if r["name"] in artifacts.SPECS)
+    """No certificate at all: most likely the wrong folder (the hint names --volumes). A gateway
+    host's rows name its own certificate (and the CA it was issued by) among the shared CA's."""
+    files = {spec.cert_file for spec in artifacts.CERTIFICATES}
+    mine = [r for r in rows if r["file"].split(" ")[0] in files]
+    return bool(mine) and all(r["state"] == "missing" for r in mine)
 
 
 
