@@ -138,10 +138,11 @@ def check(root: Root, entries: list) -> None:
         if dir_fd is None:
             continue
         try:
-            for name in (tmp, final, keep_name([directory, tmp, final])):
+            keep = keep_name([directory, tmp, final])
+            for name, other in ((tmp, None), (final, keep), (keep, final)):
                 st = lstat_at(dir_fd, name) if name is not None else None
                 if st is not None:
-                    check_regular(root.path, dir_parts + (name,), st)
+                    _check_ours(root, dir_parts, dir_fd, name, st, other)
         finally:
             os.close(dir_fd)
 
@@ -173,6 +174,16 @@ def prune_backups(root: Root, keep: int) -> list[str]:
         return pruned
     finally:
         os.close(dir_fd)
+
+
+def _check_ours(root: Root, dir_parts, dir_fd: int, name: str, st, kept_as: str | None) -> None:
+    """A regular file with one name; or, between a commit's kept link and its end, exactly two: its
+    own and `kept_as`, the other name this commit gave the same file."""
+    if kept_as is not None and st.st_nlink == 2 and stat.S_ISREG(st.st_mode):
+        other = lstat_at(dir_fd, kept_as)
+        if other is not None and (other.st_ino, other.st_dev) == (st.st_ino, st.st_dev):
+            return
+    check_regular(root.path, dir_parts + (name,), st)
 
 
 def keep_name(entry) -> str:
@@ -218,14 +229,14 @@ def _apply(root: Root, entry, stamp: str) -> int:
     if dir_fd is None:
         return 0
     try:
+        keep = keep_name(entry)
         final_st = lstat_at(dir_fd, final)
         if final_st is not None:
-            check_regular(root.path, dir_parts + (final,), final_st)
-        keep = keep_name(entry)
+            _check_ours(root, dir_parts, dir_fd, final, final_st, keep)
         if tmp is None:  # a removal: the file is moved aside until the commit is done
             if final_st is None:
                 return 0
-            _backup(root, dir_parts, dir_fd, final, stamp)
+            _backup(root, dir_parts, dir_fd, final, stamp, keep)
             os.replace(final, keep, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
             os.fsync(dir_fd)
             return 1
@@ -234,7 +245,7 @@ def _apply(root: Root, entry, stamp: str) -> int:
             return 0  # renamed before the crash
         check_regular(root.path, dir_parts + (tmp,), tmp_st)
         if final_st is not None:
-            _backup(root, dir_parts, dir_fd, final, stamp)
+            _backup(root, dir_parts, dir_fd, final, stamp, keep)
             if lstat_at(dir_fd, keep) is None:
                 os.link(final, keep, src_dir_fd=dir_fd, dst_dir_fd=dir_fd, follow_symlinks=False)
         faults.point(f"rename:{final}")
@@ -288,11 +299,11 @@ def _drop_kept(root: Root, entries: list) -> None:
             os.close(dir_fd)
 
 
-def _backup(root: Root, dir_parts, dir_fd: int, name: str, stamp: str) -> None:
+def _backup(root: Root, dir_parts, dir_fd: int, name: str, stamp: str, kept_as: str | None = None) -> None:
     """Copy the bytes of a file about to be replaced to backup/<stamp>/<its path> (0600)."""
     fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dir_fd)
     try:
-        check_regular(root.path, dir_parts + (name,), os.fstat(fd))
+        _check_ours(root, dir_parts, dir_fd, name, os.fstat(fd), kept_as)
         data = read_capped(fd, 1 << 26, show(root.path, dir_parts + (name,)))
     finally:
         os.close(fd)
