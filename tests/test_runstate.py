@@ -27,7 +27,7 @@ def test_a_rerun_with_nothing_changed_takes_the_fast_path(settled):
     before = snapshot(settled)
     result = run_cli("run", volumes=settled, check=True)
     assert UNCHANGED in result.stdout
-    assert "kept 39, skipped 2" in result.stdout.splitlines()[-1]
+    assert "kept 40, skipped 2" in result.stdout.splitlines()[-1]
     assert snapshot(settled) == before
 
 
