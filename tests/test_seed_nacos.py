@@ -111,7 +111,9 @@ def test_a_deployment_made_for_2_1_2_upgrades_to_2_2_4_adding_only_what_is_missi
     want_old, want_new = _want(node, "2.1.2"), _want(node, "2.2.4")
     configs, files = _stored(node, want_old), snapshot(volumes)
     assert node.get_config("envoyfilters.higress-http-resolver-cluster", NS) is None
-    result = run_cli("run", volumes=volumes, env=env, check=True)   # 2.2.4, the default
+    # the upgrade, on purpose (the deployment recorded 2.1.2)
+    result = run_cli("run", "--change-setting", "HIGRESS_VERSION", volumes=volumes,
+                     env=dict(env, HIGRESS_VERSION="2.2.4"), check=True)
     seed = next(line for line in result.stdout.splitlines() if line.startswith("seed "))
     assert seed.split()[1:3] == ["created", "1,"] and "updated 1" in seed, seed   # the object, its index line
     assert _stored(node, want_old) == configs and snapshot(volumes) == files   # nothing else changed

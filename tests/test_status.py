@@ -129,12 +129,13 @@ def test_remaining_time_is_in_kubeadms_words_for_certificates_and_tokens_never_0
     assert by_name["token console"]["remaining"] == by_name["apiserver-pilot"]["remaining"] == "47h"
     # plan (and run, and watch) say why they renew in the same words, certificates and tokens alike
     later = {**ENV, "CERT_VALIDITY": "10d", "TOKEN_VALIDITY": "10d", "RENEW_BEFORE": "3d"}
-    plan = run_cli("plan", volumes=v, env=later, check=True).stdout
+    changed = [arg for name in ("CERT_VALIDITY", "TOKEN_VALIDITY", "RENEW_BEFORE") for arg in ("--change-setting", name)]
+    plan = run_cli("plan", *changed, volumes=v, env=later, check=True).stdout
     for line in ("apiserver: would re-issue: expires within 3d (47h left)",
                  "token gateway: would re-issue: expires within 3d (47h left)",
                  "apiserver-admin: would re-issue: expired 3d ago"):
         assert line in plan.splitlines(), plan
-    run = run_cli("run", volumes=v, env=later, check=True).stdout
+    run = run_cli("run", *changed, volumes=v, env=later, check=True).stdout
     assert "token console: re-issued: expires within 3d (47h left)" in run.splitlines(), run
 
 

@@ -12,6 +12,7 @@ from conftest import run_cli, snapshot
 
 RESOLVER = "data/envoyfilters/higress-http-resolver-cluster.yaml"
 SEEDED = ".higress-init/seeded.json"
+SETTINGS_RECORD = ".higress-init/settings.json"
 
 
 @pytest.mark.parametrize("value", ["2.3.0", "2.1", "latest", "2.2.4x"])
@@ -42,22 +43,36 @@ def test_status_says_which_release_the_store_was_seeded_for(volumes, fast_env, v
     assert f"store: seeded for Higress {version} (" in text
 
 
-def test_a_deployment_made_for_2_1_2_upgrades_to_2_2_4_adding_only_what_is_missing(volumes, fast_env):
-    old, new = dict(fast_env, HIGRESS_VERSION="2.1.2"), fast_env   # 2.2.4: the default
+@pytest.mark.parametrize("made_by", ["this-release", "before-recorded-settings"])
+def test_a_deployment_made_for_2_1_2_upgrades_to_2_2_4_adding_only_what_is_missing(volumes, fast_env, made_by):
+    """An upgrade is on purpose: a deployment that recorded its settings (.higress-init/settings.json)
+    is refused a new HIGRESS_VERSION until --change-setting HIGRESS_VERSION says so; one made before
+    settings were recorded takes it as given."""
+    old, new = dict(fast_env, HIGRESS_VERSION="2.1.2"), dict(fast_env, HIGRESS_VERSION="2.2.4")
     run_cli("run", volumes=volumes, env=old, check=True)
+    change = []
+    if made_by == "before-recorded-settings":
+        (volumes / SETTINGS_RECORD).unlink()
+    else:
+        refused = run_cli("status", volumes=volumes, env=new)
+        assert refused.returncode == 2 and "--change-setting HIGRESS_VERSION" in refused.stderr, refused.stderr
+        assert "made with HIGRESS_VERSION=2.1.2" in refused.stderr
+        change = ["--change-setting", "HIGRESS_VERSION"]
     config = (volumes / "data/configmaps/higress-config.yaml").read_text()
     before = snapshot(volumes)
-    # before the upgrade run, status under the new version says what is missing and what the run will do
-    code, report, text = _status(volumes, new)
-    assert code == 1 and [r["version"] for r in report["seeded_for"]] == ["2.1.2"]
-    assert "HIGRESS_VERSION=2.2.4: the next run adds the objects it seeds that the store lacks" in text
-    assert next(r for r in report["files"] if r["name"] == "envoyfilters/higress-http-resolver-cluster")["state"] \
-        == "missing"
-    plan = run_cli("plan", volumes=volumes, env=new, check=True)
+    if made_by == "before-recorded-settings":
+        # before the upgrade run, status under the new version says what is missing and what the run will do
+        code, report, text = _status(volumes, new)
+        assert code == 1 and [r["version"] for r in report["seeded_for"]] == ["2.1.2"]
+        assert "HIGRESS_VERSION=2.2.4: the next run adds the objects it seeds that the store lacks" in \
+            " ".join(text.split())
+        assert next(r for r in report["files"] if r["name"] == "envoyfilters/higress-http-resolver-cluster")[
+            "state"] == "missing"
+    plan = run_cli("plan", *change, volumes=volumes, env=new, check=True)
     assert "seed           would create 1, kept 8" in plan.stdout, plan.stdout
     assert snapshot(volumes) == before
 
-    result = run_cli("run", volumes=volumes, env=new, check=True)
+    result = run_cli("run", *change, volumes=volumes, env=new, check=True)
     seed = next(line for line in result.stdout.splitlines() if line.startswith("seed "))
     assert seed.split()[1:5] == ["created", "1,", "kept", "8"], seed
     after = snapshot(volumes)
@@ -70,7 +85,7 @@ def test_a_deployment_made_for_2_1_2_upgrades_to_2_2_4_adding_only_what_is_missi
     assert (volumes / "data/configmaps/higress-config.yaml").read_text() == config
     assert_higress_config(yaml.safe_load(config), "2.1.2")
 
-    code, report, text = _status(volumes, new)
+    code, report, text = _status(volumes, fast_env)   # 2.2.4 now recorded: left out, it is kept
     assert code == 0, text
     assert [r["version"] for r in report["seeded_for"]] == ["2.1.2", "2.2.4"]
     assert "store: seeded for Higress 2.1.2 (" in text and "), then 2.2.4 (" in text
@@ -101,7 +116,8 @@ def test_a_record_older_than_versions_reads_as_2_1_2(volumes, fast_env):
     code, report, text = _status(volumes, old)
     assert code == 0 and report["seeded_for"] == [{"version": "2.1.2", "seeded_at": None}], report["seeded_for"]
     assert "store: seeded for Higress 2.1.2\n" in text + "\n"
-    run_cli("run", volumes=volumes, env=fast_env, check=True)
+    run_cli("run", "--change-setting", "HIGRESS_VERSION", volumes=volumes, env=dict(fast_env, HIGRESS_VERSION="2.2.4"),
+            check=True)
     releases = json.loads((volumes / SEEDED).read_text())["releases"]
     assert [r["version"] for r in releases] == ["2.1.2", "2.2.4"] and releases[0]["seeded_at"] is None
 
