@@ -136,8 +136,10 @@ def test_run_and_status_on_upstreams_layout_say_to_migrate_in_one_line(upstream,
         assert "<" not in line   # no Python object
     status = run_cli("status", volumes=upstream, env=fast_env)
     assert status.returncode == 1
-    hint = [line for line in status.stdout.splitlines() if "higress-init migrate" in line]
-    assert len(hint) == 1 and "pilot/cacerts/root-key.pem" in hint[0]
+    text = " ".join(status.stdout.split())   # the hint is wrapped within 120 columns
+    assert text.count("UPSTREAM LAYOUT:") == 1, status.stdout
+    hint = text[text.index("UPSTREAM LAYOUT:"):]
+    assert "higress-init migrate" in hint and "pilot/cacerts/root-key.pem" in hint, status.stdout
     report = json.loads(run_cli("status", "--output", "json", volumes=upstream, env=fast_env).stdout)
     assert report["healthy"] is False and report["upstream_layout"]["files"] == ["api/ca.key",
                                                                                  "pilot/cacerts/root-key.pem"]
@@ -183,7 +185,8 @@ def test_migrate_adopts_upstreams_cas_reissues_what_fails_and_backs_up_the_rest(
                 "pilot/cacerts/gateway-key.pem", "kube/config", "api/server.crt"):
         assert rel in backed, rel
     assert (upstream / "nacos/data/derby.log").read_bytes() == original["nacos/data/derby.log"]
-    assert any("Nacos's data stays in nacos/" in line and "nacos-data" in line for line in lines)
+    joined = " ".join(result.stdout.split())   # messages wrap within 120 columns
+    assert "Nacos's data stays in nacos/" in joined and "nacos-data" in joined[joined.index("Nacos's data stays"):]
     assert (upstream / "pilot/config/higress").read_bytes() == original["pilot/config/higress"]
     # the next run is a rerun, status passes, a second migrate has nothing to do
     files = snapshot(upstream)
