@@ -33,6 +33,8 @@ export COMPOSE_PLUGIN := $(COMPOSE_ROOT)/cli-plugins/docker-compose
 UV_VERSION := 0.13.9
 UV_ROOT ?= $(HOME)/.cache/higress-init/uv-$(UV_VERSION)
 export UV := $(UV_ROOT)/bin/uv
+# uv trusts the system's certificate store, as pip does: a host behind a TLS-inspecting proxy has its CA there
+export UV_SYSTEM_CERTS ?= 1
 
 # Real Nacos 2.5.1 and 3.0.1, the servers the Nacos tests stand on: Maven Central does not publish
 # the Nacos server, so each is built once per machine from the upstream release source in
