@@ -6,11 +6,10 @@ refused unless asked for (settings.load)."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 from . import layout
-from .safefs import Refused, Root, parts_of, show
+from .safefs import Refused, Root, not_roots, parts_of, show
 
 
 def read(volumes_root: Path) -> dict[str, str]:
@@ -28,15 +27,11 @@ def read(volumes_root: Path) -> dict[str, str]:
         if data is None:
             return {}
         name = show(root.path, parts)
-        folder = root.lstat(parts[:1])
-        if folder is None or folder.st_uid != os.geteuid() or folder.st_mode & 0o022:
+        if root.lstat(parts[:1]) is None or not_roots(root, parts[:1]):
             return {}   # a folder someone else could fill: nothing in it is trusted (a run refuses it: journal)
-        for where in (parts,):
-            st = root.lstat(where)
-            if st is not None and (st.st_uid != os.geteuid() or st.st_mode & 0o022):
-                raise Refused(f"{name}: not the initializer's ({'/'.join(where)} is owned by uid {st.st_uid} or "
-                              "writable by others): the deployment's settings are read only when root owns them and "
-                              "their folder; remove it and run again with the deployment's settings")
+        if why := not_roots(root, parts):
+            raise Refused(f"{name}: not the initializer's ({why}): the deployment's settings are read only when root "
+                          "owns them and their folder; remove it and run again with the deployment's settings")
         try:
             record = json.loads(data)
         except (ValueError, RecursionError):

@@ -16,8 +16,8 @@ from datetime import datetime, timezone
 
 from . import faults, layout
 from .errors import StateError
-from .safefs import (TMP_PREFIX, Refused, Root, check_regular, create_temp, lstat_at, parts_of, read_capped,
-                     show, write_all)
+from .safefs import (TMP_PREFIX, Refused, Root, check_regular, create_temp, lstat_at, not_roots, parts_of,
+                     read_capped, show, write_all)
 
 STATE_DIR = layout.STATE_DIR
 JOURNAL = layout.JOURNAL
@@ -69,11 +69,9 @@ def load(root: Root) -> list | None:
         return None
     name = show(root.path, parts_of(JOURNAL))
     for parts in ((STATE_DIR,), parts_of(JOURNAL)):   # the journal renames CA keys: root's alone, or not obeyed
-        st = root.lstat(parts)
-        if st is not None and (st.st_uid != os.geteuid() or st.st_mode & 0o022):
-            raise Refused(f"{name}: not the initializer's ({'/'.join(parts)} is owned by uid {st.st_uid} or writable "
-                          "by others): a journal is followed only when root owns it and its folder; remove it and "
-                          "run again")
+        if why := not_roots(root, parts):
+            raise Refused(f"{name}: not the initializer's ({why}): a journal is followed only when root owns it and "
+                          "its folder; remove it and run again")
     try:
         entries = json.loads(data)
     except ValueError:

@@ -69,6 +69,15 @@ def check_regular(root, parts, st) -> None:
         raise refuse(root, parts, st, "a regular file")
 
 
+def not_roots(root: "Root", parts) -> str | None:
+    """Why the initializer's own bookkeeping at `parts` cannot be trusted (another owner, or writable
+    by others, could have planted it); None when root owns it, or it is absent."""
+    st = root.lstat(parts)
+    if st is not None and (st.st_uid != os.geteuid() or st.st_mode & 0o022):
+        return f"{'/'.join(parts)} is owned by uid {st.st_uid} or writable by others"
+    return None
+
+
 def lstat_at(dir_fd: int, name: str):
     try:
         return os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
