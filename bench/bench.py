@@ -130,20 +130,13 @@ def file_store(work: Path, variants: list[Install]) -> dict:
 # --- Nacos storage
 def start_servers(work: Path) -> dict:
     """Real Nacos 3.0.1 and 2.5.1 (auth on) and a local r-nacos, all started at once, one wait."""
-    from nacos_server import NacosServer
+    from nacos_server import FOR_THE_APISERVER, NacosServer, start_all
     from rnacos import RNacosNode
-    servers = {f"nacos-{v}": NacosServer(v, work / f"nacos-{v}") for v in ("3.0.1", "2.5.1")}
+    # each as a deployment runs it: Nacos 3 with the v1 console API the apiserver lists through
+    servers = {f"nacos-{v}": NacosServer(v, work / f"nacos-{v}", properties=FOR_THE_APISERVER.get(v))
+               for v in ("3.0.1", "2.5.1")}
     servers["r-nacos"] = RNacosNode(work / "rnacos")
-    try:
-        for server in servers.values():
-            server.start()
-        for server in servers.values():
-            server.wait_ready()
-    except BaseException:
-        for server in servers.values():
-            server.stop()
-        raise
-    return servers
+    return start_all(servers)
 
 
 def nacos_storage(work: Path, variants: list[Install], servers: dict) -> dict:

@@ -372,6 +372,20 @@ UPSTREAM_PROPERTIES = {"nacos.core.api.compatibility.console.enabled": "true",
 FOR_THE_APISERVER = {"3.0.1": {"nacos.core.api.compatibility.console.enabled": "true"}}
 
 
+def start_all(servers: dict) -> dict:
+    """Start every server at once (one wait for all), then wait for each; a failure stops them all."""
+    try:
+        for server in servers.values():
+            server.start()
+        for server in servers.values():
+            server.wait_ready()
+    except BaseException:
+        for server in servers.values():
+            server.stop()
+        raise
+    return servers
+
+
 @pytest.fixture(scope="session")
 def real_nacos(tmp_path_factory):
     """`real_nacos("2.5.1")`: the session's server of that version, auth on. On first use every
@@ -385,16 +399,8 @@ def real_nacos(tmp_path_factory):
                                                properties=UPSTREAM_PROPERTIES).start().wait_ready()
             return servers[version]
         if not servers.keys() & set(VERSIONS):
-            try:
-                for v in VERSIONS:
-                    servers[v] = NacosServer(v, tmp_path_factory.mktemp(f"nacos-{v}"),
-                                             properties=FOR_THE_APISERVER.get(v)).start()
-                for server in servers.values():
-                    server.wait_ready()
-            except BaseException:
-                for server in servers.values():
-                    server.stop()
-                raise
+            servers.update(start_all({v: NacosServer(v, tmp_path_factory.mktemp(f"nacos-{v}"),
+                                                     properties=FOR_THE_APISERVER.get(v)) for v in VERSIONS}))
         return servers[version]
 
     yield get
