@@ -436,7 +436,9 @@ def test_a_gateway_host_speaks_of_its_compose_file_and_watch_renews_its_certific
     run_cli("run", volumes=control, env=host_env([node], ns), check=True)
     env = host_env([node], ns, role="gateway", POD_NAME="gateway-b")
     result = run_cli("run", volumes=gateway_host, env=env, check=True)
-    done = result.stdout.strip().splitlines()[-1]
+    lines = result.stdout.strip().splitlines()
+    start = max(i for i, line in enumerate(lines) if line.startswith("next "))
+    done = " ".join(line.strip() for line in lines[start:])   # the next step, wrapped, then the summary
     assert "in compose/: docker compose -f docker-compose.gateway.yml up -d" in done, done
     assert "docker compose up -d" not in done
     assert "the control-plane host published in Nacos as secrets/cacerts" in result.stdout

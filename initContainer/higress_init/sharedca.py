@@ -418,6 +418,9 @@ class SharedView:
             return False
         return self.writer.stage(rel, data, private=private)
 
+    def __getattr__(self, name):   # everything else (records, paths) is the writer's
+        return getattr(self.writer, name)
+
 
 def connect(ctx, counts: Counts) -> None:
     """The `nacos` phase of a gateway host: wait for Nacos and log in; the namespace and everything
