@@ -246,21 +246,24 @@ class _ConfigMapHandler(BaseHTTPRequestHandler):
         if route in discovery:
             self._send(200, discovery[route])
             return
+        path, namespace, obj = self._stored()
+        if obj is not None:
+            self._send(200, obj)
+
+    def _stored(self):
+        """The requested object's file, namespace and content; a 404 already sent when it is not stored."""
         path, namespace = self._file()
         obj = self._object(path, namespace) if path is not None and path.is_file() else None
         if obj is None:
             self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})
-            return
-        self._send(200, obj)
+        return path, namespace, obj
 
     def _write(self, merge: bool):
         import yaml
         if not self._authorised():
             return
-        path, namespace = self._file()
-        obj = self._object(path, namespace) if path is not None and path.is_file() else None
+        path, namespace, obj = self._stored()
         if obj is None:
-            self._send(404, {"kind": "Status", "status": "Failure", "reason": "NotFound", "code": 404})
             return
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         if merge:
