@@ -227,8 +227,15 @@ class NacosServer:
             request = urllib.request.Request(self.url + path, data=query.encode(), method=method)
         else:
             request = urllib.request.Request(f"{self.url}{path}?{query}", method=method)
-        with urllib.request.urlopen(request, timeout=10) as r:
-            return r.read()
+        deadline = time.monotonic() + 30
+        while True:   # 409: the config is being modified (a write the server has not finished): again, as clients do
+            try:
+                with urllib.request.urlopen(request, timeout=10) as r:
+                    return r.read()
+            except urllib.error.HTTPError as err:
+                if err.code != 409 or time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
 
     def get_config(self, data_id: str, group: str, tenant: str) -> str | None:
         """The config as the database holds it (3.x: the admin API; 2.x: the exact config search).
