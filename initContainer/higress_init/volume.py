@@ -151,7 +151,7 @@ class VolumeWriter:
 
     def _make_root(self) -> None:
         if not self.root.is_dir():
-            self.root.mkdir(parents=True, mode=DIR_MODE)
+            self.root.mkdir(parents=True, mode=DIR_MODE, exist_ok=True)
             os.chmod(self.root, DIR_MODE)  # whatever the umask; the root's owner stays the user's
 
     # --- committing
@@ -301,7 +301,7 @@ class RunLock:
     def __enter__(self):
         if not os.path.isdir(self.root.path):
             try:
-                os.makedirs(self.root.path, mode=DIR_MODE)
+                os.makedirs(self.root.path, mode=DIR_MODE, exist_ok=True)   # a run started with this one may make it first
                 os.chmod(self.root.path, DIR_MODE)
             except OSError as err:   # a read-only mount, /proc, a file on the way: the setting is wrong
                 raise VolumeError(f"VOLUMES_ROOT={self.root.path}: cannot be created ({err.strerror}); expected a "
