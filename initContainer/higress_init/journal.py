@@ -268,7 +268,9 @@ def undo(root: Root, entries: list) -> int:
             keep = keep_name(entry)
             kept = lstat_at(dir_fd, keep) is not None
             if tmp is not None and lstat_at(dir_fd, tmp) is not None:
-                os.unlink(tmp, dir_fd=dir_fd)   # never renamed: only its temporary to drop
+                os.unlink(tmp, dir_fd=dir_fd)   # never renamed: its temporary to drop, and its kept link if made
+                if kept:
+                    os.unlink(keep, dir_fd=dir_fd)
                 continue
             if kept:
                 os.replace(keep, final, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
