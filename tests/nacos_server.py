@@ -14,7 +14,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -42,30 +41,9 @@ def server_jar(version: str) -> Path:
     return jar
 
 
-def _free(port: int) -> bool:
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind(("0.0.0.0", port))   # the gRPC and Raft ports bind every interface
-        except OSError:
-            return False
-    return True
-
-
-_claimed: set[int] = set()
-
-
 def nacos_ports() -> int:
     """An HTTP port p with p - 1000 (Raft), p + 1000 (SDK gRPC), p + 1001 (cluster gRPC) free too."""
-    for _ in range(500):
-        port = rnacos.free_port()
-        wanted = (port - 1000, port, port + 1000, port + 1001)
-        if port < 2000 or port + 1001 > 65535 or _claimed & set(wanted):
-            continue
-        if all(_free(p) for p in wanted):
-            _claimed.update(wanted)
-            return port
-    raise RuntimeError("no free set of loopback ports for Nacos")
+    return rnacos.claim_ports((-1000, 0, 1000, 1001))
 
 
 class NacosServer:

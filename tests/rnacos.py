@@ -9,7 +9,9 @@ interrupt or a SIGTERM) for any node still running."""
 from __future__ import annotations
 
 import atexit
+import fcntl
 import os
+import random
 import shutil
 import signal
 import socket
@@ -36,25 +38,74 @@ def rnacos_binary() -> str:
     return path
 
 
-def free_port() -> int:
+# Ports for servers are taken below the kernel's ephemeral range (outgoing connections of any
+# process take ports from that range, between our pick and the server's bind) and claimed across
+# processes by a lock file held for this process's life: parallel test sessions never pick the
+# same port, and a port another session's server still holds is skipped by the bind check.
+_PORT_LOCKS = Path(os.environ.get("TMPDIR", "/tmp")) / "higress-init-test-ports"
+_held: dict[int, int] = {}   # port -> the open lock file's descriptor
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(("0.0.0.0", port))   # gRPC and Raft ports bind every interface
+        except OSError:
+            return False
+    return True
+
+
+def _claim(port: int) -> bool:
+    if port in _held:
+        return False
+    _PORT_LOCKS.mkdir(mode=0o777, exist_ok=True)
+    fd = os.open(_PORT_LOCKS / str(port), os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return False
+    _held[port] = fd
+    return True
+
+
+def _release(port: int) -> None:
+    os.close(_held.pop(port))
+
+
+def claim_ports(offsets: tuple[int, ...] = (0,)) -> int:
+    """A port p with p + each offset free and claimed by this process for its life."""
+    low, high = 10000 + max(0, -min(offsets)), _ephemeral_start() - max(offsets) - 1
+    for _ in range(1000):
+        port = random.randrange(low, high)
+        wanted = [port + o for o in offsets]
+        claimed = []
+        for p in wanted:
+            if not _claim(p):
+                break
+            claimed.append(p)
+        if len(claimed) == len(wanted) and all(_bindable(p) for p in wanted):
+            return port
+        for p in claimed:
+            _release(p)
+    raise RuntimeError("no free set of loopback ports below the ephemeral range")
+
+
+def free_port() -> int:
+    return claim_ports()
 
 
 def free_port_pair(offset: int = 1000) -> int:
     """A free port p with p + offset free too: Nacos clients reach gRPC on the HTTP port + 1000."""
-    for _ in range(100):
-        port = free_port()
-        if port + offset > 65535:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port + offset))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no free pair of loopback ports")
+    return claim_ports((0, offset))
 
 
 _RUNNING: set = set()   # every node started and not yet stopped
