@@ -121,8 +121,8 @@ SHTAB_VERSION := 1.13.0
 completion: $(BIN)/higress-init ## bash and zsh completion, generated from the CLI's parser into completion/
 	UV_PYTHON=$(BIN)/python $(UV) pip install --quiet shtab==$(SHTAB_VERSION)
 	mkdir -p completion
-	$(BIN)/python -m shtab -u --shell=bash higress_init.cli.build_parser > completion/higress-init.bash
-	$(BIN)/python -m shtab -u --shell=zsh higress_init.cli.build_parser > completion/_higress-init
+	$(BIN)/python -m shtab -u --shell=bash higress_init.cli.main.build_parser > completion/higress-init.bash
+	$(BIN)/python -m shtab -u --shell=zsh higress_init.cli.main.build_parser > completion/_higress-init
 	@echo "bash: source completion/higress-init.bash; zsh: fpath=($$PWD/completion \$$fpath) in .zshrc"
 
 bench: $(VENV)/.test-deps $(RNACOS_BIN) $(NACOS_JARS) ## cold and warm runs, file store and real Nacos, as ratios measured side by side (BENCH_BEFORE=rev: that revision too)
@@ -159,7 +159,7 @@ status: $(if $(DEPLOYED_BY),,$(BIN)/higress-init) ## check every certificate, ke
 rotate: $(if $(DEPLOYED_BY),,$(BIN)/higress-init) ## rotate leaf certificates in $(VOLUMES) (KIND=leaf|intermediate|root|finish; through compose when compose made it)
 	$(INITIALIZER) rotate $(or $(KIND),leaf) $(ON_VOLUMES)
 
-# What `make clean` never deletes unasked: the CA keys and the data key (layout.py names them);
+# What `make clean` never deletes unasked: the CA keys and the data key (volume/layout.py names them);
 # lost, they mean a new PKI and Secrets in Nacos that can no longer be read.
 CLEAN_GUARDED := volumes/pki/apiserver-ca.key volumes/pki/pilot-root-ca.key volumes/pilot/cacerts/ca-key.pem \
                  volumes/api/nacos.key

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import sys
 
-from higress_init import cli, phases, settings as settings_mod
+from higress_init.cli import main as cli
+from higress_init.run import phases
+from higress_init import settings as settings_mod
 
 
 def _context(volumes: str) -> phases.Context:

@@ -5,14 +5,14 @@ from datetime import timedelta
 
 import pytest
 
-from higress_init import artifacts, pki
-from higress_init.artifacts import CERTIFICATES, SPECS, KeyPool, StateError, apply, decide
-from higress_init.reporting import Counts
+from higress_init.pki import artifacts, primitives
+from higress_init.pki.artifacts import CERTIFICATES, SPECS, KeyPool, StateError, apply, decide
+from higress_init.run.reporting import Counts
 from higress_init.settings import load
-from higress_init.volume import VolumeWriter
+from higress_init.volume.writer import VolumeWriter
 
 SETTINGS = load(env={"CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256"})
-NOW = pki.utcnow()
+NOW = primitives.utcnow()
 
 
 def _issue_all(writer, now=NOW, rotate=frozenset()):
@@ -77,9 +77,9 @@ def test_rotation_of_a_root_cross_signs_and_keeps_the_old_root(tmp_path):
     assert after["apiserver-ca"].action == "keep"
     previous, cross = artifacts.overlap(writer, "pilot-root-ca")
     assert previous == old_root
-    assert cross.subject == after["pilot-root-ca"].cert.subject and pki.issued_by(cross, old_root)
-    assert pki.public_key_bytes(cross.public_key()) == pki.public_key_bytes(after["pilot-root-ca"].key)
-    roots = pki.load_certs(writer.read("pilot/cacerts/root-cert.pem"))
+    assert cross.subject == after["pilot-root-ca"].cert.subject and primitives.issued_by(cross, old_root)
+    assert primitives.public_key_bytes(cross.public_key()) == primitives.public_key_bytes(after["pilot-root-ca"].key)
+    roots = primitives.load_certs(writer.read("pilot/cacerts/root-cert.pem"))
     assert roots == [after["pilot-root-ca"].cert, old_root]
-    chain = pki.load_certs(writer.read("gateway/certs/cert-chain.pem"))
+    chain = primitives.load_certs(writer.read("gateway/certs/cert-chain.pem"))
     assert chain == [after["gateway"].cert, after["pilot-ca"].cert, cross]

@@ -12,7 +12,7 @@ import yaml
 from compose_schema import COMPONENT_USERS, model
 from conftest import run_cli
 from consumers import apiserver_like_server, kubectl_in_container, kubectl_version
-from higress_init import kubeconfig
+from higress_init.pki import kubeconfig
 
 # the operator's two kubeconfigs (in the network, from the host) are one caller
 CALLERS = [spec for spec in kubeconfig.KUBECONFIGS if not spec.file.startswith("kube/")]

@@ -10,7 +10,8 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from conftest import REPO, run_cli
 from consumers import openssl_verify
-from higress_init import artifacts, layout, pki
+from higress_init.pki import artifacts, primitives
+from higress_init.volume import layout
 
 
 def _pem_files(root: Path) -> dict[str, bytes]:
@@ -29,7 +30,7 @@ def _describe(rel: str, data: bytes):
     """What a file is: certificates (key type and size, CA flag, path length, SAN kinds) or a key."""
     if b"CERTIFICATE" in data:
         shapes = []
-        for cert in pki.load_certs(data):
+        for cert in primitives.load_certs(data):
             key = cert.public_key()
             bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
             shapes.append((type(key).__name__, key.key_size, bc.ca, bc.path_length,
@@ -39,7 +40,7 @@ def _describe(rel: str, data: bytes):
         from cryptography.hazmat.primitives.serialization import load_pem_public_key
         key = load_pem_public_key(data)
     else:
-        key = pki.load_key(data)
+        key = primitives.load_key(data)
     return (isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)), key.key_size)
 
 
@@ -85,7 +86,8 @@ def test_the_key_floor_generates_exactly_the_keys_of_a_cold_run(tmp_path):
     import os
     import sys
 
-    from higress_init import settings as settings_mod, tokens
+    from higress_init import settings as settings_mod
+    from higress_init.pki import tokens
     volumes = tmp_path / "v"
     code = ("import json, sys; sys.path.insert(0, sys.argv[2]); import keyfloor; "
             "print(json.dumps(keyfloor.wanted(sys.argv[1])))")

@@ -114,7 +114,7 @@ def _help(*args, columns: int = 120) -> str:
 
 
 def test_each_commands_help_shows_its_own_options_and_the_settings_it_uses():
-    from higress_init import cli
+    from higress_init.cli import main as cli
     from higress_init.settings import SETTINGS
     status, watch, plan, top = _help("status"), _help("watch"), _help("plan"), _help()
     assert "--output" in status and "--interval" not in status and "--reseed" not in status

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 
 from conftest import REPO
-from higress_init import cli
+from higress_init.cli import main as cli
 
 
 @pytest.fixture(scope="module")

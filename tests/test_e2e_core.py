@@ -15,7 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from conftest import run_cli, snapshot
 from consumers import (kubectl_version, mtls_handshake, mtls_https_server, openssl_text, openssl_verify)
-from higress_init import ownership, pki
+from higress_init.volume import ownership
+from higress_init.pki import primitives
 
 CERT_FILES = ["api/ca.crt", "api/server.crt", "pki/admin.crt", "pilot/cacerts/root-cert.pem",
               "pilot/cacerts/ca-cert.pem", "gateway/certs/cert-chain.pem"]
@@ -47,7 +48,7 @@ def test_cold_run_writes_every_contract_file_and_status_is_clean(volumes, fast_e
 
 def test_default_key_sizes_and_lifetimes(initialized):
     def load(rel):
-        return pki.load_certs((initialized / rel).read_bytes())[0]
+        return primitives.load_certs((initialized / rel).read_bytes())[0]
     now = datetime.now(timezone.utc)
     for rel, bits, days in [("api/ca.crt", 4096, 3650), ("pilot/cacerts/root-cert.pem", 4096, 3650),
                             ("pilot/cacerts/ca-cert.pem", 4096, 730), ("api/server.crt", 2048, 365),
@@ -99,10 +100,10 @@ def test_certificate_extensions_are_what_the_contract_says(initialized):
         text = openssl_text(v / rel)
         assert "X509v3 Subject Key Identifier" in text, rel
         assert "X509v3 Authority Key Identifier" in text, rel
-    chain = pki.load_certs((v / "pilot/cacerts/cert-chain.pem").read_bytes())
-    assert chain == pki.load_certs((v / "pilot/cacerts/ca-cert.pem").read_bytes()) + \
-        pki.load_certs((v / "pilot/cacerts/root-cert.pem").read_bytes())
-    gw_chain = pki.load_certs((v / "gateway/certs/cert-chain.pem").read_bytes())
+    chain = primitives.load_certs((v / "pilot/cacerts/cert-chain.pem").read_bytes())
+    assert chain == primitives.load_certs((v / "pilot/cacerts/ca-cert.pem").read_bytes()) + \
+        primitives.load_certs((v / "pilot/cacerts/root-cert.pem").read_bytes())
+    gw_chain = primitives.load_certs((v / "gateway/certs/cert-chain.pem").read_bytes())
     assert gw_chain[1] == chain[0] and len(gw_chain) == 2
     assert (v / "gateway/certs/root-cert.pem").read_bytes() == (v / "pilot/cacerts/root-cert.pem").read_bytes()
 
@@ -165,14 +166,14 @@ def test_kubectl_is_refused_with_a_client_certificate_from_another_ca(initialize
 
 def _pilot_serving_cert(v):
     """What pilot does for xDS: a serving certificate issued from the plug-in intermediate."""
-    ca_cert = pki.load_certs((v / "pilot/cacerts/ca-cert.pem").read_bytes())[0]
-    ca_key = pki.load_key((v / "pilot/cacerts/ca-key.pem").read_bytes())
+    ca_cert = primitives.load_certs((v / "pilot/cacerts/ca-cert.pem").read_bytes())[0]
+    ca_key = primitives.load_key((v / "pilot/cacerts/ca-key.pem").read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    request = pki.CertificateRequest(common_name=None, server_auth=True, client_auth=True, dns_names=("pilot",),
+    request = primitives.CertificateRequest(common_name=None, server_auth=True, client_auth=True, dns_names=("pilot",),
                                      uris=("spiffe://cluster.local/ns/higress-system/sa/higress-pilot",))
-    cert = pki.issue(request, key, ca_cert, ca_key, datetime.now(timezone.utc))
-    chain = pki.cert_to_pem(cert) + (v / "pilot/cacerts/cert-chain.pem").read_bytes()
-    return chain, pki.key_to_pem(key)
+    cert = primitives.issue(request, key, ca_cert, ca_key, datetime.now(timezone.utc))
+    chain = primitives.cert_to_pem(cert) + (v / "pilot/cacerts/cert-chain.pem").read_bytes()
+    return chain, primitives.key_to_pem(key)
 
 
 def test_mutual_tls_between_pilot_and_the_gateway(initialized, tmp_path):
@@ -236,17 +237,17 @@ def test_owner_is_settable(volumes, fast_env):
 
 
 def _issue_leaf(v, days_valid=365, not_before_days=0, other_ca=False, sans=("apiserver",)):
-    ca_cert = pki.load_certs((v / "api/ca.crt").read_bytes())[0]
-    ca_key = pki.load_key((v / "pki/apiserver-ca.key").read_bytes())
+    ca_cert = primitives.load_certs((v / "api/ca.crt").read_bytes())[0]
+    ca_key = primitives.load_key((v / "pki/apiserver-ca.key").read_bytes())
     if other_ca:
         ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_cert = pki.issue(pki.CertificateRequest("higress-apiserver-ca", is_ca=True), ca_key, None, None,
+        ca_cert = primitives.issue(primitives.CertificateRequest("higress-apiserver-ca", is_ca=True), ca_key, None, None,
                             datetime.now(timezone.utc))
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = datetime.now(timezone.utc) - timedelta(days=not_before_days)
-    cert = pki.issue(pki.CertificateRequest("apiserver", server_auth=True, dns_names=sans,
+    cert = primitives.issue(primitives.CertificateRequest("apiserver", server_auth=True, dns_names=sans,
                                             validity=timedelta(days=days_valid)), key, ca_cert, ca_key, now)
-    return pki.cert_to_pem(cert), pki.key_to_pem(key)
+    return primitives.cert_to_pem(cert), primitives.key_to_pem(key)
 
 
 def _break_missing(v):

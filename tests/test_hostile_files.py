@@ -11,7 +11,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import run_cli
 from hostile import make_victim, one_line_error, state_of, status
-from higress_init import pki
+from higress_init.pki import primitives
 
 NOT_UTF8 = b"\xff\xfe\xfd garbage \x00\x80"
 PEM_GARBAGE = b"-----BEGIN CERTIFICATE-----\n!!!not base64!!!\n-----END CERTIFICATE-----\n"
@@ -83,22 +83,22 @@ def test_garbage_rotation_state_is_refused_by_run_and_status(initialized):
 
 def test_a_leaf_not_valid_yet_is_reissued(initialized):
     """A leaf dated in the future (a clock far ahead when it was made) fails every TLS peer."""
-    ca = pki.load_certs((initialized / "api/ca.crt").read_bytes())[0]
-    ca_key = pki.load_key((initialized / "pki/apiserver-ca.key").read_bytes())
+    ca = primitives.load_certs((initialized / "api/ca.crt").read_bytes())[0]
+    ca_key = primitives.load_key((initialized / "pki/apiserver-ca.key").read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     future = datetime.now(timezone.utc) + timedelta(days=10)
-    old = pki.load_certs((initialized / "api/server.crt").read_bytes())[0]
-    request = pki.CertificateRequest("apiserver", server_auth=True, dns_names=tuple(
-        n.value for n in old.extensions.get_extension_for_class(pki.x509.SubjectAlternativeName).value
-        if isinstance(n, pki.x509.DNSName)), validity=timedelta(days=365))
-    cert = pki.issue(request, key, ca, ca_key, future)
-    (initialized / "api/server.crt").write_bytes(pki.cert_to_pem(cert))
-    (initialized / "api/server.key").write_bytes(pki.key_to_pem(key))
+    old = primitives.load_certs((initialized / "api/server.crt").read_bytes())[0]
+    request = primitives.CertificateRequest("apiserver", server_auth=True, dns_names=tuple(
+        n.value for n in old.extensions.get_extension_for_class(primitives.x509.SubjectAlternativeName).value
+        if isinstance(n, primitives.x509.DNSName)), validity=timedelta(days=365))
+    cert = primitives.issue(request, key, ca, ca_key, future)
+    (initialized / "api/server.crt").write_bytes(primitives.cert_to_pem(cert))
+    (initialized / "api/server.key").write_bytes(primitives.key_to_pem(key))
     checked = status(initialized)
     assert checked.returncode == 1 and "not yet valid" in checked.stdout
     result = run_cli("run", volumes=initialized, check=True)
     assert "re-issued 1" in result.stdout
-    fresh = pki.load_certs((initialized / "api/server.crt").read_bytes())[0]
+    fresh = primitives.load_certs((initialized / "api/server.crt").read_bytes())[0]
     assert fresh.not_valid_before_utc <= datetime.now(timezone.utc)
     assert status(initialized).returncode == 0
 
@@ -147,9 +147,9 @@ def test_a_root_that_cannot_validly_issue_is_refused_never_reissued_under(defect
     """The pilot root (same key) made unusable: the run refuses with one line naming the CA (it was
     kept, and everything under it re-issued on every run, while status failed); status says why."""
     options, words = CA_DEFECTS[defect]
-    key = pki.load_key((initialized / "pki/pilot-root-ca.key").read_bytes())
+    key = primitives.load_key((initialized / "pki/pilot-root-ca.key").read_bytes())
     root = _self_signed_ca(key, datetime.now(timezone.utc), **options)
-    (initialized / "pilot/cacerts/root-cert.pem").write_bytes(pki.cert_to_pem(root))
+    (initialized / "pilot/cacerts/root-cert.pem").write_bytes(primitives.cert_to_pem(root))
     before = state_of(initialized)
     result = run_cli("run", volumes=initialized)
     assert result.returncode == REFUSED, result.stdout + result.stderr
@@ -161,17 +161,17 @@ def test_a_root_that_cannot_validly_issue_is_refused_never_reissued_under(defect
 
 def test_rotate_root_replaces_an_expired_root(initialized):
     """What the refusal of an expired root tells the user to run works."""
-    key = pki.load_key((initialized / "pki/pilot-root-ca.key").read_bytes())
+    key = primitives.load_key((initialized / "pki/pilot-root-ca.key").read_bytes())
     now = datetime.now(timezone.utc)
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
-    old = pki.load_certs((initialized / "pilot/cacerts/root-cert.pem").read_bytes())[0]
+    old = primitives.load_certs((initialized / "pilot/cacerts/root-cert.pem").read_bytes())[0]
     builder = x509.CertificateBuilder().subject_name(old.subject).issuer_name(old.subject).public_key(key.public_key())
     builder = builder.serial_number(x509.random_serial_number()).not_valid_before(now - timedelta(days=400))
     builder = builder.not_valid_after(now - timedelta(days=1))
     for ext in old.extensions:
         builder = builder.add_extension(ext.value, ext.critical)
-    (initialized / "pilot/cacerts/root-cert.pem").write_bytes(pki.cert_to_pem(builder.sign(key, hashes.SHA256())))
+    (initialized / "pilot/cacerts/root-cert.pem").write_bytes(primitives.cert_to_pem(builder.sign(key, hashes.SHA256())))
     refused = run_cli("run", volumes=initialized)
     assert refused.returncode == REFUSED and "rotate root" in refused.stderr
     rotated = run_cli("rotate", "root", volumes=initialized)

@@ -137,14 +137,14 @@ def test_a_secret_file_is_a_bounded_read_of_a_regular_file(make, words, secret, 
 def test_a_leaf_issued_late_in_its_cas_life_never_outlives_it(tmp_path, fast_env):
     """Settings that are fine on their own (500d leaves, 800d intermediates) under an existing
     intermediate with 400 days left: the gateway leaf ends with its CA, and status is healthy."""
-    from higress_init import pki
+    from higress_init.pki import primitives
     volumes = tmp_path / "volumes"
     run_cli("run", volumes=volumes, env=dict(fast_env, INTERMEDIATE_VALIDITY="400d"), check=True)
     env = dict(fast_env, INTERMEDIATE_VALIDITY="800d", CERT_VALIDITY="500d")
     run_cli("rotate", "leaf", "--change-setting", "INTERMEDIATE_VALIDITY", "--change-setting", "CERT_VALIDITY",
             volumes=volumes, env=env, check=True)
-    leaf = pki.load_certs((volumes / "gateway/certs/cert-chain.pem").read_bytes())[0]
-    ca = pki.load_certs((volumes / "pilot/cacerts/ca-cert.pem").read_bytes())[0]
+    leaf = primitives.load_certs((volumes / "gateway/certs/cert-chain.pem").read_bytes())[0]
+    ca = primitives.load_certs((volumes / "pilot/cacerts/ca-cert.pem").read_bytes())[0]
     assert leaf.not_valid_after_utc <= ca.not_valid_after_utc
     assert run_cli("status", volumes=volumes, env=env).returncode == 0
     assert "re-issued" not in run_cli("run", volumes=volumes, env=env, check=True).stdout  # and stays

@@ -16,7 +16,7 @@ from conftest import require_tool, run_cli, snapshot
 from hostile import make_victim, one_line_error, state_of, status
 from higress_init import __version__
 from higress_init.settings import load
-from higress_init.volume import JOURNAL, TMP_PREFIX
+from higress_init.volume.writer import JOURNAL, TMP_PREFIX
 
 REFUSED = 3
 UNCHANGED = "nothing the local phases read has changed"
@@ -182,8 +182,8 @@ def _edit_record(volumes, change):
 
 
 def test_an_edited_record_does_not_skip_repairing_a_deleted_key(settled):
-    from higress_init import runstate
-    from higress_init.safefs import Root
+    from higress_init.run import runstate
+    from higress_init.volume.safefs import Root
     (settled / "api/server.key").unlink()
     # the record edited to describe the volumes as they now are, its signature kept
     _edit_record(settled, lambda state, body: body["files"].update(

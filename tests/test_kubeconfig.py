@@ -3,7 +3,7 @@ import base64
 
 import yaml
 
-from higress_init import kubeconfig
+from higress_init.pki import kubeconfig
 
 
 def test_render_and_parse_round_trip():

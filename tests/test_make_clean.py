@@ -10,7 +10,7 @@ import subprocess
 import pytest
 
 from conftest import REPO
-from higress_init import layout
+from higress_init.volume import layout
 
 
 @pytest.fixture

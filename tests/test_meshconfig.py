@@ -2,7 +2,7 @@
 import pytest
 import yaml
 
-from higress_init import meshconfig
+from higress_init.versions import meshconfig
 from higress_init.settings import load
 
 
@@ -72,7 +72,7 @@ def test_an_unknown_field_is_refused_per_version(version, istio):
 def test_each_release_knows_every_field_of_its_istio_mesh_config():
     """The lists written out by hand from the proto at each release branch (44 and 46 fields), plus
     Higress's mseIngressGlobalConfig."""
-    from higress_init import versions
+    from higress_init.versions import releases
     istio_1_19 = {
         "proxyListenPort", "proxyInboundListenPort", "proxyHttpPort", "connectTimeout", "protocolDetectionTimeout",
         "tcpKeepalive", "ingressClass", "ingressService", "ingressControllerMode", "ingressSelector",
@@ -85,7 +85,7 @@ def test_each_release_knows_every_field_of_its_istio_mesh_config():
         "defaultProviders", "discoverySelectors", "pathNormalization", "defaultHttpRetryPolicy", "meshMTLS",
         "tlsDefaults"}
     assert len(istio_1_19) == 44
-    fields = {r.version: set(r.mesh_fields) for r in versions.RELEASES}
+    fields = {r.version: set(r.mesh_fields) for r in releases.RELEASES}
     assert fields["2.1.2"] == istio_1_19 | {"mseIngressGlobalConfig"}
     assert fields["2.2.4"] == istio_1_19 | set(ISTIO_1_27_ONLY) | {"mseIngressGlobalConfig"}
     for version in fields:

@@ -226,7 +226,7 @@ def test_migrate_with_nacos_keeps_what_upstream_stored(real_nacos, upstream, fas
     """Nacos 3.0.1 as upstream's 2.2.4 runs it, holding what upstream's prepare.sh seeded (a Secret
     encrypted with upstream's api/nacos.key): the key is adopted, the stored objects kept, the
     adopted pilot root published as the deployment's CA."""
-    from higress_init.stores import decrypt, encrypt
+    from higress_init.store.stores import decrypt, encrypt
     from nacos_server import UPSTREAM, Target, fresh_namespace
     node = Target("nacos-3.0.1", real_nacos(UPSTREAM), fresh_namespace("migrate"))
     key = (upstream / "api/nacos.key").read_bytes()

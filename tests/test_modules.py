@@ -10,22 +10,32 @@ import higress_init
 PACKAGE = Path(higress_init.__file__).parent
 
 
+def _module_names() -> dict[str, Path]:
+    """Every module by dotted name under the package ("pki.artifacts"); a package by its folder."""
+    names = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__main__":
+            continue
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    return names
+
+
 def _imports() -> dict[str, set[str]]:
-    modules = {p.stem for p in PACKAGE.glob("*.py") if p.stem != "__main__"}
+    """module -> the package's modules it imports (absolute imports, in functions too)."""
+    modules = _module_names()
     graph = {}
-    for name in modules:
-        tree = ast.parse((PACKAGE / f"{name}.py").read_text())
+    for name, path in modules.items():
         deps = set()
-        for node in ast.walk(tree):
-            if isinstance(node, ast.ImportFrom) and node.level == 1:
-                if node.module:
-                    deps.add(node.module.split(".")[0])
-                else:
-                    deps.update(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("higress_init"):
-                parts = node.module.split(".")
-                deps.update([parts[1]] if len(parts) > 1 else [a.name for a in node.names])
-        graph[name] = {d for d in deps if d in modules and d != name and d != "__init__"}
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                raise AssertionError(f"{name}: a relative import (the package imports absolutely)")
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("higress_init"):
+                base = node.module.removeprefix("higress_init").lstrip(".")
+                for alias in node.names:
+                    full = f"{base}.{alias.name}".lstrip(".")
+                    deps.add(full if full in modules else base)
+        graph[name] = {d for d in deps if d in modules and d != name and d != ""}
     return graph
 
 
@@ -49,7 +59,7 @@ def _cycles(graph) -> list[list[str]]:
 
 def test_the_walk_sees_imports_inside_functions():
     graph = _imports()
-    assert "artifacts" in graph["phases"]  # imported inside Context.decisions only
+    assert "pki.artifacts" in graph["run.phases"]  # imported inside Context.decisions only
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
 
 
@@ -60,8 +70,8 @@ def test_no_import_cycle():
 
 def test_layout_imports_nothing_and_names_every_file_a_run_writes(tmp_path, fast_env):
     from conftest import run_cli
-    from higress_init import layout
-    tree = ast.parse((PACKAGE / "layout.py").read_text())
+    from higress_init.volume import layout
+    tree = ast.parse((PACKAGE / "volume" / "layout.py").read_text())
     assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
     paths = {v[0] if isinstance(v, tuple) else v for k, v in vars(layout).items() if k.isupper()}
     named = {p for p in paths if "{}" not in p}

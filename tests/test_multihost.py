@@ -19,7 +19,7 @@ import yaml
 from base_objects import openssl_decrypt
 from conftest import _SETTING_VARS, run_cli, snapshot
 from consumers import openssl_verify
-from higress_init import pki
+from higress_init.pki import primitives
 from nacos_server import real_cluster, real_nacos  # noqa: F401 (fixtures)
 from rnacos import rnacos  # noqa: F401 (a fixture)
 from test_rotation import _handshake, _ok
@@ -99,9 +99,9 @@ def assert_gateway_joins(gateway_host: Path, control: Path, tmp: Path, pod_name:
     chain = gateway_host / "gateway/certs/cert-chain.pem"
     ok, out = openssl_verify(control / "pilot/cacerts/root-cert.pem", chain, untrusted=chain, purpose="sslclient")
     assert ok, out
-    leaf = pki.load_certs(chain.read_bytes())[0]
-    assert pki.describe_name(leaf) == f"CN={pod_name}"
-    assert pki.san_values(leaf) == {f"spiffe://cluster.local/ns/{NS}/sa/higress-gateway"}
+    leaf = primitives.load_certs(chain.read_bytes())[0]
+    assert primitives.describe_name(leaf) == f"CN={pod_name}"
+    assert primitives.san_values(leaf) == {f"spiffe://cluster.local/ns/{NS}/sa/higress-gateway"}
     outcome = _handshake(control, gateway_host, tmp)
     assert _ok(outcome), outcome
 
@@ -333,17 +333,17 @@ def test_rotation_on_the_control_plane_reaches_the_gateway_host(servers, deploym
         return old_b
 
     before_intermediate = rotate("intermediate")
-    first_intermediate = pki.load_certs((before_intermediate / "gateway/certs/cert-chain.pem").read_bytes())[1]
-    assert pki.load_certs((b / "gateway/certs/cert-chain.pem").read_bytes())[1] != first_intermediate
+    first_intermediate = primitives.load_certs((before_intermediate / "gateway/certs/cert-chain.pem").read_bytes())[1]
+    assert primitives.load_certs((b / "gateway/certs/cert-chain.pem").read_bytes())[1] != first_intermediate
 
     old_a = tmp_path / "a-before-root"
     shutil.copytree(a, old_a)
     rotate("root")
-    roots = pki.load_certs((b / "gateway/certs/root-cert.pem").read_bytes())
+    roots = primitives.load_certs((b / "gateway/certs/root-cert.pem").read_bytes())
     assert len(roots) == 2, "during the overlap the gateway host trusts the new and the old root"
     assert _ok(_handshake(old_a, b, tmp_path)), "a pilot still on the old root accepts the rerun gateway host"
     rotate("--finish")
-    assert len(pki.load_certs((b / "gateway/certs/root-cert.pem").read_bytes())) == 1
+    assert len(primitives.load_certs((b / "gateway/certs/root-cert.pem").read_bytes())) == 1
     assert not _ok(_handshake(old_a, b, tmp_path)), "after --finish the old root is no longer trusted"
 
 

@@ -151,7 +151,7 @@ def test_reseed_racing_a_concurrent_edit_never_loses_the_edit(node, env, volumes
 
 
 def test_a_64_kib_config_round_trips(node, env, volumes):
-    from higress_init import meshconfig
+    from higress_init.versions import meshconfig
     from higress_init.settings import load
     mesh = volumes / "pilot/config/mesh"  # left by an earlier version: adopted into the store
     big = meshconfig.mesh_text(load(env={})) + "".join(f"# padding line {i:05d} " + "x" * 48 + "\n"
@@ -427,7 +427,8 @@ def test_no_nacos_api_at_the_url_is_final(scripted, tmp_path, fast_env):
 
 # --- the SDK in process: absent and empty, compare-and-swap, a clean end
 def _connect(node, tmp_path, **env):
-    from higress_init import nacos, settings
+    from higress_init.store import nacos
+    from higress_init import settings
     s = settings.load(env={**node.client_env(), "VOLUMES_ROOT": str(tmp_path / "v"), **env})
     lines = []
     return nacos.connect(s, lambda text, **fields: lines.append(text)), lines
@@ -498,7 +499,7 @@ def test_compare_and_swap_is_decided_by_the_server(node, tmp_path, grpc_requests
     """On Nacos the server refuses a stale casMd5 and a creation of what exists (casMd5 CREATE_ONLY):
     no read comes before a write, the answer decides. r-nacos accepts both (it ignores casMd5), so
     there a read just before each write is the guard. Either way nothing is overwritten."""
-    from higress_init.nacos import CREATE_ONLY, NacosConflict, _md5
+    from higress_init.store.nacos import CREATE_ONLY, NacosConflict, _md5
     _namespace(node, tmp_path)
     conn, lines = _connect(node, tmp_path)
     try:
@@ -550,7 +551,7 @@ def test_racing_creations_exactly_one_wins(real_nacos, version, tmp_path):
     racing insert "success" and drops its content: the initializer checks the database view.)"""
     import threading
     from nacos_server import Target, fresh_namespace
-    from higress_init.nacos import NacosConflict
+    from higress_init.store.nacos import NacosConflict
     node = Target(f"nacos-{version}", real_nacos(version), fresh_namespace("race"))
     _namespace(node, tmp_path)
     conns = [_connect(node, tmp_path)[0] for _ in range(2)]
@@ -600,7 +601,7 @@ def test_closing_ends_the_sdk_client_completely(node, tmp_path):
 
 
 def test_a_file_store_run_never_imports_the_sdk(tmp_path, fast_env):
-    code = ("import sys; from higress_init import cli; rc = cli.main(['run', '--volumes', sys.argv[1]]); "
+    code = ("import sys; from higress_init.cli import main as cli; rc = cli.main(['run', '--volumes', sys.argv[1]]); "
             "loaded = [m for m in ('v2.nacos', 'grpc', 'nacos', 'aiohttp') if m in sys.modules]; "
             "print(rc, loaded)")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NACOS_", "CONFIG_STORAGE"))}

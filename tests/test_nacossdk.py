@@ -15,7 +15,7 @@ from rnacos import rnacos  # noqa: F401 (a fixture)
 HEAVY = ("alibabacloud_kms20160120", "Tea", "Crypto", "aiohttp", "v2.nacos.config.encryption.kms_client")
 LOADED = textwrap.dedent(f"""
     import sys
-    from higress_init.nacossdk import Deferred
+    from higress_init.store.nacossdk import Deferred
     def loaded():
         return sorted(m for m in {HEAVY!r} if m in sys.modules and not isinstance(sys.modules[m], Deferred))
 """)
@@ -31,7 +31,7 @@ def _python(code: str, env: dict | None = None) -> list[str]:
 
 def test_the_sdk_loads_without_kms_and_aiohttp():
     out = _python("""
-        from higress_init import nacossdk
+        from higress_init.store import nacossdk
         sdk = nacossdk.load()
         from v2.nacos.config.nacos_config_service import NacosConfigService
         import gc
@@ -48,7 +48,7 @@ def test_a_warm_nacos_rerun_loads_neither(rnacos, tmp_path, fast_env):
     volumes = tmp_path / "v"
     run_cli("run", volumes=volumes, env=env, check=True)
     out = _python(f"""
-        from higress_init import cli
+        from higress_init.cli import main as cli
         rc = cli.main(["run", "--volumes", {str(volumes)!r}])
         print(rc, loaded())
     """, env)
@@ -61,7 +61,7 @@ def test_aiohttp_is_loaded_in_full_when_the_sdk_uses_it(tmp_path):
     the real aiohttp on first use. Asked here of a local HTTP server."""
     out = _python("""
         import asyncio, http.server, threading
-        from higress_init import nacossdk
+        from higress_init.store import nacossdk
         nacossdk.load()
         from v2.nacos.transport.http_agent import HttpAgent
 
@@ -88,7 +88,7 @@ def test_kms_encryption_still_works_when_enabled():
     """A config service with KMS encryption enabled gets the SDK's real handler (made, not used:
     no KMS here), its module loaded then."""
     out = _python("""
-        from higress_init import nacossdk
+        from higress_init.store import nacossdk
         sdk = nacossdk.load()
         from v2.nacos.config.filter.config_encryption_filter import ConfigEncryptionFilter
         print(loaded())
@@ -106,7 +106,7 @@ def test_kms_encryption_still_works_when_enabled():
 def test_a_process_that_loaded_the_sdk_first_keeps_it_whole():
     out = _python("""
         import v2.nacos
-        from higress_init import nacossdk
+        from higress_init.store import nacossdk
         nacossdk.load()
         print(loaded())
     """)

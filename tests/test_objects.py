@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from base_objects import openssl_decrypt
-from higress_init import configstore, objects, stores
+from higress_init.store import configstore, stores
+from higress_init.versions import objects
 from higress_init.settings import load
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
@@ -25,8 +26,8 @@ def test_the_table_declares_each_object_once_with_its_store_names():
 
 
 def test_each_release_seeds_objects_of_the_table_and_2_2_4_adds_the_http_resolver_cluster():
-    from higress_init import versions
-    for release in versions.RELEASES:
+    from higress_init.versions import releases
+    for release in releases.RELEASES:
         assert set(release.objects) <= set(objects.OBJECTS_BY_LABEL), release.version
     full = {"NACOS_SERVER_URL": "http://n:8848", "NACOS_USERNAME": "u", "NACOS_PASSWORD": "p"}
     old = [o.label for o in objects.applicable(load(env=dict(full, HIGRESS_VERSION="2.1.2")))]

@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import run_cli, snapshot
 from consumers import kubectl_version, mtls_handshake, mtls_https_server, openssl_verify
-from higress_init import pki
+from higress_init.pki import primitives
 from test_tokens import verify_joserfc, verify_pyjwt
 
 CA_FILES = ["api/ca.crt", "pki/apiserver-ca.key", "pilot/cacerts/root-cert.pem", "pki/pilot-root-ca.key",
@@ -46,13 +46,13 @@ def _changed(before, after):
 
 def _pilot_server(v: Path):
     """A serving certificate the way pilot issues one from the plug-in CA in `v`."""
-    ca_cert = pki.load_certs((v / "pilot/cacerts/ca-cert.pem").read_bytes())[0]
-    ca_key = pki.load_key((v / "pilot/cacerts/ca-key.pem").read_bytes())
+    ca_cert = primitives.load_certs((v / "pilot/cacerts/ca-cert.pem").read_bytes())[0]
+    ca_key = primitives.load_key((v / "pilot/cacerts/ca-key.pem").read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    request = pki.CertificateRequest(None, server_auth=True, client_auth=True, dns_names=("pilot",),
+    request = primitives.CertificateRequest(None, server_auth=True, client_auth=True, dns_names=("pilot",),
                                      uris=("spiffe://cluster.local/ns/higress-system/sa/higress-pilot",))
-    cert = pki.issue(request, key, ca_cert, ca_key, datetime.now(timezone.utc))
-    return pki.cert_to_pem(cert) + (v / "pilot/cacerts/cert-chain.pem").read_bytes(), pki.key_to_pem(key)
+    cert = primitives.issue(request, key, ca_cert, ca_key, datetime.now(timezone.utc))
+    return primitives.cert_to_pem(cert) + (v / "pilot/cacerts/cert-chain.pem").read_bytes(), primitives.key_to_pem(key)
 
 
 def _handshake(server_side: Path, client_side: Path, tmp: Path) -> dict:
@@ -131,8 +131,8 @@ def test_root_rotation_overlap_then_finish(stack, tmp_path):
     assert (new / "api/nacos.key").read_bytes() == (old / "api/nacos.key").read_bytes()
     # trust files list new and old roots
     for rel in ("api/ca.crt", "pilot/cacerts/root-cert.pem", "gateway/certs/root-cert.pem"):
-        roots = pki.load_certs((new / rel).read_bytes())
-        assert len(roots) == 2 and roots[1] == pki.load_certs((old / rel).read_bytes())[0], rel
+        roots = primitives.load_certs((new / rel).read_bytes())
+        assert len(roots) == 2 and roots[1] == primitives.load_certs((old / rel).read_bytes())[0], rel
     _verify_all_chains(new)
     # a peer that still trusts only the old root accepts the new certificates (cross-signed)
     ok, out = openssl_verify(old / "gateway/certs/root-cert.pem", new / "gateway/certs/cert-chain.pem",
@@ -164,8 +164,8 @@ def test_root_rotation_overlap_then_finish(stack, tmp_path):
     mid = _copy(new, tmp_path / "mid")
     run_cli("rotate", "--finish", volumes=new, check=True)
     for rel in ("api/ca.crt", "pilot/cacerts/root-cert.pem", "gateway/certs/root-cert.pem"):
-        assert len(pki.load_certs((new / rel).read_bytes())) == 1, rel
-    assert len(pki.load_certs((new / "gateway/certs/cert-chain.pem").read_bytes())) == 2
+        assert len(primitives.load_certs((new / rel).read_bytes())) == 1, rel
+    assert len(primitives.load_certs((new / "gateway/certs/cert-chain.pem").read_bytes())) == 2
     _verify_all_chains(new)
     assert not _ok(_handshake(old, new, tmp_path)), "old pilot must no longer accept the new gateway"
     assert not _ok(_handshake(new, old, tmp_path)), "an old gateway must no longer accept the new pilot"

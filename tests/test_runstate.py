@@ -8,7 +8,7 @@ import pytest
 
 from conftest import run_cli, snapshot
 from rnacos import rnacos  # noqa: F401 (a fixture)
-from higress_init import runstate
+from higress_init.run import runstate
 from higress_init.settings import load
 
 UNCHANGED = "nothing the local phases read has changed"
@@ -81,7 +81,7 @@ def test_a_run_after_the_clock_was_ahead_takes_the_full_path(tmp_path, fast_env)
     import sys
     volumes = tmp_path / "volumes"
     run_cli("run", volumes=volumes, env=fast_env, check=True)
-    ahead = ("import sys; from datetime import timedelta; from higress_init import cli; real = cli.utcnow; "
+    ahead = ("import sys; from datetime import timedelta; from higress_init.cli import main as cli; real = cli.utcnow; "
              "cli.utcnow = lambda: real() + timedelta(days=10); "
              "sys.exit(cli.main(['rotate', 'leaf', '--volumes', sys.argv[1]]))")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NACOS_", "CONFIG_STORAGE"))}
@@ -97,7 +97,7 @@ def test_a_run_after_the_clock_was_ahead_takes_the_full_path(tmp_path, fast_env)
 
 # --- the shared pilot CA on the warm path (Nacos storage)
 def test_the_shared_ca_files_are_sharedcas():
-    from higress_init import sharedca
+    from higress_init.store import sharedca
     assert runstate.SHARED_CA_FILES == sharedca.CA_FILES
 
 
@@ -106,7 +106,7 @@ def _warm_run_in_process(volumes, env) -> list[str]:
     cryptography."""
     import subprocess
     import sys
-    code = ("import sys; from higress_init import cli; rc = cli.main(['run', '--volumes', sys.argv[1]]); "
+    code = ("import sys; from higress_init.cli import main as cli; rc = cli.main(['run', '--volumes', sys.argv[1]]); "
             "print(rc, 'cryptography' in sys.modules)")
     full = {k: v for k, v in os.environ.items() if not k.startswith(("NACOS_", "CONFIG_STORAGE"))}
     result = subprocess.run([sys.executable, "-c", code, str(volumes)], env={**full, **env}, capture_output=True,
@@ -137,8 +137,9 @@ def test_a_shared_ca_published_again_since_is_decided_in_full(rnacos, tmp_path, 
 
     import yaml
 
-    from higress_init import layout, sharedca, stores
-    from higress_init.configstore import md5
+    from higress_init.volume import layout
+    from higress_init.store import sharedca, stores
+    from higress_init.store.configstore import md5
     node = rnacos()
     env = dict(fast_env, **node.client_env(), NACOS_WAIT_TIMEOUT="30s")
     volumes = tmp_path / "v"

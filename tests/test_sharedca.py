@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conftest import _SETTING_VARS, require_tool, run_cli
-from higress_init import pki
+from higress_init.pki import primitives
 from nacos_server import Target, fresh_namespace, real_nacos  # noqa: F401 (a fixture)
 from test_multihost import CA_FILES, DATA_KEY, NS, assert_gateway_joins, local_ca, published
 
@@ -64,8 +64,8 @@ def assert_recoverable(node, volumes: Path):
     its root key: nothing published exists nowhere."""
     secret = published(node.server, node.ns)
     assert local_ca(volumes) == secret
-    root = pki.load_certs(secret["root-cert.pem"])[0]
-    assert pki.key_matches(root, pki.load_key((volumes / "pki/pilot-root-ca.key").read_bytes()))
+    root = primitives.load_certs(secret["root-cert.pem"])[0]
+    assert primitives.key_matches(root, primitives.load_key((volumes / "pki/pilot-root-ca.key").read_bytes()))
     assert (volumes / "api/nacos.key").read_bytes() == DATA_KEY.encode()
 
 
@@ -144,8 +144,8 @@ def test_rotate_root_interrupted_then_the_rerun_publishes_the_new_root(node, tmp
     run_cli("run", volumes=b, env=gateway, check=True)
     old_root = (a / "pilot/cacerts/root-cert.pem").read_bytes()
     interrupted(["rotate", "root"], a, env, point, how, tmp_path)
-    new_root = pki.load_certs((a / "pilot/cacerts/root-cert.pem").read_bytes())[0]
-    assert pki.key_matches(new_root, pki.load_key((a / "pki/pilot-root-ca.key").read_bytes())), \
+    new_root = primitives.load_certs((a / "pilot/cacerts/root-cert.pem").read_bytes())[0]
+    assert primitives.key_matches(new_root, primitives.load_key((a / "pki/pilot-root-ca.key").read_bytes())), \
         "the new root and its key are committed before the publication"
     rerun = run_cli("run", volumes=a, env=env)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr

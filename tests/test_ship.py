@@ -17,8 +17,10 @@ from compose_schema import (COMPONENT_USERS, COMPOSE_FILE, IMAGE_VARIABLES, REPO
 from conftest import run_cli
 from nacos_server import real_nacos  # noqa: F401 (a fixture)
 from rnacos import rnacos  # noqa: F401 (a fixture)
-from higress_init import kubeconfig, pki, readers, ownership
-from higress_init import versions
+from higress_init.pki import kubeconfig, primitives
+from higress_init import readers
+from higress_init.volume import ownership
+from higress_init.versions import releases
 from higress_init.settings import SETTINGS
 
 ENV_FILES = ["initializer", "apiserver", "controller", "pilot", "gateway", "console", "nacos"]
@@ -45,7 +47,7 @@ def test_every_env_file_parses_and_every_variable_without_default_is_defined():
     for name in ENV_FILES:
         parse_env_file(REPO / "env" / f"{name}.env")
     defined = parse_env_file(REPO / "compose/.env")
-    for release in versions.RELEASES:   # each release's env file only overrides what compose/.env defines
+    for release in releases.RELEASES:   # each release's env file only overrides what compose/.env defines
         for path in release_env_files(release.version)[1:]:
             assert set(parse_env_file(path)) <= set(defined), path
     for name, default in variables_used(COMPOSE_FILE.read_text()):
@@ -133,15 +135,15 @@ def _kind_problem(path: Path, container_path: PurePosixPath, mounts) -> str:
             assert host is not None and host.is_file(), f"{container_path} names {named}, not mounted"
             return host.read_bytes()
         parts = kubeconfig.parse(data, open_path)
-        pki.load_certs(parts["ca"]), pki.load_certs(parts["cert"]), pki.load_key(parts["key"])
+        primitives.load_certs(parts["ca"]), primitives.load_certs(parts["cert"]), primitives.load_key(parts["key"])
         return ""
     if name == "nacos.key":
         return "" if len(data) == 32 else "nacos.key is not 32 bytes"
     if name.endswith((".key", "key.pem")):
-        pki.load_key(data)
+        primitives.load_key(data)
         return ""
     if name.endswith((".crt", ".pem")):
-        return "" if pki.load_certs(data) else "no certificate"
+        return "" if primitives.load_certs(data) else "no certificate"
     if name in ("mesh", "meshNetworks"):
         return "" if isinstance(yaml.safe_load(data), dict) else "not a YAML mapping"
     return ""
@@ -179,7 +181,7 @@ def test_every_component_can_read_what_it_is_wired_to_after_a_run_with_the_compo
     rel = lambda p: str(p.relative_to(volumes))  # noqa: E731
     for name, (image, uid) in COMPONENT_USERS.items():
         service = services[name]
-        assert service["image"] == versions.RELEASES_BY_VERSION[versions.DEFAULT].images[IMAGE_VARIABLES[name]]
+        assert service["image"] == releases.RELEASES_BY_VERSION[releases.DEFAULT].images[IMAGE_VARIABLES[name]]
         assert service["image"].rsplit("/", 1)[-1].startswith(image + ":"), service["image"]
         mounts = _bind_mounts(service, volumes)
         reader = next(r for r in readers.READERS if r.service == name)
@@ -370,9 +372,9 @@ def test_uv_is_pinned_alike_in_the_makefile_the_dockerfile_and_install_sh():
 
 
 # --- the image set per release (versions.py), Higress 2.2.4's plugin-server and Nacos 3
-@pytest.mark.parametrize("version", [r.version for r in versions.RELEASES])
+@pytest.mark.parametrize("version", [r.version for r in releases.RELEASES])
 def test_each_release_image_set_is_what_compose_runs(version):
-    release = versions.RELEASES_BY_VERSION[version]
+    release = releases.RELEASES_BY_VERSION[version]
     services = real_config({}, release_env_files(version))["services"]
     for name, service in services.items():
         if name in IMAGE_VARIABLES:
@@ -419,14 +421,14 @@ def test_with_the_plugin_server_profile_off_the_gateway_still_starts():
 def test_the_gateway_host_file_runs_its_own_plugin_server_and_the_release_image_set():
     gateway_file = REPO / "compose/docker-compose.gateway.yml"
     env = {"NACOS_SERVER_URL": "http://10.0.0.5:8848/nacos", "PILOT_ADDRESS": "10.0.0.5"}
-    for release in versions.RELEASES:
+    for release in releases.RELEASES:
         services = real_config(env, release_env_files(release.version), gateway_file)["services"]
         assert services["gateway"]["image"] == release.images["HIGRESS_GATEWAY_IMAGE"]
         assert services["initializer"]["environment"]["HIGRESS_VERSION"] == release.version
         assert ("plugin-server" in services) == ("HIGRESS_PLUGIN_SERVER_IMAGE" in release.images)
         assert services["gateway"]["depends_on"]["plugin-server"]["required"] is False
     services = real_config(env, compose_file=gateway_file)["services"]
-    assert services["plugin-server"]["image"] == versions.RELEASES[0].images["HIGRESS_PLUGIN_SERVER_IMAGE"]
+    assert services["plugin-server"]["image"] == releases.RELEASES[0].images["HIGRESS_PLUGIN_SERVER_IMAGE"]
 
 
 UPSTREAM_2_2_4_NACOS = {  # CONTRACT: "Upstream's current release: Higress 2.2.4", Nacos env for 3.x

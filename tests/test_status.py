@@ -10,7 +10,8 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from conftest import run_cli
-from higress_init import layout, pki
+from higress_init.volume import layout
+from higress_init.pki import primitives
 
 
 ENV = {"CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256"}
@@ -67,13 +68,13 @@ def test_a_mesh_pilot_cannot_parse_is_named(v):
 def test_a_client_certificate_without_client_use_fails_verification(v):
     """Signed by the right CA, right names, but a serving certificate in a client's place: the
     verifier (extended key usage) refuses it, as the apiserver would; the run re-issues it."""
-    ca = pki.load_certs((v / layout.APISERVER_CA_CERT).read_bytes())[0]
-    ca_key = pki.load_key((v / layout.APISERVER_CA_KEY).read_bytes())
+    ca = primitives.load_certs((v / layout.APISERVER_CA_CERT).read_bytes())[0]
+    ca_key = primitives.load_key((v / layout.APISERVER_CA_KEY).read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = pki.issue(pki.CertificateRequest("console", organizations=("system:masters",), server_auth=True),
+    cert = primitives.issue(primitives.CertificateRequest("console", organizations=("system:masters",), server_auth=True),
                      key, ca, ca_key, datetime.now(timezone.utc))
-    (v / layout.CONSOLE_CLIENT_CERT).write_bytes(pki.cert_to_pem(cert))
-    (v / layout.CONSOLE_CLIENT_KEY).write_bytes(pki.key_to_pem(key))
+    (v / layout.CONSOLE_CLIENT_CERT).write_bytes(primitives.cert_to_pem(cert))
+    (v / layout.CONSOLE_CLIENT_KEY).write_bytes(primitives.key_to_pem(key))
     assert _failing(v)[layout.CONSOLE_CLIENT_CERT].startswith("does not verify")
     result = run_cli("run", volumes=v, env=ENV, check=True)
     assert "re-issued 1" in result.stdout
@@ -90,16 +91,17 @@ def test_a_token_whose_key_is_not_published_fails(v):
 def _reissue_backdated(v, spec_name: str, days_ago: int) -> None:
     """Re-issue one leaf as if it had been made `days_ago` days ago, under its real CA."""
     from datetime import timedelta
-    from higress_init import artifacts, settings as settings_mod
+    from higress_init.pki import artifacts
+    from higress_init import settings as settings_mod
     spec = artifacts.SPECS[spec_name]
     issuer = artifacts.SPECS[spec.issuer]
-    ca_cert = pki.load_certs((v / issuer.cert_file).read_bytes())[0]
-    ca_key = pki.load_key((v / issuer.key_file).read_bytes())
-    key = pki.load_key((v / spec.key_file).read_bytes())
+    ca_cert = primitives.load_certs((v / issuer.cert_file).read_bytes())[0]
+    ca_key = primitives.load_key((v / issuer.key_file).read_bytes())
+    key = primitives.load_key((v / spec.key_file).read_bytes())
     request = spec.request(settings_mod.load(env={**ENV, "VOLUMES_ROOT": str(v)}))
-    request = pki.CertificateRequest(**{**request.__dict__, "validity": timedelta(days=2)})
-    cert = pki.issue(request, key, ca_cert, ca_key, datetime.now(timezone.utc) - timedelta(days=days_ago))
-    (v / spec.cert_file).write_bytes(pki.cert_to_pem(cert))
+    request = primitives.CertificateRequest(**{**request.__dict__, "validity": timedelta(days=2)})
+    cert = primitives.issue(request, key, ca_cert, ca_key, datetime.now(timezone.utc) - timedelta(days=days_ago))
+    (v / spec.cert_file).write_bytes(primitives.cert_to_pem(cert))
 
 
 def _column(table: str, header: str) -> dict[str, str]:
@@ -141,7 +143,7 @@ def test_remaining_time_is_in_kubeadms_words_for_certificates_and_tokens_never_0
 
 def test_short_duration_follows_kubeadm():
     from datetime import timedelta
-    from higress_init.reporting import remaining
+    from higress_init.run.reporting import remaining
     now = datetime(2026, 1, 1, tzinfo=timezone.utc)
     cases = {timedelta(days=364, hours=5): "364d", timedelta(hours=23, minutes=59): "23h",
              timedelta(hours=47): "47h", timedelta(minutes=5): "5m", timedelta(seconds=30): "30s",

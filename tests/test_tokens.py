@@ -82,8 +82,8 @@ def test_forged_wrong_audience_and_expired_tokens_are_rejected_by_both(initializ
     _both_reject(pyjwt.encode(claims, other, algorithm="RS256", headers={"kid": kid}), jwks)
     _both_reject(good, jwks, audience="someone-else")
     signing = pyjwt.PyJWKSet.from_dict(jwks)[kid]  # public only: expired token needs the real key
-    from higress_init import pki
-    private = pki.load_key((initialized / "pki/sa.key").read_bytes())
+    from higress_init.pki import primitives
+    private = primitives.load_key((initialized / "pki/sa.key").read_bytes())
     expired = dict(claims, iat=int(time.time()) - 7200, nbf=int(time.time()) - 7200, exp=int(time.time()) - 3600)
     token = pyjwt.encode(expired, private, algorithm="RS256", headers={"kid": kid})
     _both_reject(token, jwks)

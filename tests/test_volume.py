@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from higress_init.volume import JOURNAL, TMP_PREFIX, VolumeWriter
+from higress_init.volume.writer import JOURNAL, TMP_PREFIX, VolumeWriter
 
 
 def test_stage_then_commit_writes_with_modes(tmp_path):
@@ -77,7 +77,7 @@ def test_owner(tmp_path):
 # --- the parts: no-follow access, temporaries, journal validation, ownership
 
 def test_temporaries_have_random_names_that_never_end_in_yaml(tmp_path):
-    from higress_init.safefs import Root, create_temp
+    from higress_init.volume.safefs import Root, create_temp
     fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
     names = set()
     for _ in range(20):
@@ -91,7 +91,7 @@ def test_temporaries_have_random_names_that_never_end_in_yaml(tmp_path):
 
 def test_a_refused_target_leaves_nothing_half_written(tmp_path):
     """One staged file's target is a link: the commit refuses before writing any file."""
-    from higress_init.safefs import Refused
+    from higress_init.volume.safefs import Refused
     outside = tmp_path / "outside"
     outside.write_bytes(b"host")
     root = tmp_path / "v"
@@ -111,7 +111,7 @@ def test_a_refused_target_leaves_nothing_half_written(tmp_path):
 
 
 def test_reads_are_capped_and_take_regular_files_only(tmp_path):
-    from higress_init.safefs import Refused, Root
+    from higress_init.volume.safefs import Refused, Root
     (tmp_path / "big").write_bytes(b"x" * 100)
     with pytest.raises(Refused, match="larger than 10 bytes"):
         Root(tmp_path).read(("big",), cap=10)
@@ -126,7 +126,7 @@ def test_reads_are_capped_and_take_regular_files_only(tmp_path):
                                    ["a", "not-a-temporary", "x"], ["a", TMP_PREFIX + "x", "../x"], ["a", None],
                                    "text", ["a", None, ""]])
 def test_a_journal_entry_outside_the_root_is_refused(entry, tmp_path):
-    from higress_init.safefs import Refused
+    from higress_init.volume.safefs import Refused
     (tmp_path / ".higress-init").mkdir()
     (tmp_path / JOURNAL).write_text(json.dumps([entry]))
     with pytest.raises(Refused, match="journal"):
@@ -174,7 +174,7 @@ def test_a_crash_after_the_journal_leaves_kept_files_the_rerun_finishes(tmp_path
     w.stage("a/key", b"k2")
     w.stage("a/crt", b"c2")
     entries = [w._write_temporary(item) for item in w.changes()]
-    from higress_init import journal
+    from higress_init.volume import journal
     journal.write(w.fs, entries)
     journal._apply(w.fs, entries[0], "stamp")          # the first rename done, then the crash
     assert sorted(p.name.endswith(".kept") for p in (tmp_path / "a").iterdir()).count(True) == 1

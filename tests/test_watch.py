@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from conftest import run_cli, snapshot
-from higress_init import artifacts, pki, settings as settings_mod
+from higress_init.pki import artifacts, primitives
+from higress_init import settings as settings_mod
 
 FAST = {"CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256"}
 
@@ -40,12 +41,12 @@ def shorten(volumes: Path, name: str, days: int = 2) -> None:
     spec = artifacts.SPECS[name]
     ca = artifacts.SPECS[spec.issuer]
     settings = settings_mod.load(env=dict(FAST, VOLUMES_ROOT=str(volumes)))
-    ca_cert = pki.load_certs((volumes / ca.cert_file).read_bytes())[0]
-    ca_key = pki.load_key((volumes / ca.key_file).read_bytes())
-    key = pki.load_key((volumes / spec.key_file).read_bytes())
+    ca_cert = primitives.load_certs((volumes / ca.cert_file).read_bytes())[0]
+    ca_key = primitives.load_key((volumes / ca.key_file).read_bytes())
+    key = primitives.load_key((volumes / spec.key_file).read_bytes())
     request = dataclasses.replace(spec.request(settings), validity=timedelta(days=days))
-    cert = pki.issue(request, key, ca_cert, ca_key, pki.utcnow())
-    pem = pki.cert_to_pem(cert) + (pki.cert_to_pem(ca_cert) if spec.chain else b"")
+    cert = primitives.issue(request, key, ca_cert, ca_key, primitives.utcnow())
+    pem = primitives.cert_to_pem(cert) + (primitives.cert_to_pem(ca_cert) if spec.chain else b"")
     (volumes / spec.cert_file).write_bytes(pem)  # same inode: owner and mode kept
 
 
@@ -77,8 +78,8 @@ def test_watch_renews_the_leaf_inside_the_window_and_nothing_else(stack, leaf):
     changed = {k for k in after if after[k] != before.get(k)} | (before.keys() - after.keys())
     wanted, restart = CASES[leaf]
     assert changed == wanted, changed
-    cert = pki.load_certs((stack / artifacts.SPECS[leaf].cert_file).read_bytes())[0]
-    assert pki.expires(cert) - pki.utcnow() > timedelta(days=300)  # a full lifetime again
+    cert = primitives.load_certs((stack / artifacts.SPECS[leaf].cert_file).read_bytes())[0]
+    assert primitives.expires(cert) - primitives.utcnow() > timedelta(days=300)  # a full lifetime again
     for rel in wanted:  # same mode as before
         assert after[rel][2] == before[rel][2], rel
     if restart:
@@ -245,11 +246,11 @@ def test_watch_serves_prometheus_metrics_for_every_certificate_token_and_ca(stac
         out, err = proc.communicate(timeout=60)
     assert proc.returncode == 143, err
     now = time.time()
-    gateway = pki.load_certs((stack / "gateway/certs/cert-chain.pem").read_bytes())[0]
+    gateway = primitives.load_certs((stack / "gateway/certs/cert-chain.pem").read_bytes())[0]
     value, labels = samples[("higress_init_certificate_expiration_timestamp_seconds", "gateway")]
     assert value == gateway.not_valid_after_utc.timestamp()   # the renewed certificate, not the shortened one
     assert labels == {"name": "gateway", "path": "gateway/certs/cert-chain.pem", "ca": "false",
-                      "issuer": pki.describe_name(gateway, "issuer")}
+                      "issuer": primitives.describe_name(gateway, "issuer")}
     assert samples[("higress_init_certificate_last_renewal_timestamp_seconds", "gateway")][0] == \
         gateway.not_valid_before_utc.timestamp()
     left = samples[("higress_init_certificate_expires_in_seconds", "gateway")][0]

@@ -1,3 +1,3 @@
-from .cli import main
+from higress_init.cli.main import main
 
 raise SystemExit(main())

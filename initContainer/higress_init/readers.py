@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import layout
+from higress_init.volume import layout
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from . import layout, versions
+from higress_init.volume import layout
+from higress_init.versions import releases
 
 
 class SettingsError(Exception):
@@ -135,9 +136,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("DEPLOYED_BY", None, "the compose file that runs this deployment, set by it (compose/docker-compose.yml "
                                  "or compose/docker-compose.gateway.yml); empty: by hand. `make status` and `make "
                                  "rotate` go through it", recorded=lambda s: s.deployed_by),
-    Setting("HIGRESS_VERSION", versions.DEFAULT, "the Higress release the deployment runs, which decides the seeded "
+    Setting("HIGRESS_VERSION", releases.DEFAULT, "the Higress release the deployment runs, which decides the seeded "
                                                  "objects and the mesh fields pilot accepts: "
-                                                 + ", ".join(versions.RELEASES_BY_VERSION),
+                                                 + ", ".join(releases.RELEASES_BY_VERSION),
             recorded=lambda s: s.higress_version),   # an upgrade is on purpose: --change-setting HIGRESS_VERSION
     Setting("ROTATE", None, "rotate first, then run: leaf, intermediate, root or finish (for `docker compose run -e ROTATE=...`)", recorded=PER_RUN),
     Setting("BACKUP_KEEP", "10", "how many runs' backup/<time>/ folders (what each run replaced) to keep; older ones "
@@ -182,7 +183,7 @@ class Settings:
     pod_name: str = "higress-gateway"
     metrics_port: int | None = None   # watch's Prometheus metrics; None: off
     backup_keep: int = 10             # runs kept under backup/; 0: all
-    higress_version: str = versions.DEFAULT
+    higress_version: str = releases.DEFAULT
     apiserver_host_port: int = 8443
     deployed_by: str = ""
 
@@ -216,7 +217,7 @@ def _given(env: dict, overrides: dict, name: str) -> str | None:
 
 
 def _secret_file(name: str, file_name: str) -> str:
-    from .safefs import Refused, read_secret_file
+    from higress_init.volume.safefs import Refused, read_secret_file
     try:
         data = read_secret_file(file_name)
     except OSError as err:
@@ -439,7 +440,7 @@ def load(env: dict | None = None, overrides: dict | None = None, recorded: dict 
         pod_name=_k8s_name("POD_NAME", get("POD_NAME")),
         metrics_port=_listen_port("METRICS_PORT", get("METRICS_PORT")),
         backup_keep=_count("BACKUP_KEEP", get("BACKUP_KEEP")),
-        higress_version=_choice("HIGRESS_VERSION", get("HIGRESS_VERSION"), tuple(versions.RELEASES_BY_VERSION)),
+        higress_version=_choice("HIGRESS_VERSION", get("HIGRESS_VERSION"), tuple(releases.RELEASES_BY_VERSION)),
         apiserver_host_port=_port("APISERVER_HOST_PORT", get("APISERVER_HOST_PORT")),
         deployed_by=_compose_file("DEPLOYED_BY", get("DEPLOYED_BY")),
     )

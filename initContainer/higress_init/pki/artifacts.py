@@ -13,17 +13,18 @@ from typing import Callable
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from . import layout, pki
-from .errors import StateError
-from .reporting import expires_within, renewal
-from .settings import Settings
+from higress_init.volume import layout
+from higress_init.pki import primitives
+from higress_init.errors import StateError
+from higress_init.run.reporting import expires_within, renewal
+from higress_init.settings import Settings
 
 
 def _apiserver_sans(s: Settings):
     fixed = ("apiserver", "apiserver.svc", f"apiserver.{s.namespace}", f"apiserver.{s.namespace}.svc",
              "localhost", "127.0.0.1")
     names = tuple(dict.fromkeys(fixed + s.apiserver_sans))
-    ips = tuple(n for n in names if pki.is_ip(n))
+    ips = tuple(n for n in names if primitives.is_ip(n))
     return tuple(n for n in names if n not in ips), ips, ()
 
 
@@ -50,9 +51,9 @@ class CertSpec:
     chain: bool = False                               # cert_file holds the cert, then its issuer
     name_setting: str | None = None                   # Settings attribute giving the common name (per host)
 
-    def request(self, s: Settings) -> pki.CertificateRequest:
+    def request(self, s: Settings) -> primitives.CertificateRequest:
         dns, ips, uris = self.sans(s) if self.sans else ((), (), ())
-        return pki.CertificateRequest(
+        return primitives.CertificateRequest(
             common_name=getattr(s, self.name_setting) if self.name_setting else self.common_name, organizations=self.organizations, is_ca=self.ca,
             path_length=self.path_length, server_auth=self.server_auth, client_auth=self.client_auth,
             dns_names=dns, ip_addresses=ips, uris=uris, validity=getattr(s, self.validity))
@@ -132,12 +133,12 @@ def _load(spec: CertSpec, writer):
     problem = ""
     if cert_pem:
         try:
-            cert = pki.load_certs(cert_pem)[0]
+            cert = primitives.load_certs(cert_pem)[0]
         except ValueError:
             problem = f"{spec.cert_file} is not a PEM certificate"
     if key_pem:
         try:
-            key = pki.load_key(key_pem)
+            key = primitives.load_key(key_pem)
         except (ValueError, TypeError):
             problem = problem or f"{spec.key_file} is not an unencrypted PEM private key"
     return cert, key, problem, bool(cert_pem), bool(key_pem)
@@ -152,7 +153,7 @@ def overlap(writer, root: str) -> tuple[x509.Certificate, x509.Certificate] | No
     certs = []
     for rel, pem in zip(files, (previous, cross)):
         try:
-            certs.append(pki.load_certs(pem)[0])
+            certs.append(primitives.load_certs(pem)[0])
         except (ValueError, IndexError):
             raise StateError(f"{rel} is not a PEM certificate: restore it, or end the rotation with "
                              "'higress-init rotate finish'") from None
@@ -198,7 +199,7 @@ def _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issue
     if unusable and not forced:
         raise StateError(f"{spec.cert_file} {unusable}: a CA is never replaced silently; fix it, or replace it with "
                          f"'higress-init rotate {'root' if spec.issuer is None else 'intermediate'}'")
-    if key is not None and not pki.key_matches(cert, key):
+    if key is not None and not primitives.key_matches(cert, key):
         raise StateError(f"{spec.key_file} does not match {spec.cert_file}: restore the matching pair")
     replaced_issuer = issuer is not None and issuer.action == "rotate"
     if forced or replaced_issuer:
@@ -213,10 +214,10 @@ def _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issue
             raise StateError(f"a rotation of {spec.cert_file} is still in progress: finish it first with "
                              "'higress-init rotate finish'")
         return Decision(spec, "rotate", "rotation" if forced else "new issuer", cert, key, cert, key)
-    if pki.expires(cert) <= now:
-        raise StateError(f"{spec.cert_file} expired on {pki.expires(cert):%Y-%m-%d}: "
+    if primitives.expires(cert) <= now:
+        raise StateError(f"{spec.cert_file} expired on {primitives.expires(cert):%Y-%m-%d}: "
                          f"replace it with 'higress-init rotate root' or 'rotate intermediate'")
-    if issuer is not None and not pki.issued_by(cert, issuer.cert if issuer.cert else cert):
+    if issuer is not None and not primitives.issued_by(cert, issuer.cert if issuer.cert else cert):
         raise StateError(f"{spec.cert_file} was not issued by {issuer.spec.cert_file}: restore the matching "
                          f"CA, or use 'higress-init rotate intermediate'")
     if key is None:
@@ -259,15 +260,15 @@ def ca_problem(spec: CertSpec, settings: Settings, now: datetime, cert, key, pro
     unusable = cannot_issue(spec, cert, now)
     if unusable:
         return unusable
-    if key is not None and not pki.key_matches(cert, key):
+    if key is not None and not primitives.key_matches(cert, key):
         return "key does not match"
     if spec.issuer and not chain:
         return f"its issuer {SPECS[spec.issuer].cert_file} is missing"
-    if not pki.issued_by(cert, chain[0] if spec.issuer else cert):
+    if not primitives.issued_by(cert, chain[0] if spec.issuer else cert):
         return "chain does not verify" if spec.issuer else "not self-signed"
-    if pki.expires(cert) <= now:
+    if primitives.expires(cert) <= now:
         return "expired"
-    if pki.expires(cert) - now <= settings.renew_before:
+    if primitives.expires(cert) - now <= settings.renew_before:
         return expires_within(settings.renew_before)
     return ""
 
@@ -287,7 +288,7 @@ def verify(spec: CertSpec, settings: Settings, cert, chain: list, now: datetime)
     (a server by the first of its names, a client by its client EKU)."""
     dns, ips, _ = spec.sans(settings) if spec.sans else ((), (), ())
     server_name = (dns + ips)[0] if spec.server_auth and (dns or ips) else None
-    return pki.verify_chain(cert, chain[:-1], chain[-1:], now, server_name)
+    return primitives.verify_chain(cert, chain[:-1], chain[-1:], now, server_name)
 
 
 def leaf_problem(spec: CertSpec, settings: Settings, now: datetime, cert, key, problem: str,
@@ -300,27 +301,27 @@ def leaf_problem(spec: CertSpec, settings: Settings, now: datetime, cert, key, p
         return "missing"
     if key is None:
         return f"{spec.key_file} missing"
-    if not pki.key_matches(cert, key):
+    if not primitives.key_matches(cert, key):
         return "key does not match"
-    if pki.expires(cert) <= now:
+    if primitives.expires(cert) <= now:
         return "expired"
     if cert.not_valid_before_utc > now + NOT_BEFORE_LEEWAY:
         return "not yet valid"
-    if pki.expires(cert) - now <= settings.renew_before:
+    if primitives.expires(cert) - now <= settings.renew_before:
         return expires_within(settings.renew_before)
-    if not chain or not pki.issued_by(cert, chain[0]):
+    if not chain or not primitives.issued_by(cert, chain[0]):
         return "not issued by the current CA"
     failed = verify(spec, settings, cert, chain, now)
     if failed:
         return failed
     wanted = spec.request(settings)
-    have, want = pki.san_values(cert), wanted.san_values()
+    have, want = primitives.san_values(cert), wanted.san_values()
     if have != want:   # which names, so that a dropped SAN is seen for what it is
         return "; ".join([f"SAN {n} missing" for n in sorted(want - have)]
                          + [f"SAN {n} not wanted" for n in sorted(have - want)])
     if cert.subject != wanted.subject():
         return f"subject {cert.subject.rfc4514_string()}, want {wanted.subject().rfc4514_string()}"
-    if pki.key_algorithm(key) != getattr(settings, spec.key_algorithm):
+    if primitives.key_algorithm(key) != getattr(settings, spec.key_algorithm):
         return "key algorithm changed"
     return ""
 
@@ -361,8 +362,9 @@ class KeyPool:
                 os.getcwd()
             except FileNotFoundError:   # the fork server starts in the working directory: a deleted one fails it
                 os.chdir("/")           # every path is absolute by now (settings)
-            from . import faults, workers
-            context.set_forkserver_preload([pki.__name__, workers.__name__])
+            from higress_init import faults
+            from higress_init.pki import workers
+            context.set_forkserver_preload([primitives.__name__, workers.__name__])
             # SIGTERM/SIGINT wait until the workers are launched and recorded: an interruption while a
             # worker was half-launched let the run end under it, and the worker printed a traceback
             try:
@@ -371,7 +373,7 @@ class KeyPool:
                                                         initializer=workers.exit_with, initargs=(os.getpid(),))
                     # largest keys first: they dominate the wall time
                     for name in sorted(slow, key=lambda n: -int(algorithms[n].split("-")[1])):
-                        self.futures[name] = self.executor.submit(pki.generate_key_pem, algorithms[name])
+                        self.futures[name] = self.executor.submit(primitives.generate_key_pem, algorithms[name])
                         faults.pause("keys:launching")  # tests signal a run here, a worker half-launched
                 faults.pause("keys:generating")  # tests interrupt a run here, its workers busy
             except BaseException:   # a held signal is raised here: nobody else holds this pool yet
@@ -381,8 +383,8 @@ class KeyPool:
 
     def get(self, name: str):
         if name in self.futures:
-            return pki.load_key(self.futures[name].result())
-        return pki.generate_key(self.algorithms[name])
+            return primitives.load_key(self.futures[name].result())
+        return primitives.generate_key(self.algorithms[name])
 
     def close(self):
         if self.executor:
@@ -408,15 +410,15 @@ def apply(phase: str, settings: Settings, writer, decisions: dict[str, Decision]
             issuer = decisions[spec.issuer] if spec.issuer else None
             d.key = keys.get(spec.name)
             request = spec.request(settings)
-            if issuer is not None and pki.expires(issuer.cert) - now < request.validity:
+            if issuer is not None and primitives.expires(issuer.cert) - now < request.validity:
                 # never outlive the issuer: a certificate past its CA's end fails verification anyway
-                request = pki.CertificateRequest(**{**request.__dict__, "validity": pki.expires(issuer.cert) - now})
-            d.cert = pki.issue(request, d.key, issuer.cert if issuer else None,
+                request = primitives.CertificateRequest(**{**request.__dict__, "validity": primitives.expires(issuer.cert) - now})
+            d.cert = primitives.issue(request, d.key, issuer.cert if issuer else None,
                                issuer.key if issuer else None, now)
-            if d.action == "rotate" and issuer is None and pki.expires(d.old_cert) > now:
+            if d.action == "rotate" and issuer is None and primitives.expires(d.old_cert) > now:
                 # an expired old root verifies nothing any more: no overlap to keep it trusted through
                 _start_overlap(spec, d, settings, writer, now)
-            writer.stage(spec.key_file, pki.key_to_pem(d.key), private=True)
+            writer.stage(spec.key_file, primitives.key_to_pem(d.key), private=True)
             d.action = {"reissue": "reissued", "create": "created", "rotate": "reissued"}[d.action]
             writer.stage(spec.cert_file, cert_file_pem(spec, decisions, writer))
             counts.add("re-issued" if d.action == "reissued" else d.action, spec.name)
@@ -459,11 +461,11 @@ def _start_overlap(spec: CertSpec, d: Decision, settings: Settings, writer, now:
     only the old root accept certificates issued under the new one until `rotate finish`."""
     request = spec.request(settings)
     # a certificate can't outlive its issuer
-    remaining = pki.expires(d.old_cert) - now
-    cross_request = pki.CertificateRequest(**{**request.__dict__, "validity": min(request.validity, remaining)})
-    cross = pki.issue(cross_request, d.key, d.old_cert, d.old_key, now)
-    writer.stage(PREVIOUS_ROOT.format(spec.name), pki.cert_to_pem(d.old_cert))
-    writer.stage(CROSS_ROOT.format(spec.name), pki.cert_to_pem(cross))
+    remaining = primitives.expires(d.old_cert) - now
+    cross_request = primitives.CertificateRequest(**{**request.__dict__, "validity": min(request.validity, remaining)})
+    cross = primitives.issue(cross_request, d.key, d.old_cert, d.old_key, now)
+    writer.stage(PREVIOUS_ROOT.format(spec.name), primitives.cert_to_pem(d.old_cert))
+    writer.stage(CROSS_ROOT.format(spec.name), primitives.cert_to_pem(cross))
 
 
 def trusted_roots(root: str, decisions, writer) -> list[x509.Certificate]:
@@ -476,14 +478,14 @@ def cert_file_pem(spec: CertSpec, decisions, writer) -> bytes:
     """A certificate file: a root lists the trusted roots (new first); a leaf is followed by its
     issuer when the spec asks, and during a root overlap by the cross-signed new root."""
     if spec.issuer is None:
-        return b"".join(pki.cert_to_pem(c) for c in trusted_roots(spec.name, decisions, writer))
+        return b"".join(primitives.cert_to_pem(c) for c in trusted_roots(spec.name, decisions, writer))
     certs = [decisions[spec.name].cert]
     if spec.chain:
         certs.append(decisions[spec.issuer].cert)
     state = overlap(writer, top_root(spec))
     if state and not spec.ca:
         certs.append(state[1])
-    return b"".join(pki.cert_to_pem(c) for c in certs)
+    return b"".join(primitives.cert_to_pem(c) for c in certs)
 
 
 def render_bundle(parts, decisions, writer) -> bytes:
@@ -497,7 +499,7 @@ def render_bundle(parts, decisions, writer) -> bytes:
             certs += [state[1]] if state else []
         else:
             certs.append(decisions[name].cert)
-    return b"".join(pki.cert_to_pem(c) for c in certs)
+    return b"".join(primitives.cert_to_pem(c) for c in certs)
 
 
 def finish_rotation(writer) -> list[str]:
@@ -526,7 +528,7 @@ def certificates(phase: str, ctx, counts) -> None:
     apply(phase, ctx.settings, ctx.writer, ctx.decisions, ctx.keys, ctx.now, counts)
     for d in ctx.decisions.values():   # renewed for its expiry: said with the time it had left
         if d.spec.phase == phase and d.old_cert is not None and d.reason.startswith("expire"):
-            ctx.log(renewal(d.spec.name, d.reason, pki.expires(d.old_cert), ctx.now, ctx.plan))
+            ctx.log(renewal(d.spec.name, d.reason, primitives.expires(d.old_cert), ctx.now, ctx.plan))
     for d in ctx.decisions.values():
         if d.spec.phase == phase and d.cert is not None:
             lead = timedelta(0) if d.spec.ca else ctx.settings.renew_before

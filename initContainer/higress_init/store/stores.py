@@ -7,10 +7,11 @@ import base64
 from dataclasses import replace
 from datetime import timedelta
 
-from . import datakey, layout
-from .configstore import index_with, md5
-from .errors import StateError
-from .objects import DEFAULT_GROUP, BaseObject
+from higress_init.pki import datakey
+from higress_init.volume import layout
+from higress_init.store.configstore import index_with, md5
+from higress_init.errors import StateError
+from higress_init.versions.objects import DEFAULT_GROUP, BaseObject
 
 
 # --- the apiserver's Secret encryption in Nacos
@@ -132,7 +133,7 @@ class NacosStore:
     def create(self, obj: BaseObject, raw: str) -> bool:
         """Create an absent object; False when another writer (a second control-plane host starting
         at the same moment) created it first."""
-        from .nacos import NacosConflict
+        from higress_init.store.nacos import NacosConflict
         try:
             self.conn.compare_and_publish(obj.data_id, obj.group(self.settings), raw, None)
         except NacosConflict:
@@ -145,7 +146,7 @@ class NacosStore:
     def backup(self, obj: BaseObject, raw: str) -> str:
         """Copy the stored object --reseed is about to replace (as stored: a Secret stays encrypted)
         to backup/<stamp>/nacos/<namespace>/<group>/<dataId>, root's, before Nacos is written."""
-        from . import journal
+        from higress_init.volume import journal
         writer = self.ctx.writer
         rel = "/".join((layout.BACKUP_DIR, writer.backup_stamp, "nacos", self.settings.nacos_namespace,
                         obj.group(self.settings), obj.data_id))
@@ -156,7 +157,7 @@ class NacosStore:
     def finish(self, counts, objs) -> None:
         """Each type's names index lists every seeded object: one read per type, one write when a line
         is missing (the apiserver's refresh is triggered by a change of it)."""
-        from .nacos import NacosConflict
+        from higress_init.store.nacos import NacosConflict
         by_plural: dict[str, list[BaseObject]] = {}
         for obj in objs:
             by_plural.setdefault(obj.plural, []).append(obj)
@@ -214,14 +215,14 @@ class StagedNacos:
 
     def compare_and_publish(self, data_id: str, group: str, content: str, expected_md5) -> None:
         if md5(self.get(data_id, group)) != expected_md5:
-            from .nacos import NacosConflict
+            from higress_init.store.nacos import NacosConflict
             raise NacosConflict(f"{group}/{data_id} changed since it was read")
         self.published[(data_id, group)] = content
 
 
 def open_store(ctx):
     if ctx.settings.config_storage == "nacos":
-        from . import nacos
+        from higress_init.store import nacos
         ctx.nacos = ctx.nacos or nacos.connect(ctx.settings, ctx.log)
         if ctx.plan and not isinstance(ctx.nacos, StagedNacos):
             ctx.nacos = StagedNacos(ctx.nacos)  # plan writes nothing, Nacos included
@@ -238,7 +239,7 @@ def status_store(settings, writer):
                           log=lambda *a, **k: None)
     if settings.config_storage != "nacos":
         return ctx, FileStore(ctx)
-    from . import nacos
+    from higress_init.store import nacos
     try:
         ctx.nacos = nacos.connect(replace(settings, nacos_wait_timeout=timedelta(seconds=2)), ctx.log)
     except (nacos.NacosError, OSError) as err:
@@ -251,7 +252,7 @@ def prepare(ctx, counts) -> None:
     if ctx.settings.config_storage != "nacos":
         counts.add("skipped", "file storage")
         return
-    from . import nacos
+    from higress_init.store import nacos
     nacos.prepare(ctx, counts)
     # nacos.prepare leaves the namespace to the commit under `plan` and words it its own way:
     # plan reports what run does, in run's words

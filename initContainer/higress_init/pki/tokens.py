@@ -13,9 +13,10 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from . import layout, pki
-from .reporting import expires_within, renewal
-from .settings import TokenIdentity
+from higress_init.volume import layout
+from higress_init.pki import primitives
+from higress_init.run.reporting import expires_within, renewal
+from higress_init.settings import TokenIdentity
 
 SIGNING_KEY = "token-key"   # the artifact's one name: in output, status, rotation (ROTATIONS) and the key pool
 JWKS_FILES = (layout.JWKS, layout.JWKS_WELL_KNOWN)   # the same document, where each consumer looks
@@ -27,7 +28,7 @@ def _b64url(data: bytes) -> str:
 
 def public_jwk(public_key) -> dict:
     """The JWK of a public key, with kid = its RFC 7638 thumbprint."""
-    alg = pki.jws_algorithm(public_key)
+    alg = primitives.jws_algorithm(public_key)
     if isinstance(public_key, rsa.RSAPublicKey):
         jwk = jwt.algorithms.RSAAlgorithm.to_jwk(public_key, as_dict=True)
         required = {k: jwk[k] for k in ("e", "kty", "n")}
@@ -115,9 +116,9 @@ def load_signing_key(writer):
     if pem is None:
         return None
     try:
-        return pki.load_key(pem)
+        return primitives.load_key(pem)
     except (ValueError, TypeError):
-        from .errors import StateError
+        from higress_init.errors import StateError
         raise StateError(f"{layout.TOKEN_SIGNING_KEY} is not an unencrypted PEM private key: restore it, or move it "
                          "away to create a new signing key (every token is then re-issued)") from None
 
@@ -134,7 +135,7 @@ def _retired(ctx, now: datetime) -> list[dict]:
         entries = json.loads(data) if data else []
         return [e for e in entries if datetime.fromisoformat(e["keep_until"]) > now and isinstance(e["jwk"], dict)]
     except (ValueError, TypeError, KeyError, RecursionError):
-        from .errors import StateError
+        from higress_init.errors import StateError
         raise StateError(f"{layout.TOKEN_RETIRED_KEYS} is not the list of retired keys this tool writes: restore it, or "
                          "remove it (tokens signed by a retired key are then no longer accepted)") from None
 
@@ -151,7 +152,7 @@ def phase(ctx, counts) -> None:
         retired = [e for e in retired if e["jwk"]["kid"] != public_jwk(old)["kid"]]
         retired.append({"jwk": public_jwk(old), "keep_until": keep_until})
     if how != "kept":
-        ctx.writer.stage(layout.TOKEN_SIGNING_KEY, pki.key_to_pem(key), private=True)
+        ctx.writer.stage(layout.TOKEN_SIGNING_KEY, primitives.key_to_pem(key), private=True)
         counts.add("created" if how == "created" else "re-issued", SIGNING_KEY)
     else:
         counts.add("kept", SIGNING_KEY)

@@ -15,8 +15,9 @@ import secrets
 from datetime import datetime
 from pathlib import Path
 
-from . import __version__, layout
-from .reporting import Counts
+from higress_init import __version__
+from higress_init.volume import layout
+from higress_init.run.reporting import Counts
 
 STATE_FILE = layout.LAST_RUN
 # The record is signed with a random key only root can read: an edited or planted record fails
@@ -33,7 +34,7 @@ KEY_FILE = layout.LAST_RUN_KEY
 
 
 def _root(settings):
-    from .safefs import Root
+    from higress_init.volume.safefs import Root
     return Root(settings.volumes_root)
 
 
@@ -48,7 +49,7 @@ def _settings_digest(key: bytes, settings) -> str:
 def _stat(root, rel: str):
     """What the record keeps of a file and of each directory above it: any change of content,
     mode, owner or type (a link planted anywhere on the way) shows."""
-    from .safefs import parts_of
+    from higress_init.volume.safefs import parts_of
     parts = parts_of(rel)
     out = []
     for i in range(1, len(parts) + 1):
@@ -71,7 +72,7 @@ def record(settings, paths, deadline: datetime | None, kept: dict[str, dict[str,
     """Remember this run's inputs (called after a full run, with the lock held). `valid_from`: when
     the last of its certificates becomes valid; before that moment (a clock that was ahead during
     the run, corrected since), a run takes the full path, which re-issues what is not valid yet."""
-    from . import journal
+    from higress_init.volume import journal
     root = _root(settings)
     try:
         if deadline is None:
@@ -121,7 +122,7 @@ def unchanged(settings, now: datetime) -> dict[str, dict[str, int]] | None:
 
 def _key(root) -> bytes | None:
     """The record's key when it is root's own: a regular 0600 file owned by this process's user."""
-    from .safefs import parts_of
+    from higress_init.volume.safefs import parts_of
     parts = parts_of(KEY_FILE)
     st = root.lstat(parts)
     if st is None or st.st_uid != os.geteuid() or st.st_mode & 0o077:
@@ -181,9 +182,9 @@ def shared_ca_unchanged(ctx, counts) -> bool:
     decryption, no certificate parsing, no import of cryptography (0.06 s and more a rerun).
     Anything else, False: sharedca decides in full (follows a rotation, refuses a CA that differs)."""
     import hashlib
-    from .configstore import md5
-    from .objects import CACERTS
-    from .stores import NacosStore, open_store
+    from higress_init.store.configstore import md5
+    from higress_init.versions.objects import CACERTS
+    from higress_init.store.stores import NacosStore, open_store
     local = {key: ctx.writer.read(rel) for key, rel in SHARED_CA_FILES.items()}
     if None in local.values():
         return False

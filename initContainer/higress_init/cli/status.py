@@ -6,9 +6,10 @@ from datetime import datetime
 
 import jwt
 
-from . import artifacts, datakey, kubeconfig, layout, pki, tokens
-from .reporting import WIDTH, remaining, timestamp, wrap
-from .settings import Settings
+from higress_init.pki import artifacts, datakey, kubeconfig, primitives, tokens
+from higress_init.volume import layout
+from higress_init.run.reporting import WIDTH, remaining, timestamp, wrap
+from higress_init.settings import Settings
 
 
 # Rows are named by artifact (certificates by their table name; these files by what they are).
@@ -38,9 +39,9 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
             rows.append(_row(spec.name, spec.cert_file, state=problem or "missing"))
             continue
         issuer_cert = loaded.get(spec.issuer) if spec.issuer else cert
-        chain_ok = issuer_cert is not None and pki.issued_by(cert, issuer_cert)
-        key_ok = pki.key_matches(cert, key) if key is not None else None
-        left = pki.expires(cert) - now
+        chain_ok = issuer_cert is not None and primitives.issued_by(cert, issuer_cert)
+        key_ok = primitives.key_matches(cert, key) if key is not None else None
+        left = primitives.expires(cert) - now
         # the validators the run decides with: what a run would re-issue or refuse, for the same reason
         check = artifacts.leaf_problem if not spec.ca else artifacts.ca_problem
         state = check(spec, settings, now, cert, key, problem, artifacts.issuers(spec, loaded)) or "ok"
@@ -50,11 +51,11 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
             external, state = False, (f"{spec.key_file} is gone (this CA's key was here): restore it from a copy; "
                                       "without it nothing under this CA can be renewed")
         if spec.chain and state == "ok":
-            chain = pki.load_certs(writer.read(spec.cert_file))
+            chain = primitives.load_certs(writer.read(spec.cert_file))
             if len(chain) < 2 or chain[1] != loaded.get(spec.issuer):
                 state = "chain file does not end with the current issuer"
-        rows.append(_row(spec.name, spec.cert_file, subject=pki.describe_name(cert),
-                         issuer=pki.describe_name(cert, "issuer"), not_after=timestamp(pki.expires(cert)),
+        rows.append(_row(spec.name, spec.cert_file, subject=primitives.describe_name(cert),
+                         issuer=primitives.describe_name(cert, "issuer"), not_after=timestamp(primitives.expires(cert)),
                          not_before=timestamp(cert.not_valid_before_utc), days_left=left.days, chain_verified=chain_ok,
                          key_matches=key_ok if spec.ca or key_ok is not None else False,
                          externally_managed=external if spec.ca else None, state=state))
@@ -105,7 +106,7 @@ def gateway_host_rows(settings: Settings, writer) -> list[dict]:
 
 def _labels_row(settings: Settings, writer) -> dict:
     """The labels file is derived from the settings alone: anything else is re-made by the next run."""
-    from . import meshconfig
+    from higress_init.versions import meshconfig
     wanted = meshconfig.pod_labels(settings).encode()
     return _file_row(FILE_NAMES[layout.POD_LABELS], layout.POD_LABELS, writer, lambda d: d == wanted,
                      "not the labels the settings give (the next run re-makes it)")
@@ -116,22 +117,22 @@ def shared_ca_rows(settings: Settings, writer) -> list[dict]:
     (Secret cacerts), and, on a gateway host, its own certificate checked against that CA."""
     if settings.config_storage != "nacos":
         return []
-    from . import sharedca
+    from higress_init.store import sharedca
     return sharedca.status_rows(settings, writer)
 
 
 def config_rows(settings: Settings, writer) -> list[dict]:
     """The base objects in the file store, and pilot's mesh files against the stored higress-config
     (where to edit: the store; the files follow it on every run)."""
-    from . import configstore, stores
+    from higress_init.store import configstore, stores
     return [_row(r["name"], r["file"], subject=r.get("subject", ""), state=r["state"])
             for r in configstore.status_rows(settings, writer, stores.status_store(settings, writer))]
 
 
 def token_rows(settings, writer, now) -> list:
     """The signing key, published in the JWKS; each token verified through the published JWKS."""
-    from .errors import StateError
-    from .safefs import Refused
+    from higress_init.errors import StateError
+    from higress_init.volume.safefs import Refused
     try:
         key = tokens.load_signing_key(writer)
         state = "ok" if key is not None else "missing"
@@ -184,8 +185,8 @@ def _published(writer, public) -> bool:
 
 def _journal_rows(writer) -> list[dict]:
     """A commit an interrupted run left: validated as a run would (a bad journal is refused)."""
-    from . import journal
-    from .safefs import check_regular, parts_of
+    from higress_init.volume import journal
+    from higress_init.volume.safefs import check_regular, parts_of
     if not writer.fs.exists():
         return []
     for rel in (journal.STATE_DIR + "/lock", journal.JOURNAL):  # what the next run opens first
@@ -202,7 +203,7 @@ def _journal_rows(writer) -> list[dict]:
 
 def _check_permissions(settings: Settings, writer, rows) -> None:
     """The mode and owner each managed file and its directories must have (what a run enforces)."""
-    from . import ownership
+    from higress_init.volume import ownership
     keys = {spec.cert_file: spec.key_file for spec in artifacts.CERTIFICATES}
     for row in rows:
         if row["state"] != "ok":
@@ -225,13 +226,13 @@ def _bundle_rows(writer, loaded) -> list[dict]:
             rows.append(_row(FILE_NAMES[bundle.file], bundle.file, state="missing"))
             continue
         try:
-            certs = pki.load_certs(data)
+            certs = primitives.load_certs(data)
         except ValueError:
             rows.append(_row(FILE_NAMES[bundle.file], bundle.file, state="unparsable"))
             continue
         wanted = [loaded.get(part.rpartition(":")[2]) for part in bundle.parts if not part.startswith("cross:")]
         ok = all(w is not None and w in certs for w in wanted)
-        rows.append(_row(FILE_NAMES[bundle.file], bundle.file, subject=pki.describe_name(certs[0]),
+        rows.append(_row(FILE_NAMES[bundle.file], bundle.file, subject=primitives.describe_name(certs[0]),
                          chain_verified=ok, state="ok" if ok else "does not hold the current CA certificates"))
     return rows
 
@@ -247,8 +248,8 @@ def rotation_rows(writer) -> list[dict]:
             if spec.name == "apiserver-ca":
                 trusted_in += [k.file for k in kubeconfig.KUBECONFIGS]
             rows.append({"root": spec.name, "state": "overlap in progress",
-                         "old_root_not_after": timestamp(pki.expires(previous)),
-                         "cross_signed_until": timestamp(pki.expires(cross)),
+                         "old_root_not_after": timestamp(primitives.expires(previous)),
+                         "cross_signed_until": timestamp(primitives.expires(cross)),
                          "trusted_in": trusted_in,
                          "next": "restart every component, then: higress-init rotate finish"})
     return rows
@@ -268,19 +269,19 @@ def _kubeconfig_row(spec, writer, loaded) -> dict:
 
     try:
         parts = kubeconfig.parse(data, open_path)
-        cert = pki.load_certs(parts["cert"])[0]
-        key = pki.load_key(parts["key"])
-        cas = pki.load_certs(parts["ca"])
+        cert = primitives.load_certs(parts["cert"])[0]
+        key = primitives.load_key(parts["key"])
+        cas = primitives.load_certs(parts["ca"])
     except (ValueError, KeyError, TypeError, StopIteration):
         return _row(spec.name, spec.file, state="unparsable")
-    chain_ok = any(pki.issued_by(cert, ca) for ca in cas) and loaded.get("apiserver-ca") in cas
-    key_ok = pki.key_matches(cert, key)
+    chain_ok = any(primitives.issued_by(cert, ca) for ca in cas) and loaded.get("apiserver-ca") in cas
+    key_ok = primitives.key_matches(cert, key)
     state = "ok" if chain_ok and key_ok else ("chain does not verify" if not chain_ok else "key does not match")
     if state == "ok" and cert != loaded.get(spec.client):
         state = f"not the current {spec.client} certificate"
-    return _row(spec.name, spec.file, subject=pki.describe_name(cert),
-                issuer=pki.describe_name(cert, "issuer"), not_after=timestamp(pki.expires(cert)),
-                not_before=timestamp(cert.not_valid_before_utc), days_left=(pki.expires(cert) - pki.utcnow()).days, chain_verified=chain_ok, key_matches=key_ok,
+    return _row(spec.name, spec.file, subject=primitives.describe_name(cert),
+                issuer=primitives.describe_name(cert, "issuer"), not_after=timestamp(primitives.expires(cert)),
+                not_before=timestamp(cert.not_valid_before_utc), days_left=(primitives.expires(cert) - primitives.utcnow()).days, chain_verified=chain_ok, key_matches=key_ok,
                 state=state)
 
 

@@ -14,7 +14,7 @@ import os
 import secrets
 import stat
 
-from .errors import StateError
+from higress_init.errors import StateError
 
 TMP_PREFIX = ".higress-init-tmp."
 TMP_SUFFIX = ".tmp"          # never .yaml: the apiserver's file store loads every *.yaml in data/

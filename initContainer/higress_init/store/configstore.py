@@ -15,9 +15,10 @@ from __future__ import annotations
 import hashlib
 import re
 
-from . import faults, layout
-from .errors import StateError
-from .objects import HIGRESS_CONFIG, BaseObject, applicable, render_text
+from higress_init import faults
+from higress_init.volume import layout
+from higress_init.errors import StateError
+from higress_init.versions.objects import HIGRESS_CONFIG, BaseObject, applicable, render_text
 
 CONFIGMAP_NAME = HIGRESS_CONFIG.name
 SEEDED_FILE = layout.SEEDED                       # the name nacos.py imports
@@ -132,7 +133,7 @@ def seed(ctx, store, counts) -> None:
 def seeded_releases(writer) -> list[dict]:
     """The releases seeding completed for, oldest first ({"version", "seeded_at"}); a record older
     than the releases key was written for the one release its initializer knew."""
-    from .versions import BEFORE_RECORDS
+    from higress_init.versions.releases import BEFORE_RECORDS
     record = writer.read_record(SEEDED_FILE)
     releases = record.get(RELEASES_KEY)
     if isinstance(releases, list):
@@ -178,7 +179,7 @@ def _stored_config(ctx, store) -> tuple[str | None, dict | None]:
 
 
 def _problems(data: dict, settings) -> list[str]:
-    from . import meshconfig
+    from higress_init.versions import meshconfig
     checks = {"mesh": lambda text: meshconfig.mesh_problem(text, settings),
               "meshNetworks": meshconfig.mesh_networks_problem}
     problems = []
@@ -193,7 +194,7 @@ def _problems(data: dict, settings) -> list[str]:
 
 def _file_problem(key: str, data: bytes, settings) -> str | None:
     """What pilot would find wrong with a mesh file as it is on disk (None: it can use it)."""
-    from . import meshconfig
+    from higress_init.versions import meshconfig
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
@@ -262,7 +263,7 @@ def _follow_trust_domain(ctx, store, counts, before: str) -> None:
     """TRUST_DOMAIN changed on purpose: the stored mesh's trustDomain, still the old one, becomes
     the new one (compare-and-swap, the rest of the text as it is), so that pilot's SPIFFE names
     match the gateway's re-issued certificate. One the operator set otherwise is not touched."""
-    from . import meshconfig
+    from higress_init.versions import meshconfig
     import yaml
     new = ctx.settings.trust_domain
     raw, data = _stored_config(ctx, store)
@@ -287,7 +288,7 @@ def _follow_trust_domain(ctx, store, counts, before: str) -> None:
 def _push(ctx, store, counts) -> None:
     """--push-mesh: the mesh files' text into the stored higress-config, once, compare-and-swap."""
     import yaml
-    from . import meshconfig
+    from higress_init.versions import meshconfig
     raw, data = _stored_config(ctx, store)
     if raw is None:
         raise StateError(f"configmaps/higress-config is not in the {store.kind}: run first, then push")

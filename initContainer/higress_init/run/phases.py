@@ -11,11 +11,13 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable
 
-from . import datakey, faults, layout
-from .errors import StateError
-from .reporting import Counts
-from .settings import Settings
-from .volume import VolumeWriter
+from higress_init.pki import datakey
+from higress_init import faults
+from higress_init.volume import layout
+from higress_init.errors import StateError
+from higress_init.run.reporting import Counts
+from higress_init.settings import Settings
+from higress_init.volume.writer import VolumeWriter
 
 
 @dataclass
@@ -48,7 +50,7 @@ class Context:
     @property
     def decisions(self) -> dict:
         if self._decisions is None:
-            from . import artifacts
+            from higress_init.pki import artifacts
             self._decisions = artifacts.decide(self.settings, self.writer, self.now, self.rotate)
         return self._decisions
 
@@ -56,10 +58,10 @@ class Context:
     def keys(self):
         if self._keys is None and self.settings.role == "gateway" and self._decisions is None:
             # a gateway host decides only once it has read the published CA (sharedca.gateway_pki)
-            from . import artifacts
+            from higress_init.pki import artifacts
             return artifacts.KeyPool({})
         if self._keys is None:
-            from . import artifacts, tokens
+            from higress_init.pki import artifacts, tokens
             s = self.settings
             wanted = {d.spec.name: getattr(s, d.spec.key_algorithm) for d in self.decisions.values()
                       if d.action in ("create", "reissue", "rotate") and d.spec.phase in self.phases}
@@ -71,7 +73,7 @@ class Context:
     def key_pool(self, wanted: dict):
         """The keys `wanted` (name -> algorithm), generated in parallel. Under `plan`, throwaway
         keys: what they sign is never written; same kind, cheap size."""
-        from . import artifacts
+        from higress_init.pki import artifacts
         if self.plan:
             wanted = {name: "rsa-2048" if a.startswith("rsa") else a for name, a in wanted.items()}
         return artifacts.KeyPool(wanted)
@@ -82,7 +84,7 @@ class Context:
 
     def start(self) -> list[str]:
         """Work that precedes the phases: ending a rotation overlap drops the old roots."""
-        from . import artifacts
+        from higress_init.pki import artifacts
         return artifacts.finish_rotation(self.writer) if self.finish_rotation else []
 
     def stage(self, rel, data, name: str, counts: Counts, private=False) -> None:
@@ -97,7 +99,7 @@ class Context:
 
 
 def apiserver_pki(ctx: Context, counts: Counts) -> None:
-    from . import artifacts
+    from higress_init.pki import artifacts
     artifacts.certificates("apiserver-pki", ctx, counts)
     datakey.phase(ctx, counts)
 
@@ -105,7 +107,7 @@ def apiserver_pki(ctx: Context, counts: Counts) -> None:
 def kube_config(ctx: Context, counts: Counts) -> None:
     """One kubeconfig per caller of the apiserver (kubeconfig.KUBECONFIGS), each with its own
     client certificate: named by path where its reader re-reads renewed files, else embedded."""
-    from . import kubeconfig
+    from higress_init.pki import kubeconfig
     ca_file = ctx.decisions["apiserver-ca"].spec.cert_file
     for spec in kubeconfig.KUBECONFIGS:
         client = ctx.decisions[spec.client]
@@ -124,7 +126,7 @@ def writable_dirs(ctx: Context, counts: Counts) -> None:
     """The folders components write into (readers.READERS), made after the commit with the owner
     (VOLUMES_UID/GID) and mode their image's user needs (ownership.dir_mode); never emptied. Made
     through the writer, so a link or a file in the way is refused, never followed."""
-    from . import readers
+    from higress_init import readers
     for reader in readers.READERS:
         if ctx.settings.role == "gateway" and reader.service != "gateway":
             continue  # a gateway-only host runs no other component
@@ -134,7 +136,7 @@ def writable_dirs(ctx: Context, counts: Counts) -> None:
 
 def pod_config(ctx: Context, counts: Counts) -> None:
     # the mesh files are not made here: `deliver` renders them from the stored higress-config
-    from . import meshconfig
+    from higress_init.versions import meshconfig
     ctx.stage(layout.POD_LABELS, meshconfig.pod_labels(ctx.settings).encode(), layout.POD_LABELS, counts)
 
 
@@ -143,14 +145,14 @@ def pilot_pki(ctx: Context, counts: Counts) -> None:
     through Nacos (sharedca): taken from there when published, else made here and published by the
     `shared-ca` phase; a gateway-only host only issues its gateway certificate from it."""
     if ctx.settings.role == "gateway":
-        from . import sharedca
+        from higress_init.store import sharedca
         sharedca.gateway_pki(ctx, counts)
         return
-    from . import artifacts
+    from higress_init.pki import artifacts
     if ctx.settings.config_storage != "nacos":
         artifacts.certificates("pilot-pki", ctx, counts)
         return
-    from . import sharedca
+    from higress_init.store import sharedca
     sharedca.adopt(ctx, counts)
     artifacts.certificates("pilot-pki", ctx, counts)
     sharedca.stage_pending(ctx)   # a CA made or rotated here is committed, marked pending, before it is published
@@ -161,10 +163,10 @@ def shared_ca(ctx: Context, counts: Counts) -> None:
         counts.add("skipped", "file storage")
         return
     if ctx._decisions is None:   # the warm path: nothing local changed
-        from . import runstate
+        from higress_init.run import runstate
         if runstate.shared_ca_unchanged(ctx, counts):
             return
-    from . import sharedca
+    from higress_init.store import sharedca
     sharedca.publish(ctx, counts)
 
 
@@ -178,26 +180,26 @@ def write(ctx: Context, counts: Counts) -> None:
 
 
 def seed(ctx: Context, counts: Counts) -> None:
-    from . import configstore, stores
+    from higress_init.store import configstore, stores
     configstore.seed(ctx, stores.open_store(ctx), counts)
 
 
 def deliver(ctx: Context, counts: Counts) -> None:
-    from . import configstore, stores
+    from higress_init.store import configstore, stores
     configstore.deliver(ctx, stores.open_store(ctx), counts)
 
 
 def nacos_ready(ctx: Context, counts: Counts) -> None:
     if ctx.settings.role == "gateway":
-        from . import sharedca
+        from higress_init.store import sharedca
         sharedca.connect(ctx, counts)
         return
-    from . import stores
+    from higress_init.store import stores
     stores.prepare(ctx, counts)
 
 
 def token_phase(ctx: Context, counts: Counts) -> None:
-    from . import tokens
+    from higress_init.pki import tokens
     tokens.phase(ctx, counts)
 
 

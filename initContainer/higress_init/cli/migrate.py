@@ -22,9 +22,9 @@ import os
 from dataclasses import dataclass
 from datetime import datetime
 
-from . import layout
-from .errors import StateError
-from .safefs import Refused
+from higress_init.volume import layout
+from higress_init.errors import StateError
+from higress_init.volume.safefs import Refused
 
 # Files only upstream's scripts write: one of them present means upstream's layout.
 MARKERS = ("api/ca.key", "pilot/cacerts/root-key.pem")
@@ -121,23 +121,23 @@ def adopt(settings, writer, now: datetime) -> Adoption:
 
 
 def _cert_of(key_file: str) -> str:
-    from . import artifacts
+    from higress_init.pki import artifacts
     return next(s.cert_file for s in artifacts.CERTIFICATES if s.key_file == key_file)
 
 
 def _check_pair(theirs: str, ours: str, key_pem: bytes, writer) -> None:
-    from . import pki
+    from higress_init.pki import primitives
     cert_file = _cert_of(ours)
     cert_pem = writer.read(cert_file)
     if cert_pem is None:
         raise StateError(f"{theirs} is there without its certificate {cert_file}: restore {cert_file}, or move "
                          f"{theirs} out of the volumes folder to have a new CA made")
     try:
-        cert, key = pki.load_certs(cert_pem)[0], pki.load_key(key_pem)
+        cert, key = primitives.load_certs(cert_pem)[0], primitives.load_key(key_pem)
     except (ValueError, TypeError, IndexError):
         raise StateError(f"{theirs} or {cert_file} does not parse (an unencrypted PEM key and a PEM certificate "
                          "expected): restore them, or move both out of the volumes folder") from None
-    if not pki.key_matches(cert, key):
+    if not primitives.key_matches(cert, key):
         raise StateError(f"{theirs} does not match {cert_file}: restore the matching pair")
 
 
@@ -149,8 +149,8 @@ def _check_cas(settings, writer, now: datetime) -> tuple[dict[str, str], list[st
     it failed, the roots re-signed). A CA without its key here is externally managed: not judged."""
     from dataclasses import replace
 
-    from . import artifacts, pki
-    from .reporting import expires_within
+    from higress_init.pki import artifacts, primitives
+    from higress_init.run.reporting import expires_within
     failed, resigned, certs = {}, [], {}
     for spec in artifacts.CERTIFICATES:
         if not spec.ca:
@@ -172,8 +172,8 @@ def _check_cas(settings, writer, now: datetime) -> tuple[dict[str, str], list[st
         failed[spec.name] = why
         if spec.issuer is None and not problem:
             request = replace(spec.request(settings), subject_name=cert.subject)
-            certs[spec.name] = pki.issue(request, key, None, None, now)
-            writer.stage(spec.cert_file, pki.cert_to_pem(certs[spec.name]))
+            certs[spec.name] = primitives.issue(request, key, None, None, now)
+            writer.stage(spec.cert_file, primitives.cert_to_pem(certs[spec.name]))
             resigned.append(spec.name)
         else:
             writer.remove(spec.cert_file)
@@ -185,7 +185,7 @@ def _probe(spec, settings, now: datetime, cert, key, chain: list) -> str:
     """Issue a throwaway certificate under this CA, as a run would (for a root with only CAs under
     it, a throwaway intermediate first), and verify it as its consumer does: what it issues must
     verify, or it fails. Small keys: nothing of it is kept."""
-    from . import artifacts, pki
+    from higress_init.pki import artifacts, primitives
     below = [s for s in artifacts.CERTIFICATES if s.issuer == spec.name]
     leaf = next((s for s in below if not s.ca), None)
     issuer_cert, issuer_key, path = cert, key, [cert, *chain]
@@ -194,10 +194,10 @@ def _probe(spec, settings, now: datetime, cert, key, chain: list) -> str:
         leaf = next((s for s in artifacts.CERTIFICATES if middle and s.issuer == middle.name and not s.ca), None)
         if leaf is None:
             return ""
-        middle_key = pki.generate_key("ecdsa-p256")
-        issuer_cert = pki.issue(middle.request(settings), middle_key, cert, key, now)
+        middle_key = primitives.generate_key("ecdsa-p256")
+        issuer_cert = primitives.issue(middle.request(settings), middle_key, cert, key, now)
         issuer_key, path = middle_key, [issuer_cert, cert, *chain]
-    probe = pki.issue(leaf.request(settings), pki.generate_key("ecdsa-p256"), issuer_cert, issuer_key, now)
+    probe = primitives.issue(leaf.request(settings), primitives.generate_key("ecdsa-p256"), issuer_cert, issuer_key, now)
     failed = artifacts.verify(leaf, settings, probe, path, now)
     return f"what it issues {failed}" if failed else ""
 

@@ -17,8 +17,9 @@ from datetime import datetime
 from typing import Callable
 from urllib.parse import urlsplit
 
-from . import layout, meshconfig, versions
-from .settings import Settings
+from higress_init.volume import layout
+from higress_init.versions import meshconfig, releases
+from higress_init.settings import Settings
 
 DEFAULT_GROUP = "DEFAULT_GROUP"  # where the apiserver keeps cluster-scoped objects in Nacos (empty group)
 NACOS_AUTH_SECRET = "nacos-auth-default"
@@ -180,7 +181,7 @@ def _gateway(s: Settings, adopt: Adopt) -> dict:
 
 GATEWAY_API = "gateway.networking.k8s.io/v1beta1"
 
-# Every object any release seeds; versions.Release.objects says which, and in which order.
+# Every object any release seeds; releases.Release.objects says which, and in which order.
 OBJECTS: tuple[BaseObject, ...] = (
     BaseObject("ConfigMap", "v1", "configmaps", "higress-config", _higress_config),
     BaseObject("McpBridge", "networking.higress.io/v1", "mcpbridges", "default", _mcp_bridge),
@@ -201,4 +202,4 @@ HIGRESS_CONFIG = OBJECTS_BY_LABEL["configmaps/higress-config"]
 
 def applicable(s: Settings) -> list[BaseObject]:
     """The objects the release (HIGRESS_VERSION) seeds that apply to these settings, in its order."""
-    return [o for o in (OBJECTS_BY_LABEL[label] for label in versions.of(s).objects) if o.applies(s)]
+    return [o for o in (OBJECTS_BY_LABEL[label] for label in releases.of(s).objects) if o.applies(s)]

@@ -25,8 +25,8 @@ from urllib.parse import urlencode, urlsplit
 
 from tenacity import AsyncRetrying, Retrying, retry_if_exception_type, wait_exponential, wait_random
 
-from . import nacossdk
-from .errors import StateError
+from higress_init.store import nacossdk
+from higress_init.errors import StateError
 
 DEFAULT_GROUP = "DEFAULT_GROUP"
 SECRETS_INDEX = "secrets.__names__"
@@ -793,8 +793,8 @@ def status(settings, writer) -> dict:
 def _config_report(settings, conn, writer) -> list[dict]:
     """Each seeded object and each type's names index: present, and still as seeded (the md5 of
     what the initializer wrote; an index: lists every seeded object in one of its forms)."""
-    from .configstore import SEEDED_FILE, index_lines, md5
-    from .objects import applicable
+    from higress_init.store.configstore import SEEDED_FILE, index_lines, md5
+    from higress_init.versions.objects import applicable
     try:
         seeded = json.loads(writer.read(SEEDED_FILE) or b"{}")  # no-follow, capped
     except (ValueError, StateError):

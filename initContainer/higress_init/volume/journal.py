@@ -14,9 +14,10 @@ import re
 import stat
 from datetime import datetime, timezone
 
-from . import faults, layout
-from .errors import StateError
-from .safefs import (TMP_PREFIX, Refused, Root, check_regular, create_temp, lstat_at, not_roots, parts_of,
+from higress_init import faults
+from higress_init.volume import layout
+from higress_init.errors import StateError
+from higress_init.volume.safefs import (TMP_PREFIX, Refused, Root, check_regular, create_temp, lstat_at, not_roots, parts_of,
                      read_capped, show, write_all)
 
 STATE_DIR = layout.STATE_DIR

@@ -69,7 +69,7 @@ def load() -> types.ModuleType:
         if first:
             for name in DEFERRED:
                 if name not in sys.modules:
-                    stand_in = Deferred(name, f"stands in for {name} until used (higress_init.nacossdk)")
+                    stand_in = Deferred(name, f"stands in for {name} until used (higress_init.store.nacossdk)")
                     if name == KMS_HANDLER:
                         stand_in.KMSHandler = KMSHandler
                     sys.modules[name] = stand_in

@@ -8,8 +8,8 @@ from __future__ import annotations
 import os
 import stat
 
-from . import layout
-from .safefs import Root, check_regular, parts_of, refuse
+from higress_init.volume import layout
+from higress_init.volume.safefs import Root, check_regular, parts_of, refuse
 
 DIR_MODE = 0o755
 PRIVATE_DIR_MODE = 0o700
@@ -36,7 +36,7 @@ def dir_mode(parts) -> int:
 
 def _writable_dir_modes() -> dict[str, int]:
     """The folders components write into keep the mode their image's user needs (readers)."""
-    from .readers import READERS
+    from higress_init.readers import READERS
     return {rel: mode for reader in READERS for rel, mode in reader.writes}
 
 

@@ -18,7 +18,7 @@ from typing import Callable
 
 import yaml
 
-from . import layout
+from higress_init.volume import layout
 CLUSTER, USER, CONTEXT = "higress", "higress-admin", "higress"
 
 

@@ -11,12 +11,13 @@ import time
 
 from datetime import datetime, timezone
 
-from . import __version__, faults, phases, runstate, settings as settings_mod
-from .errors import StateError
-from .phases import PHASES, Context
-from .reporting import WIDTH, Counts, Reporter, say, wrap
-from .settings import SETTINGS, SettingsError
-from .volume import PlanWriter, RunLock, VolumeError, VolumeWriter, check_writable
+from higress_init import __version__, faults, settings as settings_mod
+from higress_init.run import phases, runstate
+from higress_init.errors import StateError
+from higress_init.run.phases import PHASES, Context
+from higress_init.run.reporting import WIDTH, Counts, Reporter, say, wrap
+from higress_init.settings import SETTINGS, SettingsError
+from higress_init.volume.writer import PlanWriter, RunLock, VolumeError, VolumeWriter, check_writable
 
 # Exit codes (documented in the README).
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 1, 2, 3
@@ -213,7 +214,7 @@ def _main(argv: list[str] | None = None) -> int:
     global _REPORTER
     _REPORTER = Reporter(overrides.get("LOG_FORMAT") or os.environ.get("LOG_FORMAT") or "text")
     try:
-        from . import deployment
+        from higress_init.run import deployment
         recorded = deployment.read(settings_mod.volumes_root_of(overrides=overrides))
         settings = settings_mod.load(overrides=overrides, recorded=recorded,
                                      change=tuple(getattr(args, "change_setting", ())))
@@ -291,13 +292,13 @@ def utcnow() -> datetime:
 
 
 def _nacos_errors():
-    from .nacos import NacosError
+    from higress_init.store.nacos import NacosError
     return NacosError
 
 
 def _writer(settings, owners: bool = True, plan: bool = False) -> VolumeWriter:
     """The volume writer; private files besides *.key and *key.pem: the kubeconfigs and tokens."""
-    from .kubeconfig import KUBECONFIGS
+    from higress_init.pki.kubeconfig import KUBECONFIGS
     private = {*(k.file for k in KUBECONFIGS), *(i.file for i in settings.token_identities)}
     return (PlanWriter if plan else VolumeWriter)(settings.volumes_root, settings.volumes_uid if owners else None,
                                                   settings.volumes_gid if owners else None, private_files=private)
@@ -306,7 +307,7 @@ def _writer(settings, owners: bool = True, plan: bool = False) -> VolumeWriter:
 def _rotated(rotation: str | None) -> set[str]:
     if rotation in (None, "finish"):
         return set()
-    from .artifacts import ROTATIONS  # cryptography: only when something is rotated
+    from higress_init.pki.artifacts import ROTATIONS  # cryptography: only when something is rotated
     return set(ROTATIONS[rotation])
 
 
@@ -380,7 +381,7 @@ def _execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
 
 def _prune_backups(settings, writer, reporter: Reporter) -> None:
     """backup/ keeps the last BACKUP_KEEP runs' folders; what goes is said."""
-    from . import journal
+    from higress_init.volume import journal
     pruned = journal.prune_backups(writer.fs, settings.backup_keep) if writer.fs.exists() else []
     if pruned:
         span = pruned[0] if len(pruned) == 1 else f"{pruned[0]} to {pruned[-1]}"
@@ -389,14 +390,14 @@ def _prune_backups(settings, writer, reporter: Reporter) -> None:
 
 
 def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation, adopt=None) -> None:
-    from . import deployment
+    from higress_init.run import deployment
     settings, writer = ctx.settings, ctx.writer
     ctx.recorded = deployment.read(settings.volumes_root)
     recovered = writer.recover()
     if recovered:
         reporter.message(f"{'would finish' if ctx.plan else 'finished'} {recovered} file renames an interrupted run "
                          "left behind")
-    from . import migrate
+    from higress_init.cli import migrate
     if adopt is not None:
         adopt(ctx)
     elif markers := migrate.found(writer):
@@ -452,7 +453,7 @@ def _watch(settings, reporter: Reporter, interval, once: bool) -> int:
     has nobody to scrape it)."""
     metrics = None
     if settings.metrics_port and not once:
-        from . import metrics as metrics_mod
+        from higress_init.cli import metrics as metrics_mod
         try:
             metrics = metrics_mod.serve(settings.metrics_port)
         except OSError as err:
@@ -473,8 +474,9 @@ def _watch(settings, reporter: Reporter, interval, once: bool) -> int:
 
 def _renew(settings, reporter: Reporter, rows: list | None = None) -> int:
     """One pass; `rows` receives what status finds after it (the metrics' values)."""
-    from . import readers, status as status_mod
-    from .reporting import timestamp
+    from higress_init import readers
+    from higress_init.cli import status as status_mod
+    from higress_init.run.reporting import timestamp
     if reporter.fmt == "text":   # JSON lines carry their own time
         reporter.message(f"watch: pass at {timestamp(utcnow())}")
     if runstate.unchanged(settings, utcnow()) is not None:
@@ -509,7 +511,7 @@ def _renew(settings, reporter: Reporter, rows: list | None = None) -> int:
 
 
 def _restart_advice(settings, written) -> str:
-    from . import readers
+    from higress_init import readers
     restart = readers.for_role(readers.to_restart(list(written)), settings.role)
     if not restart:
         return "no service needs a restart (those that read the changed files re-read them)"
@@ -517,7 +519,7 @@ def _restart_advice(settings, written) -> str:
 
 
 def _status(settings, output: str) -> int:
-    from . import migrate, status as status_mod
+    from higress_init.cli import migrate, status as status_mod
     writer = _writer(settings, owners=False)  # status reads; it compares owners, never sets them
     rows = status_mod.certificate_rows(settings, writer, utcnow())
     report = {"volumes": str(settings.volumes_root), "healthy": status_mod.healthy(rows), "files": rows,
@@ -526,11 +528,11 @@ def _status(settings, output: str) -> int:
     if markers:
         report["healthy"], report["upstream_layout"] = False, {"files": markers, "next": migrate.hint(markers)}
     if settings.config_storage == "nacos":
-        from . import nacos
+        from higress_init.store import nacos
         report["nacos"] = nacos.status(settings, writer)
         report["healthy"] = report["healthy"] and report["nacos"]["healthy"]
     if settings.role == "all":   # the host that seeds the store: for which Higress release(s) it did
-        from . import configstore
+        from higress_init.store import configstore
         report["seeded_for"] = configstore.seeded_releases(writer)
     if output == "json":
         say(json.dumps(report, indent=2))
@@ -558,7 +560,7 @@ def _status(settings, output: str) -> int:
 def _migrate(settings, reporter: Reporter) -> int:
     """Take over upstream's layout (migrate.adopt), committed with a full run; then say which of
     upstream's files were adopted, re-issued or re-rendered, and what was backed up."""
-    from . import migrate
+    from higress_init.cli import migrate
     probe = _writer(settings, owners=False)
     try:
         markers = migrate.found(probe) if settings.volumes_root.is_dir() else []

@@ -18,10 +18,11 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import faults, journal, layout
-from .errors import StateError
-from .ownership import DIR_MODE, PRIVATE_DIRS, PRIVATE_MODE, PUBLIC_MODE, Owners, is_private  # noqa: F401
-from .safefs import TMP_PREFIX, Refused, Root, check_regular, create_temp, parts_of, refuse, write_all  # noqa: F401
+from higress_init import faults
+from higress_init.volume import journal, layout
+from higress_init.errors import StateError
+from higress_init.volume.ownership import DIR_MODE, PRIVATE_DIRS, PRIVATE_MODE, PUBLIC_MODE, Owners, is_private  # noqa: F401
+from higress_init.volume.safefs import TMP_PREFIX, Refused, Root, check_regular, create_temp, parts_of, refuse, write_all  # noqa: F401
 
 JOURNAL = journal.JOURNAL
 LOCK = layout.LOCK
@@ -270,7 +271,7 @@ class PlanWriter(VolumeWriter):
     def fix_owners(self) -> list[Path]:
         """What a run would repair: files the run reads but does not rewrite, whose mode or
         owner (or a directory's above them) is not what a run enforces."""
-        from .ownership import problems
+        from higress_init.volume.ownership import problems
         if not self.fs.exists():
             return []
         written = set(self.committed) | set(self.staged)

@@ -7,8 +7,8 @@ import re
 
 import yaml
 
-from . import versions
-from .settings import Settings
+from higress_init.versions import releases
+from higress_init.settings import Settings
 
 # Envoy access log fields Higress logs by default, one JSON object a line.
 _ACCESS_LOG_FIELDS = {
@@ -87,7 +87,7 @@ POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"  # Kubernetes' label namin
 
 def pod_labels(s: Settings) -> str:
     """gateway/podinfo/labels: the gateway's pod labels, and its pod name when one of several hosts."""
-    from .settings import SETTINGS_BY_ENV
+    from higress_init.settings import SETTINGS_BY_ENV
     labels = f'app="higress-gateway"\nhigress="{s.namespace}-higress-gateway"\n'
     if s.pod_name != SETTINGS_BY_ENV["POD_NAME"].default:  # one of several gateway hosts
         labels += f'{POD_NAME_LABEL}="{s.pod_name}"\n'
@@ -97,7 +97,7 @@ def pod_labels(s: Settings) -> str:
 def higress_settings_text(s: Settings) -> str:
     """The `higress` key of higress-config: the controller's global settings for the release
     (versions table), at Higress's defaults."""
-    return dump(versions.of(s).higress_settings)
+    return dump(releases.of(s).higress_settings)
 
 
 # Pilot parses the mesh with protobuf's JSON rules, which accept the lowerCamel JSON name and the
@@ -128,7 +128,7 @@ def mesh_problem(text: str, s: Settings) -> str | None:
     mesh, problem = _mapping(text)
     if problem:
         return problem
-    r = versions.of(s)
+    r = releases.of(s)
     unknown = sorted(str(k) for k in mesh if k not in known_mesh_keys(r.mesh_fields))
     if unknown:
         return (f"unknown top-level key(s) {', '.join(unknown)} (not a field of the MeshConfig of Istio {r.istio}, "

@@ -36,12 +36,13 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from . import artifacts, datakey, layout, pki
-from .configstore import md5
-from .errors import StateError
-from .objects import CACERTS, BaseObject, render  # noqa: F401 (CACERTS: sharedca's name too)
-from .reporting import Counts
-from .stores import NacosStore, decrypt, encrypt, open_store, status_store
+from higress_init.pki import artifacts, datakey, primitives
+from higress_init.volume import layout
+from higress_init.store.configstore import md5
+from higress_init.errors import StateError
+from higress_init.versions.objects import CACERTS, BaseObject, render  # noqa: F401 (CACERTS: sharedca's name too)
+from higress_init.run.reporting import Counts
+from higress_init.store.stores import NacosStore, decrypt, encrypt, open_store, status_store
 
 # Secret key -> volume file: Istio's plug-in CA layout, as the artifacts table names the files
 _ROOT, _CA, _CHAIN = artifacts.SPECS["pilot-root-ca"], artifacts.SPECS["pilot-ca"], artifacts.BUNDLES[0]
@@ -69,11 +70,11 @@ class Published:
 
     @property
     def intermediate(self):
-        return pki.load_certs(self.files["ca-cert.pem"])[0]
+        return primitives.load_certs(self.files["ca-cert.pem"])[0]
 
     @property
     def roots(self) -> list:
-        return pki.load_certs(self.files["root-cert.pem"])
+        return primitives.load_certs(self.files["root-cert.pem"])
 
     @property
     def by(self) -> str:
@@ -128,11 +129,11 @@ def parse(s, raw: str, key: bytes) -> Published:
         files = {k: base64.b64decode(obj["data"][k], validate=True) for k in CA_FILES}
         published = Published(raw, obj, files)
         intermediate, roots = published.intermediate, published.roots
-        key_ok = pki.key_matches(intermediate, pki.load_key(files["ca-key.pem"]))
+        key_ok = primitives.key_matches(intermediate, primitives.load_key(files["ca-key.pem"]))
     except (KeyError, TypeError, ValueError) as err:
         raise StateError(f"{where(s)} is not a usable plug-in CA ({type(err).__name__}: needs ca-cert.pem, "
                          "ca-key.pem, root-cert.pem and cert-chain.pem as PEM): nothing was written") from None
-    if not key_ok or not pki.issued_by(intermediate, roots[0]):
+    if not key_ok or not primitives.issued_by(intermediate, roots[0]):
         raise StateError(f"{where(s)}: ca-key.pem does not match ca-cert.pem, or ca-cert.pem was not issued by "
                          "root-cert.pem: nothing was written")
     return published
@@ -173,10 +174,10 @@ def files_from(published: Published) -> dict[str, bytes | None]:
     rotation overlap, the previous root and the cross-signed new root (as a rotation here keeps them)."""
     files: dict[str, bytes | None] = {rel: published.files[k] for k, rel in CA_FILES.items()}
     roots = published.roots
-    chain = pki.load_certs(published.files["cert-chain.pem"])
+    chain = primitives.load_certs(published.files["cert-chain.pem"])
     cross = [c for c in chain if c != published.intermediate and c not in roots]
-    files[PREVIOUS_ROOT] = pki.cert_to_pem(roots[1]) if len(roots) > 1 else None
-    files[CROSS_ROOT] = pki.cert_to_pem(cross[0]) if cross and len(roots) > 1 else None
+    files[PREVIOUS_ROOT] = primitives.cert_to_pem(roots[1]) if len(roots) > 1 else None
+    files[CROSS_ROOT] = primitives.cert_to_pem(cross[0]) if cross and len(roots) > 1 else None
     return files
 
 
@@ -229,7 +230,7 @@ def stage_pending(ctx) -> None:
 
 def _roots_of(files: dict) -> list:
     try:
-        return pki.load_certs(files["root-cert.pem"]) if files.get("root-cert.pem") else []
+        return primitives.load_certs(files["root-cert.pem"]) if files.get("root-cert.pem") else []
     except ValueError:
         return []
 
@@ -314,7 +315,7 @@ def _discard_root_key(ctx) -> None:
 
 
 def _secret_text(ctx, files: dict, published: Published | None) -> str:
-    from . import meshconfig
+    from higress_init.versions import meshconfig
     from dataclasses import replace
     s = ctx.settings
     data = {k: files[k].decode() for k in CA_FILES}
@@ -333,8 +334,8 @@ def publish(ctx, counts: Counts) -> None:
     """The `shared-ca` phase (ROLE=all, Nacos storage), after `write`: publish this host's pilot CA
     when Nacos has none, or when this run rotated it (both committed here, pending, first); list it
     in secrets.__names__; record what is published. A lost first publication takes the winner's CA."""
-    from . import faults
-    from .nacos import NacosConflict
+    from higress_init import faults
+    from higress_init.store.nacos import NacosConflict
     open_store(ctx)
     conn = ctx.nacos
     if ctx._decisions is None:      # the warm fast path kept the local files without deciding anything
@@ -358,7 +359,7 @@ def publish(ctx, counts: Counts) -> None:
 
 
 def _publish(ctx, conn, counts, local, published, conflict_type) -> Published:
-    from . import faults
+    from higress_init import faults
     s = ctx.settings
     raw = encrypt(_secret_text(ctx, local, published), data_key(ctx))
     group = CACERTS.group(s)
@@ -425,7 +426,7 @@ class SharedView:
 def connect(ctx, counts: Counts) -> None:
     """The `nacos` phase of a gateway host: wait for Nacos and log in; the namespace and everything
     in it are the control-plane host's to create."""
-    from . import faults
+    from higress_init import faults
     open_store(ctx)
     counts.add("connected", f"nacos {ctx.nacos.generation} at {ctx.nacos.active}")
     faults.pause("gateway:connected")
@@ -434,8 +435,8 @@ def connect(ctx, counts: Counts) -> None:
 def _wait_published(ctx) -> Published:
     """The published CA and the stored higress-config, waited for (the control-plane host may be
     starting at the same moment), within NACOS_WAIT_TIMEOUT."""
-    from .nacos import NacosUnreachable
-    from .objects import HIGRESS_CONFIG
+    from higress_init.store.nacos import NacosUnreachable
+    from higress_init.versions.objects import HIGRESS_CONFIG
     s = ctx.settings
     deadline = time.monotonic() + s.nacos_wait_timeout.total_seconds()
     pause = 0.2
@@ -458,7 +459,7 @@ def _wait_published(ctx) -> Published:
 def gateway_pki(ctx, counts: Counts) -> None:
     """The `pilot-pki` phase of a gateway host: its own gateway certificate (CN = POD_NAME) from the
     published CA, whose key stays in memory; trusted roots as published (both during an overlap)."""
-    from .artifacts import ROTATIONS
+    from higress_init.pki.artifacts import ROTATIONS
     if ctx.finish_rotation or ctx.rotate & (ROTATIONS["intermediate"] | ROTATIONS["root"]):
         raise StateError("ROLE=gateway: intermediate and root rotations (and --finish) run on the control-plane "
                          "host (ROLE=all); this host takes the result on its next run. Nothing was written")
@@ -489,7 +490,7 @@ def gateway_pki(ctx, counts: Counts) -> None:
 def status_rows(settings, writer) -> list[dict]:
     """Which CA this host uses, whether it is the published one, and this host's own gateway
     certificate checked against the published CA."""
-    from .nacos import NacosError
+    from higress_init.store.nacos import NacosError
     rows = []
     gateway = settings.role == "gateway"
     ctx = None
@@ -513,11 +514,11 @@ def status_rows(settings, writer) -> list[dict]:
     # the CA this host uses: its pilot/cacerts (control plane), or the issuer in its gateway chain
     if gateway:
         chain = writer.read("gateway/certs/cert-chain.pem")
-        in_use = pki.load_certs(chain)[1] if chain and len(pki.load_certs(chain)) > 1 else None
+        in_use = primitives.load_certs(chain)[1] if chain and len(primitives.load_certs(chain)) > 1 else None
         file = "gateway/certs/cert-chain.pem (issuer)"
     else:
         ca = writer.read(_CA.cert_file)
-        in_use = pki.load_certs(ca)[0] if ca else None
+        in_use = primitives.load_certs(ca)[0] if ca else None
         file = _CA.cert_file
     if in_use is None:
         rows.append(_row("ca-in-use", file, state="missing"))
@@ -525,23 +526,23 @@ def status_rows(settings, writer) -> list[dict]:
         same = published is not None and in_use == published.intermediate
         state = "ok" if same else ("not published yet" if published is None else
                                    "differs from the published CA: rerun to take its rotation, or see `run`'s message")
-        rows.append(_row("ca-in-use", file, subject=_describe(in_use), issuer=pki.describe_name(in_use, "issuer"),
+        rows.append(_row("ca-in-use", file, subject=_describe(in_use), issuer=primitives.describe_name(in_use, "issuer"),
                          not_after=_not_after(in_use), chain_verified=same, state=state))
     if gateway and published is not None:
         view = SharedView(writer, files_from(published))
         spec = artifacts.SPECS["gateway"]
         cert, key, problem, has_cert, _ = artifacts._load(spec, view)
         chain = [published.intermediate, published.roots[0]]   # the published CA, up to its root
-        state = artifacts.leaf_problem(spec, settings, pki.utcnow(), cert, key, problem, chain) or "ok"
+        state = artifacts.leaf_problem(spec, settings, primitives.utcnow(), cert, key, problem, chain) or "ok"
         if cert is None:
             rows.append(_row("gateway (this host)", spec.cert_file, state=state))
         else:
-            rows.append(_row("gateway (this host)", spec.cert_file, subject=pki.describe_name(cert),
-                             issuer=pki.describe_name(cert, "issuer"), not_after=_not_after(cert),
-                             chain_verified=pki.issued_by(cert, published.intermediate),
-                             key_matches=key is not None and pki.key_matches(cert, key), state=state))
+            rows.append(_row("gateway (this host)", spec.cert_file, subject=primitives.describe_name(cert),
+                             issuer=primitives.describe_name(cert, "issuer"), not_after=_not_after(cert),
+                             chain_verified=primitives.issued_by(cert, published.intermediate),
+                             key_matches=key is not None and primitives.key_matches(cert, key), state=state))
         trust = writer.read("gateway/certs/root-cert.pem")
-        trusted = pki.load_certs(trust) if trust else []
+        trusted = primitives.load_certs(trust) if trust else []
         rows.append(_row("root-cert.pem", "gateway/certs/root-cert.pem",
                          subject=f"{len(trusted)} root(s)", chain_verified=trusted == published.roots,
                          state="ok" if trusted == published.roots else "differs from the published roots: rerun"))
@@ -556,8 +557,8 @@ def _row(name, file, **fields) -> dict:
 
 
 def _describe(cert) -> str:
-    return f"{pki.describe_name(cert)} sha256:{fingerprint(cert)}"
+    return f"{primitives.describe_name(cert)} sha256:{fingerprint(cert)}"
 
 
 def _not_after(cert) -> str:
-    return f"{pki.expires(cert):%Y-%m-%dT%H:%M:%SZ}"
+    return f"{primitives.expires(cert):%Y-%m-%dT%H:%M:%SZ}"

@@ -1,0 +1,1 @@
+"""One run: the phases and their runner, the warm fast path (runstate), the report, the recorded deployment."""

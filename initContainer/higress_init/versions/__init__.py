@@ -1,0 +1,1 @@
+"""What differs between Higress releases: the base objects, mesh fields and images of each."""
