@@ -6,14 +6,13 @@ from __future__ import annotations
 
 import sys
 
-from higress_init.cli import main as cli
-from higress_init.run import phases
+from higress_init.run import phases, runner
 from higress_init import settings as settings_mod
 
 
 def _context(volumes: str) -> phases.Context:
     settings = settings_mod.load(overrides={"VOLUMES_ROOT": volumes})
-    return phases.Context(settings, cli._writer(settings), cli.utcnow(), phases=tuple(p.name for p in phases.PHASES))
+    return phases.Context(settings, runner.writer_for(settings), runner.utcnow(), phases=tuple(p.name for p in phases.PHASES))
 
 
 def wanted(volumes: str) -> dict[str, str]:

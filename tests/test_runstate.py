@@ -81,8 +81,9 @@ def test_a_run_after_the_clock_was_ahead_takes_the_full_path(tmp_path, fast_env)
     import sys
     volumes = tmp_path / "volumes"
     run_cli("run", volumes=volumes, env=fast_env, check=True)
-    ahead = ("import sys; from datetime import timedelta; from higress_init.cli import main as cli; real = cli.utcnow; "
-             "cli.utcnow = lambda: real() + timedelta(days=10); "
+    ahead = ("import sys; from datetime import timedelta; from higress_init.cli import main as cli; "
+             "from higress_init.run import runner; real = runner.utcnow; "
+             "runner.utcnow = lambda: real() + timedelta(days=10); "
              "sys.exit(cli.main(['rotate', 'leaf', '--volumes', sys.argv[1]]))")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("NACOS_", "CONFIG_STORAGE"))}
     done = subprocess.run([sys.executable, "-c", ahead, str(volumes)], env={**env, **fast_env}, capture_output=True,

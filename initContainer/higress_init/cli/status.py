@@ -6,11 +6,12 @@ from datetime import datetime
 
 import jwt
 
+from higress_init.errors import EXIT_FAILED, EXIT_OK
 from higress_init.pki import artifacts, datakey, kubeconfig, primitives, tokens
-from higress_init.volume import layout
-from higress_init.run.reporting import WIDTH, remaining, timestamp, wrap
+from higress_init.run import runner
+from higress_init.run.reporting import WIDTH, remaining, say, timestamp, wrap
 from higress_init.settings import Settings
-
+from higress_init.volume import layout
 
 # Rows are named by artifact (certificates by their table name; these files by what they are).
 FILE_NAMES = {
@@ -361,3 +362,42 @@ def _shorten(cell: str, width: int) -> str:
 
 
 
+
+
+def command(settings, output: str) -> int:
+    from higress_init.run import upstream
+    writer = runner.writer_for(settings, owners=False)  # status reads; it compares owners, never sets them
+    rows = certificate_rows(settings, writer, runner.utcnow())
+    report = {"volumes": str(settings.volumes_root), "healthy": healthy(rows), "files": rows,
+              "rotation": rotation_rows(writer)}
+    markers = upstream.found(writer)
+    if markers:
+        report["healthy"], report["upstream_layout"] = False, {"files": markers, "next": upstream.hint(markers)}
+    if settings.config_storage == "nacos":
+        from higress_init.store import nacos
+        report["nacos"] = nacos.status(settings, writer)
+        report["healthy"] = report["healthy"] and report["nacos"]["healthy"]
+    if settings.role == "all":   # the host that seeds the store: for which Higress release(s) it did
+        from higress_init.store import configstore
+        report["seeded_for"] = configstore.seeded_releases(writer)
+    if output == "json":
+        say(json.dumps(report, indent=2))
+    else:
+        say(format_table(rows, wide=output == "wide"))
+        if nothing_present(rows) and settings.role == "gateway":
+            say("\n" + wrap(f"this gateway host's files are not in {settings.volumes_root}: pass --volumes DIR, the "
+                            "folder the gateway-host compose file mounts (VOLUMES_DIR), or make them, in compose/: "
+                            "docker compose -f docker-compose.gateway.yml up -d"))
+        elif nothing_present(rows):
+            say("\n" + wrap(f"nothing is present in {settings.volumes_root}: pass --volumes DIR, the folder run "
+                            "wrote into"))
+        for r in report["rotation"]:
+            say("\n" + wrap(f"ROTATION {r['root']}: {r['state']}; old root valid until {r['old_root_not_after']}; "
+                            f"both roots trusted in {', '.join(r['trusted_in'])}; next: {r['next']}"))
+        if "nacos" in report:
+            say("\n" + "\n".join(wrap(line, hang="    ") for line in nacos.format_status(report["nacos"]).split("\n")))
+        if "seeded_for" in report:
+            say("\n" + wrap(configstore.seeded_text(settings, report["seeded_for"])))
+        if markers:
+            say("\n" + wrap("UPSTREAM LAYOUT: " + upstream.hint(markers)))
+    return EXIT_OK if report["healthy"] else EXIT_FAILED

@@ -1,0 +1,177 @@
+"""The runner: one run of a list of phases under the volumes' lock. It recovers an interrupted
+commit, takes the warm fast path when nothing local changed (runstate), starts the key workers
+before the phases that make keys, runs the phases, fixes owners once, records the run, and
+prints the summary."""
+from __future__ import annotations
+
+import contextlib
+import time
+from datetime import datetime, timezone
+
+from higress_init.errors import EXIT_OK, StateError
+from higress_init.run import phases, runstate
+from higress_init.run.phases import PHASES, Context
+from higress_init.run.reporting import WIDTH, Counts, Reporter, wrap
+from higress_init.volume.writer import PlanWriter, RunLock, VolumeWriter
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def writer_for(settings, owners: bool = True, plan: bool = False) -> VolumeWriter:
+    """The volume writer; private files besides *.key and *key.pem: the kubeconfigs and tokens."""
+    from higress_init.pki.kubeconfig import KUBECONFIGS
+    private = {*(k.file for k in KUBECONFIGS), *(i.file for i in settings.token_identities)}
+    return (PlanWriter if plan else VolumeWriter)(settings.volumes_root, settings.volumes_uid if owners else None,
+                                                  settings.volumes_gid if owners else None, private_files=private)
+
+
+def _rotated(rotation: str | None) -> set[str]:
+    if rotation in (None, "finish"):
+        return set()
+    from higress_init.pki.artifacts import (
+        ROTATIONS,  # cryptography: only when something is rotated
+    )
+    return set(ROTATIONS[rotation])
+
+
+def execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
+             written: list | None = None, push_mesh=False, plan=False, adopt=None) -> int:
+    """Run `names` under the lock; `written` collects the volume paths the commit changed.
+    `plan` is the same run with a writer that commits nothing (and no lock: it writes nothing).
+    `adopt(ctx)` (migrate) stages the take-over of upstream's layout first, committed with the run."""
+    started = time.perf_counter()
+    writer = writer_for(settings, plan=plan)
+    ctx = Context(settings, writer, utcnow(), plan=plan, reseed=reseed, push_mesh=push_mesh, log=reporter.message,
+                  phases=tuple(names), rotate=_rotated(rotation),
+                  finish_rotation=rotation == "finish")
+    totals = Counts()
+
+    def report(name, counts, seconds):
+        reporter.phase(name, counts, seconds)
+        if name == "write" and written is not None:
+            written.extend(counts.by_action.get("written", []))
+        if name != "write":
+            for action, items in counts.by_action.items():
+                for item in items:
+                    totals.add(action, item)
+
+    if plan:
+        reporter.message("plan: the run below is not committed; nothing is written, Nacos included", plan=True)
+    try:
+        lock = contextlib.nullcontext() if plan else \
+            RunLock(settings.volumes_root, on_wait=lambda p: reporter.message(f"waiting for the lock {p}"))
+        with lock:
+            _run_locked(ctx, reporter, names, report, rotation, adopt)
+            if not plan:
+                _prune_backups(settings, writer, reporter)
+    finally:
+        if ctx.nacos is not None:
+            ctx.nacos.close()  # ends the Nacos SDK's client at once, and says how many calls the run made
+        ctx.close()
+        writer.close()
+    seconds = time.perf_counter() - started
+    files = writer.planned if plan else writer.written
+    root = settings.volumes_root
+    file_count = f"{len(files)} file{'s' if len(files) != 1 else ''} {'would be ' if plan else ''}written"
+    where = f"{file_count} in {root}"
+    if plan:
+        options = "".join(f" --{o}" for o, on in (("reseed", reseed), ("push-mesh", push_mesh)) if on)
+        after = f"to do it: higress-init {'rotate ' + rotation if rotation else 'run'}{options} (same settings)"
+    elif rotation:   # a running stack: which services must restart to use what was rotated
+        after = "check: higress-init status; " + restart_advice(settings, writer.written)
+    elif written is None and any(phases.PHASES_BY_NAME[n].uses_store for n in names):   # not `watch`'s renewal
+        after = "check: higress-init status; " + (
+            "start the gateway, in compose/: docker compose -f docker-compose.gateway.yml up -d"
+            if settings.role == "gateway" else "start the stack: docker compose up -d (in compose/)")
+    else:
+        after = "check: higress-init status"
+    # text: what to do next, then the summary, last and within 120 columns (the volumes' path on a
+    # line of its own when it does not fit)
+    summary = f"{'plan' if plan else 'done':<14} {totals.summary(plan)}; {where}"
+    text = [wrap(f"{'next':<14} {after}", hang=" " * 15)]
+    if len(summary) > WIDTH:
+        text.insert(0, wrap(f"{'volumes':<14} {root}", hang=" " * 15))
+        summary = f"{'plan' if plan else 'done':<14} {totals.summary(plan)}; {file_count} in the volumes above"
+    reporter.emit("summary", "\n".join(text + [wrap(summary, hang=" " * 15)]),
+                  actions={a: len(n) for a, n in totals.by_action.items()}, files=len(files),
+                  volumes=str(root), next=after, seconds=round(seconds, 3))
+    if plan and files:
+        reporter.emit("planned", wrap("plan: " + ", ".join(files), hang="      "), files=files)
+    elif plan:
+        reporter.emit("planned", "plan: nothing to write", files=files)
+    return EXIT_OK
+
+
+def _prune_backups(settings, writer, reporter: Reporter) -> None:
+    """backup/ keeps the last BACKUP_KEEP runs' folders; what goes is said."""
+    from higress_init.volume import journal
+    pruned = journal.prune_backups(writer.fs, settings.backup_keep) if writer.fs.exists() else []
+    if pruned:
+        span = pruned[0] if len(pruned) == 1 else f"{pruned[0]} to {pruned[-1]}"
+        reporter.message(f"backup: removed the {len(pruned)} oldest run folder{'s' if len(pruned) > 1 else ''} "
+                         f"({span}); keeping the last {settings.backup_keep} (BACKUP_KEEP)", pruned=pruned)
+
+
+def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation, adopt=None) -> None:
+    from higress_init.run import deployment
+    settings, writer = ctx.settings, ctx.writer
+    ctx.recorded = deployment.read(settings.volumes_root)
+    recovered = writer.recover()
+    if recovered:
+        reporter.message(f"{'would finish' if ctx.plan else 'finished'} {recovered} file renames an interrupted run "
+                         "left behind")
+    from higress_init.run import upstream
+    if adopt is not None:
+        adopt(ctx)
+    elif markers := upstream.found(writer):
+        raise StateError(upstream.hint(markers))
+    if rotation:
+        finished = ctx.start()
+        if rotation == "finish" and not finished:
+            reporter.message("rotate finish: no rotation is in progress (no old root kept beside a new one): "
+                             "nothing to finish", rotation=rotation, finished=[])
+        else:
+            reporter.message(f"rotation: {rotation}" + (f" (ending the overlap of {', '.join(finished)})"
+                                                        if finished else ""), rotation=rotation)
+    full_run = list(names) == [p.name for p in PHASES]
+    kept = runstate.unchanged(settings, ctx.now) if full_run and not (rotation or ctx.reseed) else None
+    if kept is not None:
+        reporter.message("nothing the local phases read has changed since the last run: their files are kept",
+                         unchanged=True)
+        for name in names:
+            if phases.PHASES_BY_NAME[name].local:
+                report(name, runstate.replay(kept, name), 0.0)
+            else:
+                phases.run_phases(ctx, [name], report)  # Nacos is checked every time
+        writer.fix_owners()  # what seed wrote after the write phase
+        deployment.record(settings)
+        return
+    if any(phases.PHASES_BY_NAME[name].makes_keys for name in names):
+        ctx.keys  # start generating keys now, overlapping the wait for Nacos
+    outcomes = {}
+
+    def record(name, counts, seconds):
+        outcomes[name] = runstate.outcome(counts)
+        report(name, counts, seconds)
+
+    phases.run_phases(ctx, names, record)
+    writer.fix_owners()  # seed writes the file store after the write phase: its files and folders too
+    if ctx.plan:
+        return
+    deployment.record(settings)
+    if full_run and ctx.renew_by:
+        runstate.record(settings, writer.touched, min(ctx.renew_by), outcomes,
+                        valid_from=max(ctx.valid_from) if ctx.valid_from else None)
+    else:
+        runstate.forget(settings)
+
+
+
+def restart_advice(settings, written) -> str:
+    from higress_init import readers
+    restart = readers.for_role(readers.to_restart(list(written)), settings.role)
+    if not restart:
+        return "no service needs a restart (those that read the changed files re-read them)"
+    return readers.restart_advice(restart, settings.role)
