@@ -442,9 +442,12 @@ def test_plan_writes_nothing_and_says_what_run_would_do(tmp_path, initialized):
 
 
 def test_phases_list_and_single_phase(volumes, fast_env):
-    names = [l.split()[0] for l in run_cli("phases", check=True).stdout.splitlines() if not l.startswith(" ")]
+    listing, gateway = run_cli("phases", check=True).stdout.split("\n\n")
+    names = [l.split()[0] for l in listing.splitlines() if not l.startswith(" ")]
     assert names == ["nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "write", "shared-ca",
                      "writable-dirs", "seed", "deliver"]
+    assert gateway.split(": ", 1)[1].split() == ["nacos,", "pilot-pki,", "pod-config,", "write,", "writable-dirs,",
+                                                   "deliver"], gateway
     run_cli("phase", "pilot-pki", volumes=volumes, env=fast_env, check=True)
     assert (volumes / "gateway/certs/cert-chain.pem").is_file() and not (volumes / "api").exists()
     result = run_cli("phase", "kubeconfig", volumes=volumes, env=fast_env)

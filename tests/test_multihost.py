@@ -245,8 +245,10 @@ def test_gateway_host_with_the_copied_key_file(servers, deployment, tmp_path, ns
     shutil.copy(deployment / "api/nacos.key", b / "api/nacos.key")   # what to copy once
     env = host_env(servers, ns, role="gateway", NACOS_DATA_ENC_KEY=None, POD_NAME="gateway-b")
     result = run_cli("run", volumes=b, env=env, check=True)
-    for phase in ("apiserver-pki", "kubeconfig", "tokens", "shared-ca", "seed"):   # the control plane's
-        assert re.search(rf"^{phase} +skipped 1 ", result.stdout, re.M), result.stdout
+    for phase in ("apiserver-pki", "kubeconfig", "tokens", "shared-ca", "seed"):   # the control plane's: not run here
+        assert not re.search(rf"^{phase} ", result.stdout, re.M), result.stdout
+    for phase in ("nacos", "pilot-pki", "pod-config", "write", "writable-dirs", "deliver"):   # its own list
+        assert re.search(rf"^{phase} ", result.stdout, re.M), result.stdout
     assert "shared CA: using the deployment's pilot CA, which the control-plane host published in Nacos" in \
         result.stdout
     assert_gateway_joins(b, deployment, tmp_path, "gateway-b")

@@ -14,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from higress_init.volume import layout
+from higress_init.store.kinds import STORES, store_kind
 from higress_init.versions import releases
 
 
@@ -22,7 +23,7 @@ class SettingsError(Exception):
 
 
 KEY_ALGORITHMS = ("rsa-2048", "rsa-3072", "rsa-4096", "ecdsa-p256", "ecdsa-p384")
-STORAGES = ("file", "nacos")
+STORAGES = tuple(STORES)
 LOG_FORMATS = ("text", "json")
 ROTATIONS = ("leaf", "intermediate", "root", "finish")
 ROLES = ("all", "gateway")
@@ -390,7 +391,7 @@ def load(env: dict | None = None, overrides: dict | None = None, recorded: dict 
         raise SettingsError("NACOS_SERVER_URL: no server URL given; expected e.g. http://nacos:8848/nacos")
     storage_raw = get("CONFIG_STORAGE")
     storage = _choice("CONFIG_STORAGE", storage_raw, STORAGES) if storage_raw else ("nacos" if servers else "file")
-    if storage == "nacos" and not servers:
+    if STORES[storage].remote and not servers:
         raise SettingsError("CONFIG_STORAGE=nacos needs NACOS_SERVER_URL, e.g. http://nacos:8848/nacos")
 
     username, password = get("NACOS_USERNAME"), get("NACOS_PASSWORD")
@@ -511,7 +512,7 @@ def _fits(name: str, text: str, path: Path, room: int) -> None:
 
 def _check_gateway_role(settings: Settings, get) -> None:
     """A gateway-only host takes its CA and config from Nacos, encrypted with the deployment's data key."""
-    if settings.config_storage != "nacos":
+    if not store_kind(settings).shares_ca:
         raise SettingsError("ROLE=gateway needs Nacos storage: set NACOS_SERVER_URL to the deployment's Nacos "
                             "(CONFIG_STORAGE=nacos); a gateway-only host joins through it")
     for name in CONTROL_PLANE_SETTINGS:

@@ -18,8 +18,8 @@ from higress_init.errors import (
     EXIT_REFUSED,
     StateError,
 )
-from higress_init.run import phases, runner
-from higress_init.run.phases import PHASES
+from higress_init.run import runner
+from higress_init.run.phases import CONTROL_PLANE, GATEWAY_HOST, phase_named, phases_of
 from higress_init.run.reporting import Reporter, say, wrap
 from higress_init.settings import SETTINGS, SettingsError
 from higress_init.volume.writer import VolumeError, check_writable
@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="change a setting this deployment was made with, on purpose (repeatable): without it a value "
                  "other than the recorded one (.higress-init/settings.json) is refused, and a setting left out "
                  "keeps its recorded value")
-    commands["phase"].add_argument("name", choices=[p.name for p in PHASES], help="the phase")
+    commands["phase"].add_argument("name", choices=[p.name for p in CONTROL_PLANE], help="the phase")
     rot = commands["rotate"]
     rot.add_argument("kind", nargs="?", choices=("leaf", "intermediate", "root", "finish"), default="leaf",
                      help="what to re-issue; finish: drop the old roots once every component runs with the new ones")
@@ -208,8 +208,9 @@ def _main(argv: list[str] | None = None) -> int:
     command = args.command or "run"
     overrides = {s.env: getattr(args, s.env) for s in SETTINGS if hasattr(args, s.env)}
     if command == "phases":
-        for p in PHASES:
+        for p in CONTROL_PLANE:
             say(wrap(f"{p.name:<14} {p.help}", hang=" " * 15))
+        say("\n" + wrap(f"a gateway-only host (ROLE=gateway) runs: {', '.join(p.name for p in GATEWAY_HOST)}"))
         return EXIT_OK
     global _REPORTER
     _REPORTER = Reporter(overrides.get("LOG_FORMAT") or os.environ.get("LOG_FORMAT") or "text")
@@ -235,8 +236,12 @@ def _main(argv: list[str] | None = None) -> int:
         if command == "migrate":
             from higress_init.cli import migrate
             return migrate.command(settings, reporter)
-        names = [args.name] if command == "phase" else [p.name for p in PHASES]
-        if command == "phase" and not phases.PHASES_BY_NAME[args.name].commits:
+        names = [args.name] if command == "phase" else [p.name for p in phases_of(settings.role)]
+        if command == "phase" and args.name not in {p.name for p in phases_of(settings.role)}:
+            reporter.problem("error", f"phase {args.name} does not run on a gateway-only host (ROLE=gateway); "
+                                      f"its phases: {', '.join(p.name for p in GATEWAY_HOST)}")
+            return EXIT_BAD_INPUT
+        if command == "phase" and not phase_named(settings.role, args.name).commits:
             names.append("write")  # a single phase still commits what it staged
         rotation = settings.rotate if command in ("run", "plan") else None
         if command == "rotate":

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from higress_init.errors import EXIT_OK
 from higress_init.run import runner, upstream
-from higress_init.run.phases import PHASES
+from higress_init.run.phases import phases_of
 from higress_init.run.reporting import Reporter
 from higress_init.volume.writer import VolumeWriter
 
@@ -36,7 +36,7 @@ def command(settings, reporter: Reporter) -> int:
             reporter.message(f"migrate: upstream's leftovers removed: {', '.join(adoption.removed)}",
                              removed=adoption.removed)
 
-    code = runner.execute(settings, reporter, [p.name for p in PHASES], adopt=adopt)
+    code = runner.execute(settings, reporter, [p.name for p in phases_of(settings.role)], adopt=adopt)
     before, adoption = adoptions[0]
     reader = VolumeWriter(settings.volumes_root)
     try:

@@ -11,6 +11,7 @@ from higress_init.pki import artifacts, datakey, kubeconfig, primitives, tokens
 from higress_init.run import runner
 from higress_init.run.reporting import WIDTH, remaining, say, timestamp, wrap
 from higress_init.settings import Settings
+from higress_init.store.kinds import store_kind
 from higress_init.volume import layout
 
 # Rows are named by artifact (certificates by their table name; these files by what they are).
@@ -116,7 +117,7 @@ def _labels_row(settings: Settings, writer) -> dict:
 def shared_ca_rows(settings: Settings, writer) -> list[dict]:
     """With Nacos storage: the CA this host uses, whether it is the deployment's published one
     (Secret cacerts), and, on a gateway host, its own certificate checked against that CA."""
-    if settings.config_storage != "nacos":
+    if not store_kind(settings).shares_ca:
         return []
     from higress_init.store import sharedca
     return sharedca.status_rows(settings, writer)
@@ -373,7 +374,7 @@ def command(settings, output: str) -> int:
     markers = upstream.found(writer)
     if markers:
         report["healthy"], report["upstream_layout"] = False, {"files": markers, "next": upstream.hint(markers)}
-    if settings.config_storage == "nacos":
+    if store_kind(settings).remote:
         from higress_init.store import nacos
         report["nacos"] = nacos.status(settings, writer)
         report["healthy"] = report["healthy"] and report["nacos"]["healthy"]

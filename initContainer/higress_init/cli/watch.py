@@ -6,12 +6,10 @@ import time
 from higress_init import faults
 from higress_init.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from higress_init.run import runner, runstate
-from higress_init.run.phases import PHASES
+from higress_init.run.phases import watch_phases
 from higress_init.run.reporting import Reporter
 from higress_init.volume.writer import RunLock, VolumeWriter
 
-# What `watch` runs: every phase that renews files; not Nacos (the initializer seeded it at start).
-WATCH_PHASES = tuple(p.name for p in PHASES if not p.uses_store)
 
 
 def command(settings, reporter: Reporter, interval, once: bool) -> int:
@@ -50,9 +48,7 @@ def _renew(settings, reporter: Reporter, rows: list | None = None) -> int:
         reporter.message("watch: nothing is due for renewal and no file changed since the last run", renewed=[])
     else:
         written: list[str] = []
-        # a gateway host issues its certificate from the CA published in Nacos: it connects to read it
-        names = ("nacos", *WATCH_PHASES) if settings.role == "gateway" else WATCH_PHASES
-        runner.execute(settings, reporter, names, written=written)
+        runner.execute(settings, reporter, watch_phases(settings.role), written=written)
         restart = readers.for_role(readers.to_restart(written), settings.role)
         live = [r.service for r in readers.READERS if r.service not in restart
                 and any(r in readers.readers_of(rel) for rel in written)]

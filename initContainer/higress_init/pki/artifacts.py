@@ -524,12 +524,12 @@ ROTATIONS = {
 
 def certificates(phase: str, ctx, counts) -> None:
     """The certificates of one phase (apiserver-pki, pilot-pki): decided, issued, staged."""
-    ctx.keys  # start generating every key the run needs, in parallel, before signing
-    apply(phase, ctx.settings, ctx.writer, ctx.decisions, ctx.keys, ctx.now, counts)
-    for d in ctx.decisions.values():   # renewed for its expiry: said with the time it had left
+    ctx.pki.start()  # every key the run needs, generated in parallel, before signing
+    apply(phase, ctx.settings, ctx.writer, ctx.pki.decisions, ctx.pki.keys, ctx.now, counts)
+    for d in ctx.pki.decisions.values():   # renewed for its expiry: said with the time it had left
         if d.spec.phase == phase and d.old_cert is not None and d.reason.startswith("expire"):
             ctx.log(renewal(d.spec.name, d.reason, primitives.expires(d.old_cert), ctx.now, ctx.plan))
-    for d in ctx.decisions.values():
+    for d in ctx.pki.decisions.values():
         if d.spec.phase == phase and d.cert is not None:
             lead = timedelta(0) if d.spec.ca else ctx.settings.renew_before
             ctx.renew_by.append(d.cert.not_valid_after_utc - lead)

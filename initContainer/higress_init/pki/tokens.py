@@ -105,8 +105,8 @@ def _signing_key(ctx):
     if key is not None:
         if SIGNING_KEY not in ctx.rotate:
             return key, "kept", None
-        return ctx.keys.get(SIGNING_KEY), "rotated", key
-    return ctx.keys.get(SIGNING_KEY), "created", None
+        return ctx.pki.keys.get(SIGNING_KEY), "rotated", key
+    return ctx.pki.keys.get(SIGNING_KEY), "created", None
 
 
 def load_signing_key(writer):
@@ -123,9 +123,9 @@ def load_signing_key(writer):
                          "away to create a new signing key (every token is then re-issued)") from None
 
 
-def keys_wanted(ctx) -> dict:
-    if ctx.writer.read(layout.TOKEN_SIGNING_KEY) is None or SIGNING_KEY in ctx.rotate:
-        return {SIGNING_KEY: ctx.settings.token_key_algorithm}
+def keys_wanted(writer, rotate: set, settings) -> dict:
+    if writer.read(layout.TOKEN_SIGNING_KEY) is None or SIGNING_KEY in rotate:
+        return {SIGNING_KEY: settings.token_key_algorithm}
     return {}
 
 

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Callable
 from datetime import datetime, timezone
 
 from higress_init.errors import EXIT_OK, StateError
 from higress_init.run import phases, runstate
-from higress_init.run.phases import PHASES, Context
+from higress_init import faults
+from higress_init.run.phases import Context, phases_of
 from higress_init.run.reporting import WIDTH, Counts, Reporter, wrap
 from higress_init.volume.writer import PlanWriter, RunLock, VolumeWriter
 
@@ -30,9 +32,7 @@ def writer_for(settings, owners: bool = True, plan: bool = False) -> VolumeWrite
 def _rotated(rotation: str | None) -> set[str]:
     if rotation in (None, "finish"):
         return set()
-    from higress_init.pki.artifacts import (
-        ROTATIONS,  # cryptography: only when something is rotated
-    )
+    from higress_init.pki.artifacts import ROTATIONS  # cryptography: only when something is rotated
     return set(ROTATIONS[rotation])
 
 
@@ -81,7 +81,7 @@ def execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
         after = f"to do it: higress-init {'rotate ' + rotation if rotation else 'run'}{options} (same settings)"
     elif rotation:   # a running stack: which services must restart to use what was rotated
         after = "check: higress-init status; " + restart_advice(settings, writer.written)
-    elif written is None and any(phases.PHASES_BY_NAME[n].uses_store for n in names):   # not `watch`'s renewal
+    elif written is None and any(phases.phase_named(settings.role, n).uses_store for n in names):   # not `watch`'s renewal
         after = "check: higress-init status; " + (
             "start the gateway, in compose/: docker compose -f docker-compose.gateway.yml up -d"
             if settings.role == "gateway" else "start the stack: docker compose up -d (in compose/)")
@@ -128,35 +128,35 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation, adopt
     elif markers := upstream.found(writer):
         raise StateError(upstream.hint(markers))
     if rotation:
-        finished = ctx.start()
+        finished = _finish_rotation(ctx.writer) if ctx.finish_rotation else []
         if rotation == "finish" and not finished:
             reporter.message("rotate finish: no rotation is in progress (no old root kept beside a new one): "
                              "nothing to finish", rotation=rotation, finished=[])
         else:
             reporter.message(f"rotation: {rotation}" + (f" (ending the overlap of {', '.join(finished)})"
                                                         if finished else ""), rotation=rotation)
-    full_run = list(names) == [p.name for p in PHASES]
+    full_run = list(names) == [p.name for p in phases_of(settings.role)]
     kept = runstate.unchanged(settings, ctx.now) if full_run and not (rotation or ctx.reseed) else None
     if kept is not None:
         reporter.message("nothing the local phases read has changed since the last run: their files are kept",
                          unchanged=True)
         for name in names:
-            if phases.PHASES_BY_NAME[name].local:
+            if phases.phase_named(settings.role, name).local:
                 report(name, runstate.replay(kept, name), 0.0)
             else:
-                phases.run_phases(ctx, [name], report)  # Nacos is checked every time
+                run_phases(ctx, [name], report)  # Nacos is checked every time
         writer.fix_owners()  # what seed wrote after the write phase
         deployment.record(settings)
         return
-    if any(phases.PHASES_BY_NAME[name].makes_keys for name in names):
-        ctx.keys  # start generating keys now, overlapping the wait for Nacos
+    if any(phases.phase_named(settings.role, name).makes_keys for name in names):
+        ctx.pki.start()  # keys are generated while the run waits for Nacos
     outcomes = {}
 
     def record(name, counts, seconds):
         outcomes[name] = runstate.outcome(counts)
         report(name, counts, seconds)
 
-    phases.run_phases(ctx, names, record)
+    run_phases(ctx, names, record)
     writer.fix_owners()  # seed writes the file store after the write phase: its files and folders too
     if ctx.plan:
         return
@@ -175,3 +175,20 @@ def restart_advice(settings, written) -> str:
     if not restart:
         return "no service needs a restart (those that read the changed files re-read them)"
     return readers.restart_advice(restart, settings.role)
+
+
+def run_phases(ctx: Context, names, report: Callable[[str, Counts, float], None]) -> None:
+    for name in names:
+        faults.point(f"phase:{name}")
+        faults.pause(f"phase:{name}")
+        phase = phases.phase_named(ctx.settings.role, name)
+        started = time.perf_counter()
+        counts = Counts()
+        phase.run(ctx, counts)
+        report(name, counts, time.perf_counter() - started)
+
+
+def _finish_rotation(writer) -> list[str]:
+    """Ending a rotation overlap drops the old roots (before the phases)."""
+    from higress_init.pki import artifacts
+    return artifacts.finish_rotation(writer)

@@ -269,13 +269,7 @@ def stage_published(ctx, published: Published) -> None:
 
 def _redecide(ctx) -> None:
     """After the pilot CA files changed under a run: decide the pilot certificates again."""
-    if ctx._decisions is None:
-        return  # decided later, from the staged files
-    fresh = artifacts.decide(ctx.settings, ctx.writer, ctx.now, ctx.rotate)
-    for name in PILOT_SPECS:
-        ctx._decisions[name] = fresh[name]
-        if fresh[name].action in ("create", "reissue", "rotate"):
-            ctx.keys.algorithms.setdefault(name, getattr(ctx.settings, fresh[name].spec.key_algorithm))
+    ctx.pki.redecide(PILOT_SPECS)
 
 
 # --- the control-plane host (ROLE=all)
@@ -338,7 +332,7 @@ def publish(ctx, counts: Counts) -> None:
     from higress_init.store.nacos import NacosConflict
     open_store(ctx)
     conn = ctx.nacos
-    if ctx._decisions is None:      # the warm fast path kept the local files without deciding anything
+    if not ctx.pki.decided:      # the warm fast path kept the local files without deciding anything
         adopt(ctx, counts)
         if ctx.writer.changes():    # following a rotation published meanwhile: issue under it now
             artifacts.certificates("pilot-pki", ctx, counts)
@@ -392,7 +386,7 @@ def _publish(ctx, conn, counts, local, published, conflict_type) -> Published:
     stage_published(ctx, winner)
     ctx.shared_ca = winner
     _redecide(ctx)
-    artifacts.apply("pilot-pki", s, ctx.writer, ctx.decisions, ctx.keys, ctx.now, Counts())
+    artifacts.apply("pilot-pki", s, ctx.writer, ctx.pki.decisions, ctx.pki.keys, ctx.now, Counts())
     counts.add("discarded", "the pilot CA generated here")
     counts.add("re-issued", "gateway (under the published CA)")
     ctx.log(f"shared CA: {winner.by} published its CA first; discarded the one generated here (kept in backup/) and "
@@ -470,12 +464,9 @@ def gateway_pki(ctx, counts: Counts) -> None:
         raise refusal(ctx.settings, local, published)
     view = SharedView(ctx.writer, files_from(published))
     s = ctx.settings
-    ctx._decisions = artifacts.decide(s, view, ctx.now, ctx.rotate & {"gateway"})
-    wanted = {d.spec.name: getattr(s, d.spec.key_algorithm) for d in ctx._decisions.values()
-              if d.spec.phase == "pilot-pki" and d.action in ("create", "reissue", "rotate")}
-    ctx._keys = ctx.key_pool(wanted)
+    ctx.pki.decide_from(view, ctx.rotate & {"gateway"})
     done = Counts()
-    artifacts.apply("pilot-pki", s, view, ctx._decisions, ctx._keys, ctx.now, done)
+    artifacts.apply("pilot-pki", s, view, ctx.pki.decisions, ctx.pki.keys, ctx.now, done)
     for action, names in done.by_action.items():   # the CA's own files are not this host's: not counted
         for name in names:
             if name not in ("pilot-root-ca", "pilot-ca", _CHAIN.file):

@@ -20,6 +20,7 @@ from urllib.parse import urlsplit
 from higress_init.volume import layout
 from higress_init.versions import meshconfig, releases
 from higress_init.settings import Settings
+from higress_init.store.kinds import store_kind
 
 DEFAULT_GROUP = "DEFAULT_GROUP"  # where the apiserver keeps cluster-scoped objects in Nacos (empty group)
 NACOS_AUTH_SECRET = "nacos-auth-default"
@@ -83,7 +84,7 @@ def gateway_labels(s: Settings) -> dict:
 
 
 def _nacos_credentials(s: Settings) -> bool:
-    return s.config_storage == "nacos" and bool(s.nacos_username) and bool(s.nacos_password)
+    return store_kind(s).registry and bool(s.nacos_username) and bool(s.nacos_password)
 
 
 # --- how each object's content is made
@@ -104,7 +105,7 @@ def _higress_config(s: Settings, adopt: Adopt) -> dict:
 
 def _mcp_bridge(s: Settings, adopt: Adopt) -> dict:
     registries = [{"domain": "console.svc", "name": "higress-console", "port": 8080, "type": "dns"}]
-    if s.config_storage == "nacos":
+    if store_kind(s).registry:
         # the same Nacos as service registry (first listed server; the apiserver reads the list the same way)
         url = urlsplit(s.nacos_servers[0])
         registry = {"domain": url.hostname, "nacosGroups": [DEFAULT_GROUP], "nacosNamespaceId": "",
