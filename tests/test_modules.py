@@ -3,9 +3,11 @@ cycle hidden in a function is still a cycle of concerns)."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 
 import higress_init
+from higress_init.volume import layout
 
 PACKAGE = Path(higress_init.__file__).parent
 
@@ -70,10 +72,9 @@ def test_no_import_cycle():
 
 def test_layout_imports_nothing_and_names_every_file_a_run_writes(tmp_path, fast_env):
     from conftest import run_cli
-    from higress_init.volume import layout
     tree = ast.parse((PACKAGE / "volume" / "layout.py").read_text())
     assert not [n for n in ast.walk(tree) if isinstance(n, (ast.Import, ast.ImportFrom))]
-    paths = {v[0] if isinstance(v, tuple) else v for k, v in vars(layout).items() if k.isupper()}
+    paths = _layout_paths(layout, upstream=False)
     named = {p for p in paths if "{}" not in p}
     templates = [p.split("{}") for p in paths if "{}" in p]
     volumes = tmp_path / "volumes"
@@ -86,3 +87,69 @@ def test_layout_imports_nothing_and_names_every_file_a_run_writes(tmp_path, fast
         if path.is_dir() and any(p.startswith(rel + "/") for p in named):
             continue
         assert any(rel.startswith(a) and rel.endswith(b) for a, b in templates), f"{rel} is not in layout.py"
+
+
+def _string_constants(tree) -> list[ast.Constant]:
+    """The string constants of a module, docstrings left out."""
+    docstrings = {id(node.body[0].value) for node in ast.walk(tree)
+                  if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+                  and node.body and isinstance(node.body[0], ast.Expr) and isinstance(node.body[0].value, ast.Constant)}
+    return [n for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+            and id(n) not in docstrings]
+
+
+def test_only_the_store_package_compares_the_storage_kind():
+    """Phases ask the store for a capability (store/kinds.py), never which store it is."""
+    found = []
+    for name, path in _module_names().items():
+        if name == "store" or name.startswith("store."):
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                names = [n.attr for n in ast.walk(node) if isinstance(n, ast.Attribute)]
+                if "config_storage" in names or "kind" in names and any(
+                        isinstance(c, ast.Constant) and c.value in ("Nacos", "file store", "nacos", "file")
+                        for c in ast.walk(node)):
+                    found.append(f"{name}:{node.lineno}")
+    assert not found, f"the storage kind compared outside store/: {found}"
+
+
+def test_the_walk_finds_a_storage_comparison_and_a_volume_path():
+    tree = ast.parse('if settings.config_storage == "nacos":\n    open("api/nacos.key")\n')
+    assert any(isinstance(n, ast.Compare) for n in ast.walk(tree))
+    assert [c.value for c in _string_constants(tree) if _VOLUME_PATH.match(c.value)] == ["api/nacos.key"]
+
+
+# what a volume path looks like: a path under one of the layout's top folders, or a top folder no
+# component shares its name with (a bare "gateway" or "data" is a component or a key, not a path)
+
+
+def _layout_paths(layout, upstream: bool = True) -> set[str]:
+    """Every path the layout names: a path, (path, mode), a group of paths, or (theirs, ours) pairs."""
+    def flat(value):
+        if isinstance(value, str):
+            yield value
+        elif isinstance(value, tuple):
+            for item in value:
+                if not isinstance(item, int):
+                    yield from flat(item)
+    return {p for k, v in vars(layout).items() if k.isupper() and (upstream or not k.startswith("UPSTREAM"))
+            for p in flat(v)}
+
+
+_TOP = sorted({p.split("/")[0] for p in _layout_paths(layout)})
+_VOLUME_PATH = re.compile(
+    rf"^(?:(?:{'|'.join(map(re.escape, _TOP))})(?:/[\w.{{}}-]+)+/?|\.higress-init|backup|pki)$")
+
+
+def test_only_the_layout_spells_a_volume_path():
+    """Every path in the volumes is named in volume/layout.py; other modules use its names (a string
+    that is a volume path, a docstring aside, is a path spelled twice)."""
+    found = []
+    for name, path in _module_names().items():
+        if name == "volume.layout":
+            continue
+        for const in _string_constants(ast.parse(path.read_text())):
+            if _VOLUME_PATH.match(const.value):
+                found.append(f"{name}:{const.lineno}: {const.value!r}")
+    assert not found, "volume paths spelled outside volume/layout.py:\n" + "\n".join(found)

@@ -26,17 +26,19 @@ class Reader:
 
 
 READERS: tuple[Reader, ...] = (
-    Reader("apiserver", ("api",), rereads=("api/server.crt", "api/server.key"), store="data"),
+    Reader("apiserver", (layout.APISERVER_DIR,), rereads=(layout.APISERVER_CERT, layout.APISERVER_KEY),
+           store=layout.FILE_STORE),
     # its Nacos client keeps logs and a config cache there; uid 1337 cannot create /var/log/nacos
-    Reader("controller", ("controller/kube",), rereads=("controller/kube/client.crt", "controller/kube/client.key"),
+    Reader("controller", (layout.CONTROLLER_KUBE_DIR,),
+           rereads=(layout.CONTROLLER_CLIENT_CERT, layout.CONTROLLER_CLIENT_KEY),
            writes=(layout.CONTROLLER_NACOS_LOGS,)),
-    Reader("pilot", ("pilot/kube", "pilot/cacerts", "pilot/config"),
-           rereads=("pilot/kube/client.crt", "pilot/kube/client.key")),
-    Reader("gateway", ("gateway/certs", "gateway/podinfo", "pilot/config"),
-           rereads=("gateway/certs/cert-chain.pem", "gateway/certs/key.pem"),
+    Reader("pilot", (layout.PILOT_KUBE_DIR, layout.PILOT_CACERTS_DIR, layout.PILOT_CONFIG_DIR),
+           rereads=(layout.PILOT_CLIENT_CERT, layout.PILOT_CLIENT_KEY)),
+    Reader("gateway", (layout.GATEWAY_CERTS_DIR, layout.GATEWAY_PODINFO_DIR, layout.PILOT_CONFIG_DIR),
+           rereads=(layout.GATEWAY_CERT_CHAIN, layout.GATEWAY_KEY),
            writes=(layout.GATEWAY_ISTIO_DATA, layout.GATEWAY_LOGS)),
     # its Java client keeps the certificate it loaded at start (issue 22's report, checked with that library)
-    Reader("console", ("console/kube",), why="its Java client never re-reads its certificate"),
+    Reader("console", (layout.CONSOLE_KUBE_DIR,), why="its Java client never re-reads its certificate"),
 )
 
 # The compose file each role runs from, and where the restart command is typed (README "More hosts").

@@ -36,12 +36,7 @@ _DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 # the unit is required: a bare number meant days once, and upstream's wait is in seconds
 _DURATION = re.compile(r"([0-9]{1,12})([smhd])")
 MAX_DURATION = timedelta(days=36500)  # a hundred years: longer overflows dates and means nothing
-# Where TOKEN_IDENTITIES may not put a token: directories holding files the initializer manages.
-MANAGED_DIRS = ("api", "pki", "tokens", "kube", "pilot", "gateway/certs", "gateway/podinfo", "backup",
-                ".higress-init", "data",
-                # a component's own mount or the folder it writes into: a token there would be written
-                # over its files (controller/kube/client.key) or among them
-                "controller/kube", "console/kube", "controller/log", "gateway/istio", "gateway/log")
+MANAGED_DIRS = layout.MANAGED_DIRS
 # The components' folders: the file store (Secrets included) is never put among them.
 COMPONENT_DIRS = ("controller", "console", "gateway")
 NAME_MAX, PATH_MAX = 255, 4096   # bytes, as Linux counts them: a longer name could never be written
@@ -519,7 +514,7 @@ def _check_gateway_role(settings: Settings, get) -> None:
         if get(name):
             raise SettingsError(f"{name} is set, but ROLE=gateway has no use for it (it belongs to the control-plane "
                                 "host, ROLE=all): unset it")
-    key_file = settings.volumes_root / "api/nacos.key"
+    key_file = settings.volumes_root / layout.DATA_KEY
     if settings.nacos_data_key is None and not key_file.is_file():
         raise SettingsError("ROLE=gateway needs the deployment's data key: set NACOS_DATA_ENC_KEY (or "
                             f"NACOS_DATA_ENC_KEY_FILE) to the control-plane host's api/nacos.key, or copy that file "
@@ -571,7 +566,7 @@ def _token_identities(text: str | None, gateway_account: str):
         path = Path(file)
         rel = path.as_posix()
         if not file or path.is_absolute() or ".." in path.parts or "." in file.split("/") or "//" in file or \
-                not file.isprintable() or any(p.startswith(".higress-init") for p in path.parts) or \
+                not file.isprintable() or any(p.startswith(layout.STATE_DIR) for p in path.parts) or \
                 any(rel == d or rel.startswith(d + "/") for d in MANAGED_DIRS):
             raise SettingsError(f"TOKEN_IDENTITIES: {entry!r}: the file must be a plain relative path inside the volumes, "
                                 f"not under {', '.join(d + '/' for d in MANAGED_DIRS)} (the initializer's own files)")

@@ -99,7 +99,7 @@ def unchanged(settings, now: datetime) -> dict[str, dict[str, int]] | None:
     root = _root(settings)
     try:
         key = _key(root)
-        state = json.loads(root.read((".higress-init", "last-run.json")) or b"null")
+        state = json.loads(root.read(tuple(layout.LAST_RUN.split("/"))) or b"null")
         if not key or not isinstance(state, dict):
             return None
         digest = _settings_digest(key, settings)
@@ -132,7 +132,7 @@ def _key(root) -> bytes | None:
 
 
 def _remove(root) -> None:
-    dir_fd = root.open_dir((".higress-init",))
+    dir_fd = root.open_dir((layout.STATE_DIR,))
     if dir_fd is not None:
         try:
             os.unlink("last-run.json", dir_fd=dir_fd)

@@ -27,35 +27,17 @@ from higress_init.volume import layout
 from higress_init.volume.safefs import Refused
 
 # Files only upstream's scripts write: one of them present means upstream's layout.
-MARKERS = ("api/ca.key", "pilot/cacerts/root-key.pem")
+MARKERS = (layout.UPSTREAM_APISERVER_CA_KEY, layout.UPSTREAM_PILOT_ROOT_KEY)
 
 # Each file upstream's scripts make that this layout has too: (upstream's path, this layout's).
-UPSTREAM_FILES = (
-    ("api/ca.crt", layout.APISERVER_CA_CERT),
-    ("api/ca.key", layout.APISERVER_CA_KEY),
-    ("api/server.crt", layout.APISERVER_CERT),
-    ("api/server.key", layout.APISERVER_KEY),
-    ("api/nacos.key", layout.DATA_KEY),
-    ("kube/config", layout.KUBECONFIG),
-    ("pilot/cacerts/root-cert.pem", layout.PILOT_ROOT_CERT),
-    ("pilot/cacerts/root-key.pem", layout.PILOT_ROOT_KEY),
-    ("pilot/cacerts/ca-cert.pem", layout.PILOT_CA_CERT),
-    ("pilot/cacerts/ca-key.pem", layout.PILOT_CA_KEY),
-    ("pilot/cacerts/cert-chain.pem", layout.PILOT_CHAIN),
-    ("gateway/certs/cert-chain.pem", layout.GATEWAY_CERT_CHAIN),
-    ("gateway/certs/key.pem", layout.GATEWAY_KEY),
-    ("gateway/certs/root-cert.pem", layout.GATEWAY_ROOT_CERT),
-    ("gateway/podinfo/labels", layout.POD_LABELS),
-)
+UPSTREAM_FILES = layout.UPSTREAM_FILES
 MOVED = tuple((theirs, ours) for theirs, ours in UPSTREAM_FILES if theirs != ours)
 
 # What upstream's scripts leave in mounted folders that nothing here reads: its admin client
 # certificate and key (embedded in its kubeconfig), the certificate requests, openssl's configs and
 # serial files, and the gateway's certificate and key, copied from pilot's folder to the gateway's.
 # Removed (backed up first): a key in a mounted folder is readable by every container mounting it.
-LEFTOVERS = ("api/client.crt", "api/client.key", "api/server.csr", "api/client.csr",
-             "pilot/cacerts/gateway-cert.pem", "pilot/cacerts/gateway-key.pem", "pilot/cacerts/ca.cfg",
-             "pilot/cacerts/gateway.cfg", "pilot/cacerts/root-cert.srl", "pilot/cacerts/ca-cert.srl")
+LEFTOVERS = layout.UPSTREAM_LEFTOVERS
 
 
 def found(writer) -> list[str]:
@@ -270,10 +252,10 @@ def still_trusted(adoption: Adoption) -> str:
     """What an adopted CA still trusts that upstream issued under it; empty when no CA was adopted."""
     kept = [theirs for theirs, _ in adoption.moved]
     what = []
-    if "api/ca.key" in kept and ("apiserver-ca" not in adoption.failed or "apiserver-ca" in adoption.resigned):
+    if layout.UPSTREAM_APISERVER_CA_KEY in kept and ("apiserver-ca" not in adoption.failed or "apiserver-ca" in adoption.resigned):
         what.append("the apiserver CA still accepts upstream's admin client certificate (100 years, "
                     "system:masters; now in backup/)")
-    if "pilot/cacerts/root-key.pem" in kept and ("pilot-root-ca" not in adoption.failed
+    if layout.UPSTREAM_PILOT_ROOT_KEY in kept and ("pilot-root-ca" not in adoption.failed
                                                   or "pilot-root-ca" in adoption.resigned):
         what.append("the pilot root still trusts upstream's intermediate (its script made ca-key.pem world-readable)")
     return ("; ".join(what) + ": to end that, higress-init rotate root") if what else ""

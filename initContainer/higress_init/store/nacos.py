@@ -27,6 +27,7 @@ from tenacity import AsyncRetrying, Retrying, retry_if_exception_type, wait_expo
 
 from higress_init.store import nacossdk
 from higress_init.errors import StateError
+from higress_init.volume import layout
 
 DEFAULT_GROUP = "DEFAULT_GROUP"
 SECRETS_INDEX = "secrets.__names__"
@@ -749,7 +750,7 @@ def prepare(ctx, counts) -> None:
     ctx.nacos = conn
     present = namespace_exists(conn, s.nacos_namespace)
     check_apiserver_search(conn, s.nacos_namespace)
-    fresh_key = s.nacos_data_key is None and not ctx.writer.exists("api/nacos.key")
+    fresh_key = s.nacos_data_key is None and not ctx.writer.exists(layout.DATA_KEY)
     # Secrets are `secrets.<name>` configs; the index `secrets.__names__` may outlive the last of
     # them (holding just EMPTY), so it alone does not count. Asked even when the namespace is
     # absent: deleting a namespace in Nacos leaves its configs behind, readable again once a

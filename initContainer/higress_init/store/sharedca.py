@@ -504,9 +504,9 @@ def status_rows(settings, writer) -> list[dict]:
                          chain_verified=True, key_matches=True, state="ok"))
     # the CA this host uses: its pilot/cacerts (control plane), or the issuer in its gateway chain
     if gateway:
-        chain = writer.read("gateway/certs/cert-chain.pem")
+        chain = writer.read(layout.GATEWAY_CERT_CHAIN)
         in_use = primitives.load_certs(chain)[1] if chain and len(primitives.load_certs(chain)) > 1 else None
-        file = "gateway/certs/cert-chain.pem (issuer)"
+        file = f"{layout.GATEWAY_CERT_CHAIN} (issuer)"
     else:
         ca = writer.read(_CA.cert_file)
         in_use = primitives.load_certs(ca)[0] if ca else None
@@ -532,9 +532,9 @@ def status_rows(settings, writer) -> list[dict]:
                              issuer=primitives.describe_name(cert, "issuer"), not_after=_not_after(cert),
                              chain_verified=primitives.issued_by(cert, published.intermediate),
                              key_matches=key is not None and primitives.key_matches(cert, key), state=state))
-        trust = writer.read("gateway/certs/root-cert.pem")
+        trust = writer.read(layout.GATEWAY_ROOT_CERT)
         trusted = primitives.load_certs(trust) if trust else []
-        rows.append(_row("root-cert.pem", "gateway/certs/root-cert.pem",
+        rows.append(_row("root-cert.pem", layout.GATEWAY_ROOT_CERT,
                          subject=f"{len(trusted)} root(s)", chain_verified=trusted == published.roots,
                          state="ok" if trusted == published.roots else "differs from the published roots: rerun"))
     return rows

@@ -57,6 +57,14 @@ CONTROLLER_NACOS_LOGS = ("controller/log/nacos", 0o700)
 GATEWAY_ISTIO_DATA = ("gateway/istio/data", 0o755)
 GATEWAY_LOGS = ("gateway/log", 0o755)
 
+# --- the folders each component mounts (readers.READERS)
+APISERVER_DIR = "api"
+CONTROLLER_KUBE_DIR = "controller/kube"
+PILOT_KUBE_DIR, PILOT_CACERTS_DIR, PILOT_CONFIG_DIR = "pilot/kube", "pilot/cacerts", "pilot/config"
+GATEWAY_CERTS_DIR, GATEWAY_PODINFO_DIR = "gateway/certs", "gateway/podinfo"
+CONSOLE_KUBE_DIR = "console/kube"
+PKI_DIR = "pki"                               # the initializer's own secrets: no component mounts it
+
 # --- the initializer's own bookkeeping (root's, never chowned)
 STATE_DIR = ".higress-init"
 LOCK = f"{STATE_DIR}/lock"
@@ -69,3 +77,27 @@ SHARED_CA_RECORD = f"{STATE_DIR}/shared-ca.json"    # digests of the pilot CA as
 CA_KEYS_RECORD = f"{STATE_DIR}/ca-keys.json"        # sha256 of each CA certificate whose key was here
 DEPLOYMENT_SETTINGS = f"{STATE_DIR}/settings.json"  # the deployment's non-secret settings (settings.SETTINGS, recorded)
 BACKUP_DIR = "backup"                          # every replaced file, under backup/<UTC timestamp>/
+
+# Where TOKEN_IDENTITIES may not put a token: folders holding files the initializer manages, a
+# component's own mount, or a folder it writes into (a token there would be written over its files).
+MANAGED_DIRS = (APISERVER_DIR, PKI_DIR, "tokens", "kube", "pilot", GATEWAY_CERTS_DIR, GATEWAY_PODINFO_DIR, BACKUP_DIR,
+                STATE_DIR, FILE_STORE, CONTROLLER_KUBE_DIR, CONSOLE_KUBE_DIR, "controller/log", "gateway/istio",
+                "gateway/log")
+
+# --- upstream's layout (higress-standalone's compose/scripts), which `migrate` takes over
+UPSTREAM_APISERVER_CA_KEY = "api/ca.key"
+UPSTREAM_PILOT_ROOT_KEY = "pilot/cacerts/root-key.pem"
+# theirs -> ours: the files both layouts have (most at the same place; the CA keys move into pki/)
+UPSTREAM_FILES = (
+    ("api/ca.crt", APISERVER_CA_CERT), (UPSTREAM_APISERVER_CA_KEY, APISERVER_CA_KEY),
+    ("api/server.crt", APISERVER_CERT), ("api/server.key", APISERVER_KEY), ("api/nacos.key", DATA_KEY),
+    ("kube/config", KUBECONFIG), ("pilot/cacerts/root-cert.pem", PILOT_ROOT_CERT),
+    (UPSTREAM_PILOT_ROOT_KEY, PILOT_ROOT_KEY), ("pilot/cacerts/ca-cert.pem", PILOT_CA_CERT),
+    ("pilot/cacerts/ca-key.pem", PILOT_CA_KEY), ("pilot/cacerts/cert-chain.pem", PILOT_CHAIN),
+    ("gateway/certs/cert-chain.pem", GATEWAY_CERT_CHAIN), ("gateway/certs/key.pem", GATEWAY_KEY),
+    ("gateway/certs/root-cert.pem", GATEWAY_ROOT_CERT), ("gateway/podinfo/labels", POD_LABELS),
+)
+# what their scripts leave beside the mounted files
+UPSTREAM_LEFTOVERS = ("api/client.crt", "api/client.key", "api/server.csr", "api/client.csr",
+                      "pilot/cacerts/gateway-cert.pem", "pilot/cacerts/gateway-key.pem", "pilot/cacerts/ca.cfg",
+                      "pilot/cacerts/gateway.cfg", "pilot/cacerts/root-cert.srl", "pilot/cacerts/ca-cert.srl")

@@ -13,8 +13,8 @@ from higress_init.volume.safefs import Root, check_regular, parts_of, refuse
 
 DIR_MODE = 0o755
 PRIVATE_DIR_MODE = 0o700
-PRIVATE_DIRS = ("pki",)                       # the initializer's own secrets: no component mounts them
-ROOT_ONLY_DIRS = (".higress-init", "backup")  # bookkeeping: root's, never chowned
+PRIVATE_DIRS = (layout.PKI_DIR,)              # the initializer's own secrets: no component mounts them
+ROOT_ONLY_DIRS = (layout.STATE_DIR, layout.BACKUP_DIR)  # bookkeeping: root's, never chowned
 PUBLIC_MODE, PRIVATE_MODE = 0o644, 0o600
 PRIVATE_NAMES = (".key", "key.pem")           # every private key, whatever its directory
 # Root's whatever VOLUMES_UID says: the CA keys, the token signing key and the admin key (pki/, which
