@@ -110,6 +110,33 @@ def test_a_refused_target_leaves_nothing_half_written(tmp_path):
     assert not list(root.rglob(TMP_PREFIX + "*")) and not (root / JOURNAL).exists()
 
 
+@pytest.mark.parametrize("made", ["directory", "link"])
+def test_the_lock_folder_made_by_a_run_started_with_this_one(made, tmp_path, monkeypatch):
+    """Another run makes .higress-init/ between this run's look and its mkdir: its folder is
+    taken (and the lock with it), never a link in its place."""
+    from higress_init import journal
+    from higress_init.safefs import Refused
+    from higress_init.volume import RunLock
+    real = journal.private_mkdir
+
+    def other_run_first(dir_fd, name, parts):
+        if made == "directory":
+            os.mkdir(name, 0o700, dir_fd=dir_fd)
+        else:
+            os.symlink(tmp_path, name, dir_fd=dir_fd)
+        real(dir_fd, name, parts)   # FileExistsError, as for the run that loses the race
+
+    monkeypatch.setattr(journal, "private_mkdir", other_run_first)
+    root = tmp_path / "volumes"
+    if made == "link":
+        with pytest.raises(Refused, match=r"\.higress-init is a symbolic link"):
+            RunLock(root).__enter__()
+        assert not (tmp_path / "lock").exists()
+        return
+    with RunLock(root):
+        assert (root / ".higress-init/lock").is_file()
+
+
 def test_reads_are_capped_and_take_regular_files_only(tmp_path):
     from higress_init.volume.safefs import Refused, Root
     (tmp_path / "big").write_bytes(b"x" * 100)

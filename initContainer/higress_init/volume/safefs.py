@@ -113,13 +113,17 @@ class Root:
         try:
             for i, name in enumerate(parts):
                 try:
-                    nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
-                except FileNotFoundError:
-                    if create is None:
-                        os.close(fd)
-                        return None
-                    create(fd, name, parts[:i + 1])
-                    nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                    try:
+                        nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                    except FileNotFoundError:
+                        if create is None:
+                            os.close(fd)
+                            return None
+                        try:
+                            create(fd, name, parts[:i + 1])
+                        except FileExistsError:
+                            pass   # a run started with this one made it first (e.g. .higress-init/ before the lock)
+                        nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)   # no-follow, whoever made it
                 except OSError as err:
                     if err.errno in (errno.ELOOP, errno.ENOTDIR):
                         raise refuse(self.path, parts[:i + 1], os.stat(name, dir_fd=fd, follow_symlinks=False),
