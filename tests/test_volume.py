@@ -114,9 +114,9 @@ def test_a_refused_target_leaves_nothing_half_written(tmp_path):
 def test_the_lock_folder_made_by_a_run_started_with_this_one(made, tmp_path, monkeypatch):
     """Another run makes .higress-init/ between this run's look and its mkdir: its folder is
     taken (and the lock with it), never a link in its place."""
-    from higress_init import journal
-    from higress_init.safefs import Refused
-    from higress_init.volume import RunLock
+    from higress_init.volume import journal
+    from higress_init.volume.safefs import Refused
+    from higress_init.volume.writer import RunLock
     real = journal.private_mkdir
 
     def other_run_first(dir_fd, name, parts):
