@@ -13,6 +13,10 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+# The real servers' fixtures, registered once for every test module: r-nacos (rnacos), real Nacos
+# 2.5.1 and 3.0.1 (real_nacos), both (nacos) and the three-node cluster (real_cluster).
+pytest_plugins = ["rnacos", "nacos_server"]
+
 # Keep the environment of the CLI under test free of the developer's own settings.
 _SETTING_VARS = [name for name in os.environ if name.startswith(("NACOS_", "CONFIG_STORAGE", "VOLUMES_", "FILE_ROOT"))]
 

@@ -8,10 +8,10 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 import yaml
-
 from compose_schema import COMPONENT_USERS, model
 from conftest import run_cli
 from consumers import apiserver_like_server, kubectl_in_container, kubectl_version
+
 from higress_init.pki import kubeconfig
 
 # the operator's two kubeconfigs (in the network, from the host) are one caller

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import pytest
-
 from conftest import run_cli, snapshot
 
 BAD_INPUTS = [
@@ -115,6 +114,7 @@ def test_a_run_from_a_deleted_working_directory(tmp_path):
 
 def test_a_bare_number_interval_is_refused_and_the_readme_states_the_same_rule(tmp_path):
     from conftest import REPO
+
     from higress_init.settings import DURATION_RULE
     result = run_cli("watch", "--once", "--interval", "12", volumes=tmp_path / "v")
     assert result.returncode == 2 and result.stderr.count("\n") == 1, result.stderr
@@ -129,7 +129,9 @@ DURATION_SETTINGS = ("NACOS_WAIT_TIMEOUT", "CA_VALIDITY", "INTERMEDIATE_VALIDITY
 
 def test_every_duration_the_env_and_compose_files_set_has_a_unit():
     import re
+
     from conftest import REPO
+
     from higress_init.settings import SETTINGS_BY_ENV, parse_duration
     found = {}
     for path in [*(REPO / "env").glob("*.env"), REPO / "compose/.env", *(REPO / "compose").glob("*.yml")]:

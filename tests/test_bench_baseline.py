@@ -5,11 +5,11 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+from conftest import REPO, run_cli
+from consumers import openssl_verify
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from conftest import REPO, run_cli
-from consumers import openssl_verify
 from higress_init.pki import artifacts, primitives
 from higress_init.volume import layout
 

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 from conftest import REPO, run_cli
+
 from higress_init import __version__
 
 

@@ -7,8 +7,8 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import REPO
+
 from higress_init.cli import main as cli
 
 

@@ -7,10 +7,8 @@ import re
 
 import pytest
 import yaml
-
 from base_objects import VERSIONS, assert_console_secret, assert_higress_config, assert_matches, expected
 from conftest import run_cli, snapshot
-from rnacos import rnacos  # noqa: F401 (a fixture)
 
 MESH, NETWORKS = "pilot/config/mesh", "pilot/config/meshNetworks"
 CM = "data/configmaps/higress-config.yaml"

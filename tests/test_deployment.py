@@ -7,10 +7,7 @@ import json
 import os
 import subprocess
 
-import pytest
-
 from conftest import run_cli, snapshot
-from rnacos import rnacos  # noqa: F401 (a fixture)
 
 RECORD = ".higress-init/settings.json"
 

@@ -7,16 +7,16 @@ import os
 import subprocess
 import sys
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import yaml
+from conftest import run_cli, snapshot
+from consumers import kubectl_version, mtls_handshake, mtls_https_server, openssl_text, openssl_verify
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from conftest import run_cli, snapshot
-from consumers import (kubectl_version, mtls_handshake, mtls_https_server, openssl_text, openssl_verify)
-from higress_init.volume import ownership
 from higress_init.pki import primitives
+from higress_init.volume import ownership
 
 CERT_FILES = ["api/ca.crt", "api/server.crt", "pki/admin.crt", "pilot/cacerts/root-cert.pem",
               "pilot/cacerts/ca-cert.pem", "gateway/certs/cert-chain.pem"]
@@ -49,7 +49,7 @@ def test_cold_run_writes_every_contract_file_and_status_is_clean(volumes, fast_e
 def test_default_key_sizes_and_lifetimes(initialized):
     def load(rel):
         return primitives.load_certs((initialized / rel).read_bytes())[0]
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     for rel, bits, days in [("api/ca.crt", 4096, 3650), ("pilot/cacerts/root-cert.pem", 4096, 3650),
                             ("pilot/cacerts/ca-cert.pem", 4096, 730), ("api/server.crt", 2048, 365),
                             ("pki/admin.crt", 2048, 365), ("gateway/certs/cert-chain.pem", 2048, 365)]:
@@ -171,7 +171,7 @@ def _pilot_serving_cert(v):
     key = ec.generate_private_key(ec.SECP256R1())
     request = primitives.CertificateRequest(common_name=None, server_auth=True, client_auth=True, dns_names=("pilot",),
                                      uris=("spiffe://cluster.local/ns/higress-system/sa/higress-pilot",))
-    cert = primitives.issue(request, key, ca_cert, ca_key, datetime.now(timezone.utc))
+    cert = primitives.issue(request, key, ca_cert, ca_key, datetime.now(UTC))
     chain = primitives.cert_to_pem(cert) + (v / "pilot/cacerts/cert-chain.pem").read_bytes()
     return chain, primitives.key_to_pem(key)
 
@@ -242,9 +242,9 @@ def _issue_leaf(v, days_valid=365, not_before_days=0, other_ca=False, sans=("api
     if other_ca:
         ca_key = ec.generate_private_key(ec.SECP256R1())
         ca_cert = primitives.issue(primitives.CertificateRequest("higress-apiserver-ca", is_ca=True), ca_key, None, None,
-                            datetime.now(timezone.utc))
+                            datetime.now(UTC))
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    now = datetime.now(timezone.utc) - timedelta(days=not_before_days)
+    now = datetime.now(UTC) - timedelta(days=not_before_days)
     cert = primitives.issue(primitives.CertificateRequest("apiserver", server_auth=True, dns_names=sans,
                                             validity=timedelta(days=days_valid)), key, ca_cert, ca_key, now)
     return primitives.cert_to_pem(cert), primitives.key_to_pem(key)

@@ -4,13 +4,13 @@ and neither `run` nor `status` ever ends in a traceback."""
 from __future__ import annotations
 
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from conftest import run_cli
+from cryptography.hazmat.primitives.asymmetric import ec
 from hostile import make_victim, one_line_error, state_of, status
+
 from higress_init.pki import primitives
 
 NOT_UTF8 = b"\xff\xfe\xfd garbage \x00\x80"
@@ -86,7 +86,7 @@ def test_a_leaf_not_valid_yet_is_reissued(initialized):
     ca = primitives.load_certs((initialized / "api/ca.crt").read_bytes())[0]
     ca_key = primitives.load_key((initialized / "pki/apiserver-ca.key").read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    future = datetime.now(timezone.utc) + timedelta(days=10)
+    future = datetime.now(UTC) + timedelta(days=10)
     old = primitives.load_certs((initialized / "api/server.crt").read_bytes())[0]
     request = primitives.CertificateRequest("apiserver", server_auth=True, dns_names=tuple(
         n.value for n in old.extensions.get_extension_for_class(primitives.x509.SubjectAlternativeName).value
@@ -99,7 +99,7 @@ def test_a_leaf_not_valid_yet_is_reissued(initialized):
     result = run_cli("run", volumes=initialized, check=True)
     assert "re-issued 1" in result.stdout
     fresh = primitives.load_certs((initialized / "api/server.crt").read_bytes())[0]
-    assert fresh.not_valid_before_utc <= datetime.now(timezone.utc)
+    assert fresh.not_valid_before_utc <= datetime.now(UTC)
     assert status(initialized).returncode == 0
 
 
@@ -135,7 +135,7 @@ def _self_signed_ca(key, now, not_before=None, ca=True, path_length=None, constr
 
 
 CA_DEFECTS = {
-    "not yet valid": (dict(not_before=datetime.now(timezone.utc) + timedelta(days=30)), "is not valid before"),
+    "not yet valid": (dict(not_before=datetime.now(UTC) + timedelta(days=30)), "is not valid before"),
     "unknown critical extension": (dict(unknown_critical=True), "unknown critical extension"),
     "pathlen 0": (dict(path_length=0), "pathlen 0"),
     "no basicConstraints": (dict(constraints=False), "no basicConstraints"),
@@ -148,7 +148,7 @@ def test_a_root_that_cannot_validly_issue_is_refused_never_reissued_under(defect
     kept, and everything under it re-issued on every run, while status failed); status says why."""
     options, words = CA_DEFECTS[defect]
     key = primitives.load_key((initialized / "pki/pilot-root-ca.key").read_bytes())
-    root = _self_signed_ca(key, datetime.now(timezone.utc), **options)
+    root = _self_signed_ca(key, datetime.now(UTC), **options)
     (initialized / "pilot/cacerts/root-cert.pem").write_bytes(primitives.cert_to_pem(root))
     before = state_of(initialized)
     result = run_cli("run", volumes=initialized)
@@ -162,7 +162,7 @@ def test_a_root_that_cannot_validly_issue_is_refused_never_reissued_under(defect
 def test_rotate_root_replaces_an_expired_root(initialized):
     """What the refusal of an expired root tells the user to run works."""
     key = primitives.load_key((initialized / "pki/pilot-root-ca.key").read_bytes())
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes
     old = primitives.load_certs((initialized / "pilot/cacerts/root-cert.pem").read_bytes())[0]

@@ -9,7 +9,6 @@ import shutil
 import stat
 
 import pytest
-
 from conftest import run_cli
 from hostile import make_victim, one_line_error, state_of, status
 

@@ -9,7 +9,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import run_cli
 from hostile import make_victim, state_of, status
 

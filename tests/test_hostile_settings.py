@@ -8,7 +8,6 @@ import subprocess
 import sys
 
 import pytest
-
 from conftest import run_cli
 from hostile import make_victim, one_line_error, state_of
 

@@ -10,7 +10,6 @@ import sys
 import time
 
 import pytest
-
 from conftest import run_cli
 from hostile import make_victim, one_line_error, state_of, status
 

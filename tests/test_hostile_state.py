@@ -11,9 +11,9 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import require_tool, run_cli, snapshot
 from hostile import make_victim, one_line_error, state_of, status
+
 from higress_init import __version__
 from higress_init.settings import load
 from higress_init.volume.writer import JOURNAL, TMP_PREFIX

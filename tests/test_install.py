@@ -9,9 +9,7 @@ import subprocess
 import sys
 
 import yaml
-
 from conftest import REPO
-from rnacos import rnacos  # noqa: F401 (a fixture)
 
 NS = "higress-system"
 

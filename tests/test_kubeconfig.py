@@ -35,8 +35,8 @@ def test_the_readme_steps_to_edit_the_mesh_from_the_host(tmp_path, fast_env):
     certificate of its CA, over the file store), TLS verified; then a run delivers the edit."""
     import sys
 
-    from consumers import file_store_apiserver
     from conftest import run_cli
+    from consumers import file_store_apiserver
     from rnacos import free_port
     port = free_port()
     volumes = tmp_path / "volumes"
@@ -72,8 +72,8 @@ def test_the_readme_steps_to_edit_the_mesh_from_the_host(tmp_path, fast_env):
 
 def test_the_host_kubeconfig_is_refused_by_a_server_of_another_ca(tmp_path, fast_env):
     """TLS is verified: the same port served with another deployment's certificate is refused."""
-    from consumers import file_store_apiserver
     from conftest import run_cli
+    from consumers import file_store_apiserver
     from rnacos import free_port
     port = free_port()
     ours, theirs = tmp_path / "ours", tmp_path / "theirs"

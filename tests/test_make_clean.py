@@ -8,8 +8,8 @@ import shutil
 import subprocess
 
 import pytest
-
 from conftest import REPO
+
 from higress_init.volume import layout
 
 

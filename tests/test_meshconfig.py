@@ -2,8 +2,8 @@
 import pytest
 import yaml
 
-from higress_init.versions import meshconfig
 from higress_init.settings import load
+from higress_init.versions import meshconfig
 
 
 def test_mesh_defaults_follow_the_contract():

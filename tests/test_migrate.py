@@ -15,9 +15,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-
 from conftest import require_tool, run_cli, snapshot
-from nacos_server import real_nacos  # noqa: F401 (a fixture)
 
 BITS = "4096"   # upstream's RSA_KEY_LENGTH
 
@@ -226,8 +224,9 @@ def test_migrate_with_nacos_keeps_what_upstream_stored(real_nacos, upstream, fas
     """Nacos 3.0.1 as upstream's 2.2.4 runs it, holding what upstream's prepare.sh seeded (a Secret
     encrypted with upstream's api/nacos.key): the key is adopted, the stored objects kept, the
     adopted pilot root published as the deployment's CA."""
-    from higress_init.store.stores import decrypt, encrypt
     from nacos_server import UPSTREAM, Target, fresh_namespace
+
+    from higress_init.store.stores import decrypt, encrypt
     node = Target("nacos-3.0.1", real_nacos(UPSTREAM), fresh_namespace("migrate"))
     key = (upstream / "api/nacos.key").read_bytes()
     secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: higress-console\n  namespace: higress-system\n" \

@@ -15,14 +15,12 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from base_objects import openssl_decrypt
 from conftest import _SETTING_VARS, run_cli, snapshot
 from consumers import openssl_verify
-from higress_init.pki import primitives
-from nacos_server import real_cluster, real_nacos  # noqa: F401 (fixtures)
-from rnacos import rnacos  # noqa: F401 (a fixture)
 from test_rotation import _handshake, _ok
+
+from higress_init.pki import primitives
 
 NS = "higress-system"
 DATA_KEY = "k3yForSecretsInNacos-0123456789A"   # 32 characters: the deployment's data key
@@ -391,6 +389,7 @@ def test_the_gateway_host_compose_file(tmp_path):
     """compose/docker-compose.gateway.yml: valid compose, the initializer (ROLE=gateway), its `watch`
     and the gateway, which mounts exactly what a gateway host's run writes and reaches pilot by its name."""
     import compose_schema
+
     from higress_init import settings
     path = compose_schema.REPO / "compose/docker-compose.gateway.yml"
     env = compose_schema.parse_env_file(compose_schema.COMPOSE_ENV)

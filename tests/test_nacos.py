@@ -12,10 +12,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import run_cli, snapshot
-from nacos_server import nacos, real_nacos  # noqa: F401 (fixtures)
-from rnacos import RNacosNode, free_port, rnacos, start_cluster  # noqa: F401 (rnacos: a fixture)
+from rnacos import RNacosNode, free_port, start_cluster
 
 NS = "higress-system"
 CM = ("configmaps.higress-config", NS)
@@ -151,8 +149,8 @@ def test_reseed_racing_a_concurrent_edit_never_loses_the_edit(node, env, volumes
 
 
 def test_a_64_kib_config_round_trips(node, env, volumes):
-    from higress_init.versions import meshconfig
     from higress_init.settings import load
+    from higress_init.versions import meshconfig
     mesh = volumes / "pilot/config/mesh"  # left by an earlier version: adopted into the store
     big = meshconfig.mesh_text(load(env={})) + "".join(f"# padding line {i:05d} " + "x" * 48 + "\n"
                                                        for i in range(1000))
@@ -427,8 +425,8 @@ def test_no_nacos_api_at_the_url_is_final(scripted, tmp_path, fast_env):
 
 # --- the SDK in process: absent and empty, compare-and-swap, a clean end
 def _connect(node, tmp_path, **env):
-    from higress_init.store import nacos
     from higress_init import settings
+    from higress_init.store import nacos
     s = settings.load(env={**node.client_env(), "VOLUMES_ROOT": str(tmp_path / "v"), **env})
     lines = []
     return nacos.connect(s, lambda text, **fields: lines.append(text)), lines
@@ -550,7 +548,9 @@ def test_racing_creations_exactly_one_wins(real_nacos, version, tmp_path):
     told it won, and the database holds its content. (A standalone Nacos answers the loser of a
     racing insert "success" and drops its content: the initializer checks the database view.)"""
     import threading
+
     from nacos_server import Target, fresh_namespace
+
     from higress_init.store.nacos import NacosConflict
     node = Target(f"nacos-{version}", real_nacos(version), fresh_namespace("race"))
     _namespace(node, tmp_path)
@@ -584,6 +584,7 @@ def test_racing_creations_exactly_one_wins(real_nacos, version, tmp_path):
 
 def test_closing_ends_the_sdk_client_completely(node, tmp_path):
     import threading
+
     import psutil
     threads_before = set(threading.enumerate())
     conn, _ = _connect(node, tmp_path)

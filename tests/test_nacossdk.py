@@ -9,7 +9,6 @@ import sys
 import textwrap
 
 from conftest import run_cli
-from rnacos import rnacos  # noqa: F401 (a fixture)
 
 # the real modules a run must not load: KMS (its SDK, Tea runtime, pycryptodome) and aiohttp
 HEAVY = ("alibabacloud_kms20160120", "Tea", "Crypto", "aiohttp", "v2.nacos.config.encryption.kms_client")

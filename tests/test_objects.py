@@ -3,17 +3,17 @@ from __future__ import annotations
 
 import base64
 import os
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
 import yaml
-
 from base_objects import openssl_decrypt
+
+from higress_init.settings import load
 from higress_init.store import configstore, stores
 from higress_init.versions import objects
-from higress_init.settings import load
 
-NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 def test_the_table_declares_each_object_once_with_its_store_names():
@@ -106,6 +106,7 @@ def test_index_of_a_cluster_scoped_object():
 
 def test_a_secret_the_apiserver_rule_encrypted_independently_reads_back():
     import subprocess
+
     from conftest import require_tool
     openssl = require_tool("openssl", "apt-get install openssl")
     key = os.urandom(32)

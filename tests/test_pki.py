@@ -1,7 +1,7 @@
 """pki: keys, issuing, and the checks every later decision relies on."""
 from __future__ import annotations
 
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from cryptography import x509
@@ -9,7 +9,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from higress_init.pki import primitives
 
-NOW = datetime.now(timezone.utc)
+NOW = datetime.now(UTC)
 
 
 @pytest.fixture(scope="module")
@@ -81,6 +81,7 @@ def test_a_verification_failure_names_no_python_object(tmp_path):
     """A version-1 certificate (what `openssl x509 -req` makes without extensions, as upstream's
     precheck.sh does): the reason says so, without the repr cryptography appends."""
     import subprocess
+
     from conftest import require_tool
     openssl = require_tool("openssl", "apt-get install openssl")
     for args in (["req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-days", "2",

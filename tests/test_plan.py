@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli, snapshot
 from test_e2e_core import _issue_leaf
 

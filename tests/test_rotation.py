@@ -6,16 +6,16 @@ import os
 import shutil
 import subprocess
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from cryptography.hazmat.primitives.asymmetric import ec
-
 from conftest import run_cli, snapshot
 from consumers import kubectl_version, mtls_handshake, mtls_https_server, openssl_verify
-from higress_init.pki import primitives
+from cryptography.hazmat.primitives.asymmetric import ec
 from test_tokens import verify_joserfc, verify_pyjwt
+
+from higress_init.pki import primitives
 
 CA_FILES = ["api/ca.crt", "pki/apiserver-ca.key", "pilot/cacerts/root-cert.pem", "pki/pilot-root-ca.key",
             "pilot/cacerts/ca-cert.pem", "pilot/cacerts/ca-key.pem", "api/nacos.key"]
@@ -51,7 +51,7 @@ def _pilot_server(v: Path):
     key = ec.generate_private_key(ec.SECP256R1())
     request = primitives.CertificateRequest(None, server_auth=True, client_auth=True, dns_names=("pilot",),
                                      uris=("spiffe://cluster.local/ns/higress-system/sa/higress-pilot",))
-    cert = primitives.issue(request, key, ca_cert, ca_key, datetime.now(timezone.utc))
+    cert = primitives.issue(request, key, ca_cert, ca_key, datetime.now(UTC))
     return primitives.cert_to_pem(cert) + (v / "pilot/cacerts/cert-chain.pem").read_bytes(), primitives.key_to_pem(key)
 
 

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import os
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
-
 from conftest import run_cli, snapshot
-from rnacos import rnacos  # noqa: F401 (a fixture)
+
 from higress_init.run import runstate
 from higress_init.settings import load
 
@@ -58,7 +57,7 @@ def test_a_missing_file_takes_the_full_path(settled):
 
 def test_the_renewal_deadline_ends_the_fast_path(settled):
     settings = load(env={"VOLUMES_ROOT": str(settled)})
-    now = datetime.now(timezone.utc)
+    now = datetime.now(UTC)
     assert runstate.unchanged(settings, now) is not None
     # the earliest leaf expires in 365 days and is renewed 30 days before
     assert runstate.unchanged(settings, now + timedelta(days=334)) is not None
@@ -138,9 +137,9 @@ def test_a_shared_ca_published_again_since_is_decided_in_full(rnacos, tmp_path, 
 
     import yaml
 
-    from higress_init.volume import layout
     from higress_init.store import sharedca, stores
     from higress_init.store.configstore import md5
+    from higress_init.volume import layout
     node = rnacos()
     env = dict(fast_env, **node.client_env(), NACOS_WAIT_TIMEOUT="30s")
     volumes = tmp_path / "v"

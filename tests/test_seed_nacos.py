@@ -8,12 +8,16 @@ import re
 
 import pytest
 import yaml
-
-from base_objects import (NS, VERSIONS, assert_console_secret, assert_higress_config, assert_matches, expected,
-                          openssl_decrypt)
+from base_objects import (
+    NS,
+    VERSIONS,
+    assert_console_secret,
+    assert_higress_config,
+    assert_matches,
+    expected,
+    openssl_decrypt,
+)
 from conftest import run_cli, snapshot
-from nacos_server import nacos, real_nacos  # noqa: F401 (fixtures)
-from rnacos import rnacos  # noqa: F401 (a fixture)
 
 UNCHANGED = "nothing the local phases read has changed"
 CM = ("configmaps.higress-config", NS)

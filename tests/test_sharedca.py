@@ -12,11 +12,11 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import _SETTING_VARS, require_tool, run_cli
-from higress_init.pki import primitives
-from nacos_server import Target, fresh_namespace, real_nacos  # noqa: F401 (a fixture)
+from nacos_server import Target, fresh_namespace
 from test_multihost import CA_FILES, DATA_KEY, NS, assert_gateway_joins, local_ca, published
+
+from higress_init.pki import primitives
 
 # where a run can end after its commit: before the phase, before the publish answer, after it
 FIRST = ("phase:shared-ca", "shared-ca:before-publish", "shared-ca:published")

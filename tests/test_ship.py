@@ -8,20 +8,27 @@ import subprocess
 import sys
 from pathlib import Path, PurePosixPath
 
+import compose_schema
 import pytest
 import yaml
-
-import compose_schema
-from compose_schema import (COMPONENT_USERS, COMPOSE_FILE, IMAGE_VARIABLES, REPO, model, parse_env_file,
-                            release_env_files, validate, variables_used)
+from compose_schema import (
+    COMPONENT_USERS,
+    COMPOSE_FILE,
+    IMAGE_VARIABLES,
+    REPO,
+    model,
+    parse_env_file,
+    release_env_files,
+    validate,
+    variables_used,
+)
 from conftest import run_cli
-from nacos_server import real_nacos  # noqa: F401 (a fixture)
-from rnacos import rnacos  # noqa: F401 (a fixture)
-from higress_init.pki import kubeconfig, primitives
+
 from higress_init import readers
-from higress_init.volume import ownership
-from higress_init.versions import releases
+from higress_init.pki import kubeconfig, primitives
 from higress_init.settings import SETTINGS
+from higress_init.versions import releases
+from higress_init.volume import ownership
 
 ENV_FILES = ["initializer", "apiserver", "controller", "pilot", "gateway", "console", "nacos"]
 COMPONENTS = ["apiserver", "controller", "pilot", "gateway", "console"]
@@ -391,7 +398,7 @@ def test_each_release_image_set_is_what_compose_runs(version):
         assert "--enableAutomaticHttps=false" in controller["command"]
     else:
         assert services["plugin-server"]["networks"]["higress-net"]["aliases"] == ["plugin-server.svc"]
-        assert ["--enableAutomaticHttps=true", "--automaticHttpsEmail="] == controller["command"][-2:]
+        assert controller["command"][-2:] == ["--enableAutomaticHttps=true", "--automaticHttpsEmail="]
         assert url_pattern[0] == "http://plugin-server:8080/plugins/mcp-server/2.0.1/plugin.wasm"
         # compose prints a literal `$` as `$$`: the console receives ${name} and ${version} themselves
         assert url_pattern[1] == "http://plugin-server:8080/plugins/$${name}/$${version}/plugin.wasm"

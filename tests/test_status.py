@@ -4,15 +4,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 import pytest
+from conftest import run_cli
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from conftest import run_cli
-from higress_init.volume import layout
 from higress_init.pki import primitives
-
+from higress_init.volume import layout
 
 ENV = {"CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256"}
 
@@ -72,7 +71,7 @@ def test_a_client_certificate_without_client_use_fails_verification(v):
     ca_key = primitives.load_key((v / layout.APISERVER_CA_KEY).read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     cert = primitives.issue(primitives.CertificateRequest("console", organizations=("system:masters",), server_auth=True),
-                     key, ca, ca_key, datetime.now(timezone.utc))
+                     key, ca, ca_key, datetime.now(UTC))
     (v / layout.CONSOLE_CLIENT_CERT).write_bytes(primitives.cert_to_pem(cert))
     (v / layout.CONSOLE_CLIENT_KEY).write_bytes(primitives.key_to_pem(key))
     assert _failing(v)[layout.CONSOLE_CLIENT_CERT].startswith("does not verify")
@@ -91,8 +90,9 @@ def test_a_token_whose_key_is_not_published_fails(v):
 def _reissue_backdated(v, spec_name: str, days_ago: int) -> None:
     """Re-issue one leaf as if it had been made `days_ago` days ago, under its real CA."""
     from datetime import timedelta
-    from higress_init.pki import artifacts
+
     from higress_init import settings as settings_mod
+    from higress_init.pki import artifacts
     spec = artifacts.SPECS[spec_name]
     issuer = artifacts.SPECS[spec.issuer]
     ca_cert = primitives.load_certs((v / issuer.cert_file).read_bytes())[0]
@@ -100,7 +100,7 @@ def _reissue_backdated(v, spec_name: str, days_ago: int) -> None:
     key = primitives.load_key((v / spec.key_file).read_bytes())
     request = spec.request(settings_mod.load(env={**ENV, "VOLUMES_ROOT": str(v)}))
     request = primitives.CertificateRequest(**{**request.__dict__, "validity": timedelta(days=2)})
-    cert = primitives.issue(request, key, ca_cert, ca_key, datetime.now(timezone.utc) - timedelta(days=days_ago))
+    cert = primitives.issue(request, key, ca_cert, ca_key, datetime.now(UTC) - timedelta(days=days_ago))
     (v / spec.cert_file).write_bytes(primitives.cert_to_pem(cert))
 
 
@@ -143,8 +143,9 @@ def test_remaining_time_is_in_kubeadms_words_for_certificates_and_tokens_never_0
 
 def test_short_duration_follows_kubeadm():
     from datetime import timedelta
+
     from higress_init.run.reporting import remaining
-    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    now = datetime(2026, 1, 1, tzinfo=UTC)
     cases = {timedelta(days=364, hours=5): "364d", timedelta(hours=23, minutes=59): "23h",
              timedelta(hours=47): "47h", timedelta(minutes=5): "5m", timedelta(seconds=30): "30s",
              timedelta(days=-3, hours=-1): "expired 3d ago", timedelta(hours=-1): "expired 1h ago",

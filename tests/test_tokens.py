@@ -6,12 +6,11 @@ import time
 
 import jwt as pyjwt
 import pytest
+from conftest import run_cli, snapshot
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from joserfc import jwt as jose_jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-
-from conftest import run_cli, snapshot
 
 TOKENS = {"gateway": ("gateway/tokens/istio-token", "higress-gateway"),
           "console": ("console/token", "higress-console"),

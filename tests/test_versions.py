@@ -6,7 +6,6 @@ import json
 
 import pytest
 import yaml
-
 from base_objects import VERSIONS, assert_higress_config, assert_matches, expected
 from conftest import run_cli, snapshot
 

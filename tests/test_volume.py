@@ -212,6 +212,7 @@ def test_a_crash_after_the_journal_leaves_kept_files_the_rerun_finishes(tmp_path
 def test_backup_keeps_the_last_backup_keep_runs_private_and_says_what_it_removed(tmp_path, fast_env):
     import re
     import stat
+
     from conftest import run_cli
     volumes = tmp_path / "volumes"
     env = {**fast_env, "BACKUP_KEEP": "2"}

@@ -5,19 +5,19 @@ something cannot be renewed."""
 from __future__ import annotations
 
 import dataclasses
-import re
 import fcntl
 import os
+import re
 import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
 
 import pytest
-
 from conftest import run_cli, snapshot
-from higress_init.pki import artifacts, primitives
+
 from higress_init import settings as settings_mod
+from higress_init.pki import artifacts, primitives
 
 FAST = {"CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256"}
 
