@@ -8,7 +8,6 @@ import base64
 import subprocess
 
 import yaml
-
 from conftest import require_tool
 
 NS = "higress-system"

@@ -22,7 +22,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-
 import rnacos
 from rnacos import _RUNNING
 
@@ -87,7 +86,7 @@ class NacosServer:
         }
         return "".join(f"{k}={v}\n" for k, v in props.items())
 
-    def start(self) -> "NacosServer":
+    def start(self) -> NacosServer:
         home = self.workdir
         conf = home / "conf"
         if not conf.exists():
@@ -118,7 +117,7 @@ class NacosServer:
         _RUNNING.discard(self)
         self._token = None
 
-    def restart(self) -> "NacosServer":
+    def restart(self) -> NacosServer:
         self.stop()
         return self.start()
 
@@ -142,7 +141,7 @@ class NacosServer:
             if err.code not in (409, 400):   # set already (a restart): fine
                 raise
 
-    def wait_ready(self, timeout: float = 240) -> "NacosServer":
+    def wait_ready(self, timeout: float = 240) -> NacosServer:
         deadline = time.monotonic() + timeout
         admin = not self.auth
         try:

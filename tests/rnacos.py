@@ -170,7 +170,7 @@ class RNacosNode:
             env["RNACOS_RAFT_JOIN_ADDR"] = self.join
         return env
 
-    def start(self) -> "RNacosNode":
+    def start(self) -> RNacosNode:
         with open(self.workdir / "rnacos.log", "ab") as log:
             self.proc = subprocess.Popen([rnacos_binary()], env=self.env(), cwd=self.workdir, stdout=log,
                                          stderr=subprocess.STDOUT, start_new_session=True)
@@ -186,7 +186,7 @@ class RNacosNode:
         except (urllib.error.URLError, OSError):
             return False
 
-    def wait_ready(self, timeout: float = 180) -> "RNacosNode":
+    def wait_ready(self, timeout: float = 180) -> RNacosNode:
         """Wait until the node serves reads and writes. r-nacos 0.8.8 sometimes panics while
         starting (more often under load, several times in a row): start it again on a fresh data
         directory as often as the deadline allows. A node that never got ready is stopped."""

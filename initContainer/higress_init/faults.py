@@ -7,7 +7,7 @@ _DIE_AT = os.environ.get("HIGRESS_INIT_DIE_AT")
 
 
 def point(name: str) -> None:
-    if _DIE_AT is not None and _DIE_AT == name:
+    if _DIE_AT is not None and name == _DIE_AT:
         os.kill(os.getpid(), signal.SIGKILL)
 
 

@@ -13,9 +13,9 @@ from datetime import timedelta
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from higress_init.volume import layout
 from higress_init.store.kinds import STORES, store_kind
 from higress_init.versions import releases
+from higress_init.volume import layout
 
 
 class SettingsError(Exception):

@@ -11,7 +11,6 @@ from higress_init.run.reporting import Reporter
 from higress_init.volume.writer import RunLock, VolumeWriter
 
 
-
 def command(settings, reporter: Reporter, interval, once: bool) -> int:
     """The renewal loop compose runs beside the stack. Errors end it (non-zero) through main().
     With METRICS_PORT, the loop serves what each pass found to Prometheus (not --once: one pass

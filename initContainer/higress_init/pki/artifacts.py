@@ -6,18 +6,18 @@ Issue order is table order: an issuer always comes before what it issues.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Callable
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from higress_init.volume import layout
-from higress_init.pki import primitives
 from higress_init.errors import StateError
+from higress_init.pki import primitives
 from higress_init.run.reporting import expires_within, renewal
 from higress_init.settings import Settings
+from higress_init.volume import layout
 
 
 def _apiserver_sans(s: Settings):

@@ -2,8 +2,8 @@
 in Nacos are encrypted with it), and what the apiserver accepts of it."""
 from __future__ import annotations
 
-from higress_init.volume import layout
 from higress_init.errors import StateError
+from higress_init.volume import layout
 
 LENGTHS = (16, 24, 32)  # what the apiserver accepts from its key file (AES-128/192/256), raw bytes
 

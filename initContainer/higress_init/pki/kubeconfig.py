@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import base64
 import posixpath
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import yaml
 
 from higress_init.volume import layout
+
 CLUSTER, USER, CONTEXT = "higress", "higress-admin", "higress"
 
 

@@ -13,10 +13,10 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from higress_init.volume import layout
 from higress_init.pki import primitives
 from higress_init.run.reporting import expires_within, renewal
 from higress_init.settings import TokenIdentity
+from higress_init.volume import layout
 
 SIGNING_KEY = "token-key"   # the artifact's one name: in output, status, rotation (ROTATIONS) and the key pool
 JWKS_FILES = (layout.JWKS, layout.JWKS_WELL_KNOWN)   # the same document, where each consumer looks

@@ -47,8 +47,8 @@ def read(volumes_root: Path) -> dict[str, str]:
 
 def record(settings) -> None:
     """Keep this run's recorded settings (after a committed run, under the lock)."""
-    from higress_init.volume import journal
     from higress_init.settings import recorded_text
+    from higress_init.volume import journal
     data = json.dumps({"settings": recorded_text(settings)}, indent=1, sort_keys=True) + "\n"
     root = Root(settings.volumes_root)
     try:

@@ -6,17 +6,17 @@ The modules behind the phases (cryptography, PyJWT, PyYAML) are imported by the 
 them, so that a rerun with nothing to do (runstate) does not pay for them."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable
 
-from higress_init.pki import datakey
-from higress_init.volume import layout
 from higress_init.errors import StateError
+from higress_init.pki import datakey
+from higress_init.pki.run import PkiRun
 from higress_init.run.reporting import Counts
 from higress_init.settings import Settings
 from higress_init.store.kinds import store_kind
-from higress_init.pki.run import PkiRun
+from higress_init.volume import layout
 from higress_init.volume.writer import VolumeWriter
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 # The actions a phase reports, in the order printed; text and JSON use the same words.
 ACTIONS = ("connected", "created", "re-issued", "updated", "discarded", "written", "owner set", "kept", "skipped")
@@ -46,7 +46,7 @@ def wrap(text: str, indent: str = "", hang: str = "  ", width: int = WIDTH) -> s
 
 def timestamp(moment: datetime) -> str:
     """The one timestamp format of the output: UTC, second precision, ISO 8601 with Z."""
-    return f"{moment.astimezone(timezone.utc):%Y-%m-%dT%H:%M:%SZ}"
+    return f"{moment.astimezone(UTC):%Y-%m-%dT%H:%M:%SZ}"
 
 
 def expires_within(lead: timedelta) -> str:
@@ -108,7 +108,7 @@ class Reporter:
 
     def emit(self, event: str, text: str, **fields) -> None:
         if self.fmt == "json":
-            record = {"time": timestamp(datetime.now(timezone.utc)), "event": event, **fields}
+            record = {"time": timestamp(datetime.now(UTC)), "event": event, **fields}
             if self.plan:
                 record["plan"] = True
             self._print(json.dumps(record, sort_keys=False), self.stream)
@@ -126,7 +126,7 @@ class Reporter:
     def problem(self, kind: str, text: str) -> None:
         """An error or a refusal: one line on stderr, as text or as JSON (kind: error | refused)."""
         if self.fmt == "json":
-            line = json.dumps({"time": timestamp(datetime.now(timezone.utc)), "event": kind, "message": text})
+            line = json.dumps({"time": timestamp(datetime.now(UTC)), "event": kind, "message": text})
         else:
             line = f"higress-init: {kind}: {text}"
         self._print(line, sys.stderr)

@@ -6,19 +6,19 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 
+from higress_init import faults
 from higress_init.errors import EXIT_OK, StateError
 from higress_init.run import phases, runstate
-from higress_init import faults
 from higress_init.run.phases import Context, phases_of
 from higress_init.run.reporting import WIDTH, Counts, Reporter, wrap
 from higress_init.volume.writer import PlanWriter, RunLock, VolumeWriter
 
 
 def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def writer_for(settings, owners: bool = True, plan: bool = False) -> VolumeWriter:

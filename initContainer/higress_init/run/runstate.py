@@ -16,8 +16,8 @@ from datetime import datetime
 from pathlib import Path
 
 from higress_init import __version__
-from higress_init.volume import layout
 from higress_init.run.reporting import Counts
+from higress_init.volume import layout
 
 STATE_FILE = layout.LAST_RUN
 # The record is signed with a random key only root can read: an edited or planted record fails
@@ -182,9 +182,10 @@ def shared_ca_unchanged(ctx, counts) -> bool:
     decryption, no certificate parsing, no import of cryptography (0.06 s and more a rerun).
     Anything else, False: sharedca decides in full (follows a rotation, refuses a CA that differs)."""
     import hashlib
+
     from higress_init.store.configstore import md5
-    from higress_init.versions.objects import CACERTS
     from higress_init.store.stores import NacosStore, open_store
+    from higress_init.versions.objects import CACERTS
     local = {key: ctx.writer.read(rel) for key, rel in SHARED_CA_FILES.items()}
     if None in local.values():
         return False

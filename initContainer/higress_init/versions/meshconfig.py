@@ -7,8 +7,8 @@ import re
 
 import yaml
 
-from higress_init.versions import releases
 from higress_init.settings import Settings
+from higress_init.versions import releases
 
 # Envoy access log fields Higress logs by default, one JSON object a line.
 _ACCESS_LOG_FIELDS = {

@@ -12,15 +12,15 @@ from __future__ import annotations
 import base64
 import secrets
 import string
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable
 from urllib.parse import urlsplit
 
-from higress_init.volume import layout
-from higress_init.versions import meshconfig, releases
 from higress_init.settings import Settings
 from higress_init.store.kinds import store_kind
+from higress_init.versions import meshconfig, releases
+from higress_init.volume import layout
 
 DEFAULT_GROUP = "DEFAULT_GROUP"  # where the apiserver keeps cluster-scoped objects in Nacos (empty group)
 NACOS_AUTH_SECRET = "nacos-auth-default"

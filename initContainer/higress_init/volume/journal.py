@@ -12,13 +12,24 @@ import json
 import os
 import re
 import stat
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from higress_init import faults
-from higress_init.volume import layout
 from higress_init.errors import StateError
-from higress_init.volume.safefs import (TMP_PREFIX, Refused, Root, check_regular, create_temp, lstat_at, not_roots, parts_of,
-                     read_capped, show, write_all)
+from higress_init.volume import layout
+from higress_init.volume.safefs import (
+    TMP_PREFIX,
+    Refused,
+    Root,
+    check_regular,
+    create_temp,
+    lstat_at,
+    not_roots,
+    parts_of,
+    read_capped,
+    show,
+    write_all,
+)
 
 STATE_DIR = layout.STATE_DIR
 JOURNAL = layout.JOURNAL
@@ -148,7 +159,7 @@ def check(root: Root, entries: list) -> None:
 
 def backup_stamp() -> str:
     """The name of one run's folder under backup/: its UTC start, sortable."""
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 _STAMP = re.compile(r"[0-9]{8}T[0-9]{6}\.[0-9]{6}Z")

@@ -69,7 +69,7 @@ def check_regular(root, parts, st) -> None:
         raise refuse(root, parts, st, "a regular file")
 
 
-def not_roots(root: "Root", parts) -> str | None:
+def not_roots(root: Root, parts) -> str | None:
     """Why the initializer's own bookkeeping at `parts` cannot be trusted (another owner, or writable
     by others, could have planted it); None when root owns it, or it is absent."""
     st = root.lstat(parts)

@@ -19,10 +19,26 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from higress_init import faults
-from higress_init.volume import journal, layout
 from higress_init.errors import StateError
-from higress_init.volume.ownership import DIR_MODE, PRIVATE_DIRS, PRIVATE_MODE, PUBLIC_MODE, Owners, is_private  # noqa: F401
-from higress_init.volume.safefs import TMP_PREFIX, Refused, Root, check_regular, create_temp, parts_of, refuse, write_all  # noqa: F401
+from higress_init.volume import journal, layout
+from higress_init.volume.ownership import (  # noqa: F401
+    DIR_MODE,
+    PRIVATE_DIRS,
+    PRIVATE_MODE,
+    PUBLIC_MODE,
+    Owners,
+    is_private,
+)
+from higress_init.volume.safefs import (  # noqa: F401
+    TMP_PREFIX,
+    Refused,
+    Root,
+    check_regular,
+    create_temp,
+    parts_of,
+    refuse,
+    write_all,
+)
 
 JOURNAL = journal.JOURNAL
 LOCK = layout.LOCK
