@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 from higress_init.store.kinds import STORES, store_kind
 from higress_init.versions import releases
 from higress_init.volume import layout
+from higress_init.volume.safefs import Refused, read_secret_file
 
 
 class SettingsError(Exception):
@@ -213,7 +214,6 @@ def _given(env: dict, overrides: dict, name: str) -> str | None:
 
 
 def _secret_file(name: str, file_name: str) -> str:
-    from higress_init.volume.safefs import Refused, read_secret_file
     try:
         data = read_secret_file(file_name)
     except OSError as err:

@@ -10,6 +10,7 @@ import signal
 
 from higress_init import __version__
 from higress_init import settings as settings_mod
+from higress_init.cli import migrate, watch
 from higress_init.errors import (
     EXIT_BAD_INPUT,
     EXIT_FAILED,
@@ -18,7 +19,7 @@ from higress_init.errors import (
     EXIT_REFUSED,
     StateError,
 )
-from higress_init.run import runner
+from higress_init.run import deployment, runner
 from higress_init.run.phases import CONTROL_PLANE, GATEWAY_HOST, phase_named, phases_of
 from higress_init.run.reporting import Reporter, say, wrap
 from higress_init.settings import SETTINGS, SettingsError
@@ -215,7 +216,6 @@ def _main(argv: list[str] | None = None) -> int:
     global _REPORTER
     _REPORTER = Reporter(overrides.get("LOG_FORMAT") or os.environ.get("LOG_FORMAT") or "text")
     try:
-        from higress_init.run import deployment
         recorded = deployment.read(settings_mod.volumes_root_of(overrides=overrides))
         settings = settings_mod.load(overrides=overrides, recorded=recorded,
                                      change=tuple(getattr(args, "change_setting", ())))
@@ -231,10 +231,8 @@ def _main(argv: list[str] | None = None) -> int:
             from higress_init.cli import status
             return status.command(settings, args.output)
         if command == "watch":
-            from higress_init.cli import watch
             return watch.command(settings, reporter, interval, args.once)
         if command == "migrate":
-            from higress_init.cli import migrate
             return migrate.command(settings, reporter)
         names = [args.name] if command == "phase" else [p.name for p in phases_of(settings.role)]
         if command == "phase" and args.name not in {p.name for p in phases_of(settings.role)}:

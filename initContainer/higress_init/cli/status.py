@@ -6,13 +6,14 @@ from datetime import datetime
 
 import jwt
 
-from higress_init.errors import EXIT_FAILED, EXIT_OK
+from higress_init.errors import EXIT_FAILED, EXIT_OK, StateError
 from higress_init.pki import artifacts, datakey, kubeconfig, primitives, tokens
-from higress_init.run import runner
+from higress_init.run import runner, upstream
 from higress_init.run.reporting import WIDTH, remaining, say, timestamp, wrap
 from higress_init.settings import Settings
 from higress_init.store.kinds import store_kind
-from higress_init.volume import layout
+from higress_init.volume import journal, layout, ownership
+from higress_init.volume.safefs import Refused, check_regular, parts_of
 
 # Rows are named by artifact (certificates by their table name; these files by what they are).
 FILE_NAMES = {
@@ -133,8 +134,6 @@ def config_rows(settings: Settings, writer) -> list[dict]:
 
 def token_rows(settings, writer, now) -> list:
     """The signing key, published in the JWKS; each token verified through the published JWKS."""
-    from higress_init.errors import StateError
-    from higress_init.volume.safefs import Refused
     try:
         key = tokens.load_signing_key(writer)
         state = "ok" if key is not None else "missing"
@@ -187,8 +186,6 @@ def _published(writer, public) -> bool:
 
 def _journal_rows(writer) -> list[dict]:
     """A commit an interrupted run left: validated as a run would (a bad journal is refused)."""
-    from higress_init.volume import journal
-    from higress_init.volume.safefs import check_regular, parts_of
     if not writer.fs.exists():
         return []
     for rel in (journal.STATE_DIR + "/lock", journal.JOURNAL):  # what the next run opens first
@@ -205,7 +202,6 @@ def _journal_rows(writer) -> list[dict]:
 
 def _check_permissions(settings: Settings, writer, rows) -> None:
     """The mode and owner each managed file and its directories must have (what a run enforces)."""
-    from higress_init.volume import ownership
     keys = {spec.cert_file: spec.key_file for spec in artifacts.CERTIFICATES}
     for row in rows:
         if row["state"] != "ok":
@@ -366,7 +362,6 @@ def _shorten(cell: str, width: int) -> str:
 
 
 def command(settings, output: str) -> int:
-    from higress_init.run import upstream
     writer = runner.writer_for(settings, owners=False)  # status reads; it compares owners, never sets them
     rows = certificate_rows(settings, writer, runner.utcnow())
     report = {"volumes": str(settings.volumes_root), "healthy": healthy(rows), "files": rows,

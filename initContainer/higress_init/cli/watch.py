@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import time
 
-from higress_init import faults
+from higress_init import faults, readers
+from higress_init.cli import metrics as metrics_mod
 from higress_init.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from higress_init.run import runner, runstate
 from higress_init.run.phases import watch_phases
-from higress_init.run.reporting import Reporter
+from higress_init.run.reporting import Reporter, timestamp
 from higress_init.volume.writer import RunLock, VolumeWriter
 
 
@@ -17,7 +18,6 @@ def command(settings, reporter: Reporter, interval, once: bool) -> int:
     has nobody to scrape it)."""
     metrics = None
     if settings.metrics_port and not once:
-        from higress_init.cli import metrics as metrics_mod
         try:
             metrics = metrics_mod.serve(settings.metrics_port)
         except OSError as err:
@@ -38,9 +38,7 @@ def command(settings, reporter: Reporter, interval, once: bool) -> int:
 
 def _renew(settings, reporter: Reporter, rows: list | None = None) -> int:
     """One pass; `rows` receives what status finds after it (the metrics' values)."""
-    from higress_init import readers
     from higress_init.cli import status as status_mod
-    from higress_init.run.reporting import timestamp
     if reporter.fmt == "text":   # JSON lines carry their own time
         reporter.message(f"watch: pass at {timestamp(runner.utcnow())}")
     if runstate.unchanged(settings, runner.utcnow()) is not None:

@@ -13,8 +13,9 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
+from higress_init import faults
 from higress_init.errors import StateError
-from higress_init.pki import primitives
+from higress_init.pki import primitives, workers
 from higress_init.run.reporting import expires_within, renewal
 from higress_init.settings import Settings
 from higress_init.volume import layout
@@ -362,8 +363,6 @@ class KeyPool:
                 os.getcwd()
             except FileNotFoundError:   # the fork server starts in the working directory: a deleted one fails it
                 os.chdir("/")           # every path is absolute by now (settings)
-            from higress_init import faults
-            from higress_init.pki import workers
             context.set_forkserver_preload([primitives.__name__, workers.__name__])
             # SIGTERM/SIGINT wait until the workers are launched and recorded: an interruption while a
             # worker was half-launched let the run end under it, and the worker printed a traceback

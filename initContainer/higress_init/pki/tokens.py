@@ -13,6 +13,7 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from higress_init.errors import StateError
 from higress_init.pki import primitives
 from higress_init.run.reporting import expires_within, renewal
 from higress_init.settings import TokenIdentity
@@ -118,7 +119,6 @@ def load_signing_key(writer):
     try:
         return primitives.load_key(pem)
     except (ValueError, TypeError):
-        from higress_init.errors import StateError
         raise StateError(f"{layout.TOKEN_SIGNING_KEY} is not an unencrypted PEM private key: restore it, or move it "
                          "away to create a new signing key (every token is then re-issued)") from None
 
@@ -135,7 +135,6 @@ def _retired(ctx, now: datetime) -> list[dict]:
         entries = json.loads(data) if data else []
         return [e for e in entries if datetime.fromisoformat(e["keep_until"]) > now and isinstance(e["jwk"], dict)]
     except (ValueError, TypeError, KeyError, RecursionError):
-        from higress_init.errors import StateError
         raise StateError(f"{layout.TOKEN_RETIRED_KEYS} is not the list of retired keys this tool writes: restore it, or "
                          "remove it (tokens signed by a retired key are then no longer accepted)") from None
 

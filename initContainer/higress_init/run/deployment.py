@@ -8,7 +8,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from higress_init.volume import layout
+from higress_init.settings import recorded_text
+from higress_init.volume import journal, layout
 from higress_init.volume.safefs import Refused, Root, not_roots, parts_of, show
 
 
@@ -47,8 +48,6 @@ def read(volumes_root: Path) -> dict[str, str]:
 
 def record(settings) -> None:
     """Keep this run's recorded settings (after a committed run, under the lock)."""
-    from higress_init.settings import recorded_text
-    from higress_init.volume import journal
     data = json.dumps({"settings": recorded_text(settings)}, indent=1, sort_keys=True) + "\n"
     root = Root(settings.volumes_root)
     try:

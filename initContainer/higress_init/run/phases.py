@@ -10,9 +10,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from higress_init import readers
 from higress_init.errors import StateError
 from higress_init.pki import datakey
 from higress_init.pki.run import PkiRun
+from higress_init.run import runstate
 from higress_init.run.reporting import Counts
 from higress_init.settings import Settings
 from higress_init.store.kinds import store_kind
@@ -94,7 +96,6 @@ def writable_dirs(ctx: Context, counts: Counts) -> None:
     """The folders components write into (readers.READERS), made after the commit with the owner
     (VOLUMES_UID/GID) and mode their image's user needs (ownership.dir_mode); never emptied. Made
     through the writer, so a link or a file in the way is refused, never followed."""
-    from higress_init import readers
     for reader in readers.READERS:
         for rel, mode in reader.writes:
             counts.add(ctx.writer.ensure_dir(rel, mode), rel)
@@ -102,7 +103,6 @@ def writable_dirs(ctx: Context, counts: Counts) -> None:
 
 def gateway_writable_dirs(ctx: Context, counts: Counts) -> None:
     """A gateway-only host runs no other component: the gateway's folders only."""
-    from higress_init import readers
     for reader in readers.READERS:
         if reader.service == "gateway":
             for rel, mode in reader.writes:
@@ -140,7 +140,6 @@ def shared_ca(ctx: Context, counts: Counts) -> None:
         counts.add("skipped", f"{store_kind(ctx.settings).label} storage")
         return
     if not ctx.pki.decided:   # the warm path: nothing local changed
-        from higress_init.run import runstate
         if runstate.shared_ca_unchanged(ctx, counts):
             return
     from higress_init.store import sharedca

@@ -9,11 +9,12 @@ import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
-from higress_init import faults
+from higress_init import faults, readers
 from higress_init.errors import EXIT_OK, StateError
-from higress_init.run import phases, runstate
+from higress_init.run import deployment, phases, runstate, upstream
 from higress_init.run.phases import Context, phases_of
 from higress_init.run.reporting import WIDTH, Counts, Reporter, wrap
+from higress_init.volume import journal
 from higress_init.volume.writer import PlanWriter, RunLock, VolumeWriter
 
 
@@ -106,7 +107,6 @@ def execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
 
 def _prune_backups(settings, writer, reporter: Reporter) -> None:
     """backup/ keeps the last BACKUP_KEEP runs' folders; what goes is said."""
-    from higress_init.volume import journal
     pruned = journal.prune_backups(writer.fs, settings.backup_keep) if writer.fs.exists() else []
     if pruned:
         span = pruned[0] if len(pruned) == 1 else f"{pruned[0]} to {pruned[-1]}"
@@ -115,14 +115,12 @@ def _prune_backups(settings, writer, reporter: Reporter) -> None:
 
 
 def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation, adopt=None) -> None:
-    from higress_init.run import deployment
     settings, writer = ctx.settings, ctx.writer
     ctx.recorded = deployment.read(settings.volumes_root)
     recovered = writer.recover()
     if recovered:
         reporter.message(f"{'would finish' if ctx.plan else 'finished'} {recovered} file renames an interrupted run "
                          "left behind")
-    from higress_init.run import upstream
     if adopt is not None:
         adopt(ctx)
     elif markers := upstream.found(writer):
@@ -170,7 +168,6 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation, adopt
 
 
 def restart_advice(settings, written) -> str:
-    from higress_init import readers
     restart = readers.for_role(readers.to_restart(list(written)), settings.role)
     if not restart:
         return "no service needs a restart (those that read the changed files re-read them)"

@@ -17,7 +17,8 @@ from pathlib import Path
 
 from higress_init import __version__
 from higress_init.run.reporting import Counts
-from higress_init.volume import layout
+from higress_init.volume import journal, layout
+from higress_init.volume.safefs import Root, parts_of
 
 STATE_FILE = layout.LAST_RUN
 # The record is signed with a random key only root can read: an edited or planted record fails
@@ -34,7 +35,6 @@ KEY_FILE = layout.LAST_RUN_KEY
 
 
 def _root(settings):
-    from higress_init.volume.safefs import Root
     return Root(settings.volumes_root)
 
 
@@ -49,7 +49,6 @@ def _settings_digest(key: bytes, settings) -> str:
 def _stat(root, rel: str):
     """What the record keeps of a file and of each directory above it: any change of content,
     mode, owner or type (a link planted anywhere on the way) shows."""
-    from higress_init.volume.safefs import parts_of
     parts = parts_of(rel)
     out = []
     for i in range(1, len(parts) + 1):
@@ -72,7 +71,6 @@ def record(settings, paths, deadline: datetime | None, kept: dict[str, dict[str,
     """Remember this run's inputs (called after a full run, with the lock held). `valid_from`: when
     the last of its certificates becomes valid; before that moment (a clock that was ahead during
     the run, corrected since), a run takes the full path, which re-issues what is not valid yet."""
-    from higress_init.volume import journal
     root = _root(settings)
     try:
         if deadline is None:
@@ -122,7 +120,6 @@ def unchanged(settings, now: datetime) -> dict[str, dict[str, int]] | None:
 
 def _key(root) -> bytes | None:
     """The record's key when it is root's own: a regular 0600 file owned by this process's user."""
-    from higress_init.volume.safefs import parts_of
     parts = parts_of(KEY_FILE)
     st = root.lstat(parts)
     if st is None or st.st_uid != os.geteuid() or st.st_mode & 0o077:

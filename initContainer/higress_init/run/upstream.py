@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from higress_init.errors import StateError
+from higress_init.run.reporting import expires_within
 from higress_init.volume import layout
 from higress_init.volume.safefs import Refused
 
@@ -132,7 +133,6 @@ def _check_cas(settings, writer, now: datetime) -> tuple[dict[str, str], list[st
     from dataclasses import replace
 
     from higress_init.pki import artifacts, primitives
-    from higress_init.run.reporting import expires_within
     failed, resigned, certs = {}, [], {}
     for spec in artifacts.CERTIFICATES:
         if not spec.ca:

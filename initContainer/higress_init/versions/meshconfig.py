@@ -7,7 +7,7 @@ import re
 
 import yaml
 
-from higress_init.settings import Settings
+from higress_init.settings import SETTINGS_BY_ENV, Settings
 from higress_init.versions import releases
 
 # Envoy access log fields Higress logs by default, one JSON object a line.
@@ -87,7 +87,6 @@ POD_NAME_LABEL = "statefulset.kubernetes.io/pod-name"  # Kubernetes' label namin
 
 def pod_labels(s: Settings) -> str:
     """gateway/podinfo/labels: the gateway's pod labels, and its pod name when one of several hosts."""
-    from higress_init.settings import SETTINGS_BY_ENV
     labels = f'app="higress-gateway"\nhigress="{s.namespace}-higress-gateway"\n'
     if s.pod_name != SETTINGS_BY_ENV["POD_NAME"].default:  # one of several gateway hosts
         labels += f'{POD_NAME_LABEL}="{s.pod_name}"\n'

@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import stat
 
+from higress_init.readers import READERS
 from higress_init.volume import layout
 from higress_init.volume.safefs import Root, check_regular, parts_of, refuse
 
@@ -36,7 +37,6 @@ def dir_mode(parts) -> int:
 
 def _writable_dir_modes() -> dict[str, int]:
     """The folders components write into keep the mode their image's user needs (readers)."""
-    from higress_init.readers import READERS
     return {rel: mode for reader in READERS for rel, mode in reader.writes}
 
 

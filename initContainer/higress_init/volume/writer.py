@@ -28,6 +28,7 @@ from higress_init.volume.ownership import (  # noqa: F401
     PUBLIC_MODE,
     Owners,
     is_private,
+    problems,
 )
 from higress_init.volume.safefs import (  # noqa: F401
     TMP_PREFIX,
@@ -287,7 +288,6 @@ class PlanWriter(VolumeWriter):
     def fix_owners(self) -> list[Path]:
         """What a run would repair: files the run reads but does not rewrite, whose mode or
         owner (or a directory's above them) is not what a run enforces."""
-        from higress_init.volume.ownership import problems
         if not self.fs.exists():
             return []
         written = set(self.committed) | set(self.staged)
