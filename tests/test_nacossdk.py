@@ -8,7 +8,10 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import run_cli
+from nacos_server import nacos, real_nacos  # noqa: F401 (fixtures)
 from rnacos import rnacos  # noqa: F401 (a fixture)
 
 # the real modules a run must not load: KMS (its SDK, Tea runtime, pycryptodome) and aiohttp
@@ -111,3 +114,72 @@ def test_a_process_that_loaded_the_sdk_first_keeps_it_whole():
         print(loaded())
     """)
     assert "aiohttp" in out[0] and "alibabacloud_kms20160120" in out[0]
+
+
+# --- connecting without the SDK's fixed 0.1 s wait
+def test_a_connection_goes_on_once_the_server_registered_it(nacos, tmp_path):
+    """Real Nacos 2.5.1 and 3.0.1, and r-nacos, each say when they registered the connection: the
+    client goes on then, not after the SDK's fixed wait."""
+    from higress_init import nacos as nacos_module, nacossdk, settings
+    run_cli("phase", "nacos", volumes=tmp_path / "other", env=nacos.client_env(), check=True)
+    s = settings.load(env={**nacos.client_env(), "VOLUMES_ROOT": str(tmp_path / "v")})
+    conn = nacos_module.connect(s, lambda *a, **k: None)
+    try:
+        assert conn.get("never-written", "g") is None
+        clients = list(conn.configs.service.grpc_client_proxy.rpc_client_manager.get_all_client_entries().values())
+        assert [type(c).__name__ for c in clients] == ["PromptGrpcClient"]
+        assert clients[0].registered is True
+        assert type(clients[0]).__base__.__name__ == "GrpcClient"
+    finally:
+        conn.close()
+
+
+class _Answers:
+    """An SDK connection that answers each request with the next of `answers` (an exception: raised)."""
+
+    def __init__(self, *answers):
+        self.answers, self.asked = list(answers), 0
+
+    async def request(self, request, timeout_millis):
+        from v2.nacos.transport.model.internal_request import HealthCheckRequest
+        assert isinstance(request, HealthCheckRequest)
+        self.asked += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def _registered(conn) -> tuple[bool, float]:
+    """registered(conn), and how long it waited by the event loop's clock."""
+    import asyncio
+    from higress_init import nacossdk
+    nacossdk.load()
+
+    async def measured():
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        return await nacossdk.registered(conn), loop.time() - started
+    return asyncio.run(measured())
+
+
+def test_registered_asks_again_while_the_server_has_not_registered_the_connection():
+    from higress_init import nacossdk
+    nacossdk.load()
+    from v2.nacos.transport.model.internal_response import ErrorResponse, HealthCheckResponse
+    unregistered = ErrorResponse(resultCode=500, errorCode=nacossdk.UN_REGISTER, message="Connection is unregistered.")
+    conn = _Answers(unregistered, unregistered, HealthCheckResponse())
+    assert _registered(conn)[0] is True and conn.asked == 3
+
+
+@pytest.mark.parametrize("answer", ["timeout", "other error", "failed check"])
+def test_registered_waits_as_the_sdk_does_when_the_server_does_not_say(answer):
+    """No answer, or one that does not speak of the registration: the SDK's whole fixed wait."""
+    from higress_init import nacossdk
+    nacossdk.load()
+    from v2.nacos.transport.model.internal_response import ErrorResponse, HealthCheckResponse
+    given = {"timeout": TimeoutError(), "other error": ErrorResponse(resultCode=500, errorCode=500),
+             "failed check": HealthCheckResponse(resultCode=500, errorCode=500)}[answer]
+    conn = _Answers(given)
+    ok, waited = _registered(conn)
+    assert ok is False and conn.asked == 1 and waited >= nacossdk.REGISTER_WAIT

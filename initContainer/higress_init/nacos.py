@@ -292,6 +292,7 @@ class ConfigService:
         config.disable_use_config_cache = True    # never answer from a local copy
         config.grpc_config.grpc_timeout = int(REQUEST_TIMEOUT * 1000)
         service = NacosConfigService(config)
+        nacossdk.connect_promptly(service.grpc_client_proxy)   # without the SDK's fixed 0.1 s wait
         for handler in list(service.logger.handlers):  # the log file it opened: closed, not written
             service.logger.removeHandler(handler)
             handler.close()
