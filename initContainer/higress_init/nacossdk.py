@@ -20,6 +20,7 @@ A process that loaded the SDK before keeps it as it is.
 """
 from __future__ import annotations
 
+import contextlib
 import gc
 import importlib
 import sys
@@ -62,23 +63,41 @@ def real(name: str) -> types.ModuleType:
 def load() -> types.ModuleType:
     """The SDK's v2 package, with the modules in DEFERRED not loaded until used.
 
+    The SDK defines some 60 pydantic models (every request and response type, naming's included)
+    and a run uses about ten; pydantic builds each one's validator when the class is defined,
+    about 20 ms of CPU in all. So while the SDK loads, its models are defined with pydantic's
+    `defer_build` (the default of BaseModel's config for that moment only, restored after): each
+    is built on its first use, as it would have been at once; the others never are.
+
     What loading it made (modules, classes, pydantic schemas: most of this process's objects)
     stays for the rest of the process, so it is moved out of the garbage collector's sight
     (gc.freeze): the full collection ConfigService.close makes (to stop gRPC's poller thread) and
     any automatic one no longer walk it. They took 0.05 to 0.2 s a run."""
-    with _lock:
-        first = "v2.nacos" not in sys.modules
-        if first:
-            for name in DEFERRED:
-                if name not in sys.modules:
-                    stand_in = Deferred(name, f"stands in for {name} until used (higress_init.nacossdk)")
-                    if name == KMS_HANDLER:
-                        stand_in.KMSHandler = KMSHandler
-                    sys.modules[name] = stand_in
-    import v2.nacos
-    if first:
+    with _lock:   # held through the first load: a second caller waits for it, then finds it loaded
+        if "v2.nacos" in sys.modules:
+            import v2.nacos
+            return v2.nacos
+        for name in DEFERRED:
+            if name not in sys.modules:
+                stand_in = Deferred(name, f"stands in for {name} until used (higress_init.nacossdk)")
+                if name == KMS_HANDLER:
+                    stand_in.KMSHandler = KMSHandler
+                sys.modules[name] = stand_in
+        with _models_built_on_first_use():
+            import v2.nacos
         gc.freeze()
-    return v2.nacos
+        return v2.nacos
+
+
+@contextlib.contextmanager
+def _models_built_on_first_use():
+    from pydantic import BaseModel
+    config = BaseModel.model_config
+    BaseModel.model_config = {**config, "defer_build": True}
+    try:
+        yield
+    finally:
+        BaseModel.model_config = config
 
 
 # --- connecting without the SDK's fixed wait
