@@ -14,8 +14,8 @@ from conftest import run_cli
 from nacos_server import nacos, real_nacos  # noqa: F401 (fixtures)
 from rnacos import rnacos  # noqa: F401 (a fixture)
 
-# the real modules a run must not load: KMS (its SDK, Tea runtime, pycryptodome) and aiohttp
-HEAVY = ("alibabacloud_kms20160120", "Tea", "Crypto", "aiohttp", "v2.nacos.config.encryption.kms_client")
+# the real modules a run must not load: KMS (its SDK, Tea runtime, pycryptodome), aiohttp, aiofiles
+HEAVY = ("alibabacloud_kms20160120", "Tea", "Crypto", "aiohttp", "v2.nacos.config.encryption.kms_client", "aiofiles")
 LOADED = textwrap.dedent(f"""
     import sys
     from higress_init.nacossdk import Deferred
@@ -85,6 +85,21 @@ def test_aiohttp_is_loaded_in_full_when_the_sdk_uses_it(tmp_path):
         server.shutdown()
     """)
     assert out == ["[]", "b'pong' None ['aiohttp'] module aiohttp.client"]
+
+
+def test_the_sdks_file_cache_still_works_when_used(tmp_path):
+    """The SDK's local config cache (off in every run) gets the real aiofiles on first use."""
+    out = _python(f"""
+        import asyncio, logging
+        from higress_init import nacossdk
+        nacossdk.load()
+        from v2.nacos.utils.file_util import read_file, write_to_file
+        print(loaded())
+        path = {str(tmp_path / "cached")!r}
+        asyncio.run(write_to_file(logging.getLogger("sdk"), path, "x: 1"))
+        print(asyncio.run(read_file(logging.getLogger("sdk"), path)), loaded())
+    """)
+    assert out == ["[]", "x: 1 ['aiofiles']"]
 
 
 def test_kms_encryption_still_works_when_enabled():

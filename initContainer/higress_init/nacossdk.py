@@ -1,7 +1,7 @@
 """Loading nacos-sdk-python's v2 client without loading the parts this initializer never runs.
 
 `import v2.nacos` loads the whole SDK, and half of its import time (about 0.25 s of every run
-with Nacos storage, paid at every `docker compose up`) went to two things no run uses:
+with Nacos storage, paid at every `docker compose up`) went to things no run uses:
 - Client-side config encryption with Alibaba Cloud KMS: the config service imports its KMS
   handler, which imports Alibaba Cloud's KMS SDK and its Tea runtime (with requests, aiohttp and
   pycryptodome). The SDK makes a handler only when `ClientConfig.kms_config.enabled`, off unless
@@ -9,9 +9,12 @@ with Nacos storage, paid at every `docker compose up`) went to two things no run
 - aiohttp, which the SDK's HTTP agent imports at module level but uses only to log in with a
   password and to fetch the server list from an address server. nacos.ConfigService hands the SDK
   its own token and the servers, so neither happens.
+- aiofiles, which the SDK's local config cache reads and writes files with: nacos.ConfigService
+  turns that cache off and queries the server itself, so a run reads and writes no cache file.
 Each is put in `sys.modules` as a stand-in before the SDK loads, and the stand-in loads the real
-module on first use: the KMS handler module when a handler is made, aiohttp when any of its names
-is read. So nothing changes should the SDK ever use them; it just costs nothing when it does not.
+module on first use: the KMS handler module when a handler is made, aiohttp and aiofiles when any
+of their names is read. So nothing changes should the SDK ever use them; it just costs nothing
+when it does not.
 (importlib.util.LazyLoader cannot do this: the import system reads `__spec__` of a module found in
 `sys.modules`, and that read alone makes a lazy module load.) Nothing of the SDK itself is changed.
 A process that loaded the SDK before keeps it as it is.
@@ -28,7 +31,7 @@ import threading
 import types
 
 KMS_HANDLER = "v2.nacos.config.encryption.kms_handler"
-DEFERRED = (KMS_HANDLER, "aiohttp")
+DEFERRED = (KMS_HANDLER, "aiohttp", "aiofiles")
 _lock = threading.RLock()
 
 
