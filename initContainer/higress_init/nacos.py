@@ -420,6 +420,7 @@ class Connection:
     http: HttpClient = None
     server_version: str | None = None        # Nacos tells it; r-nacos has no state endpoint
     _configs: ConfigService | None = field(default=None, repr=False)
+    probed_state: tuple[str, bytes] | None = field(default=None, repr=False)   # 3.x: (server, its state answer)
     written: dict = field(default_factory=dict)   # (dataId, group) -> content this run published
 
     def __post_init__(self):
@@ -597,7 +598,9 @@ def wait_ready(conn: Connection, timeout: float, log) -> None:
         if status in (200, 401, 403):  # 2.x; r-nacos with auth guards even this probe: it is up
             return "2.x"
         if status in (404, 410):       # 3.x moved it
-            status, _ = http_.send(server, "GET", "/v3/admin/core/state", deadline)
+            status, body = http_.send(server, "GET", "/v3/admin/core/state", deadline)
+            if status == 200:           # it tells the server version too (_server_version)
+                conn.probed_state = (server, body)
             if status in (200, 401, 403):
                 return "3.x"
             if status == 404:
@@ -848,7 +851,10 @@ def _config_report(settings, conn, writer) -> list[dict]:
 def _server_version(conn: Connection) -> str | None:
     """The server's own version where it tells it (Nacos 2.x/3.x state endpoints; r-nacos has none)."""
     path = "/v3/admin/core/state" if conn.generation == "3.x" else "/v1/console/server/state"
-    answer = conn.http.json("GET", path, "the server state")
+    if conn.generation == "3.x" and conn.probed_state and conn.probed_state[0] == conn.active:
+        answer = _parse(conn.probed_state[1], "the server state")   # the readiness probe asked it already
+    else:
+        answer = conn.http.json("GET", path, "the server state")
     if conn.generation == "3.x" and isinstance(answer, dict):
         answer = answer.get("data")   # 3.x wraps it
     version = answer.get("version") if isinstance(answer, dict) else None
