@@ -200,21 +200,24 @@ def test_registered_waits_as_the_sdk_does_when_the_server_does_not_say(answer):
     assert ok is False and conn.asked == 1 and waited >= nacossdk.REGISTER_WAIT
 
 
-def test_the_sdks_models_are_built_on_first_use():
-    """Loaded, the SDK's pydantic models are defined but not built; one built on its first use
-    validates as it would have; pydantic's own default is left as it was."""
+def test_the_sdks_models_are_built_when_used():
+    """Loaded, the SDK's pydantic models a run uses are built, the others only defined; one built
+    on its first use validates as it would have; pydantic's own default is left as it was."""
     out = _python("""
+        import sys
         from higress_init import nacossdk
         nacossdk.load()
         from pydantic import BaseModel
         from v2.nacos.config.model.config_response import ConfigQueryResponse
-        from v2.nacos.naming.model.service import Service
-        print(dict(BaseModel.model_config), ConfigQueryResponse.__pydantic_complete__, Service.__pydantic_complete__)
+        from v2.nacos.naming.model.instance import Instance
+        used = [getattr(sys.modules[m], n) for m, names in nacossdk.USED_MODELS.items() for n in names]
+        print(dict(BaseModel.model_config), len(used), all(m.__pydantic_complete__ for m in used),
+              Instance.__pydantic_complete__)
         answer = ConfigQueryResponse.model_validate({"content": "x: 1", "md5": "m", "errorCode": 300})
-        print(answer.content, answer.get_error_code(), ConfigQueryResponse.__pydantic_complete__,
-              Service.__pydantic_complete__)
+        instance = Instance.model_validate({"ip": "10.0.0.1", "port": 80})
+        print(answer.content, answer.get_error_code(), instance.ip, Instance.__pydantic_complete__)
         class Later(BaseModel):
             a: int = 0
         print(Later.__pydantic_complete__)
     """)
-    assert out == ["{} False False", "x: 1 300 True False", "True"]
+    assert out == ["{} 11 True False", "x: 1 300 10.0.0.1 True", "True"]

@@ -69,8 +69,9 @@ def load() -> types.ModuleType:
     The SDK defines some 60 pydantic models (every request and response type, naming's included)
     and a run uses about ten; pydantic builds each one's validator when the class is defined,
     about 20 ms of CPU in all. So while the SDK loads, its models are defined with pydantic's
-    `defer_build` (the default of BaseModel's config for that moment only, restored after): each
-    is built on its first use, as it would have been at once; the others never are.
+    `defer_build` (the default of BaseModel's config for that moment only, restored after); the
+    ones a run uses (USED_MODELS) are built right after, here (in the thread that loads the SDK
+    while the run waits for Nacos), and any other on its first use.
 
     What loading it made (modules, classes, pydantic schemas: most of this process's objects)
     stays for the rest of the process, so it is moved out of the garbage collector's sight
@@ -88,8 +89,23 @@ def load() -> types.ModuleType:
                 sys.modules[name] = stand_in
         with _models_built_on_first_use():
             import v2.nacos
+        for module, names in USED_MODELS.items():
+            for name in names:
+                model = getattr(sys.modules.get(module), name, None)
+                if model is not None and not model.__pydantic_complete__:
+                    model.model_rebuild()
         gc.freeze()
         return v2.nacos
+
+
+# The SDK's models a run uses (to connect, query, publish), built as the SDK loads
+USED_MODELS = {
+    "v2.nacos.transport.model.internal_request": ("ServerCheckRequest", "ConnectionSetupRequest", "HealthCheckRequest"),
+    "v2.nacos.transport.model.internal_response": ("ServerCheckResponse", "HealthCheckResponse", "ErrorResponse"),
+    "v2.nacos.config.model.config_request": ("ConfigQueryRequest", "ConfigPublishRequest"),
+    "v2.nacos.config.model.config_response": ("ConfigQueryResponse", "ConfigPublishResponse"),
+    "v2.nacos.config.model.config_param": ("ConfigParam",),
+}
 
 
 @contextlib.contextmanager
