@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import higress_init
@@ -153,3 +154,45 @@ def test_only_the_layout_spells_a_volume_path():
             if _VOLUME_PATH.match(const.value):
                 found.append(f"{name}:{const.lineno}: {const.value!r}")
     assert not found, "volume paths spelled outside volume/layout.py:\n" + "\n".join(found)
+
+
+def _top_level_imports(tree, modules) -> tuple[set[str], set[str]]:
+    """(third-party top-level names, package modules) a module imports when it is loaded."""
+    third, first = set(), set()
+    for node in tree.body:
+        if isinstance(node, ast.Import):
+            third.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("higress_init"):
+            base = node.module.removeprefix("higress_init").lstrip(".")
+            first.update(f"{base}.{a.name}".lstrip(".") if f"{base}.{a.name}".lstrip(".") in modules else base
+                         for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            third.add(node.module.split(".")[0])
+    return third - set(sys.stdlib_module_names) - {"__future__"}, first
+
+
+def test_an_import_inside_a_function_buys_start_up_time():
+    """A package module is imported inside a function only when loading it brings a third-party
+    library (cryptography, PyJWT, PyYAML, the Nacos SDK): what a warm rerun must not pay for."""
+    modules = _module_names()
+    trees = {name: ast.parse(path.read_text()) for name, path in modules.items()}
+    loads = {name: _top_level_imports(tree, modules) for name, tree in trees.items()}
+
+    def heavy(name, seen=()) -> bool:
+        third, first = loads.get(name, (set(), set()))
+        return bool(third) or any(heavy(f, (*seen, name)) for f in first if f not in seen and f != name)
+
+    found = []
+    for name, tree in trees.items():
+        for function in ast.walk(tree):
+            if not isinstance(function, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                continue
+            for node in ast.walk(function):
+                if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("higress_init"):
+                    base = node.module.removeprefix("higress_init").lstrip(".")
+                    for alias in node.names:
+                        target = f"{base}.{alias.name}".lstrip(".")
+                        target = target if target in modules else base
+                        if target in modules and not heavy(target):
+                            found.append(f"{name}:{node.lineno}: {target}")
+    assert not found, "imported inside a function, though loading it costs nothing:\n" + "\n".join(found)

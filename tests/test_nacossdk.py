@@ -8,10 +8,12 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from conftest import run_cli
 
-# the real modules a run must not load: KMS (its SDK, Tea runtime, pycryptodome) and aiohttp
-HEAVY = ("alibabacloud_kms20160120", "Tea", "Crypto", "aiohttp", "v2.nacos.config.encryption.kms_client")
+# the real modules a run must not load: KMS (its SDK, Tea runtime, pycryptodome), aiohttp, aiofiles
+HEAVY = ("alibabacloud_kms20160120", "Tea", "Crypto", "aiohttp", "v2.nacos.config.encryption.kms_client", "aiofiles")
 LOADED = textwrap.dedent(f"""
     import sys
     from higress_init.store.nacossdk import Deferred
@@ -83,6 +85,21 @@ def test_aiohttp_is_loaded_in_full_when_the_sdk_uses_it(tmp_path):
     assert out == ["[]", "b'pong' None ['aiohttp'] module aiohttp.client"]
 
 
+def test_the_sdks_file_cache_still_works_when_used(tmp_path):
+    """The SDK's local config cache (off in every run) gets the real aiofiles on first use."""
+    out = _python(f"""
+        import asyncio, logging
+        from higress_init.store import nacossdk
+        nacossdk.load()
+        from v2.nacos.utils.file_util import read_file, write_to_file
+        print(loaded())
+        path = {str(tmp_path / "cached")!r}
+        asyncio.run(write_to_file(logging.getLogger("sdk"), path, "x: 1"))
+        print(asyncio.run(read_file(logging.getLogger("sdk"), path)), loaded())
+    """)
+    assert out == ["[]", "x: 1 ['aiofiles']"]
+
+
 def test_kms_encryption_still_works_when_enabled():
     """A config service with KMS encryption enabled gets the SDK's real handler (made, not used:
     no KMS here), its module loaded then."""
@@ -110,3 +127,95 @@ def test_a_process_that_loaded_the_sdk_first_keeps_it_whole():
         print(loaded())
     """)
     assert "aiohttp" in out[0] and "alibabacloud_kms20160120" in out[0]
+
+
+# --- connecting without the SDK's fixed 0.1 s wait
+def test_a_connection_goes_on_once_the_server_registered_it(nacos, tmp_path):
+    """Real Nacos 2.5.1 and 3.0.1, and r-nacos, each say when they registered the connection: the
+    client goes on then, not after the SDK's fixed wait."""
+    from higress_init.store import nacos as nacos_module, nacossdk, settings
+    run_cli("phase", "nacos", volumes=tmp_path / "other", env=nacos.client_env(), check=True)
+    s = settings.load(env={**nacos.client_env(), "VOLUMES_ROOT": str(tmp_path / "v")})
+    conn = nacos_module.connect(s, lambda *a, **k: None)
+    try:
+        assert conn.get("never-written", "g") is None
+        clients = list(conn.configs.service.grpc_client_proxy.rpc_client_manager.get_all_client_entries().values())
+        assert [type(c).__name__ for c in clients] == ["PromptGrpcClient"]
+        assert clients[0].registered is True
+        assert type(clients[0]).__base__.__name__ == "GrpcClient"
+    finally:
+        conn.close()
+
+
+class _Answers:
+    """An SDK connection that answers each request with the next of `answers` (an exception: raised)."""
+
+    def __init__(self, *answers):
+        self.answers, self.asked = list(answers), 0
+
+    async def request(self, request, timeout_millis):
+        from v2.nacos.transport.model.internal_request import HealthCheckRequest
+        assert isinstance(request, HealthCheckRequest)
+        self.asked += 1
+        answer = self.answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+
+def _registered(conn) -> tuple[bool, float]:
+    """registered(conn), and how long it waited by the event loop's clock."""
+    import asyncio
+    from higress_init.store import nacossdk
+    nacossdk.load()
+
+    async def measured():
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        return await nacossdk.registered(conn), loop.time() - started
+    return asyncio.run(measured())
+
+
+def test_registered_asks_again_while_the_server_has_not_registered_the_connection():
+    from higress_init.store import nacossdk
+    nacossdk.load()
+    from v2.nacos.transport.model.internal_response import ErrorResponse, HealthCheckResponse
+    unregistered = ErrorResponse(resultCode=500, errorCode=nacossdk.UN_REGISTER, message="Connection is unregistered.")
+    conn = _Answers(unregistered, unregistered, HealthCheckResponse())
+    assert _registered(conn)[0] is True and conn.asked == 3
+
+
+@pytest.mark.parametrize("answer", ["timeout", "other error", "failed check"])
+def test_registered_waits_as_the_sdk_does_when_the_server_does_not_say(answer):
+    """No answer, or one that does not speak of the registration: the SDK's whole fixed wait."""
+    from higress_init.store import nacossdk
+    nacossdk.load()
+    from v2.nacos.transport.model.internal_response import ErrorResponse, HealthCheckResponse
+    given = {"timeout": TimeoutError(), "other error": ErrorResponse(resultCode=500, errorCode=500),
+             "failed check": HealthCheckResponse(resultCode=500, errorCode=500)}[answer]
+    conn = _Answers(given)
+    ok, waited = _registered(conn)
+    assert ok is False and conn.asked == 1 and waited >= nacossdk.REGISTER_WAIT
+
+
+def test_the_sdks_models_are_built_when_used():
+    """Loaded, the SDK's pydantic models a run uses are built, the others only defined; one built
+    on its first use validates as it would have; pydantic's own default is left as it was."""
+    out = _python("""
+        import sys
+        from higress_init.store import nacossdk
+        nacossdk.load()
+        from pydantic import BaseModel
+        from v2.nacos.config.model.config_response import ConfigQueryResponse
+        from v2.nacos.naming.model.instance import Instance
+        used = [getattr(sys.modules[m], n) for m, names in nacossdk.USED_MODELS.items() for n in names]
+        print(dict(BaseModel.model_config), len(used), all(m.__pydantic_complete__ for m in used),
+              Instance.__pydantic_complete__)
+        answer = ConfigQueryResponse.model_validate({"content": "x: 1", "md5": "m", "errorCode": 300})
+        instance = Instance.model_validate({"ip": "10.0.0.1", "port": 80})
+        print(answer.content, answer.get_error_code(), instance.ip, Instance.__pydantic_complete__)
+        class Later(BaseModel):
+            a: int = 0
+        print(Later.__pydantic_complete__)
+    """)
+    assert out == ["{} 11 True False", "x: 1 300 10.0.0.1 True", "True"]

@@ -81,8 +81,9 @@ def seed(ctx, store, counts) -> None:
     records = {}
     backups: list[str] = []
     objs = applicable(s)
+    contents = store.read_all(objs)   # Nacos: every read sent at once
     for obj in objs:
-        raw = store.read(obj)
+        raw = contents[obj.label]
         if raw is None:
             text = render_text(obj, s, ctx.now, _adopt(ctx))
             new = store.encode(obj, text)

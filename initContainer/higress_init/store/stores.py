@@ -59,6 +59,9 @@ class FileStore:
 
     stored = read   # what another writer made: the file is its own truth
 
+    def read_all(self, objs) -> dict[str, str | None]:
+        return {obj.label: self.read(obj) for obj in objs}
+
     def text(self, obj: BaseObject, raw: str) -> str:
         return raw
 
@@ -120,6 +123,11 @@ class NacosStore:
     def read(self, obj: BaseObject) -> str | None:
         return self.conn.get(obj.data_id, obj.group(self.settings))
 
+    def read_all(self, objs) -> dict[str, str | None]:
+        """`read` of each object (by label), the reads sent at once."""
+        contents = self.conn.get_many([(obj.data_id, obj.group(self.settings)) for obj in objs])
+        return {obj.label: content for obj, content in zip(objs, contents)}
+
     def stored(self, obj: BaseObject) -> str | None:
         """What another writer made, from the database view: a node's copy may not show it yet."""
         return self.conn.get_stored(obj.data_id, obj.group(self.settings))
@@ -161,11 +169,12 @@ class NacosStore:
         by_plural: dict[str, list[BaseObject]] = {}
         for obj in objs:
             by_plural.setdefault(obj.plural, []).append(obj)
+        first = dict(zip(by_plural, self.conn.get_many([(f"{p}.__names__", DEFAULT_GROUP) for p in by_plural])))
         for plural, members in by_plural.items():
             data_id = f"{plural}.__names__"
             for attempt in range(5):
                 # after a refused write, the database view: a node's copy may lag the winner's
-                index = (self.conn.get if attempt == 0 else self.conn.get_stored)(data_id, DEFAULT_GROUP)
+                index = first[plural] if attempt == 0 else self.conn.get_stored(data_id, DEFAULT_GROUP)
                 wanted = index_with(index, [(o.group(self.settings), o) for o in members])
                 if wanted is None:
                     counts.add("kept", data_id)
@@ -204,6 +213,11 @@ class StagedNacos:
     def get(self, data_id: str, group: str) -> str | None:
         key = (data_id, group)
         return self.published[key] if key in self.published else self.conn.get(data_id, group)
+
+    def get_many(self, keys: list[tuple[str, str]]) -> list[str | None]:
+        unread = [k for k in keys if k not in self.published]
+        read = dict(zip(unread, self.conn.get_many(unread) if unread else []))
+        return [self.published[k] if k in self.published else read[k] for k in keys]
 
     def get_stored(self, data_id: str, group: str) -> str | None:
         key = (data_id, group)
