@@ -133,7 +133,8 @@ def test_a_process_that_loaded_the_sdk_first_keeps_it_whole():
 def test_a_connection_goes_on_once_the_server_registered_it(nacos, tmp_path):
     """Real Nacos 2.5.1 and 3.0.1, and r-nacos, each say when they registered the connection: the
     client goes on then, not after the SDK's fixed wait."""
-    from higress_init.store import nacos as nacos_module, nacossdk, settings
+    from higress_init import settings
+    from higress_init.store import nacos as nacos_module
     run_cli("phase", "nacos", volumes=tmp_path / "other", env=nacos.client_env(), check=True)
     s = settings.load(env={**nacos.client_env(), "VOLUMES_ROOT": str(tmp_path / "v")})
     conn = nacos_module.connect(s, lambda *a, **k: None)
