@@ -52,6 +52,11 @@ class CertSpec:
     chain: bool = False                               # cert_file holds the cert, then its issuer
     name_setting: str | None = None                   # Settings attribute giving the common name (per host)
 
+    @property
+    def rotation(self) -> str:
+        """Which `rotate` kind replaces it: root (a self-signed CA), intermediate (a CA under one) or leaf."""
+        return ("root" if self.issuer is None else "intermediate") if self.ca else "leaf"
+
     def request(self, s: Settings) -> primitives.CertificateRequest:
         dns, ips, uris = self.sans(s) if self.sans else ((), (), ())
         return primitives.CertificateRequest(
@@ -512,13 +517,11 @@ def finish_rotation(writer) -> list[str]:
     return finished
 
 
-# What each rotation replaces; everything issued under a replaced CA follows it.
-ROTATIONS = {
-    "leaf": {"apiserver", "apiserver-admin", "apiserver-controller", "apiserver-pilot", "apiserver-console",
-             "gateway", "tokens"},
-    "intermediate": {"pilot-ca"},
-    "root": {"apiserver-ca", "pilot-root-ca", "token-key"},
-}
+# What each rotation replaces (`rotate leaf|intermediate|root`), derived from the table: a
+# certificate's kind is its place in its chain; everything issued under a replaced CA follows it.
+# The tokens rotate with the leaves, their signing key with the roots.
+ROTATIONS = {kind: {spec.name for spec in CERTIFICATES if spec.rotation == kind} | tokens
+             for kind, tokens in (("leaf", {"tokens"}), ("intermediate", set()), ("root", {"token-key"}))}
 
 
 def certificates(phase: str, ctx, counts) -> None:
