@@ -226,7 +226,7 @@ def test_migrate_with_nacos_keeps_what_upstream_stored(real_nacos, upstream, fas
     adopted pilot root published as the deployment's CA."""
     from nacos_server import UPSTREAM, Target, fresh_namespace
 
-    from higress_init.store.stores import decrypt, encrypt
+    from higress_init.store.nacos.layout import decrypt, encrypt
     node = Target("nacos-3.0.1", real_nacos(UPSTREAM), fresh_namespace("migrate"))
     key = (upstream / "api/nacos.key").read_bytes()
     secret = "apiVersion: v1\nkind: Secret\nmetadata:\n  name: higress-console\n  namespace: higress-system\n" \

@@ -426,10 +426,10 @@ def test_no_nacos_api_at_the_url_is_final(scripted, tmp_path, fast_env):
 # --- the SDK in process: absent and empty, compare-and-swap, a clean end
 def _connect(node, tmp_path, **env):
     from higress_init import settings
-    from higress_init.store import nacos
+    from higress_init.store.nacos import client
     s = settings.load(env={**node.client_env(), "VOLUMES_ROOT": str(tmp_path / "v"), **env})
     lines = []
-    return nacos.connect(s, lambda text, **fields: lines.append(text)), lines
+    return client.connect(s, lambda text, **fields: lines.append(text)), lines
 
 
 def _namespace(node, tmp_path):
@@ -497,7 +497,7 @@ def test_compare_and_swap_is_decided_by_the_server(node, tmp_path, grpc_requests
     """On Nacos the server refuses a stale casMd5 and a creation of what exists (casMd5 CREATE_ONLY):
     no read comes before a write, the answer decides. r-nacos accepts both (it ignores casMd5), so
     there a read just before each write is the guard. Either way nothing is overwritten."""
-    from higress_init.store.nacos import CREATE_ONLY, NacosConflict, _md5
+    from higress_init.store.nacos.client import CREATE_ONLY, NacosConflict, _md5
     _namespace(node, tmp_path)
     conn, lines = _connect(node, tmp_path)
     try:
@@ -551,7 +551,7 @@ def test_racing_creations_exactly_one_wins(real_nacos, version, tmp_path):
 
     from nacos_server import Target, fresh_namespace
 
-    from higress_init.store.nacos import NacosConflict
+    from higress_init.store.nacos.client import NacosConflict
     node = Target(f"nacos-{version}", real_nacos(version), fresh_namespace("race"))
     _namespace(node, tmp_path)
     conns = [_connect(node, tmp_path)[0] for _ in range(2)]

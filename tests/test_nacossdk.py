@@ -9,14 +9,13 @@ import sys
 import textwrap
 
 import pytest
-
 from conftest import run_cli
 
 # the real modules a run must not load: KMS (its SDK, Tea runtime, pycryptodome), aiohttp, aiofiles
 HEAVY = ("alibabacloud_kms20160120", "Tea", "Crypto", "aiohttp", "v2.nacos.config.encryption.kms_client", "aiofiles")
 LOADED = textwrap.dedent(f"""
     import sys
-    from higress_init.store.nacossdk import Deferred
+    from higress_init.store.nacos.sdk import Deferred
     def loaded():
         return sorted(m for m in {HEAVY!r} if m in sys.modules and not isinstance(sys.modules[m], Deferred))
 """)
@@ -32,8 +31,8 @@ def _python(code: str, env: dict | None = None) -> list[str]:
 
 def test_the_sdk_loads_without_kms_and_aiohttp():
     out = _python("""
-        from higress_init.store import nacossdk
-        sdk = nacossdk.load()
+        from higress_init.store.nacos import sdk as nacos_sdk
+        sdk = nacos_sdk.load()
         from v2.nacos.config.nacos_config_service import NacosConfigService
         import gc
         # what loading made is out of the collector's sight: a full collection walks none of it
@@ -62,8 +61,8 @@ def test_aiohttp_is_loaded_in_full_when_the_sdk_uses_it(tmp_path):
     the real aiohttp on first use. Asked here of a local HTTP server."""
     out = _python("""
         import asyncio, http.server, threading
-        from higress_init.store import nacossdk
-        nacossdk.load()
+        from higress_init.store.nacos import sdk
+        sdk.load()
         from v2.nacos.transport.http_agent import HttpAgent
 
         class Answer(http.server.BaseHTTPRequestHandler):
@@ -89,8 +88,8 @@ def test_the_sdks_file_cache_still_works_when_used(tmp_path):
     """The SDK's local config cache (off in every run) gets the real aiofiles on first use."""
     out = _python(f"""
         import asyncio, logging
-        from higress_init.store import nacossdk
-        nacossdk.load()
+        from higress_init.store.nacos import sdk
+        sdk.load()
         from v2.nacos.utils.file_util import read_file, write_to_file
         print(loaded())
         path = {str(tmp_path / "cached")!r}
@@ -104,8 +103,8 @@ def test_kms_encryption_still_works_when_enabled():
     """A config service with KMS encryption enabled gets the SDK's real handler (made, not used:
     no KMS here), its module loaded then."""
     out = _python("""
-        from higress_init.store import nacossdk
-        sdk = nacossdk.load()
+        from higress_init.store.nacos import sdk as nacos_sdk
+        sdk = nacos_sdk.load()
         from v2.nacos.config.filter.config_encryption_filter import ConfigEncryptionFilter
         print(loaded())
         config = sdk.ClientConfig(server_addresses="127.0.0.1:8848")
@@ -122,8 +121,8 @@ def test_kms_encryption_still_works_when_enabled():
 def test_a_process_that_loaded_the_sdk_first_keeps_it_whole():
     out = _python("""
         import v2.nacos
-        from higress_init.store import nacossdk
-        nacossdk.load()
+        from higress_init.store.nacos import sdk
+        sdk.load()
         print(loaded())
     """)
     assert "aiohttp" in out[0] and "alibabacloud_kms20160120" in out[0]
@@ -134,7 +133,7 @@ def test_a_connection_goes_on_once_the_server_registered_it(nacos, tmp_path):
     """Real Nacos 2.5.1 and 3.0.1, and r-nacos, each say when they registered the connection: the
     client goes on then, not after the SDK's fixed wait."""
     from higress_init import settings
-    from higress_init.store import nacos as nacos_module
+    from higress_init.store.nacos import client as nacos_module
     run_cli("phase", "nacos", volumes=tmp_path / "other", env=nacos.client_env(), check=True)
     s = settings.load(env={**nacos.client_env(), "VOLUMES_ROOT": str(tmp_path / "v")})
     conn = nacos_module.connect(s, lambda *a, **k: None)
@@ -167,21 +166,22 @@ class _Answers:
 def _registered(conn) -> tuple[bool, float]:
     """registered(conn), and how long it waited by the event loop's clock."""
     import asyncio
-    from higress_init.store import nacossdk
-    nacossdk.load()
+
+    from higress_init.store.nacos import sdk
+    sdk.load()
 
     async def measured():
         loop = asyncio.get_running_loop()
         started = loop.time()
-        return await nacossdk.registered(conn), loop.time() - started
+        return await sdk.registered(conn), loop.time() - started
     return asyncio.run(measured())
 
 
 def test_registered_asks_again_while_the_server_has_not_registered_the_connection():
-    from higress_init.store import nacossdk
-    nacossdk.load()
+    from higress_init.store.nacos import sdk
+    sdk.load()
     from v2.nacos.transport.model.internal_response import ErrorResponse, HealthCheckResponse
-    unregistered = ErrorResponse(resultCode=500, errorCode=nacossdk.UN_REGISTER, message="Connection is unregistered.")
+    unregistered = ErrorResponse(resultCode=500, errorCode=sdk.UN_REGISTER, message="Connection is unregistered.")
     conn = _Answers(unregistered, unregistered, HealthCheckResponse())
     assert _registered(conn)[0] is True and conn.asked == 3
 
@@ -189,14 +189,14 @@ def test_registered_asks_again_while_the_server_has_not_registered_the_connectio
 @pytest.mark.parametrize("answer", ["timeout", "other error", "failed check"])
 def test_registered_waits_as_the_sdk_does_when_the_server_does_not_say(answer):
     """No answer, or one that does not speak of the registration: the SDK's whole fixed wait."""
-    from higress_init.store import nacossdk
-    nacossdk.load()
+    from higress_init.store.nacos import sdk
+    sdk.load()
     from v2.nacos.transport.model.internal_response import ErrorResponse, HealthCheckResponse
     given = {"timeout": TimeoutError(), "other error": ErrorResponse(resultCode=500, errorCode=500),
              "failed check": HealthCheckResponse(resultCode=500, errorCode=500)}[answer]
     conn = _Answers(given)
     ok, waited = _registered(conn)
-    assert ok is False and conn.asked == 1 and waited >= nacossdk.REGISTER_WAIT
+    assert ok is False and conn.asked == 1 and waited >= sdk.REGISTER_WAIT
 
 
 def test_the_sdks_models_are_built_when_used():
@@ -204,12 +204,12 @@ def test_the_sdks_models_are_built_when_used():
     on its first use validates as it would have; pydantic's own default is left as it was."""
     out = _python("""
         import sys
-        from higress_init.store import nacossdk
-        nacossdk.load()
+        from higress_init.store.nacos import sdk
+        sdk.load()
         from pydantic import BaseModel
         from v2.nacos.config.model.config_response import ConfigQueryResponse
         from v2.nacos.naming.model.instance import Instance
-        used = [getattr(sys.modules[m], n) for m, names in nacossdk.USED_MODELS.items() for n in names]
+        used = [getattr(sys.modules[m], n) for m, names in sdk.USED_MODELS.items() for n in names]
         print(dict(BaseModel.model_config), len(used), all(m.__pydantic_complete__ for m in used),
               Instance.__pydantic_complete__)
         answer = ConfigQueryResponse.model_validate({"content": "x: 1", "md5": "m", "errorCode": 300})

@@ -10,7 +10,7 @@ import yaml
 from base_objects import openssl_decrypt
 
 from higress_init.settings import load
-from higress_init.store import configstore, stores
+from higress_init.store.nacos import layout as nacos_layout
 from higress_init.versions import objects
 
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
@@ -66,10 +66,10 @@ def test_random_secret_values_differ_per_render():
 def test_encryption_matches_an_independent_reading_of_the_apiserver_rule(length, size):
     key = os.urandom(length)
     text = ("é" * size)[:size] if size else ""
-    stored = stores.encrypt(text, key)
+    stored = nacos_layout.encrypt(text, key)
     assert openssl_decrypt(stored, key) == text
-    assert stores.decrypt(stored, key) == text
-    assert stores.decrypt("plain: yaml\n", key) == "plain: yaml\n"
+    assert nacos_layout.decrypt(stored, key) == text
+    assert nacos_layout.decrypt("plain: yaml\n", key) == "plain: yaml\n"
 
 
 def _members(*labels):
@@ -79,29 +79,29 @@ def _members(*labels):
 
 def test_index_accepts_both_line_forms_and_adds_only_missing_lines():
     cms = _members("configmaps/higress-config", "configmaps/higress-console")
-    assert configstore.index_with(None, cms) == "higress-system/higress-config\nhigress-system/higress-console\n"
+    assert nacos_layout.index_with(None, cms) == "higress-system/higress-config\nhigress-system/higress-console\n"
     # the apiserver's own form, as its refresh rewrites the index: nothing to add
     rewritten = "higress-system/configmaps.higress-config\nhigress-system/configmaps.higress-console\n"
-    assert configstore.index_with(rewritten, cms) is None
+    assert nacos_layout.index_with(rewritten, cms) is None
     # the create form and a mix of both
-    assert configstore.index_with("higress-system/higress-config\nhigress-system/configmaps.higress-console\n",
+    assert nacos_layout.index_with("higress-system/higress-config\nhigress-system/configmaps.higress-console\n",
                                   cms) is None
     # one missing: appended, the others kept as they were
-    assert configstore.index_with("other/configmaps.x\nhigress-system/configmaps.higress-config\n", cms) == \
+    assert nacos_layout.index_with("other/configmaps.x\nhigress-system/configmaps.higress-config\n", cms) == \
         "other/configmaps.x\nhigress-system/configmaps.higress-config\nhigress-system/higress-console\n"
 
 
 def test_index_reads_empty_as_no_lines():
-    assert configstore.index_with("EMPTY", _members("services/higress-gateway")) == "higress-system/higress-gateway\n"
-    assert configstore.index_with("EMPTY\n", _members("services/higress-gateway")) == \
+    assert nacos_layout.index_with("EMPTY", _members("services/higress-gateway")) == "higress-system/higress-gateway\n"
+    assert nacos_layout.index_with("EMPTY\n", _members("services/higress-gateway")) == \
         "higress-system/higress-gateway\n"
 
 
 def test_index_of_a_cluster_scoped_object():
     gc = _members("gatewayclasses/higress-gateway")
-    assert configstore.index_with(None, gc) == "/higress-gateway\n"  # what the apiserver's create appends
+    assert nacos_layout.index_with(None, gc) == "/higress-gateway\n"  # what the apiserver's create appends
     for form in ("/higress-gateway", "DEFAULT_GROUP/gatewayclasses.higress-gateway", "DEFAULT_GROUP/higress-gateway"):
-        assert configstore.index_with(form + "\n", gc) is None
+        assert nacos_layout.index_with(form + "\n", gc) is None
 
 
 def test_a_secret_the_apiserver_rule_encrypted_independently_reads_back():
@@ -114,5 +114,5 @@ def test_a_secret_the_apiserver_rule_encrypted_independently_reads_back():
     ciphertext = subprocess.run([openssl, "enc", "-aes-256-cbc", "-K", key.hex(), "-iv", key[:16].hex()],
                                 input=text.encode(), capture_output=True, check=True).stdout
     stored = "enc|" + base64.urlsafe_b64encode(ciphertext).decode()
-    assert stores.decrypt(stored, key) == text
-    assert stores.encrypt(text, key) == stored  # the same rule, byte for byte (fixed IV)
+    assert nacos_layout.decrypt(stored, key) == text
+    assert nacos_layout.encrypt(text, key) == stored  # the same rule, byte for byte (fixed IV)

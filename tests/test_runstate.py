@@ -137,8 +137,9 @@ def test_a_shared_ca_published_again_since_is_decided_in_full(rnacos, tmp_path, 
 
     import yaml
 
-    from higress_init.store import sharedca, stores
-    from higress_init.store.configstore import md5
+    from higress_init.store import sharedca
+    from higress_init.store.nacos import layout as nacos_layout
+    from higress_init.store.seeding import md5
     from higress_init.volume import layout
     node = rnacos()
     env = dict(fast_env, **node.client_env(), NACOS_WAIT_TIMEOUT="30s")
@@ -147,9 +148,9 @@ def test_a_shared_ca_published_again_since_is_decided_in_full(rnacos, tmp_path, 
     key = (volumes / layout.DATA_KEY).read_bytes()
     group = "higress-system"
     raw = node.get_config(sharedca.CACERTS.data_id, group, group)
-    secret = yaml.safe_load(stores.decrypt(raw, key))
+    secret = yaml.safe_load(nacos_layout.decrypt(raw, key))
     secret["metadata"].setdefault("annotations", {})[sharedca.PUBLISHED_BY] = "another-host"
-    again = stores.encrypt(yaml.safe_dump(secret), key)
+    again = nacos_layout.encrypt(yaml.safe_dump(secret), key)
     node.publish_config(sharedca.CACERTS.data_id, group, group, again)
     out = _warm_run_in_process(volumes, env)
     assert out[-1] == "0 True", out

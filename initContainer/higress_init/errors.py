@@ -1,6 +1,11 @@
 """Errors shared by every concern, and the exit codes they end in; imports nothing."""
 
 
+class StoreError(Exception):
+    """The store could not be reached or answered wrong (each store's errors derive from it)."""
+    exit_code = 1
+
+
 class StateError(Exception):
     """Existing state the initializer refuses to change silently (exit code 3)."""
 

@@ -255,7 +255,7 @@ def _main(argv: list[str] | None = None) -> int:
 
 def _exit_codes() -> tuple:
     """(error type, what the line calls it, exit code or None: the error's own exit_code), first match wins."""
-    from higress_init.store.nacos import (
+    from higress_init.store.nacos.client import (
         NacosError,  # only once an error is to be mapped: no SDK import
     )
     return ((SettingsError, "error", EXIT_BAD_INPUT),

@@ -127,9 +127,9 @@ def shared_ca_rows(settings: Settings, writer) -> list[dict]:
 def config_rows(settings: Settings, writer) -> list[dict]:
     """The base objects in the file store, and pilot's mesh files against the stored higress-config
     (where to edit: the store; the files follow it on every run)."""
-    from higress_init.store import configstore, stores
+    from higress_init.store import seeding
     return [_row(r["name"], r["file"], subject=r.get("subject", ""), state=r["state"])
-            for r in configstore.status_rows(settings, writer, stores.status_store(settings, writer))]
+            for r in seeding.status_rows(settings, writer)]
 
 
 def token_rows(settings, writer, now) -> list:
@@ -370,12 +370,12 @@ def command(settings, output: str) -> int:
     if markers:
         report["healthy"], report["upstream_layout"] = False, {"files": markers, "next": upstream.hint(markers)}
     if store_kind(settings).remote:
-        from higress_init.store import nacos
-        report["nacos"] = nacos.status(settings, writer)
+        from higress_init.store.nacos import client
+        report["nacos"] = client.status(settings, writer)
         report["healthy"] = report["healthy"] and report["nacos"]["healthy"]
     if settings.role == "all":   # the host that seeds the store: for which Higress release(s) it did
-        from higress_init.store import configstore
-        report["seeded_for"] = configstore.seeded_releases(writer)
+        from higress_init.store import seeding
+        report["seeded_for"] = seeding.seeded_releases(writer)
     if output == "json":
         say(json.dumps(report, indent=2))
     else:
@@ -391,9 +391,9 @@ def command(settings, output: str) -> int:
             say("\n" + wrap(f"ROTATION {r['root']}: {r['state']}; old root valid until {r['old_root_not_after']}; "
                             f"both roots trusted in {', '.join(r['trusted_in'])}; next: {r['next']}"))
         if "nacos" in report:
-            say("\n" + "\n".join(wrap(line, hang="    ") for line in nacos.format_status(report["nacos"]).split("\n")))
+            say("\n" + "\n".join(wrap(line, hang="    ") for line in client.format_status(report["nacos"]).split("\n")))
         if "seeded_for" in report:
-            say("\n" + wrap(configstore.seeded_text(settings, report["seeded_for"])))
+            say("\n" + wrap(seeding.seeded_text(settings, report["seeded_for"])))
         if markers:
             say("\n" + wrap("UPSTREAM LAYOUT: " + upstream.hint(markers)))
     return EXIT_OK if report["healthy"] else EXIT_FAILED

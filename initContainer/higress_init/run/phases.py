@@ -17,6 +17,7 @@ from higress_init.pki.run import PkiRun
 from higress_init.run import runstate
 from higress_init.run.reporting import Counts
 from higress_init.settings import Settings
+from higress_init.store import kinds
 from higress_init.store.kinds import store_kind
 from higress_init.volume import layout
 from higress_init.volume.writer import VolumeWriter
@@ -26,7 +27,7 @@ from higress_init.volume.writer import VolumeWriter
 class Context:
     """What the phases of one run share. The PKI state (decisions, key pool) is the PKI code's
     (pki.run.PkiRun, started by the runner); the store's connection and what it read are set by
-    the store when it is opened (store.stores.open_store)."""
+    the store when it is opened (store.kinds.open_store)."""
     settings: Settings
     writer: VolumeWriter
     now: datetime
@@ -156,18 +157,17 @@ def write(ctx: Context, counts: Counts) -> None:
 
 
 def seed(ctx: Context, counts: Counts) -> None:
-    from higress_init.store import configstore, stores
-    configstore.seed(ctx, stores.open_store(ctx), counts)
+    from higress_init.store import seeding
+    seeding.seed(ctx, kinds.open_store(ctx), counts)
 
 
 def deliver(ctx: Context, counts: Counts) -> None:
-    from higress_init.store import configstore, stores
-    configstore.deliver(ctx, stores.open_store(ctx), counts)
+    from higress_init.store import seeding
+    seeding.deliver(ctx, kinds.open_store(ctx), counts)
 
 
 def store_ready(ctx: Context, counts: Counts) -> None:
-    from higress_init.store import stores
-    stores.prepare(ctx, counts)
+    kinds.prepare(ctx, counts)
 
 
 def gateway_store_ready(ctx: Context, counts: Counts) -> None:

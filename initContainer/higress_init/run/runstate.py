@@ -17,6 +17,7 @@ from pathlib import Path
 
 from higress_init import __version__
 from higress_init.run.reporting import Counts
+from higress_init.store import kinds
 from higress_init.volume import journal, layout
 from higress_init.volume.safefs import Root, parts_of
 
@@ -180,8 +181,8 @@ def shared_ca_unchanged(ctx, counts) -> bool:
     Anything else, False: sharedca decides in full (follows a rotation, refuses a CA that differs)."""
     import hashlib
 
-    from higress_init.store.configstore import md5
-    from higress_init.store.stores import NacosStore, open_store
+    from higress_init.store.nacos.store import NacosStore
+    from higress_init.store.seeding import md5
     from higress_init.versions.objects import CACERTS
     local = {key: ctx.writer.read(rel) for key, rel in SHARED_CA_FILES.items()}
     if None in local.values():
@@ -191,7 +192,7 @@ def shared_ca_unchanged(ctx, counts) -> bool:
               "published_md5": entry.get("published_md5")}
     if entry != wanted or not isinstance(wanted["published_md5"], str):
         return False
-    open_store(ctx)
+    kinds.open_store(ctx)
     if md5(ctx.nacos.get_stored(CACERTS.data_id, CACERTS.group(ctx.settings))) != wanted["published_md5"]:
         return False
     counts.add("kept", CACERTS.label)

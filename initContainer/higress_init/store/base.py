@@ -25,6 +25,9 @@ class Store(Protocol):
     def read(self, obj: BaseObject) -> str | None:
         """The object as stored (raw: a Secret as the store keeps it), None when absent."""
 
+    def read_all(self, objs: list[BaseObject]) -> dict[str, str | None]:
+        """`read` of each object, by label (Nacos: the reads sent at once)."""
+
     def stored(self, obj: BaseObject) -> str | None:
         """The same, as another writer's write shows it (after a lost compare-and-swap)."""
 

@@ -36,13 +36,16 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
+from higress_init import faults
+from higress_init.errors import StateError, StoreError
 from higress_init.pki import artifacts, datakey, primitives
-from higress_init.volume import layout
-from higress_init.store.configstore import md5
-from higress_init.errors import StateError
-from higress_init.versions.objects import CACERTS, BaseObject, render  # noqa: F401 (CACERTS: sharedca's name too)
 from higress_init.run.reporting import Counts
-from higress_init.store.stores import NacosStore, decrypt, encrypt, open_store, status_store
+from higress_init.store.kinds import open_for_status, open_store
+from higress_init.store.nacos.layout import decrypt, encrypt
+from higress_init.store.nacos.store import NacosStore
+from higress_init.store.seeding import md5
+from higress_init.versions.objects import CACERTS, BaseObject, render  # noqa: F401 (CACERTS: sharedca's name too)
+from higress_init.volume import layout
 
 # Secret key -> volume file: Istio's plug-in CA layout, as the artifacts table names the files
 _ROOT, _CA, _CHAIN = artifacts.SPECS["pilot-root-ca"], artifacts.SPECS["pilot-ca"], artifacts.BUNDLES[0]
@@ -309,8 +312,9 @@ def _discard_root_key(ctx) -> None:
 
 
 def _secret_text(ctx, files: dict, published: Published | None) -> str:
-    from higress_init.versions import meshconfig
     from dataclasses import replace
+
+    from higress_init.versions import meshconfig
     s = ctx.settings
     data = {k: files[k].decode() for k in CA_FILES}
     if published is None:
@@ -328,8 +332,7 @@ def publish(ctx, counts: Counts) -> None:
     """The `shared-ca` phase (ROLE=all, Nacos storage), after `write`: publish this host's pilot CA
     when Nacos has none, or when this run rotated it (both committed here, pending, first); list it
     in secrets.__names__; record what is published. A lost first publication takes the winner's CA."""
-    from higress_init import faults
-    from higress_init.store.nacos import NacosConflict
+    from higress_init.store.nacos.client import NacosConflict
     open_store(ctx)
     conn = ctx.nacos
     if not ctx.pki.decided:      # the warm fast path kept the local files without deciding anything
@@ -353,7 +356,6 @@ def publish(ctx, counts: Counts) -> None:
 
 
 def _publish(ctx, conn, counts, local, published, conflict_type) -> Published:
-    from higress_init import faults
     s = ctx.settings
     raw = encrypt(_secret_text(ctx, local, published), data_key(ctx))
     group = CACERTS.group(s)
@@ -420,7 +422,6 @@ class SharedView:
 def connect(ctx, counts: Counts) -> None:
     """The `nacos` phase of a gateway host: wait for Nacos and log in; the namespace and everything
     in it are the control-plane host's to create."""
-    from higress_init import faults
     open_store(ctx)
     counts.add("connected", f"nacos {ctx.nacos.generation} at {ctx.nacos.active}")
     faults.pause("gateway:connected")
@@ -429,7 +430,7 @@ def connect(ctx, counts: Counts) -> None:
 def _wait_published(ctx) -> Published:
     """The published CA and the stored higress-config, waited for (the control-plane host may be
     starting at the same moment), within NACOS_WAIT_TIMEOUT."""
-    from higress_init.store.nacos import NacosUnreachable
+    from higress_init.store.nacos.client import NacosUnreachable
     from higress_init.versions.objects import HIGRESS_CONFIG
     s = ctx.settings
     deadline = time.monotonic() + s.nacos_wait_timeout.total_seconds()
@@ -481,17 +482,13 @@ def gateway_pki(ctx, counts: Counts) -> None:
 def status_rows(settings, writer) -> list[dict]:
     """Which CA this host uses, whether it is the published one, and this host's own gateway
     certificate checked against the published CA."""
-    from higress_init.store.nacos import NacosError
     rows = []
     gateway = settings.role == "gateway"
     ctx = None
     try:
-        opened = status_store(settings, writer)
-        if isinstance(opened, Exception):
-            raise opened
-        ctx, _ = opened
+        ctx, _ = open_for_status(settings, writer)
         published = read(ctx, ctx.nacos)
-    except (NacosError, StateError, OSError) as err:
+    except (StoreError, StateError, OSError) as err:
         return [_row("shared-ca", "secrets/cacerts", state=f"cannot read the published CA: {err}")]
     finally:
         if ctx is not None and ctx.nacos is not None:

@@ -83,7 +83,7 @@ def load() -> types.ModuleType:
             return v2.nacos
         for name in DEFERRED:
             if name not in sys.modules:
-                stand_in = Deferred(name, f"stands in for {name} until used (higress_init.store.nacossdk)")
+                stand_in = Deferred(name, f"stands in for {name} until used (higress_init.store.nacos.sdk)")
                 if name == KMS_HANDLER:
                     stand_in.KMSHandler = KMSHandler
                 sys.modules[name] = stand_in
@@ -157,6 +157,7 @@ def _prompt_class():
 
 def _make_prompt_class():
     import asyncio
+
     from v2.nacos.common.constants import Constants
     from v2.nacos.transport.grpc_client import GrpcClient
     from v2.nacos.transport.grpc_connection import GrpcConnection
@@ -192,6 +193,7 @@ async def registered(conn) -> bool:
     """Until the server has registered the SDK connection `conn`, REGISTER_WAIT at most; whether it
     said so (else the whole REGISTER_WAIT was waited, as the SDK does)."""
     import asyncio
+
     from v2.nacos.transport.model.internal_request import HealthCheckRequest
     from v2.nacos.transport.model.internal_response import ErrorResponse, HealthCheckResponse
     loop = asyncio.get_running_loop()

@@ -25,19 +25,19 @@ from urllib.parse import urlencode, urlsplit
 
 from tenacity import AsyncRetrying, Retrying, retry_if_exception_type, wait_exponential, wait_random
 
-from higress_init.store import nacossdk
-from higress_init.errors import StateError
+from higress_init.errors import StateError, StoreError
+from higress_init.store.nacos import layout as nacos_layout
+from higress_init.store.nacos import sdk
+from higress_init.versions.objects import DEFAULT_GROUP
 from higress_init.volume import layout
 
-DEFAULT_GROUP = "DEFAULT_GROUP"
-SECRETS_INDEX = "secrets.__names__"
 REQUEST_TIMEOUT = 5.0       # one HTTP request or gRPC call
 REQUEST_BUDGET = 30.0       # one operation with its retries (long enough for a cluster to elect a leader)
 MAX_BODY = 16 * 1024 * 1024  # the largest HTTP answer read (a page of config search results)
 SEARCH_PAGE_SIZE = 50
 
 
-class NacosError(Exception):
+class NacosError(StoreError):
     exit_code = 7
 
 
@@ -257,6 +257,7 @@ class ConfigService:
 
     async def _retried(self, make, what: str, retried):
         import asyncio
+
         from v2.nacos import NacosException
         deadline = time.monotonic() + REQUEST_BUDGET
         last = ["no answer"]
@@ -285,15 +286,16 @@ class ConfigService:
                              f"(gRPC to {self.addresses}); last error: {last[0]}") from None
 
     async def _open(self) -> None:
-        from v2.nacos import ClientConfig, NacosConfigService
         import logging
+
+        from v2.nacos import ClientConfig, NacosConfigService
         config = ClientConfig(server_addresses=self.addresses, namespace_id=self.namespace,
                               log_dir=self.tmp.name + "/log", log_level=logging.CRITICAL)
         config.set_cache_dir(self.tmp.name + "/cache")
         config.disable_use_config_cache = True    # never answer from a local copy
         config.grpc_config.grpc_timeout = int(REQUEST_TIMEOUT * 1000)
         service = NacosConfigService(config)
-        nacossdk.connect_promptly(service.grpc_client_proxy)   # without the SDK's fixed 0.1 s wait
+        sdk.connect_promptly(service.grpc_client_proxy)   # without the SDK's fixed 0.1 s wait
         for handler in list(service.logger.handlers):  # the log file it opened: closed, not written
             service.logger.removeHandler(handler)
             handler.close()
@@ -739,7 +741,7 @@ _sdk_loading: list = []     # the thread loading the SDK while `connect` waits f
 
 def _preload() -> None:
     try:
-        nacossdk.load()
+        sdk.load()
     except Exception:  # noqa: BLE001 - told by the load on first use, in the main thread
         pass
 
@@ -752,7 +754,7 @@ def _preloaded() -> None:
 def _sdk_loaded() -> None:
     """The SDK is loaded (by the thread `connect` started, or now)."""
     _preloaded()
-    nacossdk.load()
+    sdk.load()
 
 
 def connect(settings, log) -> Connection:
@@ -785,7 +787,7 @@ def prepare(ctx, counts) -> None:
     # them (holding just EMPTY), so it alone does not count. Asked even when the namespace is
     # absent: deleting a namespace in Nacos leaves its configs behind, readable again once a
     # namespace of that id exists.
-    if fresh_key and any(d != SECRETS_INDEX for d in conn.data_ids(None, "secrets.")):
+    if fresh_key and any(d != nacos_layout.SECRETS_INDEX for d in conn.data_ids(None, "secrets.")):
         raise StateError(
             f"Nacos namespace {s.nacos_namespace} already holds Higress Secrets (secrets.* configs), and a new data "
             "key would make them unreadable: empty the namespace, use another one (NACOS_NS), or supply the old "
@@ -824,10 +826,10 @@ def status(settings, writer) -> dict:
 def _config_report(settings, conn, writer) -> list[dict]:
     """Each seeded object and each type's names index: present, and still as seeded (the md5 of
     what the initializer wrote; an index: lists every seeded object in one of its forms)."""
-    from higress_init.store.configstore import SEEDED_FILE, index_lines, md5
+    from higress_init.store.seeding import md5
     from higress_init.versions.objects import applicable
     try:
-        seeded = json.loads(writer.read(SEEDED_FILE) or b"{}")  # no-follow, capped
+        seeded = json.loads(writer.read(layout.SEEDED) or b"{}")  # no-follow, capped
     except (ValueError, StateError):
         seeded = {}
     if not isinstance(seeded, dict):
@@ -837,15 +839,15 @@ def _config_report(settings, conn, writer) -> list[dict]:
         group = obj.group(settings)
         by_plural.setdefault(obj.plural, []).append((group, obj))
         content = conn.get(obj.data_id, group)
-        record = seeded.get(f"nacos:{settings.nacos_namespace}/{group}/{obj.data_id}")
+        record = seeded.get(nacos_layout.record_key(settings.nacos_namespace, group, obj))
         configs.append({"group": group, "dataId": obj.data_id, "present": content is not None,
                         "as_seeded": None if record is None or content is None else md5(content) == record})
     for plural, members in by_plural.items():
-        content = conn.get(f"{plural}.__names__", DEFAULT_GROUP)
+        content = conn.get(nacos_layout.names_index(plural), DEFAULT_GROUP)
         lines = set((content or "").split())
-        configs.append({"group": DEFAULT_GROUP, "dataId": f"{plural}.__names__", "present": content is not None,
+        configs.append({"group": DEFAULT_GROUP, "dataId": nacos_layout.names_index(plural), "present": content is not None,
                         "as_seeded": None if content is None else
-                        all(index_lines(obj, group) & lines for group, obj in members)})
+                        all(nacos_layout.index_lines(obj, group) & lines for group, obj in members)})
     return configs
 
 

@@ -3,12 +3,7 @@ Nacos. One code path seeds any object of the `objects` table into either store, 
 the stored `higress-config` into pilot's mesh files on every run, as kubelet delivers a mounted
 ConfigMap: after the first run the store is the truth, the files follow it.
 
-Layouts (the apiserver's own):
-- file store: `<FILE_ROOT_DIR>/<plural>/<name>.yaml`, every object as plain YAML (Secrets too,
-  with base64 data); the namespace is not part of the path.
-- Nacos: group = the object's namespace (cluster-scoped: DEFAULT_GROUP), dataId `<plural>.<name>`,
-  content the YAML; Secrets `enc|` + URL-safe base64 of AES-CBC (key = api/nacos.key, IV = its
-  first 16 bytes, PKCS#7). Per type an index `<plural>.__names__` in DEFAULT_GROUP.
+Each store's layout (the apiserver's own) is its module's: store/file.py, store/nacos/layout.py.
 """
 from __future__ import annotations
 
@@ -16,18 +11,18 @@ import hashlib
 import re
 
 from higress_init import faults
+from higress_init.errors import StateError, StoreError
+from higress_init.store.kinds import open_for_status, store_kind
+from higress_init.versions.objects import HIGRESS_CONFIG, applicable, render_text
+from higress_init.versions.releases import BEFORE_RECORDS
 from higress_init.volume import layout
-from higress_init.errors import StateError
-from higress_init.versions.objects import HIGRESS_CONFIG, BaseObject, applicable, render_text
 
 CONFIGMAP_NAME = HIGRESS_CONFIG.name
-SEEDED_FILE = layout.SEEDED                       # the name nacos.py imports
 # In the seeded record, beside the md5 of each object written: the Higress releases (HIGRESS_VERSION)
 # seeding completed for, in order. Kept here, the initializer's own state, not in the store: whatever
 # the store holds the apiserver serves as an object (a file-store `.yaml` must be one), and this
 # record is committed in the same journaled commit as the file store's objects.
 RELEASES_KEY = "releases"
-EMPTY_INDEX = "EMPTY"                             # the apiserver's index of a type with no objects
 # The mesh files and the keys of higress-config they are delivered from.
 DELIVERED = ((layout.MESH, "mesh"), (layout.MESH_NETWORKS, "meshNetworks"))
 
@@ -43,28 +38,6 @@ def sha256(data: bytes | None) -> str | None:
     return hashlib.sha256(data).hexdigest() if data is not None else None
 
 
-def index_lines(obj: BaseObject, group: str) -> set[str]:
-    """Every way an index line can name this object: the apiserver's create appends
-    `<namespace>/<name>` (cluster-scoped: `/<name>`), its refresh rewrites all as `<group>/<dataId>`."""
-    forms = {f"{group}/{obj.name}", f"{group}/{obj.data_id}"}
-    if not obj.namespaced:
-        forms.add(f"/{obj.name}")
-    return forms
-
-
-def index_with(content: str | None, members) -> str | None:
-    """The index with a line for each object found in none of its forms; None: nothing to add.
-    `EMPTY` (the apiserver's word for no objects) counts as no lines."""
-    lines = [line.strip() for line in (content or "").splitlines() if line.strip()]
-    present = set(lines)
-    missing = [f"{'' if not o.namespaced else group}/{o.name}" for group, o in members
-               if not index_lines(o, group) & present]
-    if not missing:
-        return None
-    kept = [line for line in lines if line != EMPTY_INDEX]
-    return "".join(line + "\n" for line in kept + missing)
-
-
 # --- phases
 def _adopt(ctx):
     def adopt(rel: str) -> str | None:
@@ -77,7 +50,7 @@ def seed(ctx, store, counts) -> None:
     """Create every applicable object the store lacks; keep what is there (the user's to change);
     --reseed re-makes the non-random ones on purpose, compare-and-swap. `store`: stores.open_store."""
     s = ctx.settings
-    calls_before = getattr(getattr(ctx, "nacos", None), "calls", 0)
+    calls_before = store.calls
     records = {}
     backups: list[str] = []
     objs = applicable(s)
@@ -113,20 +86,20 @@ def seed(ctx, store, counts) -> None:
         records[RELEASES_KEY] = releases + [{"version": s.higress_version,
                                              "seeded_at": ctx.now.strftime("%Y-%m-%dT%H:%M:%SZ")}]
     if set(counts.by_action) <= {"kept"}:
-        ctx.log(f"{store.kind}: every base object is present (in the apiserver's form or ours): nothing written",
+        ctx.log(f"{store.label}: every base object is present (in the apiserver's form or ours): nothing written",
                 unchanged_store=True)
-    if store.kind == "Nacos":
-        calls = getattr(store.conn, "calls", 0)
+    if store.calls is not None:   # a store with a server: what seeding cost in requests
+        calls = store.calls
         ctx.log(f"nacos: seeding made {calls - calls_before} calls (HTTP and gRPC), {calls} in this run",
                 seeding_calls=calls - calls_before, calls=calls)
     if records:
-        _record(ctx, SEEDED_FILE, records)
+        _record(ctx, layout.SEEDED, records)
     ctx.writer.commit()  # the file store's objects and the record, in one journaled commit
     if backups:
         folder = f"{s.volumes_root}/{layout.BACKUP_DIR}/{ctx.writer.backup_stamp}/"
         ctx.log(f"reseed: {'would back up' if ctx.plan else 'backed up'} the {len(backups)} stored objects it "
-                f"{'would replace' if ctx.plan else 'replaced'} ({store.kind}) in {folder}", backups=backups)
-    if s.config_storage == "nacos":
+                f"{'would replace' if ctx.plan else 'replaced'} ({store.label}) in {folder}", backups=backups)
+    if store_kind(s).remote:
         # the apiserver's compose service mounts the file store either way: create it owned as configured
         ctx.writer.ensure_dir(s.file_root_dir)
 
@@ -134,8 +107,7 @@ def seed(ctx, store, counts) -> None:
 def seeded_releases(writer) -> list[dict]:
     """The releases seeding completed for, oldest first ({"version", "seeded_at"}); a record older
     than the releases key was written for the one release its initializer knew."""
-    from higress_init.versions.releases import BEFORE_RECORDS
-    record = writer.read_record(SEEDED_FILE)
+    record = writer.read_record(layout.SEEDED)
     releases = record.get(RELEASES_KEY)
     if isinstance(releases, list):
         return [r for r in releases if isinstance(r, dict) and isinstance(r.get("version"), str)]
@@ -219,11 +191,11 @@ def deliver(ctx, store, counts) -> None:
         _follow_trust_domain(ctx, store, counts, before)
     raw, data = _stored_config(ctx, store)
     if raw is None:
-        raise StateError(f"configmaps/higress-config is not in the {store.kind} ({store.where(HIGRESS_CONFIG)}): "
+        raise StateError(f"configmaps/higress-config is not in the {store.label} ({store.where(HIGRESS_CONFIG)}): "
                          "run phase seed first")
     problems = _problems(data, s)
     if problems:
-        raise StateError(f"configmaps/higress-config in the {store.kind} ({store.where(HIGRESS_CONFIG)}): "
+        raise StateError(f"configmaps/higress-config in the {store.label} ({store.where(HIGRESS_CONFIG)}): "
                          f"{'; '.join(problems)}. Pilot cannot use it, so {layout.MESH} and {layout.MESH_NETWORKS} keep "
                          f"their last good text; " + WHERE_TO_EDIT.format(ns=s.namespace))
     delivered = _delivered(ctx.writer)
@@ -240,7 +212,7 @@ def deliver(ctx, store, counts) -> None:
     if edited:
         raise StateError(
             f"{' and '.join(edited)} differ{'s' if len(edited) == 1 else ''} from configmaps/higress-config in the "
-            f"{store.kind} and from what the initializer last delivered: edited here, the edit would be lost. "
+            f"{store.label} and from what the initializer last delivered: edited here, the edit would be lost. "
             f"Either keep the edit: `higress-init run --push-mesh` copies the file's text into the store once; "
             f"or drop it: remove the file and rerun, the stored text is delivered")
     records = {}
@@ -264,8 +236,9 @@ def _follow_trust_domain(ctx, store, counts, before: str) -> None:
     """TRUST_DOMAIN changed on purpose: the stored mesh's trustDomain, still the old one, becomes
     the new one (compare-and-swap, the rest of the text as it is), so that pilot's SPIFFE names
     match the gateway's re-issued certificate. One the operator set otherwise is not touched."""
-    from higress_init.versions import meshconfig
     import yaml
+
+    from higress_init.versions import meshconfig
     new = ctx.settings.trust_domain
     raw, data = _stored_config(ctx, store)
     text = data.get("mesh") if data else None
@@ -289,10 +262,11 @@ def _follow_trust_domain(ctx, store, counts, before: str) -> None:
 def _push(ctx, store, counts) -> None:
     """--push-mesh: the mesh files' text into the stored higress-config, once, compare-and-swap."""
     import yaml
+
     from higress_init.versions import meshconfig
     raw, data = _stored_config(ctx, store)
     if raw is None:
-        raise StateError(f"configmaps/higress-config is not in the {store.kind}: run first, then push")
+        raise StateError(f"configmaps/higress-config is not in the {store.label}: run first, then push")
     texts = {}
     for rel, key in DELIVERED:
         current = ctx.writer.read(rel)
@@ -315,16 +289,16 @@ def _push(ctx, store, counts) -> None:
 
 
 # --- status
-def status_rows(settings, writer, opened) -> list[dict]:
+def status_rows(settings, writer) -> list[dict]:
     """Rows for status: each object in the file store, and whether pilot's mesh files are what the
-    store holds (for Nacos the objects themselves are in the Nacos section). `opened`: (ctx, store)
-    from stores.status_store, or the error that kept the store from being opened."""
+    store holds (for Nacos the objects themselves are in the Nacos section)."""
     rows = []
-    if isinstance(opened, Exception):  # Nacos down: say so on the rows that need it
-        return [{"name": key, "file": rel, "state": f"cannot compare with the store: {opened}"}
+    try:
+        ctx, store = open_for_status(settings, writer)
+    except (StoreError, OSError) as err:   # Nacos down: say so on the rows that need it
+        return [{"name": key, "file": rel, "state": f"cannot compare with the store: {err}"}
                 for rel, key in DELIVERED]
-    ctx, store = opened
-    if store.kind == "file store":
+    if not store_kind(settings).remote:   # a remote store's objects: in its own section of status
         import yaml
         for obj in applicable(settings):
             raw = store.read(obj)
@@ -363,6 +337,6 @@ def status_rows(settings, writer, opened) -> list[dict]:
         else:
             state = "edited here: differs from the store and the last delivery (run --push-mesh, or remove the file)"
         rows.append({"name": key, "file": rel, "state": state,
-                     "subject": f"edit in the {store.kind}: configmaps/higress-config"})
+                     "subject": f"edit in the {store.label}: configmaps/higress-config"})
     return rows
 

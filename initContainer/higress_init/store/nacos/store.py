@@ -1,100 +1,23 @@
-"""The two stores behind the config phases: the apiserver's file store and Nacos, opened for a
-run (under `plan`, Nacos is staged: nothing is published) or for status. The phases themselves
-(seed, deliver) are in configstore and take the store they are given."""
+"""Nacos as a store (store.base.Store): each object a config in the deployment's namespace, laid
+out as the apiserver reads it (layout.py); `plan` sees it staged (StagedNacos: nothing published)."""
 from __future__ import annotations
 
-import base64
 from dataclasses import replace
 from datetime import timedelta
 
-from higress_init.pki import datakey
-from higress_init.volume import layout
-from higress_init.store.configstore import index_with, md5
 from higress_init.errors import StateError
+from higress_init.pki import datakey
+from higress_init.store.base import StatusContext
+from higress_init.store.nacos import client
+from higress_init.store.nacos import layout as nacos_layout
+from higress_init.store.nacos.client import NacosConflict
+from higress_init.store.seeding import md5
 from higress_init.versions.objects import DEFAULT_GROUP, BaseObject
-
-
-# --- the apiserver's Secret encryption in Nacos
-def encrypt(text: str, key: bytes) -> str:
-    from cryptography.hazmat.primitives import padding
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-    padder = padding.PKCS7(128).padder()
-    padded = padder.update(text.encode()) + padder.finalize()
-    encryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).encryptor()
-    return "enc|" + base64.urlsafe_b64encode(encryptor.update(padded) + encryptor.finalize()).decode()
-
-
-def decrypt(content: str, key: bytes) -> str:
-    from cryptography.hazmat.primitives import padding
-    from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-    if not content.startswith("enc|"):
-        return content  # the apiserver reads an unencrypted Secret as is
-    decryptor = Cipher(algorithms.AES(key), modes.CBC(key[:16])).decryptor()
-    padded = decryptor.update(base64.urlsafe_b64decode(content[4:])) + decryptor.finalize()
-    unpadder = padding.PKCS7(128).unpadder()
-    return (unpadder.update(padded) + unpadder.finalize()).decode()
-
-
-class FileStore:
-    """The apiserver's `--storage file` root. Writes go through the volume writer (staged,
-    journaled, renamed into place), so no partial object ever carries a `.yaml` name."""
-
-    kind = "file store"
-
-    def __init__(self, ctx):
-        self.ctx, self.settings, self.writer = ctx, ctx.settings, ctx.writer
-
-    def path(self, obj: BaseObject):
-        return self.settings.file_root_dir / obj.plural / f"{obj.name}.yaml"
-
-    def where(self, obj: BaseObject) -> str:
-        return str(self.path(obj))
-
-    def record_key(self, obj: BaseObject) -> str:
-        return f"file:{obj.label}"
-
-    def read(self, obj: BaseObject) -> str | None:
-        data = self.writer.read(self.path(obj))
-        return None if data is None else data.decode("utf-8", "replace")
-
-    stored = read   # what another writer made: the file is its own truth
-
-    def read_all(self, objs) -> dict[str, str | None]:
-        return {obj.label: self.read(obj) for obj in objs}
-
-    def text(self, obj: BaseObject, raw: str) -> str:
-        return raw
-
-    def encode(self, obj: BaseObject, text: str) -> str:
-        return text
-
-    def create(self, obj: BaseObject, raw: str) -> bool:
-        self.writer.stage(self.path(obj), raw.encode(), private=obj.secret)  # committed with the rest by finish()
-        return True
-
-    def replace(self, obj: BaseObject, raw: str, expected: str) -> None:
-        # compare-and-swap as far as a file allows: what is on disk now must be what was read
-        data = self.writer.fs.read(self.writer._parts(self.path(obj)))  # fresh, no-follow, capped
-        current = None if data is None else data.decode("utf-8", "replace")
-        if current != expected:
-            raise StateError(f"{self.where(obj)} changed while the initializer was writing it: nothing was "
-                             "overwritten; rerun to try again")
-        self.writer.stage(self.path(obj), raw.encode(), private=obj.secret)
-
-    def finish(self, counts, objs) -> None:
-        pass  # no index: the apiserver lists the folder
-
-    def backup(self, obj: BaseObject, raw: str) -> str:
-        """Where the object replaced by --reseed is kept: the commit copies every file it replaces
-        to backup/<stamp>/<its volume path>."""
-        return f"{layout.BACKUP_DIR}/{self.writer.backup_stamp}/{self.writer.rel(self.path(obj))}"
-
-    def commit(self) -> None:
-        self.writer.commit()
+from higress_init.volume import journal, layout
 
 
 class NacosStore:
-    kind = "Nacos"
+    label = "Nacos"
 
     def __init__(self, ctx, conn):
         self.ctx, self.settings, self.conn = ctx, ctx.settings, conn
@@ -105,7 +28,11 @@ class NacosStore:
                f"dataId {obj.data_id}"
 
     def record_key(self, obj: BaseObject) -> str:
-        return f"nacos:{self.settings.nacos_namespace}/{obj.group(self.settings)}/{obj.data_id}"
+        return nacos_layout.record_key(self.settings.nacos_namespace, obj.group(self.settings), obj)
+
+    @property
+    def calls(self) -> int:
+        return getattr(self.conn, "calls", 0)
 
     @property
     def key(self) -> bytes:
@@ -133,15 +60,14 @@ class NacosStore:
         return self.conn.get_stored(obj.data_id, obj.group(self.settings))
 
     def text(self, obj: BaseObject, raw: str) -> str:
-        return decrypt(raw, self.key) if obj.secret else raw
+        return nacos_layout.decrypt(raw, self.key) if obj.secret else raw
 
     def encode(self, obj: BaseObject, text: str) -> str:
-        return encrypt(text, self.key) if obj.secret else text
+        return nacos_layout.encrypt(text, self.key) if obj.secret else text
 
     def create(self, obj: BaseObject, raw: str) -> bool:
         """Create an absent object; False when another writer (a second control-plane host starting
         at the same moment) created it first."""
-        from higress_init.store.nacos import NacosConflict
         try:
             self.conn.compare_and_publish(obj.data_id, obj.group(self.settings), raw, None)
         except NacosConflict:
@@ -154,7 +80,6 @@ class NacosStore:
     def backup(self, obj: BaseObject, raw: str) -> str:
         """Copy the stored object --reseed is about to replace (as stored: a Secret stays encrypted)
         to backup/<stamp>/nacos/<namespace>/<group>/<dataId>, root's, before Nacos is written."""
-        from higress_init.volume import journal
         writer = self.ctx.writer
         rel = "/".join((layout.BACKUP_DIR, writer.backup_stamp, "nacos", self.settings.nacos_namespace,
                         obj.group(self.settings), obj.data_id))
@@ -165,17 +90,16 @@ class NacosStore:
     def finish(self, counts, objs) -> None:
         """Each type's names index lists every seeded object: one read per type, one write when a line
         is missing (the apiserver's refresh is triggered by a change of it)."""
-        from higress_init.store.nacos import NacosConflict
         by_plural: dict[str, list[BaseObject]] = {}
         for obj in objs:
             by_plural.setdefault(obj.plural, []).append(obj)
-        first = dict(zip(by_plural, self.conn.get_many([(f"{p}.__names__", DEFAULT_GROUP) for p in by_plural])))
+        first = dict(zip(by_plural, self.conn.get_many([(nacos_layout.names_index(p), DEFAULT_GROUP) for p in by_plural])))
         for plural, members in by_plural.items():
-            data_id = f"{plural}.__names__"
+            data_id = nacos_layout.names_index(plural)
             for attempt in range(5):
                 # after a refused write, the database view: a node's copy may lag the winner's
                 index = first[plural] if attempt == 0 else self.conn.get_stored(data_id, DEFAULT_GROUP)
-                wanted = index_with(index, [(o.group(self.settings), o) for o in members])
+                wanted = nacos_layout.index_with(index, [(o.group(self.settings), o) for o in members])
                 if wanted is None:
                     counts.add("kept", data_id)
                     break
@@ -229,46 +153,28 @@ class StagedNacos:
 
     def compare_and_publish(self, data_id: str, group: str, content: str, expected_md5) -> None:
         if md5(self.get(data_id, group)) != expected_md5:
-            from higress_init.store.nacos import NacosConflict
             raise NacosConflict(f"{group}/{data_id} changed since it was read")
         self.published[(data_id, group)] = content
 
 
-def open_store(ctx):
-    if ctx.settings.config_storage == "nacos":
-        from higress_init.store import nacos
-        ctx.nacos = ctx.nacos or nacos.connect(ctx.settings, ctx.log)
-        if ctx.plan and not isinstance(ctx.nacos, StagedNacos):
-            ctx.nacos = StagedNacos(ctx.nacos)  # plan writes nothing, Nacos included
-        return NacosStore(ctx, ctx.nacos)
-    return FileStore(ctx)
+def open_store(ctx) -> NacosStore:
+    ctx.nacos = ctx.nacos or client.connect(ctx.settings, ctx.log)
+    if ctx.plan and not isinstance(ctx.nacos, StagedNacos):
+        ctx.nacos = StagedNacos(ctx.nacos)  # plan writes nothing, Nacos included
+    return NacosStore(ctx, ctx.nacos)
 
 
-
-def status_store(settings, writer):
-    """(ctx, store) read-only, for status; Nacos gets a short wait, not the run's NACOS_WAIT_TIMEOUT.
-    The error instead when the store cannot be reached."""
-    from types import SimpleNamespace
-    ctx = SimpleNamespace(settings=settings, writer=writer, nacos=None, plan=True, stored={},
-                          log=lambda *a, **k: None)
-    if settings.config_storage != "nacos":
-        return ctx, FileStore(ctx)
-    from higress_init.store import nacos
-    try:
-        ctx.nacos = nacos.connect(replace(settings, nacos_wait_timeout=timedelta(seconds=2)), ctx.log)
-    except (nacos.NacosError, OSError) as err:
-        return err
+def open_for_status(settings, writer):
+    """Nacos gets a short wait here, not the run's NACOS_WAIT_TIMEOUT."""
+    ctx = StatusContext(settings, writer)
+    ctx.nacos = client.connect(replace(settings, nacos_wait_timeout=timedelta(seconds=2)), ctx.log)
     return ctx, NacosStore(ctx, ctx.nacos)
 
 
-# --- the phase that opens Nacos
 def prepare(ctx, counts) -> None:
-    if ctx.settings.config_storage != "nacos":
-        counts.add("skipped", "file storage")
-        return
-    from higress_init.store import nacos
-    nacos.prepare(ctx, counts)
-    # nacos.prepare leaves the namespace to the commit under `plan` and words it its own way:
+    """The `nacos` phase: wait for Nacos, log in, create the namespace."""
+    client.prepare(ctx, counts)
+    # client.prepare leaves the namespace to the commit under `plan` and words it its own way:
     # plan reports what run does, in run's words
     for name in counts.by_action.pop("would create", []):
         counts.add("created", name)
