@@ -54,7 +54,8 @@ class CertSpec:
     def request(self, s: Settings) -> primitives.CertificateRequest:
         dns, ips, uris = self.sans(s) if self.sans else ((), (), ())
         return primitives.CertificateRequest(
-            common_name=getattr(s, self.name_setting) if self.name_setting else self.common_name, organizations=self.organizations, is_ca=self.ca,
+            common_name=getattr(s, self.name_setting) if self.name_setting else self.common_name,
+            organizations=self.organizations, is_ca=self.ca,
             path_length=self.path_length, server_auth=self.server_auth, client_auth=self.client_auth,
             dns_names=dns, ip_addresses=ips, uris=uris, validity=getattr(s, self.validity))
 
@@ -151,7 +152,7 @@ def overlap(writer, root: str) -> tuple[x509.Certificate, x509.Certificate] | No
     if previous is None or cross is None:
         return None
     certs = []
-    for rel, pem in zip(files, (previous, cross)):
+    for rel, pem in zip(files, (previous, cross), strict=True):
         try:
             certs.append(primitives.load_certs(pem)[0])
         except (ValueError, IndexError):
@@ -412,7 +413,8 @@ def apply(phase: str, settings: Settings, writer, decisions: dict[str, Decision]
             request = spec.request(settings)
             if issuer is not None and primitives.expires(issuer.cert) - now < request.validity:
                 # never outlive the issuer: a certificate past its CA's end fails verification anyway
-                request = primitives.CertificateRequest(**{**request.__dict__, "validity": primitives.expires(issuer.cert) - now})
+                validity = primitives.expires(issuer.cert) - now
+                request = primitives.CertificateRequest(**{**request.__dict__, "validity": validity})
             d.cert = primitives.issue(request, d.key, issuer.cert if issuer else None,
                                issuer.key if issuer else None, now)
             if d.action == "rotate" and issuer is None and primitives.expires(d.old_cert) > now:

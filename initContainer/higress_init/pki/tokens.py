@@ -136,8 +136,9 @@ def _retired(ctx, now: datetime) -> list[dict]:
         return [e for e in entries if datetime.fromisoformat(e["keep_until"]) > now and isinstance(e["jwk"], dict)]
     except (ValueError, TypeError, KeyError, RecursionError):
         from higress_init.errors import StateError
-        raise StateError(f"{layout.TOKEN_RETIRED_KEYS} is not the list of retired keys this tool writes: restore it, or "
-                         "remove it (tokens signed by a retired key are then no longer accepted)") from None
+        raise StateError(f"{layout.TOKEN_RETIRED_KEYS} is not the list of retired keys this tool writes: "
+                         "restore it, or remove it (tokens signed by a retired key are then no longer "
+                         "accepted)") from None
 
 
 def phase(ctx, counts) -> None:

@@ -81,7 +81,8 @@ def execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
         after = f"to do it: higress-init {'rotate ' + rotation if rotation else 'run'}{options} (same settings)"
     elif rotation:   # a running stack: which services must restart to use what was rotated
         after = "check: higress-init status; " + restart_advice(settings, writer.written)
-    elif written is None and any(phases.phase_named(settings.role, n).uses_store for n in names):   # not `watch`'s renewal
+    elif written is None and any(phases.phase_named(settings.role, n).uses_store for n in names):
+        # a run that wrote to the store (not `watch`'s renewal): what to start next
         after = "check: higress-init status; " + (
             "start the gateway, in compose/: docker compose -f docker-compose.gateway.yml up -d"
             if settings.role == "gateway" else "start the stack: docker compose up -d (in compose/)")

@@ -179,7 +179,8 @@ def _probe(spec, settings, now: datetime, cert, key, chain: list) -> str:
         middle_key = primitives.generate_key("ecdsa-p256")
         issuer_cert = primitives.issue(middle.request(settings), middle_key, cert, key, now)
         issuer_key, path = middle_key, [issuer_cert, cert, *chain]
-    probe = primitives.issue(leaf.request(settings), primitives.generate_key("ecdsa-p256"), issuer_cert, issuer_key, now)
+    probe = primitives.issue(leaf.request(settings), primitives.generate_key("ecdsa-p256"),
+                             issuer_cert, issuer_key, now)
     failed = artifacts.verify(leaf, settings, probe, path, now)
     return f"what it issues {failed}" if failed else ""
 
@@ -252,7 +253,8 @@ def still_trusted(adoption: Adoption) -> str:
     """What an adopted CA still trusts that upstream issued under it; empty when no CA was adopted."""
     kept = [theirs for theirs, _ in adoption.moved]
     what = []
-    if layout.UPSTREAM_APISERVER_CA_KEY in kept and ("apiserver-ca" not in adoption.failed or "apiserver-ca" in adoption.resigned):
+    apiserver_ca_kept = "apiserver-ca" not in adoption.failed or "apiserver-ca" in adoption.resigned
+    if layout.UPSTREAM_APISERVER_CA_KEY in kept and apiserver_ca_kept:
         what.append("the apiserver CA still accepts upstream's admin client certificate (100 years, "
                     "system:masters; now in backup/)")
     if layout.UPSTREAM_PILOT_ROOT_KEY in kept and ("pilot-root-ca" not in adoption.failed

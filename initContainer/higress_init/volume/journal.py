@@ -7,6 +7,7 @@ no-follow descriptors under the root.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -126,10 +127,8 @@ def remove(root: Root) -> None:
     if dir_fd is None:
         return
     try:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink("journal.json", dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)

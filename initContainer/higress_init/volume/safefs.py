@@ -9,6 +9,7 @@ type where a managed file or directory belongs is refused (exit 3), naming the p
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
@@ -119,10 +120,9 @@ class Root:
                         if create is None:
                             os.close(fd)
                             return None
-                        try:
+                        # a run started with this one may have made it first (e.g. .higress-init/ before the lock)
+                        with contextlib.suppress(FileExistsError):
                             create(fd, name, parts[:i + 1])
-                        except FileExistsError:
-                            pass   # a run started with this one made it first (e.g. .higress-init/ before the lock)
                         nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)   # no-follow, whoever made it
                 except OSError as err:
                     if err.errno in (errno.ELOOP, errno.ENOTDIR):
