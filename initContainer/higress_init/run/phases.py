@@ -80,10 +80,12 @@ def kube_config(ctx: Context, counts: Counts) -> None:
     for spec in kubeconfig.KUBECONFIGS:
         client = ctx.pki.decisions[spec.client]
         files = (ca_file, client.spec.cert_file, client.spec.key_file)
-        parts = [ctx.writer.read(f) for f in files]
-        if None in parts:
+        ca, cert_pem, key_pem = (ctx.writer.read(f) for f in files)
+        if ca is None or cert_pem is None or key_pem is None:
             raise StateError(f"{spec.file} needs {', '.join(files)}: run phase apiserver-pki first")
-        ca, cert, key = parts
+        # embedded (PEM bytes), or named by the path its reader finds them at
+        cert: bytes | str = cert_pem
+        key: bytes | str = key_pem
         if spec.mounted_at:
             cert, key = (spec.path_in_reader(f) for f in files[1:])
         ctx.stage(spec.file, kubeconfig.render(spec.server_url(ctx.settings), ca, cert, key, user=spec.user),
