@@ -174,6 +174,7 @@ def phase(ctx, counts) -> None:
         if "tokens" in ctx.rotate and not problem:
             problem = "rotation"
         if not problem:
+            assert text is not None   # token_problem: "missing" without one
             counts.add("kept", f"token {identity.name}")
             expiry = jwt.decode(text, options={"verify_signature": False})["exp"]
         else:
@@ -182,6 +183,7 @@ def phase(ctx, counts) -> None:
             ctx.writer.stage(identity.file, token.encode(), private=True)
             counts.add("created" if problem == "missing" else "re-issued", f"token {identity.name}")
             if problem.startswith("expire"):   # said as a certificate's renewal is, with the time it had left
+                assert text is not None   # an expiring token was read
                 old = jwt.decode(text, options={"verify_signature": False})["exp"]
                 ctx.log(renewal(f"token {identity.name}", problem, datetime.fromtimestamp(old, tz=now.tzinfo), now,
                                 ctx.plan))

@@ -51,7 +51,7 @@ def _stat(root, rel: str):
     mode, owner or type (a link planted anywhere on the way) shows."""
     from higress_init.volume.safefs import parts_of
     parts = parts_of(rel)
-    out = []
+    out: list[list[int] | None] = []
     for i in range(1, len(parts) + 1):
         st = root.lstat(parts[:i])
         if st is None:

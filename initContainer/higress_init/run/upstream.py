@@ -141,7 +141,7 @@ def _check_cas(settings, writer, now: datetime) -> tuple[dict[str, str], list[st
         certs[spec.name] = cert
         if not has_cert or (key is None and not problem):
             continue
-        if spec.issuer in failed and spec.issuer not in resigned:
+        if spec.issuer is not None and spec.issuer in failed and spec.issuer not in resigned:
             failed[spec.name] = f"its issuer {artifacts.SPECS[spec.issuer].cert_file} is made anew"
             continue
         chain = artifacts.issuers(spec, certs)
@@ -174,7 +174,7 @@ def _probe(spec, settings, now: datetime, cert, key, chain: list) -> str:
     if leaf is None:
         middle = next((s for s in below if s.ca), None)
         leaf = next((s for s in artifacts.CERTIFICATES if middle and s.issuer == middle.name and not s.ca), None)
-        if leaf is None:
+        if leaf is None or middle is None:   # no leaf without a middle CA
             return ""
         middle_key = primitives.generate_key("ecdsa-p256")
         issuer_cert = primitives.issue(middle.request(settings), middle_key, cert, key, now)
@@ -202,7 +202,9 @@ class Outcome:
 
 def outcome(adoption: Adoption, reader, backups_before: set[str]) -> Outcome:
     """After the migration's run: which of upstream's files are still in use, which were made anew."""
-    adopted, reissued, rerendered = [], [], []
+    adopted: list[str] = []
+    reissued: list[str] = []
+    rerendered: list[str] = []
     for theirs, ours in UPSTREAM_FILES:
         if theirs not in adoption.before:
             continue
