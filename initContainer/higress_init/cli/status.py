@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 import jwt
 
@@ -54,7 +55,8 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
                                       "without it nothing under this CA can be renewed")
         if spec.chain and state == "ok":
             chain = primitives.load_certs(writer.read(spec.cert_file))
-            if len(chain) < 2 or chain[1] != loaded.get(spec.issuer):
+            current_issuer = loaded.get(spec.issuer) if spec.issuer is not None else None
+            if len(chain) < 2 or chain[1] != current_issuer:
                 state = "chain file does not end with the current issuer"
         rows.append(_row(spec.name, spec.cert_file, subject=primitives.describe_name(cert),
                          issuer=primitives.describe_name(cert, "issuer"), not_after=timestamp(primitives.expires(cert)),
@@ -372,7 +374,7 @@ def command(settings, output: str) -> int:
     from higress_init.run import upstream
     writer = runner.writer_for(settings, owners=False)  # status reads; it compares owners, never sets them
     rows = certificate_rows(settings, writer, runner.utcnow())
-    report = {"volumes": str(settings.volumes_root), "healthy": healthy(rows), "files": rows,
+    report: dict[str, Any] = {"volumes": str(settings.volumes_root), "healthy": healthy(rows), "files": rows,
               "rotation": rotation_rows(writer)}
     markers = upstream.found(writer)
     if markers:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from higress_init.errors import StateError
 from higress_init.pki import datakey
@@ -18,6 +19,13 @@ from higress_init.settings import Settings
 from higress_init.store.kinds import store_kind
 from higress_init.volume import layout
 from higress_init.volume.writer import VolumeWriter
+
+
+class NacosClient(Protocol):
+    """The run's Nacos connection, as the runner ends it: store/nacos.Connection, or under `plan`
+    the StagedNacos (store/stores.py) around it."""
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -36,7 +44,7 @@ class Context:
     recorded: dict = field(default_factory=dict)  # the deployment's settings before this run (deployment.read)
     log: Callable = print
     phases: tuple[str, ...] = ()                # the phases this run executes
-    nacos: object | None = None
+    nacos: NacosClient | None = None
     stored: dict = field(default_factory=dict)  # raw stored content of each base object, as read or written this run
     shared_ca: object | None = None             # sharedca.Published: the pilot CA as published in Nacos, read this run
 

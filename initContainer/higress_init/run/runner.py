@@ -30,7 +30,7 @@ def writer_for(settings, owners: bool = True, plan: bool = False) -> VolumeWrite
 
 
 def _rotated(rotation: str | None) -> set[str]:
-    if rotation in (None, "finish"):
+    if rotation is None or rotation == "finish":
         return set()
     from higress_init.pki.artifacts import ROTATIONS  # cryptography: only when something is rotated
     return set(ROTATIONS[rotation])
@@ -72,7 +72,7 @@ def execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
         ctx.close()
         writer.close()
     seconds = time.perf_counter() - started
-    files = writer.planned if plan else writer.written
+    files = writer.planned if isinstance(writer, PlanWriter) else writer.written   # a PlanWriter when plan
     root = settings.volumes_root
     file_count = f"{len(files)} file{'s' if len(files) != 1 else ''} {'would be ' if plan else ''}written"
     where = f"{file_count} in {root}"
