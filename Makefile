@@ -47,7 +47,7 @@ NACOS_JARS := $(foreach v,$(NACOS_VERSIONS),$(NACOS_CACHE)/nacos-$(v)/nacos-serv
 MVN_SKIP := -Dmaven.test.skip=true -Drat.skip=true -Dcheckstyle.skip=true -Dpmd.skip=true -Djacoco.skip=true \
             -Dmaven.javadoc.skip=true -Dgpg.skip
 
-.PHONY: help run test lint bench bench-readme image up down status rotate clean completion
+.PHONY: help run test unit lint bench bench-readme image up down status rotate clean completion
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}' \
@@ -108,12 +108,32 @@ $(NACOS_CACHE)/nacos-%/nacos-server.jar:
 run: $(BIN)/higress-init ## install into .venv/ and run the initializer on the embedded default (file store)
 	$(BIN)/higress-init run --volumes $(VOLUMES)
 
-test: $(VENV)/.test-deps $(RNACOS_BIN) $(COMPOSE_PLUGIN) $(NACOS_JARS) ## install what the tests need (real Nacos 2.5.1 and 3.0.1, r-nacos and the compose plugin) and run them all
+test: lint $(VENV)/.test-deps $(RNACOS_BIN) $(COMPOSE_PLUGIN) $(NACOS_JARS) ## make lint, then install what the tests need (real Nacos 2.5.1 and 3.0.1, r-nacos and the compose plugin) and run them all
 	$(BIN)/pytest -q --durations=25 tests
 
-lint: $(VENV)/.test-deps ## hadolint the Dockerfile and check the compose file against the compose-spec schema
+# The tests that need no cargo, Go or Java build (no r-nacos, real Nacos or compose plugin) and take
+# well under a minute on 2 cores: the modules' own checks, settings, PKI, tokens, volume writes and the
+# release tables. A quick check while editing; `make test` runs these and all the others.
+UNIT_TESTS := test_modules test_settings test_pki test_artifacts test_tokens test_volume test_kubeconfig \
+              test_meshconfig test_objects test_versions
+unit: $(VENV)/.test-deps ## the fast tests alone (no r-nacos, Nacos or compose plugin needed; under a minute)
+	$(BIN)/pytest -q --durations=5 $(UNIT_TESTS:%=tests/%.py)
+
+# TODO(store split): lint store/ once restructured. These files are being restructured elsewhere: their
+# ruff and mypy findings wait for that (`make lint LINT_EXCLUDE=` checks them too). mypy still reads
+# them for the types the rest imports (--follow-imports=silent), but reports only the files it is given.
+LINT_EXCLUDE ?= $(addprefix initContainer/higress_init/store/,nacos.py nacossdk.py stores.py configstore.py sharedca.py) bench
+comma := ,
+empty :=
+space := $(empty) $(empty)
+MYPY_FILES = $(filter-out $(LINT_EXCLUDE) $(addsuffix /%,$(LINT_EXCLUDE)),$(shell find initContainer/higress_init -name '*.py' | sort))
+
+lint: $(VENV)/.test-deps ## hadolint the Dockerfile, check the compose file against the compose-spec schema, ruff (ruff.toml) and mypy (mypy.ini)
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/python tests/compose_schema.py
+	$(BIN)/ruff check $(if $(LINT_EXCLUDE),--force-exclude --extend-exclude $(subst $(space),$(comma),$(strip $(LINT_EXCLUDE)))) \
+	  initContainer/higress_init tests bench
+	$(BIN)/mypy $(if $(LINT_EXCLUDE),--follow-imports=silent $(MYPY_FILES))
 
 # shtab writes the completion scripts from the CLI's own parser (build_parser) each time: they can't
 # fall out of step with it. A build-time tool, installed into .venv only here, not into the image.

@@ -20,7 +20,8 @@ def openssl(*args, input: bytes | None = None) -> subprocess.CompletedProcess:
     return subprocess.run(["openssl", *args], capture_output=True, input=input)
 
 
-def openssl_verify(cafile: Path, cert: Path, untrusted: Path | None = None, purpose: str | None = None) -> tuple[bool, str]:
+def openssl_verify(cafile: Path, cert: Path, untrusted: Path | None = None,
+                   purpose: str | None = None) -> tuple[bool, str]:
     args = ["verify", "-x509_strict", "-CAfile", str(cafile)]
     if untrusted:
         args += ["-untrusted", str(untrusted)]
@@ -112,10 +113,10 @@ def mtls_handshake(server_cert_chain: bytes, server_key: bytes, server_trust: Pa
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
     try:
-        with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
-            with client_ctx.wrap_socket(raw, server_hostname=server_name) as tls:
-                outcome["client_peer"] = tls.getpeercert()
-                outcome["data"] = tls.recv(2)
+        with (socket.create_connection(("127.0.0.1", port), timeout=10) as raw,
+              client_ctx.wrap_socket(raw, server_hostname=server_name) as tls):
+            outcome["client_peer"] = tls.getpeercert()
+            outcome["data"] = tls.recv(2)
     except (ssl.SSLError, OSError) as err:
         outcome["client_error"] = err
     thread.join(10)
@@ -176,7 +177,8 @@ def kubectl_in_container(kubeconfig: str, mounts: dict[str, Path], server: str, 
                     pytrace=False)
     require_tool("unshare", "apt-get install util-linux")
     require_tool("setpriv", "apt-get install util-linux")
-    kubectl = require_tool("kubectl", "install kubectl (e.g. apt-get install kubectl, or the Kubernetes release binary)")
+    kubectl = require_tool("kubectl",
+                           "install kubectl (e.g. apt-get install kubectl, or the Kubernetes release binary)")
     script = ["set -e"]
     for top in sorted({"/" + target.strip("/").split("/")[0] for target in mounts}):
         script.append(f"mount -t tmpfs -o mode=0755 tmpfs {top}")  # hides the host's folder in this namespace only

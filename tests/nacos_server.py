@@ -9,6 +9,7 @@ group and is killed by its PID when its fixture ends, at interpreter exit and af
 from __future__ import annotations
 
 import base64
+import contextlib
 import itertools
 import json
 import os
@@ -109,10 +110,8 @@ class NacosServer:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
             self.proc.wait(30)
         _RUNNING.discard(self)
         self._token = None
@@ -293,7 +292,7 @@ def start_cluster(workdir: Path, version: str = "2.5.1", size: int = 3) -> list[
     try:
         for node in nodes:
             node.start()
-        for attempt in range(4):
+        for _attempt in range(4):
             deadline = time.monotonic() + CLUSTER_START_WAIT
             while time.monotonic() < deadline and not all(n.started() for n in nodes):
                 time.sleep(0.5)

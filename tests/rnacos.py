@@ -9,6 +9,7 @@ interrupt or a SIGTERM) for any node still running."""
 from __future__ import annotations
 
 import atexit
+import contextlib
 import fcntl
 import os
 import random
@@ -240,10 +241,8 @@ class RNacosNode:
 
     def stop(self) -> None:
         if self.proc and self.proc.poll() is None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGKILL)  # its own session: anything it started too
-            except ProcessLookupError:
-                pass
             self.proc.wait(30)
         _RUNNING.discard(self)
 

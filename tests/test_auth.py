@@ -22,7 +22,8 @@ CALLERS = [spec for spec in kubeconfig.KUBECONFIGS if not spec.file.startswith("
 def stack(tmp_path_factory) -> Path:
     """A run with the compose owner settings (files handed to uid 1337, as compose does)."""
     volumes = tmp_path_factory.mktemp("auth") / "volumes"
-    run_cli("run", volumes=volumes, check=True, env={"CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256",
+    run_cli("run", volumes=volumes, check=True, env={"CA_KEY_ALGORITHM": "ecdsa-p256",
+                                                      "LEAF_KEY_ALGORITHM": "ecdsa-p256",
                                                       "VOLUMES_UID": "1337", "VOLUMES_GID": "1337"})
     return volumes
 
@@ -92,7 +93,8 @@ def test_anonymous_callers_are_refused(stack, tmp_path):
 
 def test_a_client_certificate_of_another_ca_is_refused(stack, tmp_path):
     other = tmp_path / "other"
-    run_cli("run", volumes=other, check=True, env={"CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256"})
+    run_cli("run", volumes=other, check=True,
+            env={"CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256"})
     ours = kubeconfig.parse((stack / "kube/config").read_bytes())
     theirs = kubeconfig.parse((other / "kube/config").read_bytes())
     # trusts our apiserver, but presents a system:masters certificate from another CA

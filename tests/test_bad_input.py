@@ -15,7 +15,7 @@ BAD_INPUTS = [
     # what the apiserver, which reads the same value, would get wrong
     ({"NACOS_SERVER_URL": "https://nacos:8848/nacos"}, "NACOS_SERVER_URL", "apiserver talks to Nacos over plain http"),
     ({"NACOS_SERVER_URL": "http://nacos/nacos"}, "NACOS_SERVER_URL", "apiserver would use port 80"),
-    ({"NACOS_SERVER_URL": "http://a:8848/nacos, http://b:8848/nacos"}, "NACOS_SERVER_URL", "no spaces around the commas"),
+    ({"NACOS_SERVER_URL": "http://a:8848/nacos, http://b:8848/nacos"}, "NACOS_SERVER_URL", "no spaces around the commas"),  # noqa: E501 (a table row)
     ({"CONFIG_STORAGE": "etcd"}, "CONFIG_STORAGE", "file, nacos"),
     # names Linux can never write (the journal of such a commit could never be applied)
     ({"TOKEN_IDENTITIES": f"x=tok/{'t' * 256}:sa:aud"}, "TOKEN_IDENTITIES", "at most 255 bytes"),
@@ -32,7 +32,7 @@ BAD_INPUTS = [
     ({"CERT_VALIDITY": "-5d"}, "CERT_VALIDITY", "positive"),
     ({"CERT_VALIDITY": "0d"}, "CERT_VALIDITY", "positive"),
     # a bare number was days: NACOS_WAIT_TIMEOUT=180 (upstream's seconds) waited 180 days
-    ({"NACOS_WAIT_TIMEOUT": "180"}, "NACOS_WAIT_TIMEOUT", "no unit; a duration is a whole number with a unit: s, m, h or d"),
+    ({"NACOS_WAIT_TIMEOUT": "180"}, "NACOS_WAIT_TIMEOUT", "no unit; a duration is a whole number with a unit: s, m, h or d"),  # noqa: E501 (a table row)
     ({"CERT_VALIDITY": "365"}, "CERT_VALIDITY", "no unit"),
     ({"RENEW_BEFORE": "0"}, "RENEW_BEFORE", "no unit"),
     ({"CA_VALIDITY": "ten years"}, "CA_VALIDITY", "unit"),
@@ -50,7 +50,7 @@ BAD_INPUTS = [
     ({"NACOS_DATA_ENC_KEY": "short"}, "NACOS_DATA_ENC_KEY", "32"),
     ({"NACOS_DATA_ENC_KEY_FILE": "/nonexistent/key"}, "NACOS_DATA_ENC_KEY_FILE", "cannot read"),
     ({"NACOS_PASSWORD_FILE": "/nonexistent/pw", "NACOS_USERNAME": "u"}, "NACOS_PASSWORD_FILE", "cannot read"),
-    ({"NACOS_DATA_ENC_KEY": "k" * 32, "NACOS_DATA_ENC_KEY_FILE": "/etc/hostname"}, "NACOS_DATA_ENC_KEY_FILE", "only one"),
+    ({"NACOS_DATA_ENC_KEY": "k" * 32, "NACOS_DATA_ENC_KEY_FILE": "/etc/hostname"}, "NACOS_DATA_ENC_KEY_FILE", "only one"),  # noqa: E501 (a table row)
     ({"VOLUMES_UID": "root"}, "VOLUMES_UID", "numeric"),
     ({"VOLUMES_GID": "-1"}, "VOLUMES_GID", "numeric"),
     ({"LOG_FORMAT": "xml"}, "LOG_FORMAT", "text, json"),
@@ -86,7 +86,8 @@ def test_a_volumes_root_that_cannot_be_made_is_bad_input():
     """/proc takes no new directory: exit 2 naming the setting (it was exit 1 with a bare errno)."""
     result = run_cli("run", volumes="/proc/higress-init-volumes")
     assert result.returncode == 2, (result.stdout, result.stderr)
-    assert result.stderr.count("\n") == 1 and "VOLUMES_ROOT=/proc/higress-init-volumes: cannot be created" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert "VOLUMES_ROOT=/proc/higress-init-volumes: cannot be created" in result.stderr
 
 
 def test_secret_on_the_command_line_is_not_offered():
@@ -135,7 +136,8 @@ def test_every_duration_the_env_and_compose_files_set_has_a_unit():
     from higress_init.settings import SETTINGS_BY_ENV, parse_duration
     found = {}
     for path in [*(REPO / "env").glob("*.env"), REPO / "compose/.env", *(REPO / "compose").glob("*.yml")]:
-        for name, value in re.findall(r"\b(" + "|".join(DURATION_SETTINGS) + r")(?:=|:-)([^\s\"}#]+)", path.read_text()):
+        assignments = r"\b(" + "|".join(DURATION_SETTINGS) + r")(?:=|:-)([^\s\"}#]+)"
+        for name, value in re.findall(assignments, path.read_text()):
             parse_duration(name, value)  # raises on a bare number
             found[name] = value
     assert {"WATCH_INTERVAL", "NACOS_WAIT_TIMEOUT", "CERT_VALIDITY"} <= set(found), found

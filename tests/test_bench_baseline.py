@@ -63,8 +63,8 @@ def test_baseline_makes_the_same_artifact_set(tmp_path):
     assert result.returncode == 0, result.stderr
     ours = _pem_files(initialized)
     # the initializer's own extra files that are not keys or certificates of a PKI step
-    expected = {spec.cert_file for spec in artifacts.CERTIFICATES} | {spec.key_file for spec in artifacts.CERTIFICATES} \
-        | {bundle.file for bundle in artifacts.BUNDLES} | {layout.TOKEN_SIGNING_KEY, layout.TOKEN_PUBLIC_KEY}
+    expected = ({spec.cert_file for spec in artifacts.CERTIFICATES} | {spec.key_file for spec in artifacts.CERTIFICATES}
+                | {bundle.file for bundle in artifacts.BUNDLES} | {layout.TOKEN_SIGNING_KEY, layout.TOKEN_PUBLIC_KEY})
     assert set(ours) == expected
     theirs = _pem_files(baseline)
     assert set(theirs) == set(ours)

@@ -98,7 +98,7 @@ def test_every_line_of_every_command_fits_120_columns_and_names_stay_apart(tmp_p
     # the summary stays the last line, and the volumes are named
     run = outputs["run"].splitlines()
     assert run[-1].startswith("done ") and "49 files written" in run[-1], run[-3:]
-    assert str(volumes).startswith(" ".join(l.split(None, 1)[1] for l in run if l.startswith("volumes"))[:60])
+    assert str(volumes).startswith(" ".join(ln.split(None, 1)[1] for ln in run if ln.startswith("volumes"))[:60])
     # status: every NAME in the table is told apart from every other
     table = outputs["status"].split("\n\ndetails:")[0].splitlines()[1:]
     names = [line[:line.index("  ")] for line in table]

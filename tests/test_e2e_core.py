@@ -21,7 +21,8 @@ from higress_init.volume import ownership
 CERT_FILES = ["api/ca.crt", "api/server.crt", "pki/admin.crt", "pilot/cacerts/root-cert.pem",
               "pilot/cacerts/ca-cert.pem", "gateway/certs/cert-chain.pem"]
 EVERY_FILE = CERT_FILES + [
-    "api/server.key", "api/nacos.key", "kube/config", "kube/host.config", "pilot/cacerts/ca-key.pem", "pilot/cacerts/cert-chain.pem",
+    "api/server.key", "api/nacos.key", "kube/config", "kube/host.config", "pilot/cacerts/ca-key.pem",
+    "pilot/cacerts/cert-chain.pem",
     "gateway/certs/root-cert.pem", "gateway/certs/key.pem", "gateway/podinfo/labels", "pilot/config/mesh",
     "pilot/config/meshNetworks", "data/configmaps/higress-config.yaml", "controller/kube/config", "pilot/kube/config",
     "console/kube/config",
@@ -215,7 +216,8 @@ def test_permissions(initialized):
         rel = str(path.relative_to(initialized))
         if path.is_dir():
             assert mode == (0o700 if rel in ("pki", "controller/log/nacos") else 0o755), rel
-        elif rel.endswith((".key", "key.pem", "kube/config", "kube/host.config", "token", "istio-token")) or rel.startswith("data/secrets/"):
+        elif (rel.endswith((".key", "key.pem", "kube/config", "kube/host.config", "token", "istio-token"))
+              or rel.startswith("data/secrets/")):
             assert mode == 0o600, rel
         else:
             assert mode == 0o644, rel
@@ -241,8 +243,8 @@ def _issue_leaf(v, days_valid=365, not_before_days=0, other_ca=False, sans=("api
     ca_key = primitives.load_key((v / "pki/apiserver-ca.key").read_bytes())
     if other_ca:
         ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_cert = primitives.issue(primitives.CertificateRequest("higress-apiserver-ca", is_ca=True), ca_key, None, None,
-                            datetime.now(UTC))
+        ca_cert = primitives.issue(primitives.CertificateRequest("higress-apiserver-ca", is_ca=True), ca_key,
+                                   None, None, datetime.now(UTC))
     key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
     now = datetime.now(UTC) - timedelta(days=not_before_days)
     cert = primitives.issue(primitives.CertificateRequest("apiserver", server_auth=True, dns_names=sans,
@@ -437,13 +439,13 @@ def test_plan_writes_nothing_and_says_what_run_would_do(tmp_path, initialized):
     before = snapshot(initialized)
     result = run_cli("plan", volumes=initialized, check=True)
     assert snapshot(initialized) == before
-    line = next(l for l in result.stdout.splitlines() if l.startswith("apiserver-pki"))
+    line = next(ln for ln in result.stdout.splitlines() if ln.startswith("apiserver-pki"))
     assert "would create 1" in line and "kept 6" in line
 
 
 def test_phases_list_and_single_phase(volumes, fast_env):
     listing, gateway = run_cli("phases", check=True).stdout.split("\n\n")
-    names = [l.split()[0] for l in listing.splitlines() if not l.startswith(" ")]
+    names = [ln.split()[0] for ln in listing.splitlines() if not ln.startswith(" ")]
     assert names == ["nacos", "apiserver-pki", "pilot-pki", "kubeconfig", "tokens", "pod-config", "write", "shared-ca",
                      "writable-dirs", "seed", "deliver"]
     assert gateway.split(": ", 1)[1].split() == ["nacos,", "pilot-pki,", "pod-config,", "write,", "writable-dirs,",

@@ -171,7 +171,8 @@ def test_rotate_root_replaces_an_expired_root(initialized):
     builder = builder.not_valid_after(now - timedelta(days=1))
     for ext in old.extensions:
         builder = builder.add_extension(ext.value, ext.critical)
-    (initialized / "pilot/cacerts/root-cert.pem").write_bytes(primitives.cert_to_pem(builder.sign(key, hashes.SHA256())))
+    forged = builder.sign(key, hashes.SHA256())
+    (initialized / "pilot/cacerts/root-cert.pem").write_bytes(primitives.cert_to_pem(forged))
     refused = run_cli("run", volumes=initialized)
     assert refused.returncode == REFUSED and "rotate root" in refused.stderr
     rotated = run_cli("rotate", "root", volumes=initialized)

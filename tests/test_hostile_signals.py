@@ -3,6 +3,7 @@ holding the lock (a later run would wait forever), and SIGINT/SIGTERM end a run 
 A later run that hangs shows as the subprocess timeout: no assert is about speed."""
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -34,10 +35,8 @@ def _start_paused(volumes, pause_dir, env=None, point="keys:generating"):
 
 def _cleanup(proc):
     """Whatever the killed run left (its fork server and workers share its process group)."""
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
 
 
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])

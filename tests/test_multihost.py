@@ -58,8 +58,8 @@ def host_env(cluster, ns, role="all", node=0, **extra) -> dict:
     """A host's settings: it talks to `cluster[node]` first, the others listed after it."""
     ordered = cluster[node:] + cluster[:node]
     env = {"CA_KEY_ALGORITHM": "ecdsa-p256", "LEAF_KEY_ALGORITHM": "ecdsa-p256", "NACOS_WAIT_TIMEOUT": "60s",
-           **ordered[0].client_env(), "NACOS_SERVER_URL": ",".join(n.url for n in ordered), "NACOS_NS": ns, "ROLE": role,
-           "NACOS_DATA_ENC_KEY": DATA_KEY}
+           **ordered[0].client_env(), "NACOS_SERVER_URL": ",".join(n.url for n in ordered), "NACOS_NS": ns,
+           "ROLE": role, "NACOS_DATA_ENC_KEY": DATA_KEY}
     env.update(extra)
     return {k: v for k, v in env.items() if v is not None}
 
@@ -129,7 +129,7 @@ def race(servers, tmp: Path, ns: str, controls: int, gateway: bool = True, held:
     gw = tmp / "gw"
     gw_proc = start(["run"], gw, host_env(servers, ns, role="gateway", node=(controls) % len(servers),
                                           POD_NAME="gateway-c")) if gateway else None
-    for proc, pause in zip(procs, pauses):
+    for proc, pause in zip(procs, pauses, strict=False):   # no pauses unless held
         _paused(proc, pause, "shared-ca:before-publish")
     for pause in pauses:
         _resume(pause, "shared-ca:before-publish")
@@ -142,11 +142,11 @@ def assert_one_ca(servers, hosts, results, ns, tmp: Path, gw=None, gw_result=Non
     host's CA is the published one; the gateway host's certificate works with every pilot."""
     for r in results + ([gw_result] if gw_result else []):
         assert r.returncode == 0, r.stdout + r.stderr
-    publishers = [h for h, r in zip(hosts, results) if "published this host's pilot CA" in r.stdout]
+    publishers = [h for h, r in zip(hosts, results, strict=True) if "published this host's pilot CA" in r.stdout]
     assert len(publishers) == 1, [r.stdout for r in results]
     winner = publishers[0]
     secret = published(servers[-1], ns)
-    for host, r in zip(hosts, results):
+    for host, r in zip(hosts, results, strict=True):
         assert local_ca(host) == secret, host
         if host != winner:
             assert "discarded the one generated here" in r.stdout or "took the CA" in r.stdout, r.stdout

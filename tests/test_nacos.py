@@ -258,7 +258,8 @@ def test_three_node_cluster_with_the_first_node_down(tmp_path, fast_env):
     try:
         nodes[0].stop()
         urls = ",".join(n.url for n in nodes)
-        result = run_cli("run", volumes=tmp_path / "v", env=dict(fast_env, NACOS_SERVER_URL=urls, NACOS_WAIT_TIMEOUT="60s"))
+        result = run_cli("run", volumes=tmp_path / "v",
+                         env=dict(fast_env, NACOS_SERVER_URL=urls, NACOS_WAIT_TIMEOUT="60s"))
         assert result.returncode == 0, (result.stdout, result.stderr)
         for node in nodes[1:]:
             # followers apply the raft log asynchronously: give each a bounded moment to catch up
@@ -561,7 +562,7 @@ def test_racing_creations_exactly_one_wins(real_nacos, version, tmp_path):
         for i in range(10):
             barrier, outcome = threading.Barrier(2), {}
 
-            def create(k):
+            def create(k, barrier=barrier, i=i, outcome=outcome):
                 barrier.wait()
                 try:
                     conns[k].compare_and_publish(f"race-{i}", "g", f"from {k}\n", None)

@@ -42,8 +42,8 @@ def test_self_signed_ca(ca):
 def test_leaf_issue_and_checks(ca):
     ca_cert, ca_key = ca
     key = primitives.generate_key("ecdsa-p256")
-    request = primitives.CertificateRequest("svc", server_auth=True, dns_names=("a.example",), ip_addresses=("10.0.0.1",),
-                                      validity=timedelta(days=2))
+    request = primitives.CertificateRequest("svc", server_auth=True, dns_names=("a.example",),
+                                            ip_addresses=("10.0.0.1",), validity=timedelta(days=2))
     leaf = primitives.issue(request, key, ca_cert, ca_key, NOW)
     assert primitives.issued_by(leaf, ca_cert) and not primitives.issued_by(leaf, leaf)
     assert primitives.key_matches(leaf, key) and not primitives.key_matches(leaf, ca_key)
@@ -59,14 +59,15 @@ def test_issuer_is_told_apart_by_key_not_by_name(ca):
     twin_key = primitives.generate_key("ecdsa-p256")
     twin = primitives.issue(primitives.CertificateRequest("test-ca", is_ca=True), twin_key, None, None, NOW)
     assert twin.subject == ca_cert.subject
-    leaf = primitives.issue(primitives.CertificateRequest("x", client_auth=True), primitives.generate_key("ecdsa-p256"), ca_cert, ca_key, NOW)
+    leaf = primitives.issue(primitives.CertificateRequest("x", client_auth=True), primitives.generate_key("ecdsa-p256"),
+                            ca_cert, ca_key, NOW)
     assert primitives.issued_by(leaf, ca_cert) and not primitives.issued_by(leaf, twin)
 
 
 def test_empty_subject_makes_the_san_critical(ca):
     ca_cert, ca_key = ca
-    leaf = primitives.issue(primitives.CertificateRequest(None, uris=("spiffe://td/ns/n/sa/s",)), primitives.generate_key("ecdsa-p256"),
-                     ca_cert, ca_key, NOW)
+    leaf = primitives.issue(primitives.CertificateRequest(None, uris=("spiffe://td/ns/n/sa/s",)),
+                            primitives.generate_key("ecdsa-p256"), ca_cert, ca_key, NOW)
     assert leaf.extensions.get_extension_for_class(x509.SubjectAlternativeName).critical
     assert primitives.describe_name(leaf) == "spiffe://td/ns/n/sa/s"
 

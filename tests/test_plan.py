@@ -60,8 +60,8 @@ STATES = {
     "bundle": (_delete("gateway/certs/root-cert.pem"), ()),
     "kubeconfig": (_delete("controller/kube/config"), ()),
     "token": (_delete("console/token"), ()),
-    "token-public-files": (lambda v: [_delete(r)(v) for r in ("tokens/sa.pub", "tokens/.well-known/openid-configuration")],
-                           ()),
+    "token-public-files": (
+        lambda v: [_delete(r)(v) for r in ("tokens/sa.pub", "tokens/.well-known/openid-configuration")], ()),
     "stored-object-and-mesh": (lambda v: [_delete(r)(v) for r in ("data/configmaps/higress-console.yaml",
                                                                   "pilot/config/mesh")], ()),
     "writable-dir": (_delete("gateway/log"), ()),

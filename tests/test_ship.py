@@ -156,6 +156,36 @@ def _kind_problem(path: Path, container_path: PurePosixPath, mounts) -> str:
     return ""
 
 
+def _check_mounts(name, uid, owner, mounts, reader, storage, volumes: Path) -> int:
+    """Each of a component's bind mounts is a folder it can write (read-write, in the mode its reader
+    names) or read in full (read-only: every file and folder under it, owned as the run hands them
+    over, private files kept private). Returns how many paths it checked for reading."""
+    rel = lambda p: str(p.relative_to(volumes))  # noqa: E731
+    writes = dict(reader.writes)
+    checked = 0
+    for host, target, read_only in mounts:
+        if rel(host) == reader.store and storage != "file":
+            continue  # the file store is made by the seed phase with --storage file only (compose makes it else)
+        assert host.is_dir() and not host.is_symlink(), f"{name}: {host} (at {target}) is not a folder"
+        if not read_only:
+            st = host.stat()
+            assert _allowed(uid, st, R | W | X), f"{name} (uid {uid}) cannot write {host}"
+            assert st.st_mode & 0o777 == writes.get(rel(host), 0o755), f"{name}: {host} mode"
+            continue
+        for path in [host, *sorted(host.rglob("*"))]:
+            st = path.lstat()
+            assert not path.is_symlink(), path
+            # the data key stays root's (the apiserver runs as root); all else is VOLUMES_UID's
+            want = 0 if ownership.root_owned(path.relative_to(volumes).parts) else owner
+            assert st.st_uid == want, f"{path}: owner {st.st_uid}, not {want}"
+            need = R | X if path.is_dir() else R
+            assert _allowed(uid, st, need), f"{name} (uid {uid}) cannot read {path} ({oct(st.st_mode)})"
+            if path.is_file() and _private(path.relative_to(volumes)):
+                assert st.st_mode & 0o077 == 0, f"{path} is private but mode {oct(st.st_mode & 0o777)}"
+            checked += 1
+    return checked
+
+
 @pytest.mark.parametrize("storage", ["file", "nacos"])
 def test_every_component_can_read_what_it_is_wired_to_after_a_run_with_the_compose_settings(tmp_path, fast_env,
                                                                                               storage):
@@ -196,26 +226,7 @@ def test_every_component_can_read_what_it_is_wired_to_after_a_run_with_the_compo
         assert sorted(rel(h) for h, _, ro in mounts if ro) == sorted(reader.reads), name
         writes = dict(reader.writes)
         assert sorted(rel(h) for h, _, ro in mounts if not ro) == sorted([*writes, *filter(None, [reader.store])]), name
-        for host, target, read_only in mounts:
-            if rel(host) == reader.store and storage != "file":
-                continue  # the file store is made by the seed phase with --storage file only (compose makes it else)
-            assert host.is_dir() and not host.is_symlink(), f"{name}: {host} (at {target}) is not a folder"
-            if not read_only:
-                st = host.stat()
-                assert _allowed(uid, st, R | W | X), f"{name} (uid {uid}) cannot write {host}"
-                assert st.st_mode & 0o777 == writes.get(rel(host), 0o755), f"{name}: {host} mode"
-                continue
-            for path in [host, *sorted(host.rglob("*"))]:
-                st = path.lstat()
-                assert not path.is_symlink(), path
-                # the data key stays root's (the apiserver runs as root); all else is VOLUMES_UID's
-                want = 0 if ownership.root_owned(path.relative_to(volumes).parts) else owner
-                assert st.st_uid == want, f"{path}: owner {st.st_uid}, not {want}"
-                need = R | X if path.is_dir() else R
-                assert _allowed(uid, st, need), f"{name} (uid {uid}) cannot read {path} ({oct(st.st_mode)})"
-                if path.is_file() and _private(path.relative_to(volumes)):
-                    assert st.st_mode & 0o077 == 0, f"{path} is private but mode {oct(st.st_mode & 0o777)}"
-                checked += 1
+        checked += _check_mounts(name, uid, owner, mounts, reader, storage, volumes)
         for path in _paths_named(service):
             host = _in_container(path, mounts)
             if host is None:
@@ -240,8 +251,10 @@ def test_docker_compose_config_resolves_the_shipped_files_without_warnings(tmp_p
     env = {} if storage == "nacos" else {"COMPOSE_PROFILES": "", "CONFIG_STORAGE": "file"}
     doc = real_config(env)
     services = doc["services"]
-    expected = {"initializer", "watch", *COMPONENT_USERS} | ({"nacos", "plugin-server"} if storage == "nacos" else set())
-    assert set(services) == expected  # nacos and plugin-server are on by default, off here for the file store
+    nacos_services = {"nacos", "plugin-server"} if storage == "nacos" else set()
+    expected = {"initializer", "watch", *COMPONENT_USERS} | nacos_services
+    # nacos and plugin-server are on by default, off here for the file store
+    assert set(services) == expected
     api = services["apiserver"]["command"]
     assert "--auth-enabled" in api and f"--storage={storage}" in api
     assert services["initializer"]["environment"]["CONFIG_STORAGE"] == storage
@@ -346,9 +359,10 @@ def test_image_install_path_in_a_fresh_virtual_environment(tmp_path):
     status = subprocess.run([str(cli), "status", "--volumes", str(volumes)], capture_output=True, text=True, env=env)
     assert status.returncode == 0, status.stdout
     # exactly the pinned runtime set, nothing more: what the image carries
-    freeze = subprocess.run([str(venv / "bin/python"), "-c",
-                             "import importlib.metadata as m; print('\\n'.join(sorted(d.metadata['Name'].lower() "
-                             "for d in m.distributions())))"], capture_output=True, text=True, check=True).stdout.split()
+    names = ("import importlib.metadata as m; "
+             "print('\\n'.join(sorted(d.metadata['Name'].lower() for d in m.distributions())))")
+    freeze = subprocess.run([str(venv / "bin/python"), "-c", names],
+                            capture_output=True, text=True, check=True).stdout.split()
     assert sorted(map(_normalized, freeze)) == sorted(_locked() + ["higress-init"])
 
 

@@ -70,8 +70,8 @@ def test_a_client_certificate_without_client_use_fails_verification(v):
     ca = primitives.load_certs((v / layout.APISERVER_CA_CERT).read_bytes())[0]
     ca_key = primitives.load_key((v / layout.APISERVER_CA_KEY).read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    cert = primitives.issue(primitives.CertificateRequest("console", organizations=("system:masters",), server_auth=True),
-                     key, ca, ca_key, datetime.now(UTC))
+    request = primitives.CertificateRequest("console", organizations=("system:masters",), server_auth=True)
+    cert = primitives.issue(request, key, ca, ca_key, datetime.now(UTC))
     (v / layout.CONSOLE_CLIENT_CERT).write_bytes(primitives.cert_to_pem(cert))
     (v / layout.CONSOLE_CLIENT_KEY).write_bytes(primitives.key_to_pem(key))
     assert _failing(v)[layout.CONSOLE_CLIENT_CERT].startswith("does not verify")
@@ -131,7 +131,8 @@ def test_remaining_time_is_in_kubeadms_words_for_certificates_and_tokens_never_0
     assert by_name["token console"]["remaining"] == by_name["apiserver-pilot"]["remaining"] == "47h"
     # plan (and run, and watch) say why they renew in the same words, certificates and tokens alike
     later = {**ENV, "CERT_VALIDITY": "10d", "TOKEN_VALIDITY": "10d", "RENEW_BEFORE": "3d"}
-    changed = [arg for name in ("CERT_VALIDITY", "TOKEN_VALIDITY", "RENEW_BEFORE") for arg in ("--change-setting", name)]
+    changed = [arg for name in ("CERT_VALIDITY", "TOKEN_VALIDITY", "RENEW_BEFORE")
+               for arg in ("--change-setting", name)]
     plan = run_cli("plan", *changed, volumes=v, env=later, check=True).stdout
     for line in ("apiserver: would re-issue: expires within 3d (47h left)",
                  "token gateway: would re-issue: expires within 3d (47h left)",

@@ -50,7 +50,7 @@ def _both_reject(token, jwks, audience="istio-ca"):
 def test_every_token_verifies_from_the_jwks_alone_with_two_libraries(volumes, fast_env, algorithm):
     run_cli("run", volumes=volumes, env=dict(fast_env, TOKEN_KEY_ALGORITHM=algorithm), check=True)
     jwks = _jwks(volumes)
-    for name, (rel, account) in TOKENS.items():
+    for rel, account in TOKENS.values():
         token = (volumes / rel).read_text()
         for verify in (verify_pyjwt, verify_joserfc):
             claims = verify(token, jwks, "istio-ca")

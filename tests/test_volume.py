@@ -175,7 +175,8 @@ def test_modes_are_enforced_without_loosening(tmp_path):
         w2.read(rel)
     fixed = {str(p.relative_to(tmp_path)) for p in w2.fix_owners()}
     assert fixed == {"kube/config", "pub/cert.pem", "pub"}
-    modes = {rel: (tmp_path / rel).stat().st_mode & 0o7777 for rel in ("kube/config", "pub/cert.pem", "pub/own.conf", "pub")}
+    modes = {rel: (tmp_path / rel).stat().st_mode & 0o7777
+             for rel in ("kube/config", "pub/cert.pem", "pub/own.conf", "pub")}
     assert modes == {"kube/config": 0o600, "pub/cert.pem": 0o644, "pub/own.conf": 0o600, "pub": 0o755}
 
 
@@ -226,8 +227,9 @@ def test_backup_keeps_the_last_backup_keep_runs_private_and_says_what_it_removed
     assert len(folders) == 2 and all(re.fullmatch(r"\d{8}T\d{6}\.\d{6}Z", f) for f in folders), folders
     assert not any("backup: removed" in out for out in outputs[:2]), outputs[:2]
     removed = [line for out in outputs[2:] for line in out.splitlines() if line.startswith("backup: removed")]
-    assert len(removed) == 2 and all(re.fullmatch(r"backup: removed the 1 oldest run folder \(\d{8}T\d{6}\.\d{6}Z\); "
-                                                  r"keeping the last 2 \(BACKUP_KEEP\)", line) for line in removed), removed
+    removal = (r"backup: removed the 1 oldest run folder \(\d{8}T\d{6}\.\d{6}Z\); "
+               r"keeping the last 2 \(BACKUP_KEEP\)")
+    assert len(removed) == 2 and all(re.fullmatch(removal, line) for line in removed), removed
     for path in [volumes / "backup", *(volumes / "backup").rglob("*")]:
         mode = path.lstat().st_mode
         assert stat.S_IMODE(mode) & 0o077 == 0, (path, oct(mode))

@@ -193,7 +193,7 @@ def _raw(env: dict, overrides: dict, name: str, recorded: dict | None = None) ->
     """The value of a setting: flag, then NAME, then NAME_FILE (secrets), then the deployment's
     recorded value, then default."""
     value = _given(env, overrides, name)
-    if value is None and (recorded or {}).get(name):
+    if value is None and recorded and recorded.get(name):
         return recorded[name]
     return SETTINGS_BY_ENV[name].default if value is None else value
 
@@ -363,6 +363,12 @@ def volumes_root_of(env: dict | None = None, overrides: dict | None = None) -> P
     return volumes_root
 
 
+def _defaulted(name: str, text: str | None) -> str:
+    """The value of a setting that has a default: never None."""
+    assert text is not None, f"{name}: a setting with a default"
+    return text
+
+
 def load(env: dict | None = None, overrides: dict | None = None, recorded: dict | None = None,
          change: tuple[str, ...] = ()) -> Settings:
     """The settings of this run. `recorded`: the deployment's (deployment.read), used where a
@@ -378,6 +384,7 @@ def load(env: dict | None = None, overrides: dict | None = None, recorded: dict 
                                 + ", ".join(s.env for s in SETTINGS if callable(s.recorded)))
     get = lambda name: _raw(env, overrides, name, recorded)  # noqa: E731
     given = lambda name: _given(env, overrides, name)  # noqa: E731
+    value = lambda name: _defaulted(name, get(name))  # noqa: E731 (settings that have a default)
     volumes_root = volumes_root_of(env, overrides)
 
     nacos_raw = get("NACOS_SERVER_URL")
@@ -401,43 +408,44 @@ def load(env: dict | None = None, overrides: dict | None = None, recorded: dict 
             raise SettingsError("NACOS_DATA_ENC_KEY: expected exactly 32 printable ASCII characters (an AES-256 key)")
 
     file_root_dir = _file_root(get("FILE_ROOT_DIR"), volumes_root)
-    apiserver_url = _https_url("APISERVER_URL", get("APISERVER_URL"), example="https://apiserver:8443")
+    apiserver_url = _https_url("APISERVER_URL", value("APISERVER_URL"), example="https://apiserver:8443")
+    rotate_text = get("ROTATE")
 
     settings = Settings(
         volumes_root=volumes_root,
         config_storage=storage,
         file_root_dir=file_root_dir,
         nacos_servers=servers,
-        nacos_namespace=_nacos_namespace(get("NACOS_NS")),
+        nacos_namespace=_nacos_namespace(value("NACOS_NS")),
         nacos_username=username,
         nacos_password=password,
         nacos_data_key=data_key,
-        nacos_wait_timeout=parse_duration("NACOS_WAIT_TIMEOUT", get("NACOS_WAIT_TIMEOUT")),
+        nacos_wait_timeout=parse_duration("NACOS_WAIT_TIMEOUT", value("NACOS_WAIT_TIMEOUT")),
         apiserver_url=apiserver_url,
-        apiserver_sans=tuple(_san(s) for s in get("APISERVER_SANS").split(",") if s.strip()),
-        ca_key_algorithm=_choice("CA_KEY_ALGORITHM", get("CA_KEY_ALGORITHM"), KEY_ALGORITHMS),
-        leaf_key_algorithm=_choice("LEAF_KEY_ALGORITHM", get("LEAF_KEY_ALGORITHM"), KEY_ALGORITHMS),
-        ca_validity=parse_duration("CA_VALIDITY", get("CA_VALIDITY")),
-        intermediate_validity=parse_duration("INTERMEDIATE_VALIDITY", get("INTERMEDIATE_VALIDITY")),
-        cert_validity=parse_duration("CERT_VALIDITY", get("CERT_VALIDITY")),
-        renew_before=parse_duration("RENEW_BEFORE", get("RENEW_BEFORE")),
-        trust_domain=_dns_name("TRUST_DOMAIN", get("TRUST_DOMAIN")),
-        namespace=_k8s_name("HIGRESS_NAMESPACE", get("HIGRESS_NAMESPACE")),
-        gateway_service_account=_k8s_name("GATEWAY_SERVICE_ACCOUNT", get("GATEWAY_SERVICE_ACCOUNT")),
+        apiserver_sans=tuple(_san(s) for s in value("APISERVER_SANS").split(",") if s.strip()),
+        ca_key_algorithm=_choice("CA_KEY_ALGORITHM", value("CA_KEY_ALGORITHM"), KEY_ALGORITHMS),
+        leaf_key_algorithm=_choice("LEAF_KEY_ALGORITHM", value("LEAF_KEY_ALGORITHM"), KEY_ALGORITHMS),
+        ca_validity=parse_duration("CA_VALIDITY", value("CA_VALIDITY")),
+        intermediate_validity=parse_duration("INTERMEDIATE_VALIDITY", value("INTERMEDIATE_VALIDITY")),
+        cert_validity=parse_duration("CERT_VALIDITY", value("CERT_VALIDITY")),
+        renew_before=parse_duration("RENEW_BEFORE", value("RENEW_BEFORE")),
+        trust_domain=_dns_name("TRUST_DOMAIN", value("TRUST_DOMAIN")),
+        namespace=_k8s_name("HIGRESS_NAMESPACE", value("HIGRESS_NAMESPACE")),
+        gateway_service_account=_k8s_name("GATEWAY_SERVICE_ACCOUNT", value("GATEWAY_SERVICE_ACCOUNT")),
         volumes_uid=_owner("VOLUMES_UID", get("VOLUMES_UID")),
         volumes_gid=_owner("VOLUMES_GID", get("VOLUMES_GID")),
-        log_format=_choice("LOG_FORMAT", get("LOG_FORMAT"), LOG_FORMATS),
-        token_issuer=_https_url("TOKEN_ISSUER", get("TOKEN_ISSUER")),
-        token_key_algorithm=_choice("TOKEN_KEY_ALGORITHM", get("TOKEN_KEY_ALGORITHM"), KEY_ALGORITHMS),
-        token_validity=parse_duration("TOKEN_VALIDITY", get("TOKEN_VALIDITY")),
-        token_identities=_token_identities(get("TOKEN_IDENTITIES"), gateway_account=get("GATEWAY_SERVICE_ACCOUNT")),
-        rotate=_choice("ROTATE", get("ROTATE"), ROTATIONS) if get("ROTATE") else None,
-        role=_choice("ROLE", get("ROLE"), ROLES),
-        pod_name=_k8s_name("POD_NAME", get("POD_NAME")),
+        log_format=_choice("LOG_FORMAT", value("LOG_FORMAT"), LOG_FORMATS),
+        token_issuer=_https_url("TOKEN_ISSUER", value("TOKEN_ISSUER")),
+        token_key_algorithm=_choice("TOKEN_KEY_ALGORITHM", value("TOKEN_KEY_ALGORITHM"), KEY_ALGORITHMS),
+        token_validity=parse_duration("TOKEN_VALIDITY", value("TOKEN_VALIDITY")),
+        token_identities=_token_identities(get("TOKEN_IDENTITIES"), gateway_account=value("GATEWAY_SERVICE_ACCOUNT")),
+        rotate=_choice("ROTATE", rotate_text, ROTATIONS) if rotate_text else None,
+        role=_choice("ROLE", value("ROLE"), ROLES),
+        pod_name=_k8s_name("POD_NAME", value("POD_NAME")),
         metrics_port=_listen_port("METRICS_PORT", get("METRICS_PORT")),
-        backup_keep=_count("BACKUP_KEEP", get("BACKUP_KEEP")),
-        higress_version=_choice("HIGRESS_VERSION", get("HIGRESS_VERSION"), tuple(releases.RELEASES_BY_VERSION)),
-        apiserver_host_port=_port("APISERVER_HOST_PORT", get("APISERVER_HOST_PORT")),
+        backup_keep=_count("BACKUP_KEEP", value("BACKUP_KEEP")),
+        higress_version=_choice("HIGRESS_VERSION", value("HIGRESS_VERSION"), tuple(releases.RELEASES_BY_VERSION)),
+        apiserver_host_port=_port("APISERVER_HOST_PORT", value("APISERVER_HOST_PORT")),
         deployed_by=_compose_file("DEPLOYED_BY", get("DEPLOYED_BY")),
     )
     for identity in settings.token_identities:   # a backup copy goes to backup/<stamp>/<file>

@@ -41,7 +41,8 @@ class Parser(argparse.ArgumentParser):
 # them, as it accepts any environment variable).
 UNUSED_SETTINGS = {
     "run": {"METRICS_PORT"}, "plan": {"METRICS_PORT", "BACKUP_KEEP"}, "phase": {"METRICS_PORT", "ROTATE"},
-    "rotate": {"METRICS_PORT", "ROTATE"}, "migrate": {"METRICS_PORT", "ROTATE"}, "watch": {"ROTATE"}, "status": {"METRICS_PORT", "ROTATE", "BACKUP_KEEP"},
+    "rotate": {"METRICS_PORT", "ROTATE"}, "migrate": {"METRICS_PORT", "ROTATE"}, "watch": {"ROTATE"},
+    "status": {"METRICS_PORT", "ROTATE", "BACKUP_KEEP"},
     "phases": {s.env for s in SETTINGS},
 }
 

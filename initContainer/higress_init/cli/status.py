@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from datetime import datetime
+from typing import Any
 
 import jwt
 
@@ -55,7 +56,8 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
                                       "without it nothing under this CA can be renewed")
         if spec.chain and state == "ok":
             chain = primitives.load_certs(writer.read(spec.cert_file))
-            if len(chain) < 2 or chain[1] != loaded.get(spec.issuer):
+            current_issuer = loaded.get(spec.issuer) if spec.issuer is not None else None
+            if len(chain) < 2 or chain[1] != current_issuer:
                 state = "chain file does not end with the current issuer"
         rows.append(_row(spec.name, spec.cert_file, subject=primitives.describe_name(cert),
                          issuer=primitives.describe_name(cert, "issuer"), not_after=timestamp(primitives.expires(cert)),
@@ -65,7 +67,8 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
     rows.extend(_bundle_rows(writer, loaded))
     rows.extend(_kubeconfig_row(spec, writer, loaded) for spec in kubeconfig.KUBECONFIGS)
     key = writer.read(layout.DATA_KEY)
-    rows.append(_row(FILE_NAMES[layout.DATA_KEY], layout.DATA_KEY, state="missing" if key is None else datakey.problem(key) or "ok"))
+    key_state = "missing" if key is None else datakey.problem(key) or "ok"
+    rows.append(_row(FILE_NAMES[layout.DATA_KEY], layout.DATA_KEY, state=key_state))
     rows.append(_labels_row(settings, writer))
     rows.extend(config_rows(settings, writer))
     rows.extend(token_rows(settings, writer, now))
@@ -279,8 +282,9 @@ def _kubeconfig_row(spec, writer, loaded) -> dict:
         state = f"not the current {spec.client} certificate"
     return _row(spec.name, spec.file, subject=primitives.describe_name(cert),
                 issuer=primitives.describe_name(cert, "issuer"), not_after=timestamp(primitives.expires(cert)),
-                not_before=timestamp(cert.not_valid_before_utc), days_left=(primitives.expires(cert) - primitives.utcnow()).days, chain_verified=chain_ok, key_matches=key_ok,
-                state=state)
+                not_before=timestamp(cert.not_valid_before_utc),
+                days_left=(primitives.expires(cert) - primitives.utcnow()).days, chain_verified=chain_ok,
+                key_matches=key_ok, state=state)
 
 
 def _file_row(name, rel, writer, check, complaint) -> dict:
@@ -332,9 +336,10 @@ def format_table(rows, wide: bool = False) -> str:
     widths[-1] = max(10, min(widths[-1], WIDTH - sum(widths[:-1]) - 2 * (len(widths) - 1)))
     lines = []
     for row in table:
-        cells = [_shorten(cell, w) for cell, w in zip(row, widths)]
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(cells, widths)).rstrip())
-    cut = [r for r, cells in zip(rows, table[1:]) if wide or any(len(c) > w for c, w in zip(cells, widths))]
+        cells = [_shorten(cell, w) for cell, w in zip(row, widths, strict=True)]
+        lines.append("  ".join(cell.ljust(w) for cell, w in zip(cells, widths, strict=True)).rstrip())
+    cut = [r for r, cells in zip(rows, table[1:], strict=True)
+           if wide or any(len(c) > w for c, w in zip(cells, widths, strict=True))]
     if cut:  # in full, below the table: one paragraph per artifact, wrapped (wide: every artifact)
         lines += ["", "details:"] + [wrap(_details(r, wide, yes_no), indent="  ", hang="    ") for r in cut]
     return "\n".join(lines)
@@ -364,7 +369,7 @@ def _shorten(cell: str, width: int) -> str:
 def command(settings, output: str) -> int:
     writer = runner.writer_for(settings, owners=False)  # status reads; it compares owners, never sets them
     rows = certificate_rows(settings, writer, runner.utcnow())
-    report = {"volumes": str(settings.volumes_root), "healthy": healthy(rows), "files": rows,
+    report: dict[str, Any] = {"volumes": str(settings.volumes_root), "healthy": healthy(rows), "files": rows,
               "rotation": rotation_rows(writer)}
     markers = upstream.found(writer)
     if markers:

@@ -53,8 +53,8 @@ def _renew(settings, reporter: Reporter, rows: list | None = None) -> int:
             reporter.message(f"watch: {', '.join(live)} pick up their renewed files without a restart", live=live)
         if restart:
             command = readers.restart_command(restart, settings.role)
-            reporter.message(f"watch: {', '.join(restart)} read renewed files only at start; restart them, in compose/: "
-                             f"{command}", restart=restart, command=command)
+            reporter.message(f"watch: {', '.join(restart)} read renewed files only at start; "
+                             f"restart them, in compose/: {command}", restart=restart, command=command)
     # judged under the lock: a `run` or `rotate` committing at this moment is waited for, never
     # judged half-way through its renames
     faults.pause("watch:judge")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -60,7 +61,8 @@ class CertSpec:
     def request(self, s: Settings) -> primitives.CertificateRequest:
         dns, ips, uris = self.sans(s) if self.sans else ((), (), ())
         return primitives.CertificateRequest(
-            common_name=getattr(s, self.name_setting) if self.name_setting else self.common_name, organizations=self.organizations, is_ca=self.ca,
+            common_name=getattr(s, self.name_setting) if self.name_setting else self.common_name,
+            organizations=self.organizations, is_ca=self.ca,
             path_length=self.path_length, server_auth=self.server_auth, client_auth=self.client_auth,
             dns_names=dns, ip_addresses=ips, uris=uris, validity=getattr(s, self.validity))
 
@@ -157,7 +159,7 @@ def overlap(writer, root: str) -> tuple[x509.Certificate, x509.Certificate] | No
     if previous is None or cross is None:
         return None
     certs = []
-    for rel, pem in zip(files, (previous, cross)):
+    for rel, pem in zip(files, (previous, cross), strict=True):
         try:
             certs.append(primitives.load_certs(pem)[0])
         except (ValueError, IndexError):
@@ -172,7 +174,7 @@ def top_root(spec: CertSpec) -> str:
     return spec.name
 
 
-def decide(settings: Settings, writer, now: datetime, rotate: set[str] = frozenset()) -> dict[str, Decision]:
+def decide(settings: Settings, writer, now: datetime, rotate: AbstractSet[str] = frozenset()) -> dict[str, Decision]:
     """Decide, for every certificate in the table, what this run does with it. `rotate` names
     certificates to replace on purpose (rotation); nothing else that exists is replaced but a
     leaf that is missing, broken, expiring or no longer issued by its CA."""
@@ -412,14 +414,17 @@ def apply(phase: str, settings: Settings, writer, decisions: dict[str, Decision]
         d = decisions[spec.name]
         if d.action in ("create", "reissue", "rotate"):
             issuer = decisions[spec.issuer] if spec.issuer else None
+            # in table order: an issuer's certificate is there (kept, or issued above) before its leaves
+            issuer_cert = _issued(issuer) if issuer is not None else None
             d.key = keys.get(spec.name)
             request = spec.request(settings)
-            if issuer is not None and primitives.expires(issuer.cert) - now < request.validity:
+            if issuer_cert is not None and primitives.expires(issuer_cert) - now < request.validity:
                 # never outlive the issuer: a certificate past its CA's end fails verification anyway
-                request = primitives.CertificateRequest(**{**request.__dict__, "validity": primitives.expires(issuer.cert) - now})
+                validity = primitives.expires(issuer_cert) - now
+                request = primitives.CertificateRequest(**{**request.__dict__, "validity": validity})
             d.cert = primitives.issue(request, d.key, issuer.cert if issuer else None,
                                issuer.key if issuer else None, now)
-            if d.action == "rotate" and issuer is None and primitives.expires(d.old_cert) > now:
+            if d.action == "rotate" and issuer is None and primitives.expires(_replaced(d)) > now:
                 # an expired old root verifies nothing any more: no overlap to keep it trusted through
                 _start_overlap(spec, d, settings, writer, now)
             writer.stage(spec.key_file, primitives.key_to_pem(d.key), private=True)
@@ -460,15 +465,28 @@ def key_was_here(writer, spec: CertSpec, cert) -> bool:
     return writer.read_record(layout.CA_KEYS_RECORD).get(spec.name) == ca_fingerprint(cert)
 
 
+def _issued(d: Decision) -> x509.Certificate:
+    """The certificate of an issuer decided earlier in the table (kept, or issued by then)."""
+    assert d.cert is not None, f"{d.spec.name}: an issuer without its certificate"
+    return d.cert
+
+
+def _replaced(d: Decision) -> x509.Certificate:
+    """The certificate a rotation replaces (decided with the rotation)."""
+    assert d.old_cert is not None, f"{d.spec.name}: a rotation without the certificate it replaces"
+    return d.old_cert
+
+
 def _start_overlap(spec: CertSpec, d: Decision, settings: Settings, writer, now: datetime) -> None:
     """Keep the old root trusted, and cross-sign the new one with it, so peers that still trust
     only the old root accept certificates issued under the new one until `rotate finish`."""
     request = spec.request(settings)
     # a certificate can't outlive its issuer
-    remaining = primitives.expires(d.old_cert) - now
+    old_cert = _replaced(d)
+    remaining = primitives.expires(old_cert) - now
     cross_request = primitives.CertificateRequest(**{**request.__dict__, "validity": min(request.validity, remaining)})
-    cross = primitives.issue(cross_request, d.key, d.old_cert, d.old_key, now)
-    writer.stage(PREVIOUS_ROOT.format(spec.name), primitives.cert_to_pem(d.old_cert))
+    cross = primitives.issue(cross_request, d.key, old_cert, d.old_key, now)
+    writer.stage(PREVIOUS_ROOT.format(spec.name), primitives.cert_to_pem(old_cert))
     writer.stage(CROSS_ROOT.format(spec.name), primitives.cert_to_pem(cross))
 
 

@@ -40,6 +40,7 @@ class KubeconfigSpec:
         folder, name = posixpath.split(volume_path)
         if folder != posixpath.dirname(self.file):
             raise ValueError(f"{volume_path} is not in the folder of {self.file}, which is what is mounted")
+        assert self.mounted_at is not None, f"{self.name} embeds its certificate: no reader path"
         return posixpath.join(self.mounted_at, name)
 
     def volume_path(self, reader_path: str) -> str | None:

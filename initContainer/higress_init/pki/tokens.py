@@ -135,8 +135,9 @@ def _retired(ctx, now: datetime) -> list[dict]:
         entries = json.loads(data) if data else []
         return [e for e in entries if datetime.fromisoformat(e["keep_until"]) > now and isinstance(e["jwk"], dict)]
     except (ValueError, TypeError, KeyError, RecursionError):
-        raise StateError(f"{layout.TOKEN_RETIRED_KEYS} is not the list of retired keys this tool writes: restore it, or "
-                         "remove it (tokens signed by a retired key are then no longer accepted)") from None
+        raise StateError(f"{layout.TOKEN_RETIRED_KEYS} is not the list of retired keys this tool writes: "
+                         "restore it, or remove it (tokens signed by a retired key are then no longer "
+                         "accepted)") from None
 
 
 def phase(ctx, counts) -> None:
@@ -172,6 +173,7 @@ def phase(ctx, counts) -> None:
         if "tokens" in ctx.rotate and not problem:
             problem = "rotation"
         if not problem:
+            assert text is not None   # token_problem: "missing" without one
             counts.add("kept", f"token {identity.name}")
             expiry = jwt.decode(text, options={"verify_signature": False})["exp"]
         else:
@@ -180,6 +182,7 @@ def phase(ctx, counts) -> None:
             ctx.writer.stage(identity.file, token.encode(), private=True)
             counts.add("created" if problem == "missing" else "re-issued", f"token {identity.name}")
             if problem.startswith("expire"):   # said as a certificate's renewal is, with the time it had left
+                assert text is not None   # an expiring token was read
                 old = jwt.decode(text, options={"verify_signature": False})["exp"]
                 ctx.log(renewal(f"token {identity.name}", problem, datetime.fromtimestamp(old, tz=now.tzinfo), now,
                                 ctx.plan))

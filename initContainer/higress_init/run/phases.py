@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from higress_init import readers
 from higress_init.errors import StateError
@@ -21,6 +22,13 @@ from higress_init.store import kinds
 from higress_init.store.kinds import store_kind
 from higress_init.volume import layout
 from higress_init.volume.writer import VolumeWriter
+
+
+class NacosClient(Protocol):
+    """The run's Nacos connection, as the runner ends it: store/nacos.Connection, or under `plan`
+    the StagedNacos (store/stores.py) around it."""
+
+    def close(self) -> None: ...
 
 
 @dataclass
@@ -39,7 +47,7 @@ class Context:
     recorded: dict = field(default_factory=dict)  # the deployment's settings before this run (deployment.read)
     log: Callable = print
     phases: tuple[str, ...] = ()                # the phases this run executes
-    nacos: object | None = None
+    nacos: NacosClient | None = None
     stored: dict = field(default_factory=dict)  # raw stored content of each base object, as read or written this run
     shared_ca: object | None = None             # sharedca.Published: the pilot CA as published in Nacos, read this run
 
@@ -83,10 +91,12 @@ def kube_config(ctx: Context, counts: Counts) -> None:
     for spec in kubeconfig.KUBECONFIGS:
         client = ctx.pki.decisions[spec.client]
         files = (ca_file, client.spec.cert_file, client.spec.key_file)
-        parts = [ctx.writer.read(f) for f in files]
-        if None in parts:
+        ca, cert_pem, key_pem = (ctx.writer.read(f) for f in files)
+        if ca is None or cert_pem is None or key_pem is None:
             raise StateError(f"{spec.file} needs {', '.join(files)}: run phase apiserver-pki first")
-        ca, cert, key = parts
+        # embedded (PEM bytes), or named by the path its reader finds them at
+        cert: bytes | str = cert_pem
+        key: bytes | str = key_pem
         if spec.mounted_at:
             cert, key = (spec.path_in_reader(f) for f in files[1:])
         ctx.stage(spec.file, kubeconfig.render(spec.server_url(ctx.settings), ca, cert, key, user=spec.user),

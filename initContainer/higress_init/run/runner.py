@@ -31,7 +31,7 @@ def writer_for(settings, owners: bool = True, plan: bool = False) -> VolumeWrite
 
 
 def _rotated(rotation: str | None) -> set[str]:
-    if rotation in (None, "finish"):
+    if rotation is None or rotation == "finish":
         return set()
     from higress_init.pki.artifacts import ROTATIONS  # cryptography: only when something is rotated
     return set(ROTATIONS[rotation])
@@ -73,7 +73,7 @@ def execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
         ctx.close()
         writer.close()
     seconds = time.perf_counter() - started
-    files = writer.planned if plan else writer.written
+    files = writer.planned if isinstance(writer, PlanWriter) else writer.written   # a PlanWriter when plan
     root = settings.volumes_root
     file_count = f"{len(files)} file{'s' if len(files) != 1 else ''} {'would be ' if plan else ''}written"
     where = f"{file_count} in {root}"
@@ -82,7 +82,8 @@ def execute(settings, reporter: Reporter, names, reseed=False, rotation=None,
         after = f"to do it: higress-init {'rotate ' + rotation if rotation else 'run'}{options} (same settings)"
     elif rotation:   # a running stack: which services must restart to use what was rotated
         after = "check: higress-init status; " + restart_advice(settings, writer.written)
-    elif written is None and any(phases.phase_named(settings.role, n).uses_store for n in names):   # not `watch`'s renewal
+    elif written is None and any(phases.phase_named(settings.role, n).uses_store for n in names):
+        # a run that wrote to the store (not `watch`'s renewal): what to start next
         after = "check: higress-init status; " + (
             "start the gateway, in compose/: docker compose -f docker-compose.gateway.yml up -d"
             if settings.role == "gateway" else "start the stack: docker compose up -d (in compose/)")

@@ -51,7 +51,7 @@ def _stat(root, rel: str):
     """What the record keeps of a file and of each directory above it: any change of content,
     mode, owner or type (a link planted anywhere on the way) shows."""
     parts = parts_of(rel)
-    out = []
+    out: list[list[int] | None] = []
     for i in range(1, len(parts) + 1):
         st = root.lstat(parts[:i])
         if st is None:

@@ -141,7 +141,7 @@ def _check_cas(settings, writer, now: datetime) -> tuple[dict[str, str], list[st
         certs[spec.name] = cert
         if not has_cert or (key is None and not problem):
             continue
-        if spec.issuer in failed and spec.issuer not in resigned:
+        if spec.issuer is not None and spec.issuer in failed and spec.issuer not in resigned:
             failed[spec.name] = f"its issuer {artifacts.SPECS[spec.issuer].cert_file} is made anew"
             continue
         chain = artifacts.issuers(spec, certs)
@@ -174,12 +174,13 @@ def _probe(spec, settings, now: datetime, cert, key, chain: list) -> str:
     if leaf is None:
         middle = next((s for s in below if s.ca), None)
         leaf = next((s for s in artifacts.CERTIFICATES if middle and s.issuer == middle.name and not s.ca), None)
-        if leaf is None:
+        if leaf is None or middle is None:   # no leaf without a middle CA
             return ""
         middle_key = primitives.generate_key("ecdsa-p256")
         issuer_cert = primitives.issue(middle.request(settings), middle_key, cert, key, now)
         issuer_key, path = middle_key, [issuer_cert, cert, *chain]
-    probe = primitives.issue(leaf.request(settings), primitives.generate_key("ecdsa-p256"), issuer_cert, issuer_key, now)
+    probe = primitives.issue(leaf.request(settings), primitives.generate_key("ecdsa-p256"),
+                             issuer_cert, issuer_key, now)
     failed = artifacts.verify(leaf, settings, probe, path, now)
     return f"what it issues {failed}" if failed else ""
 
@@ -201,7 +202,9 @@ class Outcome:
 
 def outcome(adoption: Adoption, reader, backups_before: set[str]) -> Outcome:
     """After the migration's run: which of upstream's files are still in use, which were made anew."""
-    adopted, reissued, rerendered = [], [], []
+    adopted: list[str] = []
+    reissued: list[str] = []
+    rerendered: list[str] = []
     for theirs, ours in UPSTREAM_FILES:
         if theirs not in adoption.before:
             continue
@@ -252,7 +255,8 @@ def still_trusted(adoption: Adoption) -> str:
     """What an adopted CA still trusts that upstream issued under it; empty when no CA was adopted."""
     kept = [theirs for theirs, _ in adoption.moved]
     what = []
-    if layout.UPSTREAM_APISERVER_CA_KEY in kept and ("apiserver-ca" not in adoption.failed or "apiserver-ca" in adoption.resigned):
+    apiserver_ca_kept = "apiserver-ca" not in adoption.failed or "apiserver-ca" in adoption.resigned
+    if layout.UPSTREAM_APISERVER_CA_KEY in kept and apiserver_ca_kept:
         what.append("the apiserver CA still accepts upstream's admin client certificate (100 years, "
                     "system:masters; now in backup/)")
     if layout.UPSTREAM_PILOT_ROOT_KEY in kept and ("pilot-root-ca" not in adoption.failed

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 
 import yaml
 
@@ -104,9 +105,13 @@ def higress_settings_text(s: Settings) -> str:
 _PROTO_NAMES = {"meshMTLS": "mesh_mTLS"}
 
 
-def known_mesh_keys(fields) -> frozenset[str]:
+def _underscored(capital: re.Match[str]) -> str:
+    return "_" + capital.group(1).lower()
+
+
+def known_mesh_keys(fields: Iterable[str]) -> frozenset[str]:
     return frozenset(fields) | frozenset(
-        _PROTO_NAMES.get(f, re.sub(r"([A-Z])", lambda m: "_" + m.group(1).lower(), f)) for f in fields)
+        _PROTO_NAMES.get(f, re.sub(r"([A-Z])", _underscored, f)) for f in fields)
 
 
 def _mapping(text: str) -> tuple[dict | None, str | None]:
@@ -125,7 +130,7 @@ def mesh_problem(text: str, s: Settings) -> str | None:
     discoveryAddress istiod.istio-system.svc:15012 no gateway here can reach); None when fine.
     The fields pilot knows are those of the release's Istio (HIGRESS_VERSION)."""
     mesh, problem = _mapping(text)
-    if problem:
+    if mesh is None:   # then problem says why
         return problem
     r = releases.of(s)
     unknown = sorted(str(k) for k in mesh if k not in known_mesh_keys(r.mesh_fields))
@@ -142,7 +147,7 @@ def mesh_problem(text: str, s: Settings) -> str | None:
 
 def mesh_networks_problem(text: str) -> str | None:
     networks, problem = _mapping(text)
-    if problem:
+    if networks is None:   # then problem says why
         return problem
     unknown = sorted(str(k) for k in networks if k != "networks")
     if unknown:

@@ -108,7 +108,7 @@ def _mcp_bridge(s: Settings, adopt: Adopt) -> dict:
     if store_kind(s).registry:
         # the same Nacos as service registry (first listed server; the apiserver reads the list the same way)
         url = urlsplit(s.nacos_servers[0])
-        registry = {"domain": url.hostname, "nacosGroups": [DEFAULT_GROUP], "nacosNamespaceId": "",
+        registry: dict[str, object] = {"domain": url.hostname, "nacosGroups": [DEFAULT_GROUP], "nacosNamespaceId": "",
                     "name": "nacos", "port": url.port or 80, "type": "nacos2"}
         if _nacos_credentials(s):
             registry["authSecretName"] = NACOS_AUTH_SECRET

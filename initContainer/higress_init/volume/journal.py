@@ -7,6 +7,7 @@ no-follow descriptors under the root.
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -19,6 +20,7 @@ from higress_init.errors import StateError
 from higress_init.volume import layout
 from higress_init.volume.safefs import (
     TMP_PREFIX,
+    MakeDir,
     Refused,
     Root,
     check_regular,
@@ -38,13 +40,13 @@ PRIVATE_DIR_MODE = 0o700
 KEEP_SUFFIX = ".kept"
 
 
-def private_mkdir(dir_fd: int, name: str, parts) -> None:
+def private_mkdir(dir_fd: int, name: str, parts: tuple[str, ...]) -> None:
     """Directories only root uses (.higress-init/, backup/): 0700 whatever the umask, not chowned."""
     os.mkdir(name, PRIVATE_DIR_MODE, dir_fd=dir_fd)
     os.chmod(name, PRIVATE_DIR_MODE, dir_fd=dir_fd, follow_symlinks=False)
 
 
-def write_atomic(root: Root, rel: str, data: bytes, mode: int = 0o600, mkdir=private_mkdir) -> None:
+def write_atomic(root: Root, rel: str, data: bytes, mode: int = 0o600, mkdir: MakeDir = private_mkdir) -> None:
     """Write one file whole (temporary, fsync, rename), never through a link."""
     parts = parts_of(rel)
     dir_fd = root.open_dir(parts[:-1], create=mkdir)
@@ -126,10 +128,8 @@ def remove(root: Root) -> None:
     if dir_fd is None:
         return
     try:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink("journal.json", dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)

@@ -9,14 +9,19 @@ type where a managed file or directory belongs is refused (exit 3), naming the p
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import secrets
 import stat
+from collections.abc import Callable
+from typing import overload
 
 from higress_init.errors import StateError
 
 TMP_PREFIX = ".higress-init-tmp."
+# makes the missing directory `name` in dir_fd (parts: its path under the root), for Root.open_dir
+MakeDir = Callable[[int, str, tuple[str, ...]], object]
 TMP_SUFFIX = ".tmp"          # never .yaml: the apiserver's file store loads every *.yaml in data/
 READ_CAP = 4 * 1024 * 1024   # no file the initializer reads is anywhere near this
 
@@ -106,7 +111,13 @@ class Root:
             os.close(self._fd)
             self._fd = None
 
-    def open_dir(self, parts: tuple[str, ...], create=None) -> int | None:
+    @overload
+    def open_dir(self, parts: tuple[str, ...], create: None = None) -> int | None: ...
+
+    @overload
+    def open_dir(self, parts: tuple[str, ...], create: MakeDir) -> int: ...
+
+    def open_dir(self, parts: tuple[str, ...], create: MakeDir | None = None) -> int | None:
         """A descriptor of the directory root/parts (the caller closes it); None when a component
         is missing and `create` is None, else create(dir_fd, name, parts) makes it."""
         fd = os.dup(self.fd())
@@ -119,10 +130,9 @@ class Root:
                         if create is None:
                             os.close(fd)
                             return None
-                        try:
+                        # a run started with this one may have made it first (e.g. .higress-init/ before the lock)
+                        with contextlib.suppress(FileExistsError):
                             create(fd, name, parts[:i + 1])
-                        except FileExistsError:
-                            pass   # a run started with this one made it first (e.g. .higress-init/ before the lock)
                         nxt = os.open(name, _DIR_FLAGS, dir_fd=fd)   # no-follow, whoever made it
                 except OSError as err:
                     if err.errno in (errno.ELOOP, errno.ENOTDIR):
@@ -173,7 +183,8 @@ class Root:
 
 
 def read_capped(fd: int, cap: int, name: str) -> bytes:
-    chunks, size = [], 0
+    chunks: list[bytes] = []
+    size = 0
     while True:
         chunk = os.read(fd, min(1 << 16, cap + 1 - size))
         if not chunk:

@@ -318,7 +318,8 @@ class RunLock:
     def __enter__(self):
         if not os.path.isdir(self.root.path):
             try:
-                os.makedirs(self.root.path, mode=DIR_MODE, exist_ok=True)   # a run started with this one may make it first
+                # a run started with this one may make it first
+                os.makedirs(self.root.path, mode=DIR_MODE, exist_ok=True)
                 os.chmod(self.root.path, DIR_MODE)
             except OSError as err:   # a read-only mount, /proc, a file on the way: the setting is wrong
                 raise VolumeError(f"VOLUMES_ROOT={self.root.path}: cannot be created ({err.strerror}); expected a "
