@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import sys
 
-from higress_init.run import phases, runner
 from higress_init import settings as settings_mod
+from higress_init.run import phases, runner
 
 
 def _context(volumes: str) -> phases.Context:

@@ -88,11 +88,11 @@ def test_rotation_of_a_root_cross_signs_and_keeps_the_old_root(tmp_path):
 def test_each_certificate_rotates_with_its_kind_in_the_chain():
     """`rotate leaf|intermediate|root` replace what the table says each certificate is, no side list."""
     from higress_init.pki.artifacts import ROTATIONS
-    assert ROTATIONS == {
+    assert {
         "leaf": {"apiserver", "apiserver-admin", "apiserver-controller", "apiserver-pilot", "apiserver-console",
                  "gateway", "tokens"},
         "intermediate": {"pilot-ca"},
         "root": {"apiserver-ca", "pilot-root-ca", "token-key"},
-    }
+    } == ROTATIONS
     for spec in CERTIFICATES:
         assert spec.rotation == ("leaf" if not spec.ca else "root" if spec.issuer is None else "intermediate")

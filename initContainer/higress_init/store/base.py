@@ -4,8 +4,9 @@ differs between stores beyond it is a capability in kinds.py. A new store is one
 implementing it and one line in kinds.STORES."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from higress_init.run.reporting import Counts

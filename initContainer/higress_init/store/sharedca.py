@@ -34,7 +34,7 @@ import hashlib
 import socket
 import time
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from higress_init import faults
 from higress_init.errors import StateError, StoreError
@@ -86,7 +86,7 @@ class Published:
     def age(self) -> float | None:
         stamp = (self.obj["metadata"].get("annotations") or {}).get(PUBLISHED_AT)
         try:
-            return (datetime.now(timezone.utc) - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
+            return (datetime.now(UTC) - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
         except (AttributeError, ValueError):
             return None   # made elsewhere (e.g. kubectl): no publication window to wait out
 
@@ -323,7 +323,7 @@ def _secret_text(ctx, files: dict, published: Published | None) -> str:
         obj = dict(published.obj, data={k: base64.b64encode(v.encode()).decode() for k, v in data.items()})
     obj["metadata"] = dict(obj["metadata"], annotations={
         **(obj["metadata"].get("annotations") or {}),
-        PUBLISHED_AT: datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        PUBLISHED_AT: datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
         PUBLISHED_BY: socket.gethostname()})
     return meshconfig.dump(obj)
 

@@ -278,7 +278,7 @@ class ConfigService:
                             last[0] = f"code {code}"
                             raise _Transient() from None
                         raise NacosError(f"Nacos refused {what}: code {code}") from None
-                    except asyncio.TimeoutError:
+                    except TimeoutError:
                         last[0] = "timed out"
                         raise _Transient() from None
         except _Transient:
