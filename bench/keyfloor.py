@@ -18,14 +18,12 @@ def _context(volumes: str) -> phases.Context:
 
 def wanted(volumes: str) -> dict[str, str]:
     """The keys (name -> algorithm) a cold run into `volumes` generates, none generated here."""
-    ctx = _context(volumes)
-    ctx.key_pool = dict   # what the run's pool is asked for, instead of the pool
-    return ctx.keys
+    return _context(volumes).pki.wanted()
 
 
 def main(volumes: str) -> int:
     ctx = _context(volumes)
-    pool = ctx.keys
+    pool = ctx.pki.keys
     for name in pool.algorithms:
         pool.get(name)
     ctx.close()

@@ -27,17 +27,20 @@ class PkiRun:
             self._decisions = artifacts.decide(self.settings, self.writer, self.now, self.rotate)
         return self._decisions
 
-    def start(self) -> None:
-        """Start generating every key the run's phases will need, in parallel."""
-        if self._keys is not None:
-            return
+    def wanted(self) -> dict[str, str]:
+        """The new keys (name -> algorithm) the run's phases will need."""
         from higress_init.pki import tokens
         s = self.settings
         wanted = {d.spec.name: getattr(s, d.spec.key_algorithm) for d in self.decisions.values()
                   if d.action in ("create", "reissue", "rotate") and d.spec.phase in self.phases}
         if "tokens" in self.phases:
             wanted.update(tokens.keys_wanted(self.writer, self.rotate, s))
-        self._keys = self._pool(wanted)
+        return wanted
+
+    def start(self) -> None:
+        """Start generating every key the run's phases will need, in parallel."""
+        if self._keys is None:
+            self._keys = self._pool(self.wanted())
 
     @property
     def keys(self):
