@@ -12,7 +12,8 @@ from higress_init.run import phases, runner
 
 def _context(volumes: str) -> phases.Context:
     settings = settings_mod.load(overrides={"VOLUMES_ROOT": volumes})
-    return phases.Context(settings, runner.writer_for(settings), runner.utcnow(), phases=tuple(p.name for p in phases.PHASES))
+    return phases.Context(settings, runner.writer_for(settings), runner.utcnow(),
+                          phases=tuple(p.name for p in phases.PHASES))
 
 
 def wanted(volumes: str) -> dict[str, str]:
