@@ -459,7 +459,7 @@ class Connection:
     def get_many(self, keys: list[tuple[str, str]]) -> list[str | None]:
         """`get` of each (dataId, group), those not published by this run read at once."""
         unread = list(dict.fromkeys(k for k in keys if k not in self.written))
-        read = dict(zip(unread, self.configs.get_many(unread) if unread else []))
+        read = dict(zip(unread, self.configs.get_many(unread) if unread else [], strict=True))  # one answer a key
         return [self.written[k] if k in self.written else read[k] for k in keys]
 
     def get_stored(self, data_id: str, group: str) -> str | None:
