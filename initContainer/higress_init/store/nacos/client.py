@@ -11,6 +11,7 @@ status explicitly. Neither ever puts a response body or a credential into a mess
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import hashlib
 import http.client
@@ -740,10 +741,8 @@ _sdk_loading: list = []     # the thread loading the SDK while `connect` waits f
 
 
 def _preload() -> None:
-    try:
+    with contextlib.suppress(Exception):  # told by the load on first use, in the main thread
         sdk.load()
-    except Exception:  # noqa: BLE001 - told by the load on first use, in the main thread
-        pass
 
 
 def _preloaded() -> None:
