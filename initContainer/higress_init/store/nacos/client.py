@@ -588,6 +588,28 @@ def _md5(content: str | None) -> str | None:
     return hashlib.md5(content.encode()).hexdigest() if content is not None else None
 
 
+def _probe(conn: Connection, server: str, deadline: float, last: list[str]) -> str | None:
+    """`wait_ready`'s probe of one server: the API generation if `server` is up, else None (last[0]
+    says why)."""
+    http_ = conn.http
+    status, _ = http_.send(server, "GET", "/v1/console/health/readiness", deadline)
+    if status in (200, 401, 403):  # 2.x; r-nacos with auth guards even this probe: it is up
+        return "2.x"
+    if status in (404, 410):       # 3.x moved it
+        status, body = http_.send(server, "GET", "/v3/admin/core/state", deadline)
+        if status == 200:           # it tells the server version too (_server_version)
+            conn.probed_state = (server, body)
+        if status in (200, 401, 403):
+            return "3.x"
+        if status == 404:
+            raise NacosError(f"{server}: no Nacos API there (HTTP 404 on the 2.x and the 3.x readiness "
+                             "endpoints); check NACOS_SERVER_URL")
+    if status == 409 or status >= 500:
+        last[0] = f"{server}: HTTP {status}"
+        return None
+    raise NacosError(f"{server}: the readiness probe answered HTTP {status}; check NACOS_SERVER_URL")
+
+
 def wait_ready(conn: Connection, timeout: float, log) -> None:
     """Wait for any listed server to be ready, within one deadline for the whole wait; exponential
     backoff with jitter, one line an attempt."""
@@ -596,30 +618,11 @@ def wait_ready(conn: Connection, timeout: float, log) -> None:
     last = ["no attempt made"]
     http_ = conn.http
 
-    def probe(server: str) -> str | None:
-        """The API generation if `server` is up, else None (last[0] says why)."""
-        status, _ = http_.send(server, "GET", "/v1/console/health/readiness", deadline)
-        if status in (200, 401, 403):  # 2.x; r-nacos with auth guards even this probe: it is up
-            return "2.x"
-        if status in (404, 410):       # 3.x moved it
-            status, body = http_.send(server, "GET", "/v3/admin/core/state", deadline)
-            if status == 200:           # it tells the server version too (_server_version)
-                conn.probed_state = (server, body)
-            if status in (200, 401, 403):
-                return "3.x"
-            if status == 404:
-                raise NacosError(f"{server}: no Nacos API there (HTTP 404 on the 2.x and the 3.x readiness "
-                                 "endpoints); check NACOS_SERVER_URL")
-        if status == 409 or status >= 500:
-            last[0] = f"{server}: HTTP {status}"
-            return None
-        raise NacosError(f"{server}: the readiness probe answered HTTP {status}; check NACOS_SERVER_URL")
-
     def attempt():
         final = []
         for server in conn.servers:
             try:
-                generation = probe(server)
+                generation = _probe(conn, server, deadline, last)
             except _Transient as err:
                 last[0] = str(err) or last[0]
                 continue
