@@ -196,8 +196,8 @@ def deliver(ctx, store, counts) -> None:
     problems = _problems(data, s)
     if problems:
         raise StateError(f"configmaps/higress-config in the {store.label} ({store.where(HIGRESS_CONFIG)}): "
-                         f"{'; '.join(problems)}. Pilot cannot use it, so {layout.MESH} and {layout.MESH_NETWORKS} keep "
-                         f"their last good text; " + WHERE_TO_EDIT.format(ns=s.namespace))
+                         f"{'; '.join(problems)}. Pilot cannot use it, so {layout.MESH} and {layout.MESH_NETWORKS} "
+                         f"keep their last good text; " + WHERE_TO_EDIT.format(ns=s.namespace))
     delivered = _delivered(ctx.writer)
     plan, edited = [], []
     for rel, key in DELIVERED:

@@ -298,9 +298,11 @@ def adopt(ctx, counts: Counts) -> None:
         _discard_root_key(ctx)
     stage_published(ctx, published)
     _redecide(ctx)
-    counts.add({"adopt": "created", "lost": "discarded"}.get(outcome, "updated"), f"pilot CA from {where(ctx.settings)}")
-    ctx.log(f"shared CA: {'took' if outcome in ('adopt', 'lost') else 'followed the rotation of'} the CA {published.by} "
-            f"published (intermediate {fingerprint(published.intermediate)}); its root key stays on that host"
+    counts.add({"adopt": "created", "lost": "discarded"}.get(outcome, "updated"),
+               f"pilot CA from {where(ctx.settings)}")
+    ctx.log(f"shared CA: {'took' if outcome in ('adopt', 'lost') else 'followed the rotation of'} the CA "
+            f"{published.by} published (intermediate {fingerprint(published.intermediate)}); "
+            "its root key stays on that host"
             + ("; the CA this host made before and never published is in backup/" if outcome == "lost" else ""))
 
 
@@ -514,8 +516,9 @@ def status_rows(settings, writer) -> list[dict]:
         same = published is not None and in_use == published.intermediate
         state = "ok" if same else ("not published yet" if published is None else
                                    "differs from the published CA: rerun to take its rotation, or see `run`'s message")
-        rows.append(_row("ca-in-use", file, subject=_describe(in_use), issuer=primitives.describe_name(in_use, "issuer"),
-                         not_after=_not_after(in_use), chain_verified=same, state=state))
+        rows.append(_row("ca-in-use", file, subject=_describe(in_use),
+                         issuer=primitives.describe_name(in_use, "issuer"), not_after=_not_after(in_use),
+                         chain_verified=same, state=state))
     if gateway and published is not None:
         view = SharedView(writer, files_from(published))
         spec = artifacts.SPECS["gateway"]

@@ -847,7 +847,8 @@ def _config_report(settings, conn, writer) -> list[dict]:
     for plural, members in by_plural.items():
         content = conn.get(nacos_layout.names_index(plural), DEFAULT_GROUP)
         lines = set((content or "").split())
-        configs.append({"group": DEFAULT_GROUP, "dataId": nacos_layout.names_index(plural), "present": content is not None,
+        configs.append({"group": DEFAULT_GROUP, "dataId": nacos_layout.names_index(plural),
+                        "present": content is not None,
                         "as_seeded": None if content is None else
                         all(nacos_layout.index_lines(obj, group) & lines for group, obj in members)})
     return configs
