@@ -51,7 +51,7 @@ def seed(ctx, store, counts) -> None:
     --reseed re-makes the non-random ones on purpose, compare-and-swap. `store`: stores.open_store."""
     s = ctx.settings
     calls_before = store.calls
-    records = {}
+    records: dict[str, object] = {}   # each object's md5, and the releases list
     backups: list[str] = []
     objs = applicable(s)
     contents = store.read_all(objs)   # Nacos: every read sent at once
@@ -193,6 +193,7 @@ def deliver(ctx, store, counts) -> None:
     if raw is None:
         raise StateError(f"configmaps/higress-config is not in the {store.label} ({store.where(HIGRESS_CONFIG)}): "
                          "run phase seed first")
+    assert data is not None   # _stored_config: a dict whenever raw is not None
     problems = _problems(data, s)
     if problems:
         raise StateError(f"configmaps/higress-config in the {store.label} ({store.where(HIGRESS_CONFIG)}): "
@@ -250,6 +251,7 @@ def _follow_trust_domain(ctx, store, counts, before: str) -> None:
                          f"{found[0] if len(found) == 1 else 'not one plain line'} (not {before}): it was not "
                          "changed; set `trustDomain: " + new + "` there by hand, then rerun: "
                          + WHERE_TO_EDIT.format(ns=ctx.settings.namespace))
+    assert raw is not None and isinstance(text, str)   # found == [before]: a stored mesh was read
     obj = yaml.safe_load(raw)
     obj["data"]["mesh"] = _TRUST_DOMAIN_LINE.sub(f"trustDomain: {new}", text)
     updated = meshconfig.dump(obj)
@@ -267,6 +269,7 @@ def _push(ctx, store, counts) -> None:
     raw, data = _stored_config(ctx, store)
     if raw is None:
         raise StateError(f"configmaps/higress-config is not in the {store.label}: run first, then push")
+    assert data is not None   # _stored_config: a dict whenever raw is not None
     texts = {}
     for rel, key in DELIVERED:
         current = ctx.writer.read(rel)
@@ -319,7 +322,9 @@ def status_rows(settings, writer) -> list[dict]:
         raw, data = "", None
         problems = [str(err)]
     else:
-        problems = _problems(data, settings) if raw is not None else ["configmaps/higress-config is not in the store"]
+        # _stored_config: data is None exactly when raw is (not stored)
+        problems = _problems(data, settings) if data is not None else ["configmaps/higress-config is not in the store"]
+    stored = data or {}   # None only with problems, where it is not read
     delivered = _delivered(writer)
     for rel, key in DELIVERED:
         current = writer.read(rel)
@@ -330,7 +335,7 @@ def status_rows(settings, writer) -> list[dict]:
             state = "missing"
         elif own:
             state = f"{own}: pilot falls back to its defaults and the gateway cannot connect"
-        elif current == data[key].encode():
+        elif current == stored[key].encode():
             state = "ok"
         elif sha256(current) == delivered.get(rel):
             state = "the store changed since the last delivery: the next run delivers it"
