@@ -21,7 +21,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from tenacity import AsyncRetrying, Retrying, retry_if_exception_type, wait_exponential, wait_random
@@ -92,7 +94,7 @@ class _DeadlineSocket(socket.socket):
 
 
 class _DeadlineConnection(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, deadline: float):
+    def __init__(self, host: str, port: int | None, deadline: float):
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("timed out")
@@ -133,6 +135,7 @@ class HttpClient:
         if time.monotonic() >= deadline:
             raise _Transient("")  # no time left for this try; the last real error stays the one told
         self.calls += 1
+        assert parts.hostname   # settings: every NACOS_SERVER_URL names a host
         conn = None
         try:
             conn = _DeadlineConnection(parts.hostname, parts.port, deadline)
@@ -195,6 +198,7 @@ class HttpClient:
             for retry in _retrying(deadline):
                 with retry:
                     return attempt()
+            raise AssertionError("unreachable: _retrying ends in an answer or an exception")
         except _Transient:
             raise NacosError(f"Nacos request failed: {what} did not succeed within {within:g}s; "
                              f"last error: {last[0]}") from None
@@ -245,7 +249,7 @@ class ConfigService:
         # its log and cache directories (it creates both) live only as long as this object
         self.tmp = tempfile.TemporaryDirectory(prefix="higress-init-nacos-")
         self.loop = asyncio.new_event_loop()
-        self.service = None
+        self.service: Any | None = None   # the SDK's NacosConfigService (untyped), once _open made it
         # the SDK logs requests (contents, tokens) and, on reconnects, to the root logger: keep all
         # of it out of our output while it is open
         self.quiet = logging.NullHandler()
@@ -358,9 +362,12 @@ class ConfigService:
         """Publish; with cas_md5 the server applies it only if the config's md5 still is that."""
         from v2.nacos import ConfigParam
         param = ConfigParam(data_id=data_id, group=group, content=content, cas_md5=cas_md5 or "")
+
+        def publish_config():
+            assert self.service is not None   # _retried opens it before each attempt
+            return self.service.publish_config(param.model_copy())
         # not retried here: the caller re-reads to learn what a failed or lost write did
-        return self._run(lambda: self.service.publish_config(param.model_copy()), f"publishing {group}/{data_id}",
-                         retried=())
+        return self._run(publish_config, f"publishing {group}/{data_id}", retried=())
 
     def pause(self, seconds: float) -> None:
         """Sleep, letting the SDK's background work (reconnecting) go on meanwhile."""
@@ -420,8 +427,8 @@ class Connection:
     servers: tuple[str, ...]                 # http://host:port/nacos
     namespace: str = ""                      # the Nacos namespace (tenant) configs live in
     generation: str = ""                     # "2.x" or "3.x"
-    log: object = None
-    http: HttpClient = None
+    log: Callable[..., None] | None = None
+    http: HttpClient = None  # type: ignore[assignment]  # None only until __post_init__ makes one
     server_version: str | None = None        # Nacos tells it; r-nacos has no state endpoint
     _configs: ConfigService | None = field(default=None, repr=False)
     probed_state: tuple[str, bytes] | None = field(default=None, repr=False)   # 3.x: (server, its state answer)
@@ -549,10 +556,11 @@ class Connection:
         The SDK cannot search, so this is the HTTP config search (3.x: its admin API; the v1 one
         answers 410 there). Nacos's blur search wants the wildcard (`secrets.*`); r-nacos matches
         `*` literally and wants the bare prefix: both are asked, the answers filtered here."""
-        found = set()
+        found: set[str] = set()
         v3 = self.generation == "3.x"
         for pattern in (prefix + "*",) if v3 else (prefix + "*", prefix):
             for page in range(1, 10_000):
+                params: dict[str, str | int]
                 if v3:
                     path, params = "/v3/admin/cs/config/list", {"search": "blur", "dataId": pattern,
                                                                 "groupName": group or "", "namespaceId": self.namespace}
@@ -696,6 +704,7 @@ def create_namespace(conn: Connection, namespace: str) -> None:
     what = f"creating namespace {namespace}"
     status, body = conn.http.exchange("POST", path, what, form=form, accept=(400,))
     if status == 400:
+        assert body is not None   # exchange: no body only for a 404
         answer = _parse(body, what)
         if isinstance(answer, dict) and answer.get("code") == NAMESPACE_EXISTS:
             return
@@ -836,7 +845,8 @@ def _config_report(settings, conn, writer) -> list[dict]:
         seeded = {}
     if not isinstance(seeded, dict):
         seeded = {}
-    configs, by_plural = [], {}
+    configs: list[dict] = []
+    by_plural: dict[str, list] = {}   # plural -> [(group, object)]
     for obj in applicable(settings):
         group = obj.group(settings)
         by_plural.setdefault(obj.plural, []).append((group, obj))
