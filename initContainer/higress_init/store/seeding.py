@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import overload
 
 from higress_init import faults
 from higress_init.errors import StateError, StoreError
@@ -30,6 +31,12 @@ WHERE_TO_EDIT = ("edit configmaps/higress-config in the store (Higress console, 
                  "kube/host.config -n {ns} edit configmap higress-config` from the host)")
 
 
+@overload
+def md5(text: str) -> str: ...
+@overload
+def md5(text: None) -> None: ...
+@overload
+def md5(text: str | None) -> str | None: ...
 def md5(text: str | None) -> str | None:
     return hashlib.md5(text.encode()).hexdigest() if text is not None else None
 

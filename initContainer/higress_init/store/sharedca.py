@@ -85,6 +85,8 @@ class Published:
 
     def age(self) -> float | None:
         stamp = (self.obj["metadata"].get("annotations") or {}).get(PUBLISHED_AT)
+        if not isinstance(stamp, str):
+            return None   # none (made elsewhere, e.g. kubectl), or not a timestamp
         try:
             return (datetime.now(UTC) - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
         except (AttributeError, ValueError):
@@ -157,7 +159,9 @@ def read_settled(ctx, conn) -> Published | None:
     if conn.cas_enforced:
         return published
     for _ in range(10):   # each round waits out one publication; more than a few means someone keeps writing
-        age = published.age() if published else None
+        if published is None:
+            return None
+        age = published.age()
         if age is None or age >= SETTLE:
             return published
         wait = min(SETTLE - age, SETTLE) if age >= 0 else SETTLE
