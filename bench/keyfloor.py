@@ -13,19 +13,19 @@ from higress_init.run import phases, runner
 def _context(volumes: str) -> phases.Context:
     settings = settings_mod.load(overrides={"VOLUMES_ROOT": volumes})
     return phases.Context(settings, runner.writer_for(settings), runner.utcnow(),
-                          phases=tuple(p.name for p in phases.PHASES))
+                          phases=tuple(p.name for p in phases.phases_of(settings.role)))
 
 
 def wanted(volumes: str) -> dict[str, str]:
     """The keys (name -> algorithm) a cold run into `volumes` generates, none generated here."""
     ctx = _context(volumes)
-    ctx.key_pool = dict   # what the run's pool is asked for, instead of the pool
-    return ctx.keys
+    ctx.pki._pool = dict   # what the run's pool is asked for, instead of the pool
+    return ctx.pki.keys
 
 
 def main(volumes: str) -> int:
     ctx = _context(volumes)
-    pool = ctx.keys
+    pool = ctx.pki.keys
     for name in pool.algorithms:
         pool.get(name)
     ctx.close()
