@@ -119,21 +119,11 @@ UNIT_TESTS := test_modules test_settings test_pki test_artifacts test_tokens tes
 unit: $(VENV)/.test-deps ## the fast tests alone (no r-nacos, Nacos or compose plugin needed; under a minute)
 	$(BIN)/pytest -q --durations=5 $(UNIT_TESTS:%=tests/%.py)
 
-# TODO(store split): lint store/ once restructured. These files are being restructured elsewhere: their
-# ruff and mypy findings wait for that (`make lint LINT_EXCLUDE=` checks them too). mypy still reads
-# them for the types the rest imports (--follow-imports=silent), but reports only the files it is given.
-LINT_EXCLUDE ?= $(addprefix initContainer/higress_init/store/,nacos.py nacossdk.py stores.py configstore.py sharedca.py) bench
-comma := ,
-empty :=
-space := $(empty) $(empty)
-MYPY_FILES = $(filter-out $(LINT_EXCLUDE) $(addsuffix /%,$(LINT_EXCLUDE)),$(shell find initContainer/higress_init -name '*.py' | sort))
-
 lint: $(VENV)/.test-deps ## hadolint the Dockerfile, check the compose file against the compose-spec schema, ruff (ruff.toml) and mypy (mypy.ini)
 	$(BIN)/hadolint Dockerfile
 	$(BIN)/python tests/compose_schema.py
-	$(BIN)/ruff check $(if $(LINT_EXCLUDE),--force-exclude --extend-exclude $(subst $(space),$(comma),$(strip $(LINT_EXCLUDE)))) \
-	  initContainer/higress_init tests bench
-	$(BIN)/mypy $(if $(LINT_EXCLUDE),--follow-imports=silent $(MYPY_FILES))
+	$(BIN)/ruff check initContainer/higress_init tests bench
+	$(BIN)/mypy
 
 # shtab writes the completion scripts from the CLI's own parser (build_parser) each time: they can't
 # fall out of step with it. A build-time tool, installed into .venv only here, not into the image.

@@ -209,7 +209,8 @@ def print_file(r: dict) -> None:
     for label, v in r["variants"].items():
         print(f"  [{label}] cold         {_mmm(v['cold'])}   peak RSS {v['cold_peak_rss_mib']:.1f} MiB")
         print(f"  [{label}] warm         {_mmm(v['warm'])}")
-        print(f"  [{label}] cold / floor     {v['cold_to_floor']:.3f} {_target(v['cold_to_floor'], 'file_cold_to_floor')}")
+        print(f"  [{label}] cold / floor     {v['cold_to_floor']:.3f} "
+              f"{_target(v['cold_to_floor'], 'file_cold_to_floor')}")
         print(f"  [{label}] cold / baseline  {v['cold_to_baseline']:.3f} "
               f"{_target(v['cold_to_baseline'], 'file_cold_to_baseline')}")
         print(f"  [{label}] warm median      {v['warm']['median']:.3f} s {_target(v['warm']['median'], 'file_warm')}"
@@ -226,7 +227,8 @@ def print_nacos(results: dict) -> None:
                   "settle wait (so paid none)")
             print(f"    [{label}] warm         {_mmm(v['warm'])}   {_target(v['warm']['median'], 'nacos_warm')}")
             print(f"    [{label}] warm - file-store warm (median {v['file_warm_median']:.3f} s, same rounds): "
-                  f"{v['warm_minus_file_warm']:+.3f} s {_target(v['warm_minus_file_warm'], 'nacos_warm_minus_file_warm')}"
+                  f"{v['warm_minus_file_warm']:+.3f} s "
+                  f"{_target(v['warm_minus_file_warm'], 'nacos_warm_minus_file_warm')}"
                   f"; ratio {v['warm_to_file_warm']:.2f}")
 
 

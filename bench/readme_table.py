@@ -32,7 +32,8 @@ def rows(r: dict) -> list[tuple[str, str, str]]:
                  {k: _s(v["warm"]["median"]) for k, v in n["variants"].items()}),
                 (f"{label}: warm rerun - file-store warm rerun", "<= 0.3 s" if name.startswith("nacos-") else "",
                  {k: f"{v['warm_minus_file_warm']:+.3f} s" for k, v in n["variants"].items()}),
-                (f"{label}: cold run (shared-ca phase: median, max; runs shorter than the 2 s settle wait)", "no settle wait" if name.startswith("nacos-") else "",
+                (f"{label}: cold run (shared-ca phase: median, max; runs shorter than the 2 s settle wait)",
+                 "no settle wait" if name.startswith("nacos-") else "",
                  {k: f"{_s(v['cold']['median'])} ({_s(v['cold_shared_ca_phase']['median'])}, max "
                      f"{_s(v['cold_shared_ca_phase']['max'])}; {v['cold_runs_shorter_than_a_settle_wait']} of "
                      f"{v['cold']['runs']})" for k, v in n["variants"].items()})]

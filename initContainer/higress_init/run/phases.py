@@ -150,9 +150,8 @@ def shared_ca(ctx: Context, counts: Counts) -> None:
     if not store_kind(ctx.settings).shares_ca:
         counts.add("skipped", f"{store_kind(ctx.settings).label} storage")
         return
-    if not ctx.pki.decided:   # the warm path: nothing local changed
-        if runstate.shared_ca_unchanged(ctx, counts):
-            return
+    if not ctx.pki.decided and runstate.shared_ca_unchanged(ctx, counts):   # the warm path: nothing local changed
+        return
     from higress_init.store import sharedca
     sharedca.publish(ctx, counts)
 

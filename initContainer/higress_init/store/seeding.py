@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+from typing import overload
 
 from higress_init import faults
 from higress_init.errors import StateError, StoreError
@@ -30,6 +31,12 @@ WHERE_TO_EDIT = ("edit configmaps/higress-config in the store (Higress console, 
                  "kube/host.config -n {ns} edit configmap higress-config` from the host)")
 
 
+@overload
+def md5(text: str) -> str: ...
+@overload
+def md5(text: None) -> None: ...
+@overload
+def md5(text: str | None) -> str | None: ...
 def md5(text: str | None) -> str | None:
     return hashlib.md5(text.encode()).hexdigest() if text is not None else None
 
@@ -51,7 +58,7 @@ def seed(ctx, store, counts) -> None:
     --reseed re-makes the non-random ones on purpose, compare-and-swap. `store`: stores.open_store."""
     s = ctx.settings
     calls_before = store.calls
-    records = {}
+    records: dict[str, object] = {}   # each object's md5, and the releases list
     backups: list[str] = []
     objs = applicable(s)
     contents = store.read_all(objs)   # Nacos: every read sent at once
@@ -193,11 +200,12 @@ def deliver(ctx, store, counts) -> None:
     if raw is None:
         raise StateError(f"configmaps/higress-config is not in the {store.label} ({store.where(HIGRESS_CONFIG)}): "
                          "run phase seed first")
+    assert data is not None   # _stored_config: a dict whenever raw is not None
     problems = _problems(data, s)
     if problems:
         raise StateError(f"configmaps/higress-config in the {store.label} ({store.where(HIGRESS_CONFIG)}): "
-                         f"{'; '.join(problems)}. Pilot cannot use it, so {layout.MESH} and {layout.MESH_NETWORKS} keep "
-                         f"their last good text; " + WHERE_TO_EDIT.format(ns=s.namespace))
+                         f"{'; '.join(problems)}. Pilot cannot use it, so {layout.MESH} and {layout.MESH_NETWORKS} "
+                         f"keep their last good text; " + WHERE_TO_EDIT.format(ns=s.namespace))
     delivered = _delivered(ctx.writer)
     plan, edited = [], []
     for rel, key in DELIVERED:
@@ -250,6 +258,7 @@ def _follow_trust_domain(ctx, store, counts, before: str) -> None:
                          f"{found[0] if len(found) == 1 else 'not one plain line'} (not {before}): it was not "
                          "changed; set `trustDomain: " + new + "` there by hand, then rerun: "
                          + WHERE_TO_EDIT.format(ns=ctx.settings.namespace))
+    assert raw is not None and isinstance(text, str)   # found == [before]: a stored mesh was read
     obj = yaml.safe_load(raw)
     obj["data"]["mesh"] = _TRUST_DOMAIN_LINE.sub(f"trustDomain: {new}", text)
     updated = meshconfig.dump(obj)
@@ -267,6 +276,7 @@ def _push(ctx, store, counts) -> None:
     raw, data = _stored_config(ctx, store)
     if raw is None:
         raise StateError(f"configmaps/higress-config is not in the {store.label}: run first, then push")
+    assert data is not None   # _stored_config: a dict whenever raw is not None
     texts = {}
     for rel, key in DELIVERED:
         current = ctx.writer.read(rel)
@@ -319,7 +329,9 @@ def status_rows(settings, writer) -> list[dict]:
         raw, data = "", None
         problems = [str(err)]
     else:
-        problems = _problems(data, settings) if raw is not None else ["configmaps/higress-config is not in the store"]
+        # _stored_config: data is None exactly when raw is (not stored)
+        problems = _problems(data, settings) if data is not None else ["configmaps/higress-config is not in the store"]
+    stored = data or {}   # None only with problems, where it is not read
     delivered = _delivered(writer)
     for rel, key in DELIVERED:
         current = writer.read(rel)
@@ -330,7 +342,7 @@ def status_rows(settings, writer) -> list[dict]:
             state = "missing"
         elif own:
             state = f"{own}: pilot falls back to its defaults and the gateway cannot connect"
-        elif current == data[key].encode():
+        elif current == stored[key].encode():
             state = "ok"
         elif sha256(current) == delivered.get(rel):
             state = "the store changed since the last delivery: the next run delivers it"

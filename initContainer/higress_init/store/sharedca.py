@@ -85,6 +85,8 @@ class Published:
 
     def age(self) -> float | None:
         stamp = (self.obj["metadata"].get("annotations") or {}).get(PUBLISHED_AT)
+        if not isinstance(stamp, str):
+            return None   # none (made elsewhere, e.g. kubectl), or not a timestamp
         try:
             return (datetime.now(UTC) - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
         except (AttributeError, ValueError):
@@ -157,7 +159,9 @@ def read_settled(ctx, conn) -> Published | None:
     if conn.cas_enforced:
         return published
     for _ in range(10):   # each round waits out one publication; more than a few means someone keeps writing
-        age = published.age() if published else None
+        if published is None:
+            return None
+        age = published.age()
         if age is None or age >= SETTLE:
             return published
         wait = min(SETTLE - age, SETTLE) if age >= 0 else SETTLE
@@ -298,9 +302,11 @@ def adopt(ctx, counts: Counts) -> None:
         _discard_root_key(ctx)
     stage_published(ctx, published)
     _redecide(ctx)
-    counts.add({"adopt": "created", "lost": "discarded"}.get(outcome, "updated"), f"pilot CA from {where(ctx.settings)}")
-    ctx.log(f"shared CA: {'took' if outcome in ('adopt', 'lost') else 'followed the rotation of'} the CA {published.by} "
-            f"published (intermediate {fingerprint(published.intermediate)}); its root key stays on that host"
+    counts.add({"adopt": "created", "lost": "discarded"}.get(outcome, "updated"),
+               f"pilot CA from {where(ctx.settings)}")
+    ctx.log(f"shared CA: {'took' if outcome in ('adopt', 'lost') else 'followed the rotation of'} the CA "
+            f"{published.by} published (intermediate {fingerprint(published.intermediate)}); "
+            "its root key stays on that host"
             + ("; the CA this host made before and never published is in backup/" if outcome == "lost" else ""))
 
 
@@ -514,8 +520,9 @@ def status_rows(settings, writer) -> list[dict]:
         same = published is not None and in_use == published.intermediate
         state = "ok" if same else ("not published yet" if published is None else
                                    "differs from the published CA: rerun to take its rotation, or see `run`'s message")
-        rows.append(_row("ca-in-use", file, subject=_describe(in_use), issuer=primitives.describe_name(in_use, "issuer"),
-                         not_after=_not_after(in_use), chain_verified=same, state=state))
+        rows.append(_row("ca-in-use", file, subject=_describe(in_use),
+                         issuer=primitives.describe_name(in_use, "issuer"), not_after=_not_after(in_use),
+                         chain_verified=same, state=state))
     if gateway and published is not None:
         view = SharedView(writer, files_from(published))
         spec = artifacts.SPECS["gateway"]

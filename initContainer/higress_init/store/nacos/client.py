@@ -11,6 +11,7 @@ status explicitly. Neither ever puts a response body or a credential into a mess
 from __future__ import annotations
 
 import atexit
+import contextlib
 import gc
 import hashlib
 import http.client
@@ -20,7 +21,9 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from tenacity import AsyncRetrying, Retrying, retry_if_exception_type, wait_exponential, wait_random
@@ -91,7 +94,7 @@ class _DeadlineSocket(socket.socket):
 
 
 class _DeadlineConnection(http.client.HTTPConnection):
-    def __init__(self, host: str, port: int, deadline: float):
+    def __init__(self, host: str, port: int | None, deadline: float):
         left = deadline - time.monotonic()
         if left <= 0:
             raise TimeoutError("timed out")
@@ -132,6 +135,7 @@ class HttpClient:
         if time.monotonic() >= deadline:
             raise _Transient("")  # no time left for this try; the last real error stays the one told
         self.calls += 1
+        assert parts.hostname   # settings: every NACOS_SERVER_URL names a host
         conn = None
         try:
             conn = _DeadlineConnection(parts.hostname, parts.port, deadline)
@@ -194,6 +198,7 @@ class HttpClient:
             for retry in _retrying(deadline):
                 with retry:
                     return attempt()
+            raise AssertionError("unreachable: _retrying ends in an answer or an exception")
         except _Transient:
             raise NacosError(f"Nacos request failed: {what} did not succeed within {within:g}s; "
                              f"last error: {last[0]}") from None
@@ -244,7 +249,7 @@ class ConfigService:
         # its log and cache directories (it creates both) live only as long as this object
         self.tmp = tempfile.TemporaryDirectory(prefix="higress-init-nacos-")
         self.loop = asyncio.new_event_loop()
-        self.service = None
+        self.service: Any | None = None   # the SDK's NacosConfigService (untyped), once _open made it
         # the SDK logs requests (contents, tokens) and, on reconnects, to the root logger: keep all
         # of it out of our output while it is open
         self.quiet = logging.NullHandler()
@@ -357,9 +362,12 @@ class ConfigService:
         """Publish; with cas_md5 the server applies it only if the config's md5 still is that."""
         from v2.nacos import ConfigParam
         param = ConfigParam(data_id=data_id, group=group, content=content, cas_md5=cas_md5 or "")
+
+        def publish_config():
+            assert self.service is not None   # _retried opens it before each attempt
+            return self.service.publish_config(param.model_copy())
         # not retried here: the caller re-reads to learn what a failed or lost write did
-        return self._run(lambda: self.service.publish_config(param.model_copy()), f"publishing {group}/{data_id}",
-                         retried=())
+        return self._run(publish_config, f"publishing {group}/{data_id}", retried=())
 
     def pause(self, seconds: float) -> None:
         """Sleep, letting the SDK's background work (reconnecting) go on meanwhile."""
@@ -419,8 +427,8 @@ class Connection:
     servers: tuple[str, ...]                 # http://host:port/nacos
     namespace: str = ""                      # the Nacos namespace (tenant) configs live in
     generation: str = ""                     # "2.x" or "3.x"
-    log: object = None
-    http: HttpClient = None
+    log: Callable[..., None] | None = None
+    http: HttpClient = None  # type: ignore[assignment]  # None only until __post_init__ makes one
     server_version: str | None = None        # Nacos tells it; r-nacos has no state endpoint
     _configs: ConfigService | None = field(default=None, repr=False)
     probed_state: tuple[str, bytes] | None = field(default=None, repr=False)   # 3.x: (server, its state answer)
@@ -459,7 +467,7 @@ class Connection:
     def get_many(self, keys: list[tuple[str, str]]) -> list[str | None]:
         """`get` of each (dataId, group), those not published by this run read at once."""
         unread = list(dict.fromkeys(k for k in keys if k not in self.written))
-        read = dict(zip(unread, self.configs.get_many(unread) if unread else []))
+        read = dict(zip(unread, self.configs.get_many(unread) if unread else [], strict=True))  # one answer a key
         return [self.written[k] if k in self.written else read[k] for k in keys]
 
     def get_stored(self, data_id: str, group: str) -> str | None:
@@ -548,10 +556,11 @@ class Connection:
         The SDK cannot search, so this is the HTTP config search (3.x: its admin API; the v1 one
         answers 410 there). Nacos's blur search wants the wildcard (`secrets.*`); r-nacos matches
         `*` literally and wants the bare prefix: both are asked, the answers filtered here."""
-        found = set()
+        found: set[str] = set()
         v3 = self.generation == "3.x"
         for pattern in (prefix + "*",) if v3 else (prefix + "*", prefix):
             for page in range(1, 10_000):
+                params: dict[str, str | int]
                 if v3:
                     path, params = "/v3/admin/cs/config/list", {"search": "blur", "dataId": pattern,
                                                                 "groupName": group or "", "namespaceId": self.namespace}
@@ -587,6 +596,28 @@ def _md5(content: str | None) -> str | None:
     return hashlib.md5(content.encode()).hexdigest() if content is not None else None
 
 
+def _probe(conn: Connection, server: str, deadline: float, last: list[str]) -> str | None:
+    """`wait_ready`'s probe of one server: the API generation if `server` is up, else None (last[0]
+    says why)."""
+    http_ = conn.http
+    status, _ = http_.send(server, "GET", "/v1/console/health/readiness", deadline)
+    if status in (200, 401, 403):  # 2.x; r-nacos with auth guards even this probe: it is up
+        return "2.x"
+    if status in (404, 410):       # 3.x moved it
+        status, body = http_.send(server, "GET", "/v3/admin/core/state", deadline)
+        if status == 200:           # it tells the server version too (_server_version)
+            conn.probed_state = (server, body)
+        if status in (200, 401, 403):
+            return "3.x"
+        if status == 404:
+            raise NacosError(f"{server}: no Nacos API there (HTTP 404 on the 2.x and the 3.x readiness "
+                             "endpoints); check NACOS_SERVER_URL")
+    if status == 409 or status >= 500:
+        last[0] = f"{server}: HTTP {status}"
+        return None
+    raise NacosError(f"{server}: the readiness probe answered HTTP {status}; check NACOS_SERVER_URL")
+
+
 def wait_ready(conn: Connection, timeout: float, log) -> None:
     """Wait for any listed server to be ready, within one deadline for the whole wait; exponential
     backoff with jitter, one line an attempt."""
@@ -595,30 +626,11 @@ def wait_ready(conn: Connection, timeout: float, log) -> None:
     last = ["no attempt made"]
     http_ = conn.http
 
-    def probe(server: str) -> str | None:
-        """The API generation if `server` is up, else None (last[0] says why)."""
-        status, _ = http_.send(server, "GET", "/v1/console/health/readiness", deadline)
-        if status in (200, 401, 403):  # 2.x; r-nacos with auth guards even this probe: it is up
-            return "2.x"
-        if status in (404, 410):       # 3.x moved it
-            status, body = http_.send(server, "GET", "/v3/admin/core/state", deadline)
-            if status == 200:           # it tells the server version too (_server_version)
-                conn.probed_state = (server, body)
-            if status in (200, 401, 403):
-                return "3.x"
-            if status == 404:
-                raise NacosError(f"{server}: no Nacos API there (HTTP 404 on the 2.x and the 3.x readiness "
-                                 "endpoints); check NACOS_SERVER_URL")
-        if status == 409 or status >= 500:
-            last[0] = f"{server}: HTTP {status}"
-            return None
-        raise NacosError(f"{server}: the readiness probe answered HTTP {status}; check NACOS_SERVER_URL")
-
     def attempt():
         final = []
         for server in conn.servers:
             try:
-                generation = probe(server)
+                generation = _probe(conn, server, deadline, last)
             except _Transient as err:
                 last[0] = str(err) or last[0]
                 continue
@@ -692,6 +704,7 @@ def create_namespace(conn: Connection, namespace: str) -> None:
     what = f"creating namespace {namespace}"
     status, body = conn.http.exchange("POST", path, what, form=form, accept=(400,))
     if status == 400:
+        assert body is not None   # exchange: no body only for a 404
         answer = _parse(body, what)
         if isinstance(answer, dict) and answer.get("code") == NAMESPACE_EXISTS:
             return
@@ -740,10 +753,8 @@ _sdk_loading: list = []     # the thread loading the SDK while `connect` waits f
 
 
 def _preload() -> None:
-    try:
+    with contextlib.suppress(Exception):  # told by the load on first use, in the main thread
         sdk.load()
-    except Exception:  # noqa: BLE001 - told by the load on first use, in the main thread
-        pass
 
 
 def _preloaded() -> None:
@@ -834,7 +845,8 @@ def _config_report(settings, conn, writer) -> list[dict]:
         seeded = {}
     if not isinstance(seeded, dict):
         seeded = {}
-    configs, by_plural = [], {}
+    configs: list[dict] = []
+    by_plural: dict[str, list] = {}   # plural -> [(group, object)]
     for obj in applicable(settings):
         group = obj.group(settings)
         by_plural.setdefault(obj.plural, []).append((group, obj))
@@ -845,7 +857,8 @@ def _config_report(settings, conn, writer) -> list[dict]:
     for plural, members in by_plural.items():
         content = conn.get(nacos_layout.names_index(plural), DEFAULT_GROUP)
         lines = set((content or "").split())
-        configs.append({"group": DEFAULT_GROUP, "dataId": nacos_layout.names_index(plural), "present": content is not None,
+        configs.append({"group": DEFAULT_GROUP, "dataId": nacos_layout.names_index(plural),
+                        "present": content is not None,
                         "as_seeded": None if content is None else
                         all(nacos_layout.index_lines(obj, group) & lines for group, obj in members)})
     return configs

@@ -85,7 +85,7 @@ def load() -> types.ModuleType:
             if name not in sys.modules:
                 stand_in = Deferred(name, f"stands in for {name} until used (higress_init.store.nacos.sdk)")
                 if name == KMS_HANDLER:
-                    stand_in.KMSHandler = KMSHandler
+                    vars(stand_in)["KMSHandler"] = KMSHandler   # a module attribute
                 sys.modules[name] = stand_in
         with _models_built_on_first_use():
             import v2.nacos

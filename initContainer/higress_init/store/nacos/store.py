@@ -53,7 +53,7 @@ class NacosStore:
     def read_all(self, objs) -> dict[str, str | None]:
         """`read` of each object (by label), the reads sent at once."""
         contents = self.conn.get_many([(obj.data_id, obj.group(self.settings)) for obj in objs])
-        return {obj.label: content for obj, content in zip(objs, contents)}
+        return {obj.label: content for obj, content in zip(objs, contents, strict=True)}  # one answer an object
 
     def stored(self, obj: BaseObject) -> str | None:
         """What another writer made, from the database view: a node's copy may not show it yet."""
@@ -93,7 +93,8 @@ class NacosStore:
         by_plural: dict[str, list[BaseObject]] = {}
         for obj in objs:
             by_plural.setdefault(obj.plural, []).append(obj)
-        first = dict(zip(by_plural, self.conn.get_many([(nacos_layout.names_index(p), DEFAULT_GROUP) for p in by_plural])))
+        indexes = [(nacos_layout.names_index(p), DEFAULT_GROUP) for p in by_plural]
+        first = dict(zip(by_plural, self.conn.get_many(indexes), strict=True))   # one answer an index
         for plural, members in by_plural.items():
             data_id = nacos_layout.names_index(plural)
             for attempt in range(5):
@@ -140,7 +141,7 @@ class StagedNacos:
 
     def get_many(self, keys: list[tuple[str, str]]) -> list[str | None]:
         unread = [k for k in keys if k not in self.published]
-        read = dict(zip(unread, self.conn.get_many(unread) if unread else []))
+        read = dict(zip(unread, self.conn.get_many(unread) if unread else [], strict=True))  # one answer a key
         return [self.published[k] if k in self.published else read[k] for k in keys]
 
     def get_stored(self, data_id: str, group: str) -> str | None:
