@@ -11,13 +11,15 @@ import threading
 import time
 from datetime import datetime
 
+from higress_init.run.reporting import Row
+
 PREFIX = "higress_init"
 # the rows that expire: certificates and CAs (artifacts.CERTIFICATES, the kubeconfigs' client
 # certificates, the shared CA) and tokens; each kind its own metric families, with the same labels
 KINDS = ("certificate", "token")
 
 
-def _kind(row: dict) -> str:
+def _kind(row: Row) -> str:
     return "token" if row["name"].startswith("token ") else "certificate"
 
 
@@ -30,10 +32,10 @@ class WatchCollector:
 
     def __init__(self):
         self._lock = threading.Lock()
-        self._rows: list[dict] = []
+        self._rows: list[Row] = []
         self._last: tuple[float, bool] | None = None
 
-    def update(self, rows: list[dict], success: bool) -> None:
+    def update(self, rows: list[Row], success: bool) -> None:
         with self._lock:
             self._rows = [r for r in rows if r.get("not_after")]
             self._last = (time.time(), success)

@@ -10,7 +10,7 @@ import jwt
 from higress_init.errors import EXIT_FAILED, EXIT_OK, StateError
 from higress_init.pki import artifacts, datakey, kubeconfig, primitives, tokens
 from higress_init.run import runner, upstream
-from higress_init.run.reporting import WIDTH, remaining, say, timestamp, wrap
+from higress_init.run.reporting import WIDTH, Row, remaining, say, status_row, timestamp, wrap
 from higress_init.settings import Settings
 from higress_init.store.kinds import store_kind
 from higress_init.volume import journal, layout, ownership
@@ -25,14 +25,7 @@ FILE_NAMES = {
 }
 
 
-def _row(name, file, **fields) -> dict:
-    row = {"name": name, "file": file, "subject": "", "issuer": "", "not_after": "", "days_left": None,
-           "chain_verified": None, "key_matches": None, "externally_managed": None, "state": "ok"}
-    row.update(fields)
-    return row
-
-
-def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
+def certificate_rows(settings: Settings, writer, now: datetime) -> list[Row]:
     if settings.role == "gateway":
         return _with_remaining(gateway_host_rows(settings, writer), now)
     rows, loaded = [], {}
@@ -40,7 +33,7 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
         cert, key, problem, has_cert, has_key = artifacts._load(spec, writer)
         loaded[spec.name] = cert
         if not has_cert or cert is None:
-            rows.append(_row(spec.name, spec.cert_file, state=problem or "missing"))
+            rows.append(status_row(spec.name, spec.cert_file, state=problem or "missing"))
             continue
         issuer_cert = loaded.get(spec.issuer) if spec.issuer else cert
         chain_ok = issuer_cert is not None and primitives.issued_by(cert, issuer_cert)
@@ -59,16 +52,18 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
             current_issuer = loaded.get(spec.issuer) if spec.issuer is not None else None
             if len(chain) < 2 or chain[1] != current_issuer:
                 state = "chain file does not end with the current issuer"
-        rows.append(_row(spec.name, spec.cert_file, subject=primitives.describe_name(cert),
-                         issuer=primitives.describe_name(cert, "issuer"), not_after=timestamp(primitives.expires(cert)),
-                         not_before=timestamp(cert.not_valid_before_utc), days_left=left.days, chain_verified=chain_ok,
-                         key_matches=key_ok if spec.ca or key_ok is not None else False,
-                         externally_managed=external if spec.ca else None, state=state))
+        rows.append(status_row(spec.name, spec.cert_file, subject=primitives.describe_name(cert),
+                               issuer=primitives.describe_name(cert, "issuer"),
+                               not_after=timestamp(primitives.expires(cert)),
+                               not_before=timestamp(cert.not_valid_before_utc), days_left=left.days,
+                               chain_verified=chain_ok,
+                               key_matches=key_ok if spec.ca or key_ok is not None else False,
+                               externally_managed=external if spec.ca else None, state=state))
     rows.extend(_bundle_rows(writer, loaded))
     rows.extend(_kubeconfig_row(spec, writer, loaded) for spec in kubeconfig.KUBECONFIGS)
     key = writer.read(layout.DATA_KEY)
     key_state = "missing" if key is None else datakey.problem(key) or "ok"
-    rows.append(_row(FILE_NAMES[layout.DATA_KEY], layout.DATA_KEY, state=key_state))
+    rows.append(status_row(FILE_NAMES[layout.DATA_KEY], layout.DATA_KEY, state=key_state))
     rows.append(_labels_row(settings, writer))
     rows.extend(config_rows(settings, writer))
     rows.extend(token_rows(settings, writer, now))
@@ -83,7 +78,7 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[dict]:
     return _with_remaining(rows, now)
 
 
-def _with_remaining(rows: list[dict], now: datetime) -> list[dict]:
+def _with_remaining(rows: list[Row], now: datetime) -> list[Row]:
     """Each row that expires says how long it has left in kubeadm's words (364d, 23h, expired 3d
     ago): certificates and tokens alike, in the table, in JSON and in watch's messages."""
     for row in rows:
@@ -92,7 +87,7 @@ def _with_remaining(rows: list[dict], now: datetime) -> list[dict]:
     return rows
 
 
-def state_and_time(row: dict) -> str:
+def state_and_time(row: Row) -> str:
     """A row's state with its time left, in the table's words: `expired 3d ago`, `expires within 30d
     (12d left)`."""
     if not row.get("remaining"):
@@ -102,7 +97,7 @@ def state_and_time(row: dict) -> str:
     return f"{row['state']} ({row['remaining']} left)"
 
 
-def gateway_host_rows(settings: Settings, writer) -> list[dict]:
+def gateway_host_rows(settings: Settings, writer) -> list[Row]:
     """A gateway-only host has its gateway files and the delivered mesh; its CA is the published one."""
     rows = shared_ca_rows(settings, writer)
     rows.append(_labels_row(settings, writer))
@@ -110,7 +105,7 @@ def gateway_host_rows(settings: Settings, writer) -> list[dict]:
     return rows
 
 
-def _labels_row(settings: Settings, writer) -> dict:
+def _labels_row(settings: Settings, writer) -> Row:
     """The labels file is derived from the settings alone: anything else is re-made by the next run."""
     from higress_init.versions import meshconfig
     wanted = meshconfig.pod_labels(settings).encode()
@@ -118,7 +113,7 @@ def _labels_row(settings: Settings, writer) -> dict:
                      "not the labels the settings give (the next run re-makes it)")
 
 
-def shared_ca_rows(settings: Settings, writer) -> list[dict]:
+def shared_ca_rows(settings: Settings, writer) -> list[Row]:
     """With Nacos storage: the CA this host uses, whether it is the deployment's published one
     (Secret cacerts), and, on a gateway host, its own certificate checked against that CA."""
     if not store_kind(settings).shares_ca:
@@ -127,12 +122,11 @@ def shared_ca_rows(settings: Settings, writer) -> list[dict]:
     return sharedca.status_rows(settings, writer)
 
 
-def config_rows(settings: Settings, writer) -> list[dict]:
+def config_rows(settings: Settings, writer) -> list[Row]:
     """The base objects in the file store, and pilot's mesh files against the stored higress-config
     (where to edit: the store; the files follow it on every run)."""
     from higress_init.store import seeding
-    return [_row(r["name"], r["file"], subject=r.get("subject", ""), state=r["state"])
-            for r in seeding.status_rows(settings, writer)]
+    return seeding.status_rows(settings, writer)
 
 
 def token_rows(settings, writer, now) -> list:
@@ -145,8 +139,8 @@ def token_rows(settings, writer, now) -> list:
     except StateError:
         key, state = None, "unparsable (the next run refuses it)"
     public = key.public_key() if key is not None else None
-    rows = [_row(tokens.SIGNING_KEY, layout.TOKEN_SIGNING_KEY, state=state,
-                 key_matches=None if public is None else _published(writer, public))]
+    rows = [status_row(tokens.SIGNING_KEY, layout.TOKEN_SIGNING_KEY, state=state,
+                       key_matches=None if public is None else _published(writer, public))]
     if public is not None and not rows[0]["key_matches"]:
         rows[0]["state"] = "not published in tokens/jwks.json"
     kid = tokens.public_jwk(public)["kid"] if public else ""
@@ -154,7 +148,7 @@ def token_rows(settings, writer, now) -> list:
     for identity in settings.token_identities:
         data = writer.read(identity.file)
         if data is None:
-            rows.append(_row(f"token {identity.name}", identity.file, state="missing"))
+            rows.append(status_row(f"token {identity.name}", identity.file, state="missing"))
             continue
         token = data.decode("utf-8", "replace").strip()
         problem = tokens.token_problem(settings, identity, token, jwks, kid, now) if public else "no signing key"
@@ -162,17 +156,18 @@ def token_rows(settings, writer, now) -> list:
             claims = jwt.decode(token, options={"verify_signature": False})
             exp = datetime.fromtimestamp(claims["exp"], tz=now.tzinfo)
         except (jwt.PyJWTError, KeyError):
-            rows.append(_row(f"token {identity.name}", identity.file, state="unparsable"))
+            rows.append(status_row(f"token {identity.name}", identity.file, state="unparsable"))
             continue
         audience = claims.get("aud")
         audience = ",".join(audience) if isinstance(audience, list) else str(audience)
-        rows.append(_row(f"token {identity.name}", identity.file, subject=f"{claims.get('sub', '')} aud={audience}",
-                         issuer=str(claims.get("iss", "")),
-                         not_after=timestamp(exp), days_left=(exp - now).days,
-                         not_before=timestamp(datetime.fromtimestamp(claims["iat"], tz=now.tzinfo))
-                         if isinstance(claims.get("iat"), (int, float)) else "",
-                         chain_verified=not problem.startswith(("does not verify", "signed by", "no signing")),
-                         state=problem or "ok"))
+        rows.append(status_row(f"token {identity.name}", identity.file,
+                               subject=f"{claims.get('sub', '')} aud={audience}",
+                               issuer=str(claims.get("iss", "")),
+                               not_after=timestamp(exp), days_left=(exp - now).days,
+                               not_before=timestamp(datetime.fromtimestamp(claims["iat"], tz=now.tzinfo))
+                               if isinstance(claims.get("iat"), (int, float)) else "",
+                               chain_verified=not problem.startswith(("does not verify", "signed by", "no signing")),
+                               state=problem or "ok"))
     return rows
 
 
@@ -187,7 +182,7 @@ def _published(writer, public) -> bool:
         return False
 
 
-def _journal_rows(writer) -> list[dict]:
+def _journal_rows(writer) -> list[Row]:
     """A commit an interrupted run left: validated as a run would (a bad journal is refused)."""
     if not writer.fs.exists():
         return []
@@ -199,7 +194,7 @@ def _journal_rows(writer) -> list[dict]:
     if not entries:
         return []
     journal.check(writer.fs, entries)
-    return [_row("journal", journal.JOURNAL, state=f"interrupted commit of {len(entries)} files: the next run "
+    return [status_row("journal", journal.JOURNAL, state=f"interrupted commit of {len(entries)} files: the next run "
                                                    "finishes it")]
 
 
@@ -219,22 +214,22 @@ def _check_permissions(settings: Settings, writer, rows) -> None:
                 break
 
 
-def _bundle_rows(writer, loaded) -> list[dict]:
+def _bundle_rows(writer, loaded) -> list[Row]:
     rows = []
     for bundle in artifacts.BUNDLES:
         data = writer.read(bundle.file)
         if data is None:
-            rows.append(_row(FILE_NAMES[bundle.file], bundle.file, state="missing"))
+            rows.append(status_row(FILE_NAMES[bundle.file], bundle.file, state="missing"))
             continue
         try:
             certs = primitives.load_certs(data)
         except ValueError:
-            rows.append(_row(FILE_NAMES[bundle.file], bundle.file, state="unparsable"))
+            rows.append(status_row(FILE_NAMES[bundle.file], bundle.file, state="unparsable"))
             continue
         wanted = [loaded.get(part.rpartition(":")[2]) for part in bundle.parts if not part.startswith("cross:")]
         ok = all(w is not None and w in certs for w in wanted)
-        rows.append(_row(FILE_NAMES[bundle.file], bundle.file, subject=primitives.describe_name(certs[0]),
-                         chain_verified=ok, state="ok" if ok else "does not hold the current CA certificates"))
+        rows.append(status_row(FILE_NAMES[bundle.file], bundle.file, subject=primitives.describe_name(certs[0]),
+                               chain_verified=ok, state="ok" if ok else "does not hold the current CA certificates"))
     return rows
 
 
@@ -256,10 +251,10 @@ def rotation_rows(writer) -> list[dict]:
     return rows
 
 
-def _kubeconfig_row(spec, writer, loaded) -> dict:
+def _kubeconfig_row(spec, writer, loaded) -> Row:
     data = writer.read(spec.file)
     if data is None:
-        return _row(spec.name, spec.file, state="missing")
+        return status_row(spec.name, spec.file, state="missing")
 
     def open_path(path):  # a file named by its path inside the reader's container
         rel = spec.volume_path(path)
@@ -274,24 +269,24 @@ def _kubeconfig_row(spec, writer, loaded) -> dict:
         key = primitives.load_key(parts["key"])
         cas = primitives.load_certs(parts["ca"])
     except (ValueError, KeyError, TypeError, StopIteration):
-        return _row(spec.name, spec.file, state="unparsable")
+        return status_row(spec.name, spec.file, state="unparsable")
     chain_ok = any(primitives.issued_by(cert, ca) for ca in cas) and loaded.get("apiserver-ca") in cas
     key_ok = primitives.key_matches(cert, key)
     state = "ok" if chain_ok and key_ok else ("chain does not verify" if not chain_ok else "key does not match")
     if state == "ok" and cert != loaded.get(spec.client):
         state = f"not the current {spec.client} certificate"
-    return _row(spec.name, spec.file, subject=primitives.describe_name(cert),
-                issuer=primitives.describe_name(cert, "issuer"), not_after=timestamp(primitives.expires(cert)),
-                not_before=timestamp(cert.not_valid_before_utc),
-                days_left=(primitives.expires(cert) - primitives.utcnow()).days, chain_verified=chain_ok,
-                key_matches=key_ok, state=state)
+    return status_row(spec.name, spec.file, subject=primitives.describe_name(cert),
+                      issuer=primitives.describe_name(cert, "issuer"), not_after=timestamp(primitives.expires(cert)),
+                      not_before=timestamp(cert.not_valid_before_utc),
+                      days_left=(primitives.expires(cert) - primitives.utcnow()).days, chain_verified=chain_ok,
+                      key_matches=key_ok, state=state)
 
 
-def _file_row(name, rel, writer, check, complaint) -> dict:
+def _file_row(name, rel, writer, check, complaint) -> Row:
     data = writer.read(rel)
     if data is None:
-        return _row(name, rel, state="missing")
-    return _row(name, rel, state="ok" if check(data) else complaint)
+        return status_row(name, rel, state="missing")
+    return status_row(name, rel, state="ok" if check(data) else complaint)
 
 
 def _json_list(data: bytes) -> bool:
@@ -345,7 +340,7 @@ def format_table(rows, wide: bool = False) -> str:
     return "\n".join(lines)
 
 
-def _details(row: dict, wide: bool, yes_no) -> str:
+def _details(row: Row, wide: bool, yes_no) -> str:
     if not wide:
         return f"{row['name']} ({row['file']}): {state_and_time(row)}"
     fields = [("SUBJECT", row["subject"]), ("ISSUER", row["issuer"]), ("NOT AFTER", row["not_after"]),

@@ -8,7 +8,7 @@ from higress_init.cli import metrics as metrics_mod
 from higress_init.errors import EXIT_BAD_INPUT, EXIT_FAILED, EXIT_OK
 from higress_init.run import runner, runstate
 from higress_init.run.phases import watch_phases
-from higress_init.run.reporting import Reporter, timestamp
+from higress_init.run.reporting import Reporter, Row, timestamp
 from higress_init.volume.writer import RunLock, VolumeWriter
 
 
@@ -27,7 +27,7 @@ def command(settings, reporter: Reporter, interval, once: bool) -> int:
         reporter.message(f"watch: Prometheus metrics on port {settings.metrics_port}, at /metrics",
                          metrics_port=settings.metrics_port)
     while True:
-        rows: list[dict] = []
+        rows: list[Row] = []
         code = _renew(settings, reporter, rows)
         if metrics is not None:
             metrics.update(rows, success=code == EXIT_OK)
@@ -36,7 +36,7 @@ def command(settings, reporter: Reporter, interval, once: bool) -> int:
         time.sleep(interval.total_seconds())
 
 
-def _renew(settings, reporter: Reporter, rows: list | None = None) -> int:
+def _renew(settings, reporter: Reporter, rows: list[Row] | None = None) -> int:
     """One pass; `rows` receives what status finds after it (the metrics' values)."""
     from higress_init.cli import status as status_mod
     if reporter.fmt == "text":   # JSON lines carry their own time

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import sys
 from datetime import UTC, datetime, timedelta
+from typing import TypedDict
 
 # The actions a phase reports, in the order printed; text and JSON use the same words.
 ACTIONS = ("connected", "created", "re-issued", "updated", "discarded", "written", "owner set", "kept", "skipped")
@@ -130,3 +131,27 @@ class Reporter:
         else:
             line = f"higress-init: {kind}: {text}"
         self._print(line, sys.stderr)
+
+
+class Row(TypedDict, total=False):
+    """One line of `status` (and of watch's metrics): a file the product writes, or a stored object,
+    and what checking it found. Every package's status rows are these (made by `status_row`)."""
+    name: str
+    file: str
+    subject: str
+    issuer: str
+    not_before: str
+    not_after: str
+    days_left: int | None
+    remaining: str                    # added by status, from not_after
+    chain_verified: bool | None
+    key_matches: bool | None
+    externally_managed: bool | None   # a CA whose key is not here (status's EXTERNALLY MANAGED column)
+    state: str                        # "ok", or what is wrong
+
+
+def status_row(name: str, file: str, **fields) -> Row:
+    made = Row(name=name, file=file, subject="", issuer="", not_after="", days_left=None, chain_verified=None,
+               key_matches=None, externally_managed=None, state="ok")
+    made.update(fields)  # type: ignore[typeddict-item]  # the keyword names are Row's keys
+    return made

@@ -13,6 +13,7 @@ from typing import overload
 
 from higress_init import faults
 from higress_init.errors import StateError, StoreError
+from higress_init.run.reporting import Row, status_row
 from higress_init.store.kinds import open_for_status, store_kind
 from higress_init.versions.objects import HIGRESS_CONFIG, applicable, render_text
 from higress_init.versions.releases import BEFORE_RECORDS
@@ -299,15 +300,14 @@ def _push(ctx, store, counts) -> None:
 
 
 # --- status
-def status_rows(settings, writer) -> list[dict]:
+def status_rows(settings, writer) -> list[Row]:
     """Rows for status: each object in the file store, and whether pilot's mesh files are what the
     store holds (for Nacos the objects themselves are in the Nacos section)."""
-    rows = []
+    rows: list[Row] = []
     try:
         ctx, store = open_for_status(settings, writer)
     except (StoreError, OSError) as err:   # Nacos down: say so on the rows that need it
-        return [{"name": key, "file": rel, "state": f"cannot compare with the store: {err}"}
-                for rel, key in DELIVERED]
+        return [status_row(key, rel, state=f"cannot compare with the store: {err}") for rel, key in DELIVERED]
     if not store_kind(settings).remote:   # a remote store's objects: in its own section of status
         import yaml
         for obj in applicable(settings):
@@ -322,7 +322,7 @@ def status_rows(settings, writer) -> list[dict]:
                     state = "not valid YAML (the apiserver will not start)"
             path = store.path(obj)
             shown = path.relative_to(settings.volumes_root) if path.is_relative_to(settings.volumes_root) else path
-            rows.append({"name": obj.label, "file": str(shown), "state": state})
+            rows.append(status_row(obj.label, str(shown), state=state))
     try:
         raw, data = _stored_config(ctx, store)
     except StateError as err:
@@ -348,7 +348,6 @@ def status_rows(settings, writer) -> list[dict]:
             state = "the store changed since the last delivery: the next run delivers it"
         else:
             state = "edited here: differs from the store and the last delivery (run --push-mesh, or remove the file)"
-        rows.append({"name": key, "file": rel, "state": state,
-                     "subject": f"edit in the {store.label}: configmaps/higress-config"})
+        rows.append(status_row(key, rel, state=state, subject=f"edit in the {store.label}: configmaps/higress-config"))
     return rows
 

@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from higress_init import faults
 from higress_init.errors import StateError, StoreError
 from higress_init.pki import artifacts, datakey, primitives
-from higress_init.run.reporting import Counts
+from higress_init.run.reporting import Counts, Row, status_row
 from higress_init.store.kinds import open_for_status, open_store
 from higress_init.store.nacos.layout import decrypt, encrypt
 from higress_init.store.nacos.store import NacosStore
@@ -485,7 +485,7 @@ def gateway_pki(ctx, counts: Counts) -> None:
 
 
 # --- status, on any host
-def status_rows(settings, writer) -> list[dict]:
+def status_rows(settings, writer) -> list[Row]:
     """Which CA this host uses, whether it is the published one, and this host's own gateway
     certificate checked against the published CA."""
     rows = []
@@ -495,16 +495,17 @@ def status_rows(settings, writer) -> list[dict]:
         ctx, _ = open_for_status(settings, writer)
         published = read(ctx, ctx.nacos)
     except (StoreError, StateError, OSError) as err:
-        return [_row("shared-ca", "secrets/cacerts", state=f"cannot read the published CA: {err}")]
+        return [status_row("shared-ca", "secrets/cacerts", state=f"cannot read the published CA: {err}")]
     finally:
         if ctx is not None and ctx.nacos is not None:
             ctx.nacos.close()
     if published is None:
-        rows.append(_row("shared-ca", "secrets/cacerts", state="not published (the control-plane host publishes it)"))
+        rows.append(status_row("shared-ca", "secrets/cacerts",
+                               state="not published (the control-plane host publishes it)"))
     else:
-        rows.append(_row("shared-ca", "secrets/cacerts", subject=_describe(published.intermediate),
-                         issuer=f"published by {published.by}", not_after=_not_after(published.intermediate),
-                         chain_verified=True, key_matches=True, state="ok"))
+        rows.append(status_row("shared-ca", "secrets/cacerts", subject=_describe(published.intermediate),
+                               issuer=f"published by {published.by}", not_after=_not_after(published.intermediate),
+                               chain_verified=True, key_matches=True, state="ok"))
     # the CA this host uses: its pilot/cacerts (control plane), or the issuer in its gateway chain
     if gateway:
         chain = writer.read(layout.GATEWAY_CERT_CHAIN)
@@ -515,14 +516,14 @@ def status_rows(settings, writer) -> list[dict]:
         in_use = primitives.load_certs(ca)[0] if ca else None
         file = _CA.cert_file
     if in_use is None:
-        rows.append(_row("ca-in-use", file, state="missing"))
+        rows.append(status_row("ca-in-use", file, state="missing"))
     else:
         same = published is not None and in_use == published.intermediate
         state = "ok" if same else ("not published yet" if published is None else
                                    "differs from the published CA: rerun to take its rotation, or see `run`'s message")
-        rows.append(_row("ca-in-use", file, subject=_describe(in_use),
-                         issuer=primitives.describe_name(in_use, "issuer"), not_after=_not_after(in_use),
-                         chain_verified=same, state=state))
+        rows.append(status_row("ca-in-use", file, subject=_describe(in_use),
+                               issuer=primitives.describe_name(in_use, "issuer"), not_after=_not_after(in_use),
+                               chain_verified=same, state=state))
     if gateway and published is not None:
         view = SharedView(writer, files_from(published))
         spec = artifacts.SPECS["gateway"]
@@ -530,25 +531,20 @@ def status_rows(settings, writer) -> list[dict]:
         chain = [published.intermediate, published.roots[0]]   # the published CA, up to its root
         state = artifacts.leaf_problem(spec, settings, primitives.utcnow(), cert, key, problem, chain) or "ok"
         if cert is None:
-            rows.append(_row("gateway (this host)", spec.cert_file, state=state))
+            rows.append(status_row("gateway (this host)", spec.cert_file, state=state))
         else:
-            rows.append(_row("gateway (this host)", spec.cert_file, subject=primitives.describe_name(cert),
-                             issuer=primitives.describe_name(cert, "issuer"), not_after=_not_after(cert),
-                             chain_verified=primitives.issued_by(cert, published.intermediate),
-                             key_matches=key is not None and primitives.key_matches(cert, key), state=state))
+            rows.append(status_row("gateway (this host)", spec.cert_file, subject=primitives.describe_name(cert),
+                                   issuer=primitives.describe_name(cert, "issuer"), not_after=_not_after(cert),
+                                   chain_verified=primitives.issued_by(cert, published.intermediate),
+                                   key_matches=key is not None and primitives.key_matches(cert, key), state=state))
         trust = writer.read(layout.GATEWAY_ROOT_CERT)
         trusted = primitives.load_certs(trust) if trust else []
-        rows.append(_row("root-cert.pem", layout.GATEWAY_ROOT_CERT,
-                         subject=f"{len(trusted)} root(s)", chain_verified=trusted == published.roots,
-                         state="ok" if trusted == published.roots else "differs from the published roots: rerun"))
+        rows.append(status_row("root-cert.pem", layout.GATEWAY_ROOT_CERT,
+                               subject=f"{len(trusted)} root(s)", chain_verified=trusted == published.roots,
+                               state="ok" if trusted == published.roots else "differs from the published roots: rerun"))
     return rows
 
 
-def _row(name, file, **fields) -> dict:
-    row = {"name": name, "file": file, "subject": "", "issuer": "", "not_after": "", "days_left": None,
-           "chain_verified": None, "key_matches": None, "state": "ok"}
-    row.update(fields)
-    return row
 
 
 def _describe(cert) -> str:
