@@ -16,7 +16,8 @@ from hostile import make_victim, one_line_error, state_of, status
 
 from higress_init import __version__
 from higress_init.settings import load
-from higress_init.volume.writer import JOURNAL, TMP_PREFIX
+from higress_init.volume.layout import JOURNAL
+from higress_init.volume.safefs import TMP_PREFIX
 
 REFUSED = 3
 UNCHANGED = "nothing the local phases read has changed"

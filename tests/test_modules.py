@@ -134,8 +134,9 @@ def _layout_paths(layout, upstream: bool = True) -> set[str]:
             for item in value:
                 if not isinstance(item, int):
                     yield from flat(item)
-    return {p for k, v in vars(layout).items() if k.isupper() and (upstream or not k.startswith("UPSTREAM"))
-            for p in flat(v)}
+    policy = ("FOLDER_POLICY", "PRIVATE_NAMES")   # rules about paths named above, not paths
+    return {p for k, v in vars(layout).items() if k.isupper() and k not in policy
+            and (upstream or not k.startswith("UPSTREAM")) for p in flat(v)}
 
 
 _TOP = sorted({p.split("/")[0] for p in _layout_paths(layout)})

@@ -6,7 +6,9 @@ import os
 
 import pytest
 
-from higress_init.volume.writer import JOURNAL, TMP_PREFIX, VolumeWriter
+from higress_init.volume.layout import JOURNAL
+from higress_init.volume.safefs import TMP_PREFIX
+from higress_init.volume.writer import VolumeWriter
 
 
 def test_stage_then_commit_writes_with_modes(tmp_path):

@@ -37,7 +37,6 @@ _DNS_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")
 # the unit is required: a bare number meant days once, and upstream's wait is in seconds
 _DURATION = re.compile(r"([0-9]{1,12})([smhd])")
 MAX_DURATION = timedelta(days=36500)  # a hundred years: longer overflows dates and means nothing
-MANAGED_DIRS = layout.MANAGED_DIRS
 # The components' folders: the file store (Secrets included) is never put among them.
 COMPONENT_DIRS = ("controller", "console", "gateway")
 NAME_MAX, PATH_MAX = 255, 4096   # bytes, as Linux counts them: a longer name could never be written
@@ -497,7 +496,7 @@ def _file_root(text: str | None, volumes_root: Path) -> Path:
         raise SettingsError(f"FILE_ROOT_DIR={text!r}: must be a directory inside VOLUMES_ROOT={volumes_root} "
                             "(e.g. data)")
     rel = path.relative_to(volumes_root).as_posix()
-    if any(rel == d or rel.startswith(d + "/") for d in MANAGED_DIRS + COMPONENT_DIRS if d != "data"):
+    if any(rel == d or rel.startswith(d + "/") for d in layout.MANAGED_DIRS + COMPONENT_DIRS if d != "data"):
         raise SettingsError(f"FILE_ROOT_DIR={text!r}: {rel} holds the initializer's or a component's own files; "
                             "choose e.g. data")
     _fits("FILE_ROOT_DIR", text, path, room=300)   # <plural>/<a 253-character name>.yaml below it
@@ -575,9 +574,9 @@ def _token_identities(text: str | None, gateway_account: str):
         rel = path.as_posix()
         if not file or path.is_absolute() or ".." in path.parts or "." in file.split("/") or "//" in file or \
                 not file.isprintable() or any(p.startswith(layout.STATE_DIR) for p in path.parts) or \
-                any(rel == d or rel.startswith(d + "/") for d in MANAGED_DIRS):
+                any(rel == d or rel.startswith(d + "/") for d in layout.MANAGED_DIRS):
             raise SettingsError(f"TOKEN_IDENTITIES: {entry!r}: the file must be a plain relative path inside the volumes, "
-                                f"not under {', '.join(d + '/' for d in MANAGED_DIRS)} (the initializer's own files)")
+                                f"not under {', '.join(d + '/' for d in layout.MANAGED_DIRS)} (the initializer's own files)")
         auds = tuple(a for a in audiences.split("+") if a)
         if not auds:
             raise SettingsError(f"TOKEN_IDENTITIES: {entry!r}: at least one audience is needed")

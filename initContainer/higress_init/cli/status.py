@@ -186,7 +186,7 @@ def _journal_rows(writer) -> list[Row]:
     """A commit an interrupted run left: validated as a run would (a bad journal is refused)."""
     if not writer.fs.exists():
         return []
-    for rel in (journal.STATE_DIR + "/lock", journal.JOURNAL):  # what the next run opens first
+    for rel in (layout.STATE_DIR + "/lock", layout.JOURNAL):  # what the next run opens first
         st = writer.fs.lstat(parts_of(rel))  # a link on the way is refused
         if st is not None:
             check_regular(writer.fs.path, parts_of(rel), st)
@@ -194,7 +194,7 @@ def _journal_rows(writer) -> list[Row]:
     if not entries:
         return []
     journal.check(writer.fs, entries)
-    return [status_row("journal", journal.JOURNAL, state=f"interrupted commit of {len(entries)} files: the next run "
+    return [status_row("journal", layout.JOURNAL, state=f"interrupted commit of {len(entries)} files: the next run "
                                                    "finishes it")]
 
 

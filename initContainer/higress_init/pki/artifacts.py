@@ -113,9 +113,8 @@ BUNDLES: tuple[Bundle, ...] = (
     Bundle(layout.GATEWAY_ROOT_CERT, "pilot-pki", ("roots:pilot-root-ca",)),
 )
 
-# During a root rotation the previous root and the cross-signed new root live beside the key.
-PREVIOUS_ROOT = layout.PREVIOUS_ROOT
-CROSS_ROOT = layout.CROSS_ROOT
+# During a root rotation the previous root and the cross-signed new root live beside the key
+# (layout.PREVIOUS_ROOT, layout.CROSS_ROOT).
 
 
 @dataclass
@@ -154,7 +153,7 @@ def _load(spec: CertSpec, writer):
 
 def overlap(writer, root: str) -> tuple[x509.Certificate, x509.Certificate] | None:
     """(previous root, cross-signed new root) while a rotation of `root` is in progress."""
-    files = PREVIOUS_ROOT.format(root), CROSS_ROOT.format(root)
+    files = layout.PREVIOUS_ROOT.format(root), layout.CROSS_ROOT.format(root)
     previous, cross = (_read(writer, f) for f in files)
     if previous is None or cross is None:
         return None
@@ -486,8 +485,8 @@ def _start_overlap(spec: CertSpec, d: Decision, settings: Settings, writer, now:
     remaining = primitives.expires(old_cert) - now
     cross_request = primitives.CertificateRequest(**{**request.__dict__, "validity": min(request.validity, remaining)})
     cross = primitives.issue(cross_request, d.key, old_cert, d.old_key, now)
-    writer.stage(PREVIOUS_ROOT.format(spec.name), primitives.cert_to_pem(old_cert))
-    writer.stage(CROSS_ROOT.format(spec.name), primitives.cert_to_pem(cross))
+    writer.stage(layout.PREVIOUS_ROOT.format(spec.name), primitives.cert_to_pem(old_cert))
+    writer.stage(layout.CROSS_ROOT.format(spec.name), primitives.cert_to_pem(cross))
 
 
 def trusted_roots(root: str, decisions, writer) -> list[x509.Certificate]:
@@ -529,8 +528,8 @@ def finish_rotation(writer) -> list[str]:
     finished = []
     for spec in CERTIFICATES:
         if spec.issuer is None and overlap(writer, spec.name):
-            writer.remove(PREVIOUS_ROOT.format(spec.name))
-            writer.remove(CROSS_ROOT.format(spec.name))
+            writer.remove(layout.PREVIOUS_ROOT.format(spec.name))
+            writer.remove(layout.CROSS_ROOT.format(spec.name))
             finished.append(spec.name)
     return finished
 

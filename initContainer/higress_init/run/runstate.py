@@ -21,14 +21,12 @@ from higress_init.store import kinds
 from higress_init.volume import journal, layout
 from higress_init.volume.safefs import Root, parts_of
 
-STATE_FILE = layout.LAST_RUN
 # The record is signed with a random key only root can read: an edited or planted record fails
 # the check and the run takes the full path, so the record can only ever make a run do more work,
 # never less. The same key makes the settings digest useless for guessing the Nacos password
 # offline. The key lives beside the record in .higress-init/ (0700, never given to VOLUMES_UID,
 # unlike pki/), and counts only when root owns it: whoever owns the volumes root could swap the
 # folder for one of their own, but can't make a file owned by root.
-KEY_FILE = layout.LAST_RUN_KEY
 # Only the phases marked local (phases.Phase.local: files and settings are their only inputs) are
 # replayed. `nacos`, `seed` and `deliver` run every time: the store (Nacos, or the file store the
 # apiserver writes into) may have changed without the volumes knowing, and its higress-config must
@@ -80,14 +78,14 @@ def record(settings, paths, deadline: datetime | None, kept: dict[str, dict[str,
         key = _key(root)
         if key is None:
             key = secrets.token_bytes(32)
-            journal.write_atomic(root, KEY_FILE, key, 0o600)
+            journal.write_atomic(root, layout.LAST_RUN_KEY, key, 0o600)
         files = _relative(settings, paths)
         body = json.dumps({"deadline": deadline.isoformat(), "kept": kept,
                            "valid_from": valid_from.isoformat() if valid_from else None,
                            "files": {rel: _stat(root, rel) for rel in files}}, sort_keys=True)
         state = {"settings": _settings_digest(key, settings), "body": body,
                  "mac": _sign(key, _settings_digest(key, settings) + body)}
-        journal.write_atomic(root, STATE_FILE, json.dumps(state).encode(), 0o600)
+        journal.write_atomic(root, layout.LAST_RUN, json.dumps(state).encode(), 0o600)
     finally:
         root.close()
 
@@ -121,7 +119,7 @@ def unchanged(settings, now: datetime) -> dict[str, dict[str, int]] | None:
 
 def _key(root) -> bytes | None:
     """The record's key when it is root's own: a regular 0600 file owned by this process's user."""
-    parts = parts_of(KEY_FILE)
+    parts = parts_of(layout.LAST_RUN_KEY)
     st = root.lstat(parts)
     if st is None or st.st_uid != os.geteuid() or st.st_mode & 0o077:
         return None

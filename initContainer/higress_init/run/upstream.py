@@ -30,15 +30,13 @@ from higress_init.volume.safefs import Refused
 # Files only upstream's scripts write: one of them present means upstream's layout.
 MARKERS = (layout.UPSTREAM_APISERVER_CA_KEY, layout.UPSTREAM_PILOT_ROOT_KEY)
 
-# Each file upstream's scripts make that this layout has too: (upstream's path, this layout's).
-UPSTREAM_FILES = layout.UPSTREAM_FILES
-MOVED = tuple((theirs, ours) for theirs, ours in UPSTREAM_FILES if theirs != ours)
+# The files upstream's scripts make that this layout keeps elsewhere (layout.UPSTREAM_FILES): the CA keys.
+MOVED = tuple((theirs, ours) for theirs, ours in layout.UPSTREAM_FILES if theirs != ours)
 
-# What upstream's scripts leave in mounted folders that nothing here reads: its admin client
-# certificate and key (embedded in its kubeconfig), the certificate requests, openssl's configs and
-# serial files, and the gateway's certificate and key, copied from pilot's folder to the gateway's.
-# Removed (backed up first): a key in a mounted folder is readable by every container mounting it.
-LEFTOVERS = layout.UPSTREAM_LEFTOVERS
+# What upstream's scripts leave in mounted folders that nothing here reads (layout.UPSTREAM_LEFTOVERS:
+# its admin client certificate and key, the certificate requests, openssl's configs and serial files,
+# the gateway's certificate and key copied from pilot's folder) is removed, backed up first: a key
+# in a mounted folder is readable by every container mounting it.
 
 
 def found(writer) -> list[str]:
@@ -79,7 +77,7 @@ class Adoption:
 def adopt(settings, writer, now: datetime) -> Adoption:
     """Stage the move of each CA key, the removal of failing CAs and of the leftovers."""
     before = {}
-    for theirs, _ in UPSTREAM_FILES:
+    for theirs, _ in layout.UPSTREAM_FILES:
         data = writer.read(theirs)
         if data is not None:
             before[theirs] = hashlib.sha256(data).hexdigest()
@@ -97,7 +95,7 @@ def adopt(settings, writer, now: datetime) -> Adoption:
         writer.remove(theirs)
         moved.append((theirs, ours))
     failed, resigned = _check_cas(settings, writer, now)
-    removed = [rel for rel in LEFTOVERS if writer.exists(rel)]
+    removed = [rel for rel in layout.UPSTREAM_LEFTOVERS if writer.exists(rel)]
     for rel in removed:
         writer.remove(rel)
     return Adoption(before, moved, failed, resigned, removed)
@@ -205,7 +203,7 @@ def outcome(adoption: Adoption, reader, backups_before: set[str]) -> Outcome:
     adopted: list[str] = []
     reissued: list[str] = []
     rerendered: list[str] = []
-    for theirs, ours in UPSTREAM_FILES:
+    for theirs, ours in layout.UPSTREAM_FILES:
         if theirs not in adoption.before:
             continue
         data = reader.read(ours)

@@ -52,8 +52,8 @@ _ROOT, _CA, _CHAIN = artifacts.SPECS["pilot-root-ca"], artifacts.SPECS["pilot-ca
 CA_FILES = {"ca-cert.pem": _CA.cert_file, "ca-key.pem": _CA.key_file, "root-cert.pem": _ROOT.cert_file,
             "cert-chain.pem": _CHAIN.file}
 ROOT_KEY = _ROOT.key_file
-PREVIOUS_ROOT = artifacts.PREVIOUS_ROOT.format(_ROOT.name)
-CROSS_ROOT = artifacts.CROSS_ROOT.format(_ROOT.name)
+PREVIOUS_ROOT = layout.PREVIOUS_ROOT.format(_ROOT.name)
+CROSS_ROOT = layout.CROSS_ROOT.format(_ROOT.name)
 PILOT_SPECS = tuple(spec.name for spec in artifacts.CERTIFICATES if spec.phase == "pilot-pki")
 RECORD_FILE = layout.SHARED_CA_RECORD   # digests of the CA files as last published or adopted here
 SETTLE = 2.0                                   # seconds a first publication must stay unchanged to count

@@ -33,17 +33,13 @@ from higress_init.volume.safefs import (
     write_all,
 )
 
-STATE_DIR = layout.STATE_DIR
-JOURNAL = layout.JOURNAL
-BACKUP_DIR = layout.BACKUP_DIR
-PRIVATE_DIR_MODE = 0o700
 KEEP_SUFFIX = ".kept"
 
 
 def private_mkdir(dir_fd: int, name: str, parts: tuple[str, ...]) -> None:
     """Directories only root uses (.higress-init/, backup/): 0700 whatever the umask, not chowned."""
-    os.mkdir(name, PRIVATE_DIR_MODE, dir_fd=dir_fd)
-    os.chmod(name, PRIVATE_DIR_MODE, dir_fd=dir_fd, follow_symlinks=False)
+    os.mkdir(name, layout.PRIVATE_DIR_MODE, dir_fd=dir_fd)
+    os.chmod(name, layout.PRIVATE_DIR_MODE, dir_fd=dir_fd, follow_symlinks=False)
 
 
 def write_atomic(root: Root, rel: str, data: bytes, mode: int = 0o600, mkdir: MakeDir = private_mkdir) -> None:
@@ -72,17 +68,18 @@ class UnkeptJournal(list):
 
 
 def write(root: Root, entries: list) -> None:
-    write_atomic(root, JOURNAL, json.dumps({"kept": True, "renames": entries}).encode())
+    write_atomic(root, layout.JOURNAL, json.dumps({"kept": True, "renames": entries}).encode())
 
 
 def load(root: Root) -> list | None:
     """The journal's entries; None when there is none or it was torn before its renames began.
     Anything else that is not a list of renames inside the root is refused."""
-    data = root.read(parts_of(JOURNAL))
+    data = root.read(parts_of(layout.JOURNAL))
     if data is None:
         return None
-    name = show(root.path, parts_of(JOURNAL))
-    for parts in ((STATE_DIR,), parts_of(JOURNAL)):   # the journal renames CA keys: root's alone, or not obeyed
+    name = show(root.path, parts_of(layout.JOURNAL))
+    # the journal renames CA keys: root's alone, or not obeyed
+    for parts in ((layout.STATE_DIR,), parts_of(layout.JOURNAL)):
         if why := not_roots(root, parts):
             raise Refused(f"{name}: not the initializer's ({why}): a journal is followed only when root owns it and "
                           "its folder; remove it and run again")
@@ -124,7 +121,7 @@ def _plain_name(name) -> bool:
 
 
 def remove(root: Root) -> None:
-    dir_fd = root.open_dir(parts_of(STATE_DIR))
+    dir_fd = root.open_dir(parts_of(layout.STATE_DIR))
     if dir_fd is None:
         return
     try:
@@ -140,8 +137,9 @@ def check(root: Root, entries: list) -> None:
     or anything but regular files."""
     for directory, tmp, final in entries:
         if any(len(name.encode()) > NAME_MAX for name in [*(directory or "").split("/"), final]):
-            raise StateError(f"{JOURNAL}: an interrupted commit names {directory}/{final}, longer than {NAME_MAX} "
-                             f"bytes: it can never be written (an old setting made it). Remove {JOURNAL} and rerun: "
+            raise StateError(f"{layout.JOURNAL}: an interrupted commit names {directory}/{final}, longer than "
+                             f"{NAME_MAX} bytes: it can never be written (an old setting made it). Remove "
+                             f"{layout.JOURNAL} and rerun: "
                              "the rerun writes again whatever that commit did not")
         dir_parts = parts_of(directory) if directory else ()
         dir_fd = root.open_dir(dir_parts)  # a link on the way is refused here
@@ -172,7 +170,7 @@ def prune_backups(root: Root, keep: int) -> list[str]:
     import shutil
     if keep <= 0:
         return []
-    dir_fd = root.open_dir((BACKUP_DIR,))   # a link in its place is refused
+    dir_fd = root.open_dir((layout.BACKUP_DIR,))   # a link in its place is refused
     if dir_fd is None:
         return []
     try:
@@ -319,7 +317,7 @@ def _backup(root: Root, dir_parts, dir_fd: int, name: str, stamp: str, kept_as: 
         data = read_capped(fd, 1 << 26, show(root.path, dir_parts + (name,)))
     finally:
         os.close(fd)
-    target = (BACKUP_DIR, stamp, *dir_parts, name)
+    target = (layout.BACKUP_DIR, stamp, *dir_parts, name)
     target_fd = root.open_dir(target[:-1], create=private_mkdir)
     try:
         if lstat_at(target_fd, name) is not None:
@@ -337,8 +335,7 @@ def _backup(root: Root, dir_parts, dir_fd: int, name: str, stamp: str, kept_as: 
 
 # Where temporaries are never looked for: the folders components write into (theirs, whatever they
 # put there), and anything deeper than any folder the initializer writes (backup/<stamp>/ included).
-COMPONENT_DIRS = frozenset(rel for rel, _ in (layout.CONTROLLER_NACOS_LOGS, layout.GATEWAY_ISTIO_DATA,
-                                               layout.GATEWAY_LOGS))
+COMPONENT_DIRS = frozenset(rel for rel, _ in layout.WRITABLE_DIRS)
 SWEEP_DEPTH = 8
 NAME_MAX = 255   # bytes: a longer file name can never be written on Linux
 

@@ -56,6 +56,7 @@ FILE_STORE = "data"                           # the apiserver's file store (FILE
 CONTROLLER_NACOS_LOGS = ("controller/log/nacos", 0o700)
 GATEWAY_ISTIO_DATA = ("gateway/istio/data", 0o755)
 GATEWAY_LOGS = ("gateway/log", 0o755)
+WRITABLE_DIRS = (CONTROLLER_NACOS_LOGS, GATEWAY_ISTIO_DATA, GATEWAY_LOGS)
 
 # --- the folders each component mounts (readers.READERS)
 APISERVER_DIR = "api"
@@ -83,6 +84,25 @@ BACKUP_DIR = "backup"                          # every replaced file, under back
 MANAGED_DIRS = (APISERVER_DIR, PKI_DIR, "tokens", "kube", "pilot", GATEWAY_CERTS_DIR, GATEWAY_PODINFO_DIR, BACKUP_DIR,
                 STATE_DIR, FILE_STORE, CONTROLLER_KUBE_DIR, CONSOLE_KUBE_DIR, "controller/log", "gateway/istio",
                 "gateway/log")
+
+# --- the file policy, enforced on every run (volume/ownership.py) and checked by `status`
+PUBLIC_MODE, PRIVATE_MODE = 0o644, 0o600      # a file's mode: private is its owner's alone
+DIR_MODE, PRIVATE_DIR_MODE = 0o755, 0o700
+PRIVATE_NAMES = (".key", "key.pem")           # every private key, whatever its folder (kubeconfigs and tokens:
+                                              # private too, named by their tables)
+# Folders with a policy of their own: (folder, mode, owner). Owner "root": the initializer's whatever
+# VOLUMES_UID says (pki/: the CA keys, the token signing key and the admin key, which no component
+# mounts); "kept": never chowned (root's bookkeeping); "volumes": VOLUMES_UID/GID, as every other
+# folder (the folders components write into, with the mode their image's user needs).
+FOLDER_POLICY = (
+    (PKI_DIR, PRIVATE_DIR_MODE, "root"),
+    (STATE_DIR, PRIVATE_DIR_MODE, "kept"),
+    (BACKUP_DIR, PRIVATE_DIR_MODE, "kept"),
+    *((rel, mode, "volumes") for rel, mode in WRITABLE_DIRS),
+)
+# Files root's whatever VOLUMES_UID says: the data key (read by the apiserver, which runs as root);
+# a uid-1337 component gets only the keys of the folders it mounts.
+ROOT_OWNED_FILES = (DATA_KEY,)
 
 # --- upstream's layout (higress-standalone's compose/scripts), which `migrate` takes over
 UPSTREAM_APISERVER_CA_KEY = "api/ca.key"

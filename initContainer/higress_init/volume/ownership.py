@@ -8,41 +8,30 @@ from __future__ import annotations
 import os
 import stat
 
-from higress_init.readers import READERS
 from higress_init.volume import layout
+from higress_init.volume.layout import DIR_MODE, PRIVATE_MODE, PUBLIC_MODE
 from higress_init.volume.safefs import Root, check_regular, parts_of, refuse
 
-DIR_MODE = 0o755
-PRIVATE_DIR_MODE = 0o700
-PRIVATE_DIRS = (layout.PKI_DIR,)              # the initializer's own secrets: no component mounts them
-ROOT_ONLY_DIRS = (layout.STATE_DIR, layout.BACKUP_DIR)  # bookkeeping: root's, never chowned
-PUBLIC_MODE, PRIVATE_MODE = 0o644, 0o600
-PRIVATE_NAMES = (".key", "key.pem")           # every private key, whatever its directory
-# Root's whatever VOLUMES_UID says: the CA keys, the token signing key and the admin key (pki/, which
-# no component mounts) and the data key (read by the apiserver, which runs as root). A uid-1337
-# component gets only the keys of the folders it mounts.
-ROOT_OWNED_DIRS = PRIVATE_DIRS
-ROOT_OWNED_FILES = (layout.DATA_KEY,)
+# The layout's file policy, by what it decides
+ROOT_OWNED_DIRS = tuple(rel for rel, _, owner in layout.FOLDER_POLICY if owner == "root")
+ROOT_ONLY_DIRS = tuple(rel for rel, _, owner in layout.FOLDER_POLICY if owner == "kept")
+FOLDER_MODES = {rel: mode for rel, mode, _ in layout.FOLDER_POLICY}
 
 
 def root_owned(parts) -> bool:
-    return parts[0] in ROOT_OWNED_DIRS or "/".join(parts) in ROOT_OWNED_FILES
+    return parts[0] in ROOT_OWNED_DIRS or "/".join(parts) in layout.ROOT_OWNED_FILES
 
 
 def dir_mode(parts) -> int:
-    if parts[0] in PRIVATE_DIRS + ROOT_ONLY_DIRS:
-        return PRIVATE_DIR_MODE
-    return _writable_dir_modes().get("/".join(parts), DIR_MODE)
-
-
-def _writable_dir_modes() -> dict[str, int]:
-    """The folders components write into keep the mode their image's user needs (readers)."""
-    return {rel: mode for reader in READERS for rel, mode in reader.writes}
+    """A top folder with a policy gives its mode to everything under it; any other folder has its own or DIR_MODE."""
+    if parts[0] in FOLDER_MODES:
+        return FOLDER_MODES[parts[0]]
+    return FOLDER_MODES.get("/".join(parts), DIR_MODE)
 
 
 def is_private(rel: str, private_files=()) -> bool:
     # the initializer's own bookkeeping is root's alone, like the folder it is in
-    return rel.endswith(PRIVATE_NAMES) or rel in private_files or rel.startswith(ROOT_ONLY_DIRS[0] + "/")
+    return rel.endswith(layout.PRIVATE_NAMES) or rel in private_files or rel.startswith(layout.STATE_DIR + "/")
 
 
 def file_mode_ok(mode: int, rel: str, private_files=(), staged_mode: int | None = None) -> tuple[bool, int]:

@@ -21,28 +21,9 @@ from pathlib import Path
 from higress_init import faults
 from higress_init.errors import StateError
 from higress_init.volume import journal, layout
-from higress_init.volume.ownership import (  # noqa: F401
-    DIR_MODE,
-    PRIVATE_DIRS,
-    PRIVATE_MODE,
-    PUBLIC_MODE,
-    Owners,
-    is_private,
-    problems,
-)
-from higress_init.volume.safefs import (  # noqa: F401
-    TMP_PREFIX,
-    Refused,
-    Root,
-    check_regular,
-    create_temp,
-    parts_of,
-    refuse,
-    write_all,
-)
-
-JOURNAL = journal.JOURNAL
-LOCK = layout.LOCK
+from higress_init.volume.layout import DIR_MODE, PRIVATE_MODE, PUBLIC_MODE
+from higress_init.volume.ownership import Owners, is_private, problems
+from higress_init.volume.safefs import Refused, Root, check_regular, create_temp, parts_of, refuse, write_all
 
 
 class VolumeError(Exception):
@@ -182,7 +163,7 @@ class VolumeWriter:
         self._make_root()
         if any(self.fs.lstat(self._parts(item.path)) is not None for item in changed):
             # replaced files are backed up: a planted backup/ link is refused before anything is renamed
-            os.close(self.fs.open_dir((journal.BACKUP_DIR,), create=journal.private_mkdir))
+            os.close(self.fs.open_dir((layout.BACKUP_DIR,), create=journal.private_mkdir))
         entries = []
         for item in changed:
             try:
@@ -311,7 +292,7 @@ class RunLock:
 
     def __init__(self, root: Path, on_wait=None):
         self.root = Root(root)
-        self.path = Path(root) / LOCK
+        self.path = Path(root) / layout.LOCK
         self.on_wait = on_wait
         self.fd = None
 
@@ -324,7 +305,7 @@ class RunLock:
             except OSError as err:   # a read-only mount, /proc, a file on the way: the setting is wrong
                 raise VolumeError(f"VOLUMES_ROOT={self.root.path}: cannot be created ({err.strerror}); expected a "
                                   "directory the initializer can write, e.g. /mnt/volumes") from None
-        parts = parts_of(LOCK)
+        parts = parts_of(layout.LOCK)
         dir_fd = self.root.open_dir(parts[:-1], create=journal.private_mkdir)
         try:
             self.fd = os.open(parts[-1], os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC,
