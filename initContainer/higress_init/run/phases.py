@@ -58,11 +58,6 @@ class Context:
     def __post_init__(self):
         self.pki = PkiRun(self.settings, self.writer, self.now, self.rotate, self.phases, plan=self.plan)
 
-    @property
-    def dry_run(self) -> bool:
-        """nacos.prepare's name for `plan` (it does not create the namespace then)."""
-        return self.plan
-
     def close(self):
         self.pki.close()
 

@@ -805,7 +805,7 @@ def prepare(ctx, counts) -> None:
             "key (NACOS_DATA_ENC_KEY or api/nacos.key)")
     if present:
         counts.add("kept", f"namespace {s.nacos_namespace}")
-    elif ctx.dry_run:
+    elif ctx.plan:
         counts.add("would create", f"namespace {s.nacos_namespace}")
     else:
         create_namespace(conn, s.nacos_namespace)
