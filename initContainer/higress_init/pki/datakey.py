@@ -20,6 +20,22 @@ def problem(data: bytes) -> str | None:
     return f"is {len(data)} bytes; the apiserver accepts only exactly 16, 24 or 32"
 
 
+def load(writer, settings, missing: str) -> bytes:
+    """The data key a run encrypts and decrypts with: api/nacos.key, or NACOS_DATA_ENC_KEY where the
+    file is absent (a gateway host); both set, they must agree. `missing`: the refusal when neither is."""
+    file_key, env_key = writer.read(layout.DATA_KEY), settings.nacos_data_key
+    if file_key is not None:
+        unusable = problem(file_key)
+        if unusable:
+            raise StateError(f"{layout.DATA_KEY} {unusable}")
+        if env_key is not None and env_key != file_key:
+            raise StateError(f"NACOS_DATA_ENC_KEY differs from {layout.DATA_KEY}: unset one, or make them the same key")
+        return file_key
+    if env_key is None:
+        raise StateError(missing)
+    return env_key
+
+
 def phase(ctx, counts) -> None:
     """api/nacos.key: generated once, never replaced (Secrets in Nacos are encrypted with it)."""
     existing = ctx.writer.read(layout.DATA_KEY)

@@ -105,18 +105,8 @@ def fingerprint(cert) -> str:
 # --- the data key, reading and checking the Secret
 def data_key(ctx) -> bytes:
     """NACOS_DATA_ENC_KEY or api/nacos.key (both: they must agree)."""
-    file_key, env_key = ctx.writer.read(layout.DATA_KEY), ctx.settings.nacos_data_key
-    if file_key is not None:
-        problem = datakey.problem(file_key)
-        if problem:
-            raise StateError(f"{layout.DATA_KEY} {problem}")
-        if env_key is not None and env_key != file_key:
-            raise StateError(f"NACOS_DATA_ENC_KEY differs from {layout.DATA_KEY}: unset one, or make them the same key")
-        return file_key
-    if env_key is None:
-        raise StateError(f"the shared CA is encrypted with the deployment's data key: set NACOS_DATA_ENC_KEY or copy "
-                         f"the control-plane host's {layout.DATA_KEY}")
-    return env_key
+    return datakey.load(ctx.writer, ctx.settings, missing="the shared CA is encrypted with the deployment's data key: "
+                        f"set NACOS_DATA_ENC_KEY or copy the control-plane host's {layout.DATA_KEY}")
 
 
 def parse(s, raw: str, key: bytes) -> Published:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import timedelta
 
-from higress_init.errors import StateError
 from higress_init.pki import datakey
 from higress_init.store.base import StatusContext
 from higress_init.store.nacos import client
@@ -37,14 +36,8 @@ class NacosStore:
     @property
     def key(self) -> bytes:
         if self._key is None:
-            data = self.ctx.writer.read(layout.DATA_KEY)
-            if data is None:
-                raise StateError(f"Secrets in Nacos are encrypted with {layout.DATA_KEY}, which is missing: run phase "
-                                 "apiserver-pki first")
-            problem = datakey.problem(data)
-            if problem:
-                raise StateError(f"{layout.DATA_KEY} {problem}")
-            self._key = data
+            self._key = datakey.load(self.ctx.writer, self.settings, missing=f"Secrets in Nacos are encrypted with "
+                                     f"{layout.DATA_KEY}, which is missing: run phase apiserver-pki first")
         return self._key
 
     def read(self, obj: BaseObject) -> str | None:
