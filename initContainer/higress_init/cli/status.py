@@ -30,7 +30,7 @@ def certificate_rows(settings: Settings, writer, now: datetime) -> list[Row]:
         return _with_remaining(gateway_host_rows(settings, writer), now)
     rows, loaded = [], {}
     for spec in artifacts.CERTIFICATES:
-        cert, key, problem, has_cert, has_key = artifacts._load(spec, writer)
+        cert, key, problem, has_cert, has_key = artifacts.load_pair(spec, writer)
         loaded[spec.name] = cert
         if not has_cert or cert is None:
             rows.append(status_row(spec.name, spec.cert_file, state=problem or "missing"))

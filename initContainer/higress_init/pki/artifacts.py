@@ -133,8 +133,9 @@ def _read(writer, rel):
     return data if data else None
 
 
-def _load(spec: CertSpec, writer):
-    """(cert, key, problem) as found on disk; problem names what is unusable."""
+def load_pair(spec: CertSpec, writer):
+    """(cert, key, problem, has cert, has key) as found on disk, checked as every reader of them checks
+    (run, plan, status, migrate); problem names what is unusable."""
     cert_pem, key_pem = _read(writer, spec.cert_file), _read(writer, spec.key_file)
     cert = key = None
     problem = ""
@@ -179,7 +180,7 @@ def decide(settings: Settings, writer, now: datetime, rotate: AbstractSet[str] =
     leaf that is missing, broken, expiring or no longer issued by its CA."""
     decisions: dict[str, Decision] = {}
     for spec in CERTIFICATES:
-        cert, key, problem, has_cert, has_key = _load(spec, writer)
+        cert, key, problem, has_cert, has_key = load_pair(spec, writer)
         issuer = decisions.get(spec.issuer) if spec.issuer else None
         if spec.ca:
             decisions[spec.name] = _decide_ca(spec, settings, now, cert, key, problem, has_cert, has_key, issuer,

@@ -48,7 +48,7 @@ def found(writer) -> list[str]:
     present = []
     for rel in MARKERS:
         try:
-            if writer.fs.lstat(writer._parts(rel)) is not None:
+            if writer.fs.lstat(writer.parts(rel)) is not None:
                 present.append(rel)
         except Refused:
             continue
@@ -135,7 +135,7 @@ def _check_cas(settings, writer, now: datetime) -> tuple[dict[str, str], list[st
     for spec in artifacts.CERTIFICATES:
         if not spec.ca:
             continue
-        cert, key, problem, has_cert, has_key = artifacts._load(spec, writer)
+        cert, key, problem, has_cert, has_key = artifacts.load_pair(spec, writer)
         certs[spec.name] = cert
         if not has_cert or (key is None and not problem):
             continue
@@ -239,7 +239,7 @@ def nacos_data_note(writer) -> str:
     """A line when upstream's Nacos data is under the root: this project's compose keeps the
     built-in Nacos in a named volume, so without a change there the stack would start on an empty one."""
     try:
-        st = writer.fs.lstat(writer._parts(UPSTREAM_NACOS_DATA)) if writer.fs.exists() else None
+        st = writer.fs.lstat(writer.parts(UPSTREAM_NACOS_DATA)) if writer.fs.exists() else None
     except Refused:
         return ""
     if st is None:

@@ -48,7 +48,7 @@ class FileStore:
 
     def replace(self, obj: BaseObject, raw: str, expected: str) -> None:
         # compare-and-swap as far as a file allows: what is on disk now must be what was read
-        data = self.writer.fs.read(self.writer._parts(self.path(obj)))  # fresh, no-follow, capped
+        data = self.writer.fs.read(self.writer.parts(self.path(obj)))  # fresh, no-follow, capped
         current = None if data is None else data.decode("utf-8", "replace")
         if current != expected:
             raise StateError(f"{self.where(obj)} changed while the initializer was writing it: nothing was "

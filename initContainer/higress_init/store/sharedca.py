@@ -517,7 +517,7 @@ def status_rows(settings, writer) -> list[Row]:
     if gateway and published is not None:
         view = SharedView(writer, files_from(published))
         spec = artifacts.SPECS["gateway"]
-        cert, key, problem, has_cert, _ = artifacts._load(spec, view)
+        cert, key, problem, has_cert, _ = artifacts.load_pair(spec, view)
         chain = [published.intermediate, published.roots[0]]   # the published CA, up to its root
         state = artifacts.leaf_problem(spec, settings, primitives.utcnow(), cert, key, problem, chain) or "ok"
         if cert is None:

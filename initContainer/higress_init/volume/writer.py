@@ -54,9 +54,9 @@ class VolumeWriter:
 
     # --- paths: absolute paths are accepted only inside the root
     def path(self, rel: str | Path) -> Path:
-        return self.root.joinpath(*self._parts(rel))
+        return self.root.joinpath(*self.parts(rel))
 
-    def _parts(self, rel: str | Path) -> tuple[str, ...]:
+    def parts(self, rel: str | Path) -> tuple[str, ...]:
         rel = Path(rel)
         if rel.is_absolute():
             normal = Path(os.path.normpath(rel))
@@ -66,7 +66,7 @@ class VolumeWriter:
         return parts_of(rel.as_posix())
 
     def rel(self, path: Path) -> str:
-        return "/".join(self._parts(path))
+        return "/".join(self.parts(path))
 
     # --- reading: staged content wins, so later phases see what earlier phases produced
     def read(self, rel: str | Path) -> bytes | None:
@@ -95,7 +95,7 @@ class VolumeWriter:
 
     def _disk_bytes(self, path: Path) -> bytes | None:
         if path not in self._disk:
-            self._disk[path] = self.fs.read(self._parts(path)) if self.fs.exists() else None
+            self._disk[path] = self.fs.read(self.parts(path)) if self.fs.exists() else None
         return self._disk[path]
 
     # --- staging
@@ -113,13 +113,13 @@ class VolumeWriter:
         self.staged[path] = StagedFile(path, None, 0)
 
     def _differs(self, staged: StagedFile) -> bool:
-        st = self.fs.lstat(self._parts(staged.path)) if self.fs.exists() else None
+        st = self.fs.lstat(self.parts(staged.path)) if self.fs.exists() else None
         if st is None:
             return staged.data is not None
-        check_regular(self.fs.path, self._parts(staged.path), st)
+        check_regular(self.fs.path, self.parts(staged.path), st)
         if staged.data is None:
             return True
-        return (st.st_mode & 0o7777) != staged.mode or self.owners.differs(st, self._parts(staged.path)) or \
+        return (st.st_mode & 0o7777) != staged.mode or self.owners.differs(st, self.parts(staged.path)) or \
             self._disk_bytes(staged.path) != staged.data
 
     def changes(self) -> list[StagedFile]:
@@ -128,7 +128,7 @@ class VolumeWriter:
     def ensure_dir(self, rel: str | Path, mode: int | None = None) -> str:
         """Make a directory (and its parents); with `mode`, give it that mode. Returns what that
         did to it: created, updated (mode) or kept."""
-        parts = self._parts(rel)
+        parts = self.parts(rel)
         action = self._dir_action(parts, mode)
         self._make_root()
         fd = self.fs.open_dir(parts, create=self.owners.mkdir)
@@ -161,7 +161,7 @@ class VolumeWriter:
             self.staged.clear()
             return []
         self._make_root()
-        if any(self.fs.lstat(self._parts(item.path)) is not None for item in changed):
+        if any(self.fs.lstat(self.parts(item.path)) is not None for item in changed):
             # replaced files are backed up: a planted backup/ link is refused before anything is renamed
             os.close(self.fs.open_dir((layout.BACKUP_DIR,), create=journal.private_mkdir))
         entries = []
@@ -183,7 +183,7 @@ class VolumeWriter:
 
     def _write_temporary(self, item: StagedFile) -> list:
         """[directory, temporary, final name]: the journal entry of one staged file."""
-        parts = self._parts(item.path)
+        parts = self.parts(item.path)
         directory = "/".join(parts[:-1])
         if item.data is None:
             return [directory, None, parts[-1]]
@@ -260,7 +260,7 @@ class PlanWriter(VolumeWriter):
         return [item.path for item in changed]
 
     def ensure_dir(self, rel: str | Path, mode: int | None = None) -> str:
-        parts = self._parts(rel)
+        parts = self.parts(rel)
         action = self._dir_action(parts, mode)
         if action != "kept":
             self.planned.append("/".join(parts) + "/")
