@@ -513,3 +513,14 @@ def test_two_runs_started_together_both_finish_with_a_valid_state(volumes, fast_
     assert run_cli("status", volumes=volumes, env=fast_env).returncode == 0
     outputs = [p.stdout.read().decode() for p in procs]
     assert sum("created" in o.splitlines()[-1] for o in outputs) == 1
+
+
+def test_a_gateway_host_refuses_a_control_plane_phase(tmp_path, fast_env):
+    """ROLE=gateway runs its own phase list: a control-plane phase asked by name is refused, exit 2,
+    before anything is made."""
+    env = dict(fast_env, ROLE="gateway", NACOS_SERVER_URL="http://127.0.0.1:1/nacos", NACOS_DATA_ENC_KEY="k" * 32,
+               POD_NAME="gateway-b")
+    result = run_cli("phase", "apiserver-pki", volumes=tmp_path / "v", env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1 and "does not run on a gateway-only host" in result.stderr
+    assert not (tmp_path / "v").exists()
