@@ -98,21 +98,23 @@ def kube_config(ctx: Context, counts: Counts) -> None:
                   spec.name, counts, private=True)
 
 
-def writable_dirs(ctx: Context, counts: Counts) -> None:
-    """The folders components write into (readers.READERS), made after the commit with the owner
+def _ensure_writable_dirs(ctx: Context, counts: Counts, services) -> None:
+    """The folders the `services` write into (readers.READERS), made after the commit with the owner
     (VOLUMES_UID/GID) and mode their image's user needs (ownership.dir_mode); never emptied. Made
     through the writer, so a link or a file in the way is refused, never followed."""
     for reader in readers.READERS:
-        for rel, mode in reader.writes:
-            counts.add(ctx.writer.ensure_dir(rel, mode), rel)
+        if reader.service in services:
+            for rel, mode in reader.writes:
+                counts.add(ctx.writer.ensure_dir(rel, mode), rel)
+
+
+def writable_dirs(ctx: Context, counts: Counts) -> None:
+    _ensure_writable_dirs(ctx, counts, {r.service for r in readers.READERS})
 
 
 def gateway_writable_dirs(ctx: Context, counts: Counts) -> None:
-    """A gateway-only host runs no other component: the gateway's folders only."""
-    for reader in readers.READERS:
-        if reader.service == "gateway":
-            for rel, mode in reader.writes:
-                counts.add(ctx.writer.ensure_dir(rel, mode), rel)
+    """A gateway-only host runs only the services of its compose file (readers.GATEWAY_HOST_SERVICES)."""
+    _ensure_writable_dirs(ctx, counts, readers.GATEWAY_HOST_SERVICES)
 
 
 def pod_config(ctx: Context, counts: Counts) -> None:
