@@ -6,7 +6,8 @@ from datetime import timedelta
 import pytest
 
 from higress_init.pki import artifacts, primitives
-from higress_init.pki.artifacts import CERTIFICATES, SPECS, KeyPool, StateError, apply, decide
+from higress_init.pki.artifacts import CERTIFICATES, SPECS, StateError, apply, decide
+from higress_init.pki.keypool import KeyPool
 from higress_init.run.reporting import Counts
 from higress_init.settings import load
 from higress_init.volume.writer import VolumeWriter

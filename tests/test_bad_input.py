@@ -96,8 +96,8 @@ def test_secret_on_the_command_line_is_not_offered():
 
 
 def test_a_run_from_a_deleted_working_directory(tmp_path):
-    """The key workers' fork server starts in the working directory; one deleted under the command
-    failed every run with RSA keys. An absolute VOLUMES_ROOT works; a relative one is bad input."""
+    """A working directory deleted under the command (it once failed every run with RSA keys,
+    when a fork server started there): an absolute VOLUMES_ROOT works; a relative one is bad input."""
     import os
     import subprocess
     import sys

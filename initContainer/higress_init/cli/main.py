@@ -178,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 class Terminated(BaseException):
-    """SIGTERM, handled like SIGINT: stop, clean up (key workers included), one line, exit 143."""
+    """SIGTERM, handled like SIGINT: stop, clean up, one line, exit 143."""
 
 
 def _on_sigterm(signum, frame):

@@ -5,7 +5,6 @@ Issue order is table order: an issuer always comes before what it issues.
 """
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
@@ -14,9 +13,9 @@ from datetime import datetime, timedelta
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 
-from higress_init import faults
 from higress_init.errors import StateError
-from higress_init.pki import primitives, workers
+from higress_init.pki import primitives
+from higress_init.pki.keypool import KeyPool
 from higress_init.run.reporting import expires_within, renewal
 from higress_init.settings import Settings
 from higress_init.volume import layout
@@ -348,61 +347,6 @@ def _decide_leaf(spec, settings, now, cert, key, problem, issuer, decisions, for
         raise StateError(f"{spec.cert_file}: {reason}, and its CA {issuer.spec.cert_file} is externally "
                          f"managed (no {issuer.spec.key_file}): supply a valid certificate and key")
     return Decision(spec, "create" if cert is None and reason == "missing" else "reissue", reason, old_cert=cert)
-
-
-class KeyPool:
-    """Generates the keys a run needs up front, in parallel across cores (processes, since
-    key generation holds the interpreter), and hands them out as phases ask.
-
-    The workers come from a fork server started by exec, not forked from this process: a forked
-    worker would inherit the run lock's descriptor and, outliving a killed run (SIGKILL,
-    SIGTERM), keep the lock held, so that every later run waited forever."""
-
-    def __init__(self, algorithms: dict[str, str]):
-        self.futures: dict = {}
-        self.executor = None
-        slow = [n for n, a in algorithms.items() if a.startswith("rsa")]
-        if len(slow) > 1:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor  # a warm rerun never needs it
-            context = multiprocessing.get_context("forkserver")
-            try:
-                os.getcwd()
-            except FileNotFoundError:   # the fork server starts in the working directory: a deleted one fails it
-                os.chdir("/")           # every path is absolute by now (settings)
-            context.set_forkserver_preload([primitives.__name__, workers.__name__])
-            # SIGTERM/SIGINT wait until the workers are launched and recorded: an interruption while a
-            # worker was half-launched let the run end under it, and the worker printed a traceback
-            try:
-                with workers.signals_held():
-                    self.executor = ProcessPoolExecutor(max_workers=min(len(slow), _cpus()), mp_context=context,
-                                                        initializer=workers.exit_with, initargs=(os.getpid(),))
-                    # largest keys first: they dominate the wall time
-                    for name in sorted(slow, key=lambda n: -int(algorithms[n].split("-")[1])):
-                        self.futures[name] = self.executor.submit(primitives.generate_key_pem, algorithms[name])
-                        faults.pause("keys:launching")  # tests signal a run here, a worker half-launched
-                faults.pause("keys:generating")  # tests interrupt a run here, its workers busy
-            except BaseException:   # a held signal is raised here: nobody else holds this pool yet
-                self.close()
-                raise
-        self.algorithms = algorithms
-
-    def get(self, name: str):
-        if name in self.futures:
-            return primitives.load_key(self.futures[name].result())
-        return primitives.generate_key(self.algorithms[name])
-
-    def close(self):
-        if self.executor:
-            if not all(f.done() for f in self.futures.values()):
-                # an interrupted run does not wait for keys nobody will use
-                for process in list((getattr(self.executor, "_processes", None) or {}).values()):
-                    process.kill()
-            self.executor.shutdown(wait=True, cancel_futures=True)
-
-
-def _cpus() -> int:
-    return max(1, len(os.sched_getaffinity(0)))
 
 
 def apply(phase: str, settings: Settings, writer, decisions: dict[str, Decision], keys: KeyPool,

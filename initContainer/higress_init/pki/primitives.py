@@ -54,11 +54,6 @@ def key_to_pem(key) -> bytes:
                              serialization.NoEncryption())
 
 
-def generate_key_pem(algorithm: str) -> bytes:
-    """Picklable entry point for a process pool: key generation holds the interpreter."""
-    return key_to_pem(generate_key(algorithm))
-
-
 def load_key(pem: bytes):
     # The full RSA consistency check (primality tests) costs ~0.25 s per key and would dominate
     # a warm rerun; every key read here is checked against its certificate's public key instead.

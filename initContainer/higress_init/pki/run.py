@@ -7,6 +7,10 @@ run waits for Nacos. A gateway-only host decides from the CA published in Nacos 
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from higress_init.pki.keypool import KeyPool
 
 
 class PkiRun:
@@ -14,7 +18,7 @@ class PkiRun:
         self.settings, self.writer, self.now, self.rotate, self.phases, self.plan = \
             settings, writer, now, rotate, phases, plan
         self._decisions: dict | None = None
-        self._keys = None   # artifacts.KeyPool
+        self._keys: KeyPool | None = None
 
     @property
     def decided(self) -> bool:
@@ -71,10 +75,10 @@ class PkiRun:
     def _pool(self, wanted: dict):
         """The keys `wanted` (name -> algorithm), generated in parallel. Under `plan`, throwaway
         keys: what they sign is never written; same kind, cheap size."""
-        from higress_init.pki import artifacts
+        from higress_init.pki.keypool import KeyPool  # cryptography: a warm rerun makes no key
         if self.plan:
             wanted = {name: "rsa-2048" if a.startswith("rsa") else a for name, a in wanted.items()}
-        return artifacts.KeyPool(wanted)
+        return KeyPool(wanted)
 
     def close(self) -> None:
         if self._keys:

@@ -1,6 +1,6 @@
 """The runner: one run of a list of phases under the volumes' lock. It recovers an interrupted
-commit, takes the warm fast path when nothing local changed (runstate), starts the key workers
-before the phases that make keys, runs the phases, fixes owners once, records the run, and
+commit, takes the warm fast path when nothing local changed (runstate), starts the key
+generation before the phases that make keys, runs the phases, fixes owners once, records the run, and
 prints the summary."""
 from __future__ import annotations
 
