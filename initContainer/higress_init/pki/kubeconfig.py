@@ -16,8 +16,6 @@ import posixpath
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import yaml
-
 from higress_init.volume import layout
 
 CLUSTER, USER, CONTEXT = "higress", "higress-admin", "higress"
@@ -80,6 +78,7 @@ def render(server: str, ca_pem: bytes, client_cert: bytes | str, client_key: byt
         "current-context": CONTEXT,
         "preferences": {},
     }
+    import yaml  # PyYAML: loaded by what writes or reads a kubeconfig; every run reads KUBECONFIGS
     # libyaml's emitter when present: the pure-Python one spends ~20 ms on the long base64 values
     dumper = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
     return yaml.dump(config, Dumper=dumper, sort_keys=False).encode()
@@ -88,6 +87,7 @@ def render(server: str, ca_pem: bytes, client_cert: bytes | str, client_key: byt
 def parse(data: bytes, open_path=None) -> dict:
     """The parts a consumer uses: server, CA, client certificate and key (PEM bytes). A certificate
     or key named by path is read with `open_path(path) -> bytes`."""
+    import yaml
     try:
         config = yaml.load(data, Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (yaml.YAMLError, RecursionError) as err:   # garbage or nesting without end: unparsable, as any bad field

@@ -9,7 +9,6 @@ import json
 import uuid
 from datetime import datetime, timedelta
 
-import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -29,6 +28,7 @@ def _b64url(data: bytes) -> str:
 
 def public_jwk(public_key) -> dict:
     """The JWK of a public key, with kid = its RFC 7638 thumbprint."""
+    import jwt  # PyJWT: loaded by what signs or checks tokens (see runner.LOADED_WHILE_KEYS_GENERATE)
     alg = primitives.jws_algorithm(public_key)
     if isinstance(public_key, rsa.RSAPublicKey):
         jwk = jwt.algorithms.RSAAlgorithm.to_jwk(public_key, as_dict=True)
@@ -69,6 +69,7 @@ def token_problem(settings, identity: TokenIdentity, token: str | None, jwks: by
     """Why an existing token can't be kept (empty when it can). It is verified as a consumer
     does: through the published JWKS (`jwks`, the bytes of tokens/jwks.json), by its kid; it must
     also be signed by the current key (`kid`), or it is re-issued."""
+    import jwt
     if token is None:
         return "missing"
     try:
@@ -141,6 +142,7 @@ def _retired(ctx, now: datetime) -> list[dict]:
 
 
 def phase(ctx, counts) -> None:
+    import jwt
     s, now = ctx.settings, ctx.now
     key, how, replaced = _signing_key(ctx)
     public = key.public_key()

@@ -13,7 +13,7 @@ from typing import Protocol
 
 from higress_init import readers
 from higress_init.errors import StateError
-from higress_init.pki import datakey
+from higress_init.pki import datakey, kubeconfig
 from higress_init.pki.run import PkiRun
 from higress_init.run import runstate
 from higress_init.run.reporting import Counts
@@ -81,7 +81,6 @@ def apiserver_pki(ctx: Context, counts: Counts) -> None:
 def kube_config(ctx: Context, counts: Counts) -> None:
     """One kubeconfig per caller of the apiserver (kubeconfig.KUBECONFIGS), each with its own
     client certificate: named by path where its reader re-reads renewed files, else embedded."""
-    from higress_init.pki import kubeconfig
     ca_file = ctx.pki.decisions["apiserver-ca"].spec.cert_file
     for spec in kubeconfig.KUBECONFIGS:
         client = ctx.pki.decisions[spec.client]

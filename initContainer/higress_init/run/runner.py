@@ -1,21 +1,27 @@
 """The runner: one run of a list of phases under the volumes' lock. It recovers an interrupted
-commit, takes the warm fast path when nothing local changed (runstate), starts the key
-generation before the phases that make keys, runs the phases, fixes owners once, records the run, and
-prints the summary."""
+commit, takes the warm fast path when nothing local changed (runstate), starts generating keys
+before the phases that use them, runs the phases, fixes owners once, records the run, and prints
+the summary."""
 from __future__ import annotations
 
 import contextlib
+import importlib
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 
 from higress_init import faults, readers
 from higress_init.errors import EXIT_OK, StateError
+from higress_init.pki.kubeconfig import KUBECONFIGS
 from higress_init.run import deployment, phases, runstate, upstream
 from higress_init.run.phases import Context, phases_of
 from higress_init.run.reporting import WIDTH, Counts, Reporter, wrap
 from higress_init.volume import journal
 from higress_init.volume.writer import PlanWriter, RunLock, VolumeWriter
+
+# The libraries the phases after the keys use: loaded while the key threads work, not after the
+# last key, when the run has nothing else left to do (a warm rerun loads neither).
+LOADED_WHILE_KEYS_GENERATE = ("jwt", "yaml")
 
 
 def utcnow() -> datetime:
@@ -24,7 +30,6 @@ def utcnow() -> datetime:
 
 def writer_for(settings, owners: bool = True, plan: bool = False) -> VolumeWriter:
     """The volume writer; private files besides *.key and *key.pem: the kubeconfigs and tokens."""
-    from higress_init.pki.kubeconfig import KUBECONFIGS
     private = {*(k.file for k in KUBECONFIGS), *(i.file for i in settings.token_identities)}
     return (PlanWriter if plan else VolumeWriter)(settings.volumes_root, settings.volumes_uid if owners else None,
                                                   settings.volumes_gid if owners else None, private_files=private)
@@ -149,6 +154,8 @@ def _run_locked(ctx: Context, reporter: Reporter, names, report, rotation, adopt
         return
     if any(phases.phase_named(settings.role, name).makes_keys for name in names):
         ctx.pki.start()  # keys are generated while the run waits for Nacos
+        for module in LOADED_WHILE_KEYS_GENERATE:
+            importlib.import_module(module)
     outcomes = {}
 
     def record(name, counts, seconds):
