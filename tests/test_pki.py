@@ -26,7 +26,7 @@ def test_generate_key(algorithm, kind, size):
     key = primitives.generate_key(algorithm)
     assert isinstance(key, kind) and key.key_size == size
     assert primitives.key_algorithm(key) == algorithm
-    assert primitives.key_algorithm(primitives.load_key(primitives.generate_key_pem(algorithm))) == algorithm
+    assert primitives.key_algorithm(primitives.load_key(primitives.key_to_pem(key))) == algorithm
 
 
 def test_self_signed_ca(ca):
