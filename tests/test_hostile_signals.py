@@ -17,13 +17,21 @@ from hostile import make_victim, one_line_error, state_of, status
 NO_WAIT = 600  # the failure detector: a run queued behind a leaked lock never ends
 
 
+def _sigint_as_in_a_terminal():
+    """A child's SIGINT as a foreground shell leaves it: the default. A background job of a
+    non-interactive shell (`make test &` in a script) inherits SIGINT ignored, and Python then
+    installs no handler: a SIGINT test would see the run finish."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def _start_paused(volumes, pause_dir, env=None, point="keys:generating"):
     """A cold run (RSA keys, so the key pool is used), paused while its threads generate keys."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("NACOS_", "VOLUMES_", "CONFIG_STORAGE"))}
     full_env.update(env or {})
     full_env["HIGRESS_INIT_PAUSE_AT"] = f"{point}={pause_dir}"
     proc = subprocess.Popen([sys.executable, "-m", "higress_init", "run", "--volumes", str(volumes)], env=full_env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=_sigint_as_in_a_terminal)
     marker = pause_dir / (point.replace(":", "_") + ".paused")
     deadline = time.monotonic() + NO_WAIT
     while not marker.exists():
@@ -122,7 +130,8 @@ def test_sigint_while_waiting_for_the_lock(initialized, tmp_path):
     try:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NACOS_", "VOLUMES_"))}
         second = subprocess.Popen([sys.executable, "-m", "higress_init", "run", "--volumes", str(initialized)],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                  preexec_fn=_sigint_as_in_a_terminal)
         deadline = time.monotonic() + NO_WAIT
         out = ""
         while "waiting for the lock" not in out:
