@@ -4,7 +4,9 @@ Threads, not processes: cryptography lets go of the interpreter while OpenSSL ge
 so threads use every core. Unlike a process pool they start at once (no interpreter to exec, no
 cryptography to import a second time), hand keys over without a copy, and cannot outlive the
 run: a SIGKILL ends them with it, and nothing else holds the run lock's descriptor. They are
-daemon threads, so an interrupted run exits without waiting for a key nobody will use."""
+daemon threads, so an interrupted run exits without waiting for a key nobody will use.
+(cryptography releases the interpreter in RSA key generation since pyca/cryptography#14370, in
+the release requirements.lock pins; an older one makes the keys one at a time: slower, not wrong.)"""
 from __future__ import annotations
 
 import os
