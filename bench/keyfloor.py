@@ -35,8 +35,8 @@ def in_processes(algorithms: dict[str, str]) -> None:
     import process_pool_keys
 
     from higress_init.pki import primitives
-    slow = sorted((n for n, a in algorithms.items() if a.startswith("rsa-")),
-                  key=lambda n: -int(algorithms[n].split("-")[1]))
+    from higress_init.pki.keypool import slow_first
+    slow = slow_first(algorithms)   # as the run orders them
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload([process_pool_keys.__name__])
     with ProcessPoolExecutor(max_workers=max(1, min(len(slow), len(os.sched_getaffinity(0)))),

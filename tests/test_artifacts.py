@@ -19,7 +19,7 @@ NOW = primitives.utcnow()
 def _issue_all(writer, now=NOW, rotate=frozenset()):
     decisions = decide(SETTINGS, writer, now, set(rotate))
     keys = KeyPool({d.spec.name: "ecdsa-p256" for d in decisions.values()
-                    if d.action in ("create", "reissue", "rotate")})
+                    if d.new_key})
     counts = Counts()
     for phase in ("apiserver-pki", "pilot-pki"):
         apply(phase, SETTINGS, writer, decisions, keys, now, counts)

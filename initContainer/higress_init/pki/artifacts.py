@@ -126,6 +126,11 @@ class Decision:
     old_cert: x509.Certificate | None = None   # rotate: what is being replaced
     old_key: object | None = None
 
+    @property
+    def new_key(self) -> bool:
+        """Whether carrying it out issues the certificate with a new key."""
+        return self.action in ("create", "reissue", "rotate")
+
 
 def _read(writer, rel):
     data = writer.read(rel)
@@ -356,7 +361,7 @@ def apply(phase: str, settings: Settings, writer, decisions: dict[str, Decision]
         if spec.phase != phase:
             continue
         d = decisions[spec.name]
-        if d.action in ("create", "reissue", "rotate"):
+        if d.new_key:
             issuer = decisions[spec.issuer] if spec.issuer else None
             # in table order: an issuer's certificate is there (kept, or issued above) before its leaves
             issuer_cert = _issued(issuer) if issuer is not None else None

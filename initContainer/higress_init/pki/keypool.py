@@ -18,8 +18,11 @@ from higress_init import faults
 from higress_init.pki import primitives
 
 
-def _bits(algorithm: str) -> int:
-    return int(algorithm.split("-")[1]) if algorithm.startswith("rsa-") else 0
+def slow_first(algorithms: dict[str, str]) -> list[str]:
+    """The names of the keys worth generating in parallel, largest first (they dominate the wall
+    time): the RSA ones; an EC key takes a millisecond."""
+    rsa = [name for name, algorithm in algorithms.items() if algorithm.startswith("rsa-")]
+    return sorted(rsa, key=lambda name: -int(algorithms[name].removeprefix("rsa-")))
 
 
 class KeyPool:
@@ -27,8 +30,7 @@ class KeyPool:
         self.algorithms = dict(algorithms)
         self.futures: dict[str, Future] = {}
         self._work: queue.SimpleQueue = queue.SimpleQueue()
-        # RSA keys only (an EC key takes a millisecond), largest first: they dominate the wall time
-        slow = sorted((n for n, a in algorithms.items() if a.startswith("rsa-")), key=lambda n: -_bits(algorithms[n]))
+        slow = slow_first(algorithms)
         for name in slow:
             self.futures[name] = Future()
             self._work.put(name)

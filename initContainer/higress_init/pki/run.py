@@ -34,12 +34,15 @@ class PkiRun:
     def wanted(self) -> dict[str, str]:
         """The new keys (name -> algorithm) the run's phases will need."""
         from higress_init.pki import tokens
-        s = self.settings
-        wanted = {d.spec.name: getattr(s, d.spec.key_algorithm) for d in self.decisions.values()
-                  if d.action in ("create", "reissue", "rotate") and d.spec.phase in self.phases}
+        wanted = self._new_keys(self.decisions, self.phases)
         if "tokens" in self.phases:
-            wanted.update(tokens.keys_wanted(self.writer, self.rotate, s))
+            wanted.update(tokens.keys_wanted(self.writer, self.rotate, self.settings))
         return wanted
+
+    def _new_keys(self, decisions: dict, phases) -> dict[str, str]:
+        """name -> algorithm of each certificate of `phases` that `decisions` issue with a new key."""
+        return {d.spec.name: getattr(self.settings, d.spec.key_algorithm) for d in decisions.values()
+                if d.new_key and d.spec.phase in phases}
 
     def start(self) -> None:
         """Start generating every key the run's phases will need, in parallel."""
@@ -56,9 +59,7 @@ class PkiRun:
         the pool for the pilot-pki keys those decisions need."""
         from higress_init.pki import artifacts
         self._decisions = artifacts.decide(self.settings, view, self.now, rotate)
-        wanted = {d.spec.name: getattr(self.settings, d.spec.key_algorithm) for d in self._decisions.values()
-                  if d.spec.phase == "pilot-pki" and d.action in ("create", "reissue", "rotate")}
-        self._keys = self._pool(wanted)
+        self._keys = self._pool(self._new_keys(self._decisions, ("pilot-pki",)))
 
     def redecide(self, names) -> None:
         """After the files of `names` changed under the run (the shared CA adopted): decide them again;
@@ -69,7 +70,7 @@ class PkiRun:
         fresh = artifacts.decide(self.settings, self.writer, self.now, self.rotate)
         for name in names:
             self._decisions[name] = fresh[name]
-            if fresh[name].action in ("create", "reissue", "rotate"):
+            if fresh[name].new_key:
                 self.keys.algorithms.setdefault(name, getattr(self.settings, fresh[name].spec.key_algorithm))
 
     def _pool(self, wanted: dict):
