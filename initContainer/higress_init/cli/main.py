@@ -187,7 +187,7 @@ def _on_sigterm(signum, frame):
 
 def main(argv: list[str] | None = None) -> int:
     """The command line; every failure ends in one line on stderr and an exit code, never a
-    traceback (a killed or interrupted run is finished by the next one: see volume.py)."""
+    traceback (a killed or interrupted run is finished by the next one: see volume/journal.py)."""
     signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return _main(argv)

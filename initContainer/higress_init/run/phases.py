@@ -25,8 +25,8 @@ from higress_init.volume.writer import VolumeWriter
 
 
 class NacosClient(Protocol):
-    """The run's Nacos connection, as the runner ends it: store/nacos.Connection, or under `plan`
-    the StagedNacos (store/stores.py) around it."""
+    """The run's Nacos connection, as the runner ends it: store/nacos/client.Connection, or under
+    `plan` the StagedNacos (store/nacos/store.py) around it."""
 
     def close(self) -> None: ...
 

@@ -2,7 +2,7 @@
 
 Istio in Kubernetes keeps its plug-in CA in the Secret `cacerts`; here the control-plane host
 (ROLE=all) publishes the four files of `pilot/cacerts/` as that Secret in the Nacos store, stored
-exactly as the apiserver stores Secrets (configstore's encryption with the data key, listed in
+exactly as the apiserver stores Secrets (store/nacos/layout's encryption with the data key, listed in
 `secrets.__names__`), so `kubectl -n higress-system get secret cacerts` shows it. Every other host
 takes the CA from there:
 - a second control-plane host adopts it (its pilot signs with the same intermediate; the root key

@@ -1,5 +1,5 @@
 """Every base object a Higress standalone deployment needs in its store, declared as one table
-(the way `artifacts` declares the certificates). `configstore` seeds any of them into either store;
+(the way `artifacts` declares the certificates). `store/seeding` seeds any of them into either store;
 this module only says what each object is and how its content is made.
 
 Facts from Higress's standalone set-up (2.1.2 and 2.2.4): these are the objects it creates in
