@@ -144,7 +144,7 @@ def gateway_pilot_pki(ctx: Context, counts: Counts) -> None:
 
 def shared_ca(ctx: Context, counts: Counts) -> None:
     if not store_kind(ctx.settings).shares_ca:
-        counts.add("skipped", f"{store_kind(ctx.settings).label} storage")
+        counts.add("skipped", f"{store_kind(ctx.settings).name} storage")   # as the nacos phase says it
         return
     if not ctx.pki.decided and runstate.shared_ca_unchanged(ctx, counts):   # the warm path: nothing local changed
         return

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class StoreKind:
     name: str               # CONFIG_STORAGE's value
-    label: str              # how messages name it
     module: str             # where its Store class lives (imported when the store is opened)
     remote: bool            # a server to wait for and log in to, with a namespace to create (the `nacos` phase)
     shares_ca: bool         # hosts share the pilot CA through it, so more gateway hosts can join (sharedca)
@@ -19,8 +18,8 @@ class StoreKind:
 
 
 STORES = {s.name: s for s in (
-    StoreKind("file", "file store", "higress_init.store.file", remote=False, shares_ca=False, registry=False),
-    StoreKind("nacos", "Nacos", "higress_init.store.nacos.store", remote=True, shares_ca=True, registry=True),
+    StoreKind("file", "higress_init.store.file", remote=False, shares_ca=False, registry=False),
+    StoreKind("nacos", "higress_init.store.nacos.store", remote=True, shares_ca=True, registry=True),
 )}
 
 
