@@ -148,3 +148,18 @@ def test_a_stored_mesh_passes_its_release_field_list_and_an_unknown_field_is_ref
     result = run_cli("run", volumes=volumes, env=env)
     assert result.returncode == 3 and "inboundTrafficPolicyX" in result.stderr, result.stderr
     assert "inboundTrafficPolicyX" not in (volumes / "pilot/config/mesh").read_text()
+
+
+def test_every_release_module_is_served_newest_first_and_the_default_is_one():
+    """releases.RELEASES names its modules: a v<major>_<minor>_<patch> module left out of it, or put
+    out of order, fails here."""
+    import pkgutil
+    from pathlib import Path
+
+    from higress_init.versions import releases
+    folder = Path(releases.__file__).parent
+    modules = {m.name for m in pkgutil.iter_modules([str(folder)]) if m.name[:1] == "v" and m.name[1:2].isdigit()}
+    assert {"v" + r.version.replace(".", "_") for r in releases.RELEASES} == modules
+    versions = [tuple(int(p) for p in r.version.split(".")) for r in releases.RELEASES]
+    assert versions == sorted(versions, reverse=True)
+    assert releases.DEFAULT in releases.RELEASES_BY_VERSION

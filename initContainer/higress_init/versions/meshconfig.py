@@ -133,7 +133,8 @@ def mesh_problem(text: str, s: Settings) -> str | None:
     if mesh is None:   # then problem says why
         return problem
     r = releases.of(s)
-    unknown = sorted(str(k) for k in mesh if k not in known_mesh_keys(r.mesh_fields))
+    known = known_mesh_keys(r.mesh_fields)
+    unknown = sorted(str(k) for k in mesh if k not in known)
     if unknown:
         return (f"unknown top-level key(s) {', '.join(unknown)} (not a field of the MeshConfig of Istio {r.istio}, "
                 f"which Higress {r.version} runs, nor Higress's)")

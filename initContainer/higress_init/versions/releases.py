@@ -1,20 +1,13 @@
-"""The Higress releases this initializer serves (HIGRESS_VERSION): every module `v<major>_<minor>_<patch>`
-in this package is one (release.py says what a release holds), found here; adding a release is
-adding its module. Everything that differs between releases is there, as data; the modules that
-use it (objects, meshconfig, settings) say how."""
+"""The Higress releases this initializer serves (HIGRESS_VERSION), newest first: each is a module
+`v<major>_<minor>_<patch>` in this package (release.py says what a release holds); adding a release
+is adding its module and naming it here. Everything that differs between releases is there, as
+data; the modules that use it (objects, meshconfig, settings) say how."""
 from __future__ import annotations
 
-import importlib
-import pkgutil
-from pathlib import Path
-
+from higress_init.versions import v2_1_2, v2_2_4
 from higress_init.versions.release import Release
 
-_MODULES = sorted((m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])
-                   if m.name.startswith("v") and m.name[1:].replace("_", "").isdigit()),
-                  key=lambda name: tuple(int(p) for p in name[1:].split("_")), reverse=True)
-# newest first
-RELEASES: tuple[Release, ...] = tuple(importlib.import_module(f"higress_init.versions.{m}").RELEASE for m in _MODULES)
+RELEASES: tuple[Release, ...] = (v2_2_4.RELEASE, v2_1_2.RELEASE)   # newest first
 RELEASES_BY_VERSION = {r.version: r for r in RELEASES}
 DEFAULT = "2.2.4"   # the release users run today (compose/.env's image set)
 
