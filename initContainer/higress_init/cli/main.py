@@ -18,6 +18,7 @@ from higress_init.errors import (
     EXIT_OK,
     EXIT_REFUSED,
     StateError,
+    StoreError,
 )
 from higress_init.run import deployment, runner
 from higress_init.run.phases import CONTROL_PLANE, GATEWAY_HOST, phase_named, phases_of
@@ -256,13 +257,10 @@ def _main(argv: list[str] | None = None) -> int:
 
 def _exit_codes() -> tuple:
     """(error type, what the line calls it, exit code or None: the error's own exit_code), first match wins."""
-    from higress_init.store.nacos.client import (
-        NacosError,  # only once an error is to be mapped: no SDK import
-    )
     return ((SettingsError, "error", EXIT_BAD_INPUT),
             (StateError, "refused", EXIT_REFUSED),         # protects what exists, a record of settings included
             (VolumeError, "error", EXIT_BAD_INPUT),        # the volumes root cannot be made or written
-            (NacosError, "error", None),
+            (StoreError, "error", None),                   # Nacos: unreachable 4, auth 5, conflict 6, else 7
             (OSError, "error", EXIT_FAILED))
 
 

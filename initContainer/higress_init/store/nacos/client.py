@@ -28,7 +28,14 @@ from urllib.parse import urlencode, urlsplit
 
 from tenacity import AsyncRetrying, Retrying, retry_if_exception_type, wait_exponential, wait_random
 
-from higress_init.errors import StateError, StoreError
+from higress_init.errors import (
+    EXIT_NACOS_AUTH,
+    EXIT_NACOS_CONFLICT,
+    EXIT_NACOS_REQUEST,
+    EXIT_NACOS_UNREACHABLE,
+    StateError,
+    StoreError,
+)
 from higress_init.store.nacos import layout as nacos_layout
 from higress_init.store.nacos import sdk
 from higress_init.versions.objects import DEFAULT_GROUP
@@ -41,19 +48,19 @@ SEARCH_PAGE_SIZE = 50
 
 
 class NacosError(StoreError):
-    exit_code = 7
+    exit_code = EXIT_NACOS_REQUEST
 
 
 class NacosUnreachable(NacosError):
-    exit_code = 4
+    exit_code = EXIT_NACOS_UNREACHABLE
 
 
 class NacosAuthError(NacosError):
-    exit_code = 5
+    exit_code = EXIT_NACOS_AUTH
 
 
 class NacosConflict(NacosError):
-    exit_code = 6
+    exit_code = EXIT_NACOS_CONFLICT
 
 
 class _Transient(Exception):
