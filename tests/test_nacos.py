@@ -498,17 +498,18 @@ def test_compare_and_swap_is_decided_by_the_server(node, tmp_path, grpc_requests
     """On Nacos the server refuses a stale casMd5 and a creation of what exists (casMd5 CREATE_ONLY):
     no read comes before a write, the answer decides. r-nacos accepts both (it ignores casMd5), so
     there a read just before each write is the guard. Either way nothing is overwritten."""
-    from higress_init.store.nacos.client import CREATE_ONLY, NacosConflict, _md5
+    from higress_init.store.base import md5
+    from higress_init.store.nacos.client import CREATE_ONLY, NacosConflict
     _namespace(node, tmp_path)
     conn, lines = _connect(node, tmp_path)
     try:
         conn.compare_and_publish("cas-test", "g", "one\n", None)
-        conn.compare_and_publish("cas-test", "g", "two\n", _md5("one\n"))
+        conn.compare_and_publish("cas-test", "g", "two\n", md5("one\n"))
         assert conn.get("cas-test", "g") == "two\n"   # this run's write, as written (no lagging read)
         assert node.get_config("cas-test", "g") == "two\n"
         sent = [(type(r).__name__, getattr(r, "casMd5", None)) for r in grpc_requests
                 if getattr(r, "dataId", "") == "cas-test"]
-        publishes = [("ConfigPublishRequest", CREATE_ONLY), ("ConfigPublishRequest", _md5("one\n"))]
+        publishes = [("ConfigPublishRequest", CREATE_ONLY), ("ConfigPublishRequest", md5("one\n"))]
         if node.real:
             assert sent == publishes, sent
         else:
@@ -517,7 +518,7 @@ def test_compare_and_swap_is_decided_by_the_server(node, tmp_path, grpc_requests
         node.publish_config("cas-test", "g", "changed by someone else\n")
         conn.written.clear()   # what another run would know
         with pytest.raises(NacosConflict, match="nothing was overwritten"):
-            conn.compare_and_publish("cas-test", "g", "three\n", _md5("two\n"))
+            conn.compare_and_publish("cas-test", "g", "three\n", md5("two\n"))
         assert node.get_config("cas-test", "g") == "changed by someone else\n"
         with pytest.raises(NacosConflict):  # creating what meanwhile exists
             conn.compare_and_publish("cas-test", "g", "four\n", None)

@@ -138,8 +138,8 @@ def test_a_shared_ca_published_again_since_is_decided_in_full(rnacos, tmp_path, 
     import yaml
 
     from higress_init.store import sharedca
+    from higress_init.store.base import md5
     from higress_init.store.nacos import layout as nacos_layout
-    from higress_init.store.seeding import md5
     from higress_init.volume import layout
     node = rnacos()
     env = dict(fast_env, **node.client_env(), NACOS_WAIT_TIMEOUT="30s")

@@ -4,14 +4,24 @@ differs between stores beyond it is a capability in kinds.py. A new store is one
 implementing it and one line in kinds.STORES."""
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, overload
 
 if TYPE_CHECKING:
     from higress_init.run.reporting import Counts
     from higress_init.settings import Settings
     from higress_init.versions.objects import BaseObject
+
+
+@overload
+def md5(text: str) -> str: ...
+@overload
+def md5(text: None) -> None: ...
+def md5(text: str | None) -> str | None:
+    """The md5 of stored text (None: absent): what seeding records and Nacos's compare-and-swap compares."""
+    return hashlib.md5(text.encode()).hexdigest() if text is not None else None
 
 
 class Store(Protocol):

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from typing import overload
 
 from higress_init import faults
 from higress_init.errors import StateError, StoreError
 from higress_init.run.reporting import Row, status_row
+from higress_init.store.base import md5
 from higress_init.store.kinds import open_for_status, store_kind
 from higress_init.versions.objects import HIGRESS_CONFIG, applicable, render_text
 from higress_init.versions.releases import BEFORE_RECORDS
@@ -30,16 +30,6 @@ DELIVERED = ((layout.MESH, "mesh"), (layout.MESH_NETWORKS, "meshNetworks"))
 
 WHERE_TO_EDIT = ("edit configmaps/higress-config in the store (Higress console, or `kubectl --kubeconfig "
                  "kube/host.config -n {ns} edit configmap higress-config` from the host)")
-
-
-@overload
-def md5(text: str) -> str: ...
-@overload
-def md5(text: None) -> None: ...
-@overload
-def md5(text: str | None) -> str | None: ...
-def md5(text: str | None) -> str | None:
-    return hashlib.md5(text.encode()).hexdigest() if text is not None else None
 
 
 def sha256(data: bytes | None) -> str | None:

@@ -40,10 +40,10 @@ from higress_init import faults
 from higress_init.errors import StateError, StoreError
 from higress_init.pki import artifacts, datakey, primitives
 from higress_init.run.reporting import Counts, Row, status_row
+from higress_init.store.base import md5
 from higress_init.store.kinds import open_for_status, open_store
 from higress_init.store.nacos.layout import decrypt, encrypt
 from higress_init.store.nacos.store import NacosStore
-from higress_init.store.seeding import md5
 from higress_init.versions.objects import CACERTS, BaseObject, render  # noqa: F401 (CACERTS: sharedca's name too)
 from higress_init.volume import layout
 

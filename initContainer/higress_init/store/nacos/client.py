@@ -13,7 +13,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import gc
-import hashlib
 import http.client
 import json
 import socket
@@ -36,6 +35,7 @@ from higress_init.errors import (
     StateError,
     StoreError,
 )
+from higress_init.store.base import md5
 from higress_init.store.nacos import layout as nacos_layout
 from higress_init.store.nacos import sdk
 from higress_init.versions.objects import DEFAULT_GROUP
@@ -515,7 +515,7 @@ class Connection:
         else's did (a conflict: nothing overwritten), or neither (tried again, bounded).
         r-nacos ignores casMd5: there, a read just before the write is the only guard."""
         key = (data_id, group)
-        if not self.cas_enforced and _md5(self.configs.get(data_id, group)) != expected:   # the server's, not memory
+        if not self.cas_enforced and md5(self.configs.get(data_id, group)) != expected:   # the server's, not memory
             raise self._conflict(data_id, group)
         deadline = time.monotonic() + REQUEST_BUDGET
         for attempt in range(1, 1000):
@@ -528,7 +528,7 @@ class Connection:
                 accepted, failure = False, err
             if not accepted:
                 now = self.get_stored(data_id, group)
-                if now != content and _md5(now) != expected:
+                if now != content and md5(now) != expected:
                     raise self._conflict(data_id, group)
                 accepted = now == content   # ours landed, the answer was lost
             if accepted and expected is None:
@@ -597,10 +597,6 @@ class Connection:
             self.log(f"nacos: {self.http.calls} HTTP calls, {grpc} gRPC calls", http_calls=self.http.calls,
                      grpc_calls=grpc)
         self.log = None
-
-
-def _md5(content: str | None) -> str | None:
-    return hashlib.md5(content.encode()).hexdigest() if content is not None else None
 
 
 def _probe(conn: Connection, server: str, deadline: float, last: list[str]) -> str | None:
@@ -844,7 +840,6 @@ def status(settings, writer) -> dict:
 def _config_report(settings, conn, writer) -> list[dict]:
     """Each seeded object and each type's names index: present, and still as seeded (the md5 of
     what the initializer wrote; an index: lists every seeded object in one of its forms)."""
-    from higress_init.store.seeding import md5
     from higress_init.versions.objects import applicable
     try:
         seeded = json.loads(writer.read(layout.SEEDED) or b"{}")  # no-follow, capped

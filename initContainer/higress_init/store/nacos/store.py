@@ -6,11 +6,10 @@ from dataclasses import replace
 from datetime import timedelta
 
 from higress_init.pki import datakey
-from higress_init.store.base import StatusContext
+from higress_init.store.base import StatusContext, md5
 from higress_init.store.nacos import client
 from higress_init.store.nacos import layout as nacos_layout
 from higress_init.store.nacos.client import NacosConflict
-from higress_init.store.seeding import md5
 from higress_init.versions.objects import DEFAULT_GROUP, BaseObject
 from higress_init.volume import journal, layout
 
