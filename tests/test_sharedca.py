@@ -222,3 +222,13 @@ def test_a_full_disk_at_the_commit_of_rotate_root_keeps_the_old_root_everywhere(
     run_cli("rotate", "root", volumes=a, env=env, check=True)
     assert_recoverable(node, a)
     assert published(node.server, node.ns)["root-cert.pem"] != before["root-cert.pem"]
+
+
+@pytest.mark.parametrize("stamp", ["2026-01-01T00:00:00", "yesterday", 7, None])
+def test_a_publication_time_without_a_zone_or_not_a_time_has_no_age(stamp):
+    """A Secret cacerts made elsewhere (kubectl) may carry any annotation: no age, never a crash."""
+    from higress_init.store import sharedca
+    obj = {"metadata": {"annotations": {sharedca.PUBLISHED_AT: stamp}}}
+    assert sharedca.Published(raw="", obj=obj, files={}).age() is None
+    aware = {"metadata": {"annotations": {sharedca.PUBLISHED_AT: "2026-01-01T00:00:00Z"}}}
+    assert sharedca.Published(raw="", obj=aware, files={}).age() > 0

@@ -42,6 +42,7 @@ from higress_init.pki import artifacts, datakey, primitives
 from higress_init.run.reporting import Counts, Row, status_row
 from higress_init.store.base import md5
 from higress_init.store.kinds import open_for_status, open_store
+from higress_init.store.nacos.client import NacosConflict, NacosUnreachable
 from higress_init.store.nacos.layout import decrypt, encrypt
 from higress_init.store.nacos.store import NacosStore
 from higress_init.versions.objects import CACERTS, BaseObject, render  # noqa: F401 (CACERTS: sharedca's name too)
@@ -89,7 +90,7 @@ class Published:
             return None   # none (made elsewhere, e.g. kubectl), or not a timestamp
         try:
             return (datetime.now(UTC) - datetime.fromisoformat(stamp.replace("Z", "+00:00"))).total_seconds()
-        except (AttributeError, ValueError):
+        except (TypeError, ValueError):   # not ISO 8601, or no time zone (naive minus aware)
             return None   # made elsewhere (e.g. kubectl): no publication window to wait out
 
 
@@ -328,7 +329,6 @@ def publish(ctx, counts: Counts) -> None:
     """The `shared-ca` phase (ROLE=all, Nacos storage), after `write`: publish this host's pilot CA
     when Nacos has none, or when this run rotated it (both committed here, pending, first); list it
     in secrets.__names__; record what is published. A lost first publication takes the winner's CA."""
-    from higress_init.store.nacos.client import NacosConflict
     open_store(ctx)
     conn = ctx.nacos
     if not ctx.pki.decided:      # the warm fast path kept the local files without deciding anything
@@ -343,7 +343,7 @@ def publish(ctx, counts: Counts) -> None:
     if published is not None and all(local[k] == published.files[k] for k in CA_FILES):
         counts.add("kept", "secrets/cacerts")
     else:
-        published = _publish(ctx, conn, counts, local, published, NacosConflict)
+        published = _publish(ctx, conn, counts, local, published)
     faults.pause("shared-ca:published")
     faults.point("shared-ca:published")
     NacosStore(ctx, conn).finish(counts, [CACERTS])   # the index kubectl lists Secrets by
@@ -351,7 +351,7 @@ def publish(ctx, counts: Counts) -> None:
     ctx.writer.commit()
 
 
-def _publish(ctx, conn, counts, local, published, conflict_type) -> Published:
+def _publish(ctx, conn, counts, local, published) -> Published:
     s = ctx.settings
     raw = encrypt(_secret_text(ctx, local, published), data_key(ctx))
     group = CACERTS.group(s)
@@ -364,9 +364,9 @@ def _publish(ctx, conn, counts, local, published, conflict_type) -> Published:
             # r-nacos accepts a stale create too: read again after SETTLE (plan: no race)
             time.sleep(SETTLE)    # a competing first write that passed its absent-check lands by now
             current = conn.get_stored(CACERTS.data_id, group)
-    except conflict_type:
+    except NacosConflict:
         if published is not None:
-            raise conflict_type(f"{where(s)} changed while this host was publishing its rotation: the rotated CA stays "
+            raise NacosConflict(f"{where(s)} changed while this host was publishing its rotation: the rotated CA stays "
                                 "here, pending, unpublished; see which host changed it before you rerun") from None
         current = None   # refused: another host's publication is the deployment's
     if current == raw:
@@ -426,7 +426,6 @@ def connect(ctx, counts: Counts) -> None:
 def _wait_published(ctx) -> Published:
     """The published CA and the stored higress-config, waited for (the control-plane host may be
     starting at the same moment), within NACOS_WAIT_TIMEOUT."""
-    from higress_init.store.nacos.client import NacosUnreachable
     from higress_init.versions.objects import HIGRESS_CONFIG
     s = ctx.settings
     deadline = time.monotonic() + s.nacos_wait_timeout.total_seconds()
@@ -499,7 +498,8 @@ def status_rows(settings, writer) -> list[Row]:
     # the CA this host uses: its pilot/cacerts (control plane), or the issuer in its gateway chain
     if gateway:
         chain = writer.read(layout.GATEWAY_CERT_CHAIN)
-        in_use = primitives.load_certs(chain)[1] if chain and len(primitives.load_certs(chain)) > 1 else None
+        certs = primitives.load_certs(chain) if chain else []
+        in_use = certs[1] if len(certs) > 1 else None
         file = f"{layout.GATEWAY_CERT_CHAIN} (issuer)"
     else:
         ca = writer.read(_CA.cert_file)
