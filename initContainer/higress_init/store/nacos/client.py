@@ -808,10 +808,9 @@ def prepare(ctx, counts) -> None:
             "key (NACOS_DATA_ENC_KEY or api/nacos.key)")
     if present:
         counts.add("kept", f"namespace {s.nacos_namespace}")
-    elif ctx.plan:
-        counts.add("would create", f"namespace {s.nacos_namespace}")
     else:
-        create_namespace(conn, s.nacos_namespace)
+        if not ctx.plan:   # plan leaves it to the commit, and reports what run does, in run's words
+            create_namespace(conn, s.nacos_namespace)
         counts.add("created", f"namespace {s.nacos_namespace}")
     counts.add("connected", f"nacos {conn.generation} at {conn.active}")
 

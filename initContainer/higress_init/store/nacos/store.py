@@ -167,7 +167,3 @@ def open_for_status(settings, writer):
 def prepare(ctx, counts) -> None:
     """The `nacos` phase: wait for Nacos, log in, create the namespace."""
     client.prepare(ctx, counts)
-    # client.prepare leaves the namespace to the commit under `plan` and words it its own way:
-    # plan reports what run does, in run's words
-    for name in counts.by_action.pop("would create", []):
-        counts.add("created", name)
