@@ -130,3 +130,12 @@ def test_umask_000_leaks_no_open_mode(tmp_path, fast_env):
     assert _mode(volumes) == 0o755
     assert (volumes / ".higress-init/last-run.json").exists() and list((volumes / "backup").rglob("*.crt"))
     assert status(volumes, env=fast_env).returncode == 0
+
+
+def test_the_folders_components_write_are_the_ones_the_file_policy_keeps_writable():
+    """readers.READERS says which folders each component writes (the writable-dirs phase makes
+    them); layout.WRITABLE_DIRS is what the file policy (ownership, status, the temporaries' sweep)
+    keeps at their own mode. A folder in one and not the other would be made, then reset to 0755."""
+    from higress_init import readers
+    from higress_init.volume import layout
+    assert {w for reader in readers.READERS for w in reader.writes} == set(layout.WRITABLE_DIRS)
