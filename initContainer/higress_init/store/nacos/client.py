@@ -841,22 +841,22 @@ def _config_report(settings, conn, writer) -> list[dict]:
     what the initializer wrote; an index: lists every seeded object in one of its forms)."""
     from higress_init.versions.objects import applicable
     try:
-        seeded = json.loads(writer.read(layout.SEEDED) or b"{}")  # no-follow, capped
-    except (ValueError, StateError):
+        seeded = writer.read_record(layout.SEEDED)   # no-follow, capped; garbage reads as nothing seeded
+    except StateError:   # a link or another file type planted there
         seeded = {}
-    if not isinstance(seeded, dict):
-        seeded = {}
-    configs: list[dict] = []
+    objects = [(obj.group(settings), obj) for obj in applicable(settings)]
     by_plural: dict[str, list] = {}   # plural -> [(group, object)]
-    for obj in applicable(settings):
-        group = obj.group(settings)
+    for group, obj in objects:
         by_plural.setdefault(obj.plural, []).append((group, obj))
-        content = conn.get(obj.data_id, group)
+    # every object and names index in one round of queries, as a run reads them
+    contents = conn.get_many([(obj.data_id, group) for group, obj in objects]
+                             + [(nacos_layout.names_index(plural), DEFAULT_GROUP) for plural in by_plural])
+    configs: list[dict] = []
+    for (group, obj), content in zip(objects, contents[:len(objects)], strict=True):
         record = seeded.get(nacos_layout.record_key(settings.nacos_namespace, group, obj))
         configs.append({"group": group, "dataId": obj.data_id, "present": content is not None,
                         "as_seeded": None if record is None or content is None else md5(content) == record})
-    for plural, members in by_plural.items():
-        content = conn.get(nacos_layout.names_index(plural), DEFAULT_GROUP)
+    for (plural, members), content in zip(by_plural.items(), contents[len(objects):], strict=True):
         lines = set((content or "").split())
         configs.append({"group": DEFAULT_GROUP, "dataId": nacos_layout.names_index(plural),
                         "present": content is not None,
