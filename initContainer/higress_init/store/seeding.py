@@ -321,6 +321,9 @@ def status_rows(settings, writer) -> list[Row]:
     else:
         # _stored_config: data is None exactly when raw is (not stored)
         problems = _problems(data, settings) if data is not None else ["configmaps/higress-config is not in the store"]
+    finally:   # the store is read: its connection ends here, not at exit
+        if ctx.nacos is not None:
+            ctx.nacos.close()
     stored = data or {}   # None only with problems, where it is not read
     delivered = _delivered(writer)
     for rel, key in DELIVERED:
